@@ -1,0 +1,319 @@
+import { ByeReason, type ConnectResponse, type Payload, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
+import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
+import type { Logger } from "../shared/logger.js";
+import { type DataExchange, decodeDataExchange, encodeDataExchange, INLINE_PAYLOAD_LIMIT } from "../shared/payload.js";
+import { ReturnCode, returnCodeName } from "../shared/return-codes.js";
+import { CallState } from "./call-state.js";
+import { SiteConnection } from "./connection.js";
+import { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone } from "./errors.js";
+import { type AgentOptions, type ResolvedAgentOptions, resolveAgentOptions } from "./options.js";
+
+export const PROTOCOL_VERSION = 1;
+
+/** A task as the trainer receives it. */
+export interface AgentTask {
+  taskId: string;
+  taskName: string;
+  jobId: string;
+  data: DataExchange;
+  /** When the site stops waiting for the result, if it set a deadline. */
+  deadline: Date | undefined;
+  /** Fires when the site aborts the task: stop working on it. */
+  signal: AbortSignal;
+}
+
+interface HeldResult {
+  taskId: string;
+  returnCode: ReturnCode;
+  data: DataExchange | undefined;
+  /** The encoded data when too large to send inline; uploaded afresh on every connection. */
+  encoded: Buffer | undefined;
+  sends: number;
+  lastSentAt: number;
+  settle(accepted: boolean): void;
+}
+
+/** How many finished task ids the agent remembers, so that a resent task is acknowledged, not run again. */
+const REMEMBERED_TASKS = 64;
+
+/**
+ * The agent runtime: joins a site on behalf of a training process, receives
+ * tasks, returns results, heartbeats, obeys abort and bye. The reference
+ * FlareAgent contract in async form: start(), getTask(), submitResult(), log(),
+ * stop(); or iterate tasks with `for await (const task of agent.tasks())`.
+ */
+export class Agent {
+  readonly options: ResolvedAgentOptions;
+  private readonly connection: SiteConnection;
+  private readonly callState = new CallState();
+  private readonly inbox: AgentTask[] = [];
+  private readonly controllers = new Map<string, AbortController>();
+  private readonly knownTaskIds = new Set<string>();
+  private readonly waiters = new Set<{ wake(): void; fail(error: AgentError): void }>();
+  private held: HeldResult | undefined;
+  private closedWith: AgentClosed | undefined;
+  private metricSequence = 0;
+  private readonly logger: Logger;
+
+  constructor(options: AgentOptions) {
+    this.options = resolveAgentOptions(options);
+    this.logger = this.options.logger.child({ client: this.options.clientName, agent: this.options.agentId });
+    this.connection = new SiteConnection({ ...this.options, logger: this.logger }, {
+      hello: () => ({
+        clientName: this.options.clientName,
+        agentId: this.options.agentId,
+        protocolVersion: PROTOCOL_VERSION,
+        resources: this.options.resources,
+        taskNames: this.options.taskNames,
+        heldResult: undefined,
+      }),
+      welcomed: () => this.resendHeldResult(),
+      message: (message) => this.receive(message),
+      peerGone: () => this.failWaiters(new AgentPeerGone(`no sign of life from the site ${this.options.siteAddress} for ${this.options.heartbeatTimeoutMs} ms`)),
+      fatal: (error) => this.close(error),
+    });
+  }
+
+  get agentId(): string {
+    return this.options.agentId;
+  }
+
+  /** True while a stream to the site is open and welcomed. */
+  get connected(): boolean {
+    return this.connection.connected;
+  }
+
+  /** Starts joining the site in the background; returns at once. */
+  start(): void {
+    this.connection.start();
+  }
+
+  /** Says bye to the site and closes the agent. Pending and later calls fail with AgentClosed. */
+  async stop(): Promise<void> {
+    const stopped = this.connection.stop({ reason: ByeReason.BYE_REASON_AGENT_STOPPING, message: "the agent is stopping" });
+    this.close(new AgentClosed("the agent was stopped"));
+    await stopped;
+  }
+
+  /**
+   * The next task, or null when none arrives within `timeoutMs` (no timeout:
+   * wait until one arrives or the agent closes). Throws AgentClosed (or
+   * AgentEnded) once closed, AgentAborted once after the site aborted the task
+   * the trainer held, AgentPeerGone when the site is silent past the heartbeat
+   * timeout, CallStateError when the previous task's result was not submitted.
+   */
+  async getTask(timeoutMs?: number): Promise<AgentTask | null> {
+    if (this.closedWith) throw this.closedWith;
+    this.callState.beginGetTask();
+    const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
+    for (;;) {
+      const task = this.inbox.shift();
+      if (task) {
+        this.callState.handOut(task.taskId);
+        return task;
+      }
+      if (this.closedWith) throw this.closedWith;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return null;
+      await this.waitForChange(remaining);
+    }
+  }
+
+  /**
+   * Submits the result of the task last returned by getTask. Resolves true once
+   * the site holds it, false when the site refused it, the task was aborted,
+   * the agent closed, or no acknowledgement came within submitResultTimeoutMs.
+   * The result survives dropped streams: it is sent again after reconnecting.
+   */
+  async submitResult(data: DataExchange | undefined, returnCode: ReturnCode = ReturnCode.RETURN_CODE_OK): Promise<boolean> {
+    if (this.closedWith) throw this.closedWith;
+    const { taskId, aborted } = this.callState.beginSubmit();
+    if (aborted) return false;
+    try {
+      const encoded = data && encodeDataExchange(data);
+      return await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => settle(false), this.options.submitResultTimeoutMs);
+        const settle = (accepted: boolean) => {
+          clearTimeout(timer);
+          if (this.held?.taskId === taskId) this.held = undefined;
+          this.forgetController(taskId);
+          resolve(accepted);
+        };
+        this.held = {
+          taskId,
+          returnCode,
+          data,
+          encoded: encoded && encoded.length > INLINE_PAYLOAD_LIMIT ? encoded : undefined,
+          sends: 0,
+          lastSentAt: 0,
+          settle,
+        };
+        this.resendHeldResult();
+      });
+    } finally {
+      this.callState.endSubmit();
+    }
+  }
+
+  /** Sends a metric record (the reference's log()). Returns false when it could not be sent now; it is not queued. */
+  log(record: DataExchange, taskId = this.callState.heldTaskId ?? ""): boolean {
+    if (this.closedWith || this.connection.congestedOrDown) return false;
+    const metric = { taskId, sequence: ++this.metricSequence, record: { ...record, kind: record.kind || DataKind.DATA_KIND_METRICS }, loggedAt: new Date() };
+    return this.connection.send({ kind: { $case: "metric", value: metric } });
+  }
+
+  /** Tasks until the agent closes; aborted tasks are skipped. Submit each task's result before taking the next. */
+  async *tasks(): AsyncGenerator<AgentTask> {
+    for (;;) {
+      try {
+        const task = await this.getTask();
+        if (task) yield task;
+      } catch (error) {
+        if (error instanceof AgentClosed) return;
+        if (error instanceof AgentAborted || error instanceof AgentPeerGone) continue;
+        throw error;
+      }
+    }
+  }
+
+  private receive(message: ConnectResponse): void {
+    const kind = message.kind;
+    switch (kind?.$case) {
+      case "task":
+        return void this.receiveTask(kind.value);
+      case "resultAck": {
+        const held = this.held;
+        if (!held || held.taskId !== kind.value.taskId) return;
+        const disposition = kind.value.disposition;
+        if (disposition === ResultDisposition.RESULT_DISPOSITION_REJECTED) {
+          this.logger.warn({ task: held.taskId, reason: kind.value.reason }, "the site rejected the result");
+        }
+        return held.settle(disposition === ResultDisposition.RESULT_DISPOSITION_ACCEPTED || disposition === ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
+      }
+      case "abort":
+        return this.abortTask(kind.value.taskId, kind.value.reason);
+      case "bye":
+        if (kind.value.reason === ByeReason.BYE_REASON_JOB_ENDED) this.close(new AgentEnded(`the job ended: ${kind.value.message}`));
+        else if (kind.value.reason === ByeReason.BYE_REASON_REPLACED) this.close(new AgentClosed(`replaced by another agent with id ${this.agentId}`));
+        return;
+      case "heartbeat":
+      case "welcome":
+      case undefined:
+        return;
+    }
+  }
+
+  private async receiveTask(task: Task): Promise<void> {
+    const acknowledge = () => this.connection.send({ kind: { $case: "taskAck", value: { taskId: task.taskId } } });
+    if (this.knownTaskIds.has(task.taskId)) return void acknowledge();
+    this.remember(task.taskId);
+    const controller = new AbortController();
+    this.controllers.set(task.taskId, controller);
+    const logger = this.logger.child({ task: task.taskId, job: task.jobId });
+    try {
+      const data = await this.resolvePayload(task.payload, controller.signal);
+      if (controller.signal.aborted) return;
+      acknowledge();
+      this.inbox.push({ taskId: task.taskId, taskName: task.taskName, jobId: task.jobId, data, deadline: task.deadline, signal: controller.signal });
+      logger.debug({ taskName: task.taskName }, "task received");
+      this.wakeWaiters();
+    } catch (error) {
+      // Forget the task so that the site's resend gets another try.
+      logger.warn({ err: error }, "could not fetch the task's data; waiting for the site to resend it");
+      this.knownTaskIds.delete(task.taskId);
+      this.forgetController(task.taskId);
+    }
+  }
+
+  private async resolvePayload(payload: Payload | undefined, signal: AbortSignal): Promise<DataExchange> {
+    const body = payload?.body;
+    if (body?.$case === "inline") return body.value;
+    if (body?.$case === "ref") return decodeDataExchange(await this.connection.download(body.value, signal));
+    return { kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: undefined, meta: undefined };
+  }
+
+  private abortTask(taskId: string, reason: string): void {
+    this.logger.info({ task: taskId, reason }, "the site aborted the task");
+    this.controllers.get(taskId)?.abort(new AgentAborted(taskId, reason));
+    const queued = this.inbox.findIndex((task) => task.taskId === taskId);
+    if (queued >= 0) this.inbox.splice(queued, 1);
+    if (this.held?.taskId === taskId) this.held.settle(false);
+    if (this.callState.abort(taskId, reason)) this.wakeWaiters();
+    this.forgetController(taskId);
+  }
+
+  /** Sends the held result (uploading its payload first when large), unless resends are used up. */
+  private resendHeldResult(): void {
+    const held = this.held;
+    if (!held || !this.connection.connected) return;
+    if (this.options.maxResends !== undefined && held.sends > this.options.maxResends) return held.settle(false);
+    held.sends++;
+    held.lastSentAt = Date.now();
+    void (async () => {
+      let payload: Payload | undefined;
+      if (held.encoded) {
+        try {
+          payload = { body: { $case: "ref", value: await this.connection.upload(held.encoded, AbortSignal.timeout(this.options.submitResultTimeoutMs)) } };
+        } catch (error) {
+          this.logger.warn({ err: error, task: held.taskId }, "result upload failed; will retry");
+          return;
+        }
+      } else if (held.data) {
+        payload = { body: { $case: "inline", value: held.data } };
+      }
+      if (this.held !== held) return;
+      this.connection.send({ kind: { $case: "result", value: { taskId: held.taskId, returnCode: held.returnCode, payload } } });
+      this.logger.debug({ task: held.taskId, rc: returnCodeName(held.returnCode), attempt: held.sends }, "result sent");
+      this.scheduleResend(held);
+    })();
+  }
+
+  private scheduleResend(held: HeldResult): void {
+    setTimeout(() => {
+      if (this.held === held && Date.now() - held.lastSentAt >= this.options.resendIntervalMs) this.resendHeldResult();
+    }, this.options.resendIntervalMs).unref();
+  }
+
+  private waitForChange(timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter = {
+        wake: () => done(() => resolve()),
+        fail: (error: AgentError) => done(() => reject(error)),
+      };
+      const timer = timeoutMs === Infinity ? undefined : setTimeout(waiter.wake, timeoutMs);
+      const done = (finish: () => void) => {
+        clearTimeout(timer);
+        this.waiters.delete(waiter);
+        finish();
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  private wakeWaiters(): void {
+    for (const waiter of [...this.waiters]) waiter.wake();
+  }
+
+  private failWaiters(error: AgentError): void {
+    for (const waiter of [...this.waiters]) waiter.fail(error);
+  }
+
+  private close(error: AgentClosed): void {
+    if (this.closedWith) return;
+    this.closedWith = error;
+    this.logger.info({ reason: error.message }, "agent closed");
+    for (const controller of this.controllers.values()) controller.abort(error);
+    this.held?.settle(false);
+    this.wakeWaiters();
+    void this.connection.stop();
+  }
+
+  private remember(taskId: string): void {
+    this.knownTaskIds.add(taskId);
+    if (this.knownTaskIds.size > REMEMBERED_TASKS) this.knownTaskIds.delete(this.knownTaskIds.values().next().value as string);
+  }
+
+  private forgetController(taskId: string): void {
+    this.controllers.delete(taskId);
+  }
+}

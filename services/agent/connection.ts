@@ -1,0 +1,224 @@
+import { once } from "node:events";
+import { type ClientDuplexStream, credentials, type ServiceError, status as Status } from "@grpc/grpc-js";
+import {
+  AgentServiceClient,
+  type Bye,
+  type ConnectRequest,
+  type ConnectResponse,
+  type Hello,
+  type PayloadRef,
+  type Welcome,
+} from "../../gen/campfire/agent/v1/agent_service.js";
+import type { Logger } from "../shared/logger.js";
+import { ChunkAssembler, chunksOf, MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { backoffDelay, delay } from "../shared/wait.js";
+import { AgentClosed } from "./errors.js";
+import type { ResolvedAgentOptions } from "./options.js";
+
+/** What the connection reports to the agent. */
+export interface ConnectionEvents {
+  hello(): Hello;
+  welcomed(welcome: Welcome): void;
+  message(message: ConnectResponse): void;
+  /** No sign of life from the site within the heartbeat timeout (reported once per outage). */
+  peerGone(): void;
+  /** The site refused the agent for good, or said it was replaced: the agent must close. */
+  fatal(error: AgentClosed): void;
+}
+
+/** Status codes that mean "this agent is wrong", where reconnecting would only repeat the refusal. */
+const PERMANENT_REFUSALS = new Set([
+  Status.INVALID_ARGUMENT,
+  Status.FAILED_PRECONDITION,
+  Status.ALREADY_EXISTS,
+  Status.RESOURCE_EXHAUSTED,
+  Status.UNIMPLEMENTED,
+  Status.UNAUTHENTICATED,
+  Status.PERMISSION_DENIED,
+]);
+
+/**
+ * The agent's gRPC edge: keeps one Connect stream open to the site, reconnecting
+ * with capped exponential backoff and full jitter; sends heartbeats when quiet;
+ * detects a silent site; moves large payloads on their own streams.
+ */
+export class SiteConnection {
+  private readonly client: AgentServiceClient;
+  private readonly stopping = new AbortController();
+  private call: ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
+  private welcomed = false;
+  private congested = false;
+  private lastSeenAt = Date.now();
+  private lastSentAt = 0;
+  private peerGoneReported = false;
+  private heartbeatSequence = 0;
+  private readonly timer: NodeJS.Timeout;
+  private loop: Promise<void> | undefined;
+  private stopped: Promise<void> | undefined;
+  private readonly logger: Logger;
+
+  constructor(
+    private readonly options: ResolvedAgentOptions,
+    private readonly events: ConnectionEvents,
+  ) {
+    this.logger = options.logger;
+    this.client = new AgentServiceClient(options.siteAddress, credentials.createInsecure(), {
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    });
+    const tickMs = Math.max(10, Math.min(1000, options.heartbeatIntervalMs / 2, options.heartbeatTimeoutMs > 0 ? options.heartbeatTimeoutMs / 4 : Infinity));
+    this.timer = setInterval(() => this.tick(), tickMs);
+    this.timer.unref();
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  get connected(): boolean {
+    return this.welcomed;
+  }
+
+  /** Sends a control message when the stream is up. Returns false when it could not be sent now. */
+  send(message: ConnectRequest): boolean {
+    if (!this.call || !this.welcomed) return false;
+    this.lastSentAt = Date.now();
+    if (!this.call.write(message)) this.congested = true;
+    return true;
+  }
+
+  /** True when optional messages (metrics, heartbeats) should be dropped rather than queued. */
+  get congestedOrDown(): boolean {
+    return !this.welcomed || this.congested;
+  }
+
+  /** Uploads a payload in chunks, waiting for the stream to drain between them. */
+  async upload(bytes: Buffer, signal: AbortSignal): Promise<PayloadRef> {
+    const response = new Promise<string>((resolve, reject) => {
+      const call = this.client.uploadPayload((error, reply) => (error ? reject(error) : resolve(reply.payloadId)));
+      const cancel = () => call.cancel();
+      signal.addEventListener("abort", cancel, { once: true });
+      void (async () => {
+        try {
+          call.write({ part: { $case: "header", value: { agentId: this.options.agentId, sizeBytes: bytes.length } } });
+          for (const chunk of chunksOf(bytes)) {
+            if (!call.write({ part: { $case: "chunk", value: chunk } })) await once(call, "drain", { signal });
+          }
+          call.end();
+        } catch {
+          call.cancel();
+        } finally {
+          signal.removeEventListener("abort", cancel);
+        }
+      })();
+    });
+    return { payloadId: await response, sizeBytes: bytes.length };
+  }
+
+  /** Downloads a payload that a task references. */
+  async download(ref: PayloadRef, signal: AbortSignal): Promise<Buffer> {
+    const assembler = new ChunkAssembler(ref.sizeBytes);
+    const call = this.client.downloadPayload({ payloadId: ref.payloadId });
+    const cancel = () => call.cancel();
+    signal.addEventListener("abort", cancel, { once: true });
+    try {
+      for await (const message of call) {
+        const problem = assembler.add((message as { chunk: Buffer }).chunk);
+        if (problem) throw new Error(`payload ${ref.payloadId}: ${problem}`);
+      }
+    } finally {
+      signal.removeEventListener("abort", cancel);
+    }
+    const assembled = assembler.finish();
+    if ("problem" in assembled) throw new Error(`payload ${ref.payloadId}: ${assembled.problem}`);
+    return assembled.bytes;
+  }
+
+  /** Says bye (when given), closes the stream and stops reconnecting. Idempotent: the first call's bye wins. */
+  stop(bye?: Bye): Promise<void> {
+    this.stopped ??= (async () => {
+      if (bye && this.call && this.welcomed) this.call.write({ kind: { $case: "bye", value: bye } });
+      this.stopping.abort(new AgentClosed("the agent was stopped"));
+      clearInterval(this.timer);
+      this.call?.end();
+      await this.loop;
+      this.client.close();
+    })();
+    return this.stopped;
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopping.signal.aborted) {
+      const outcome = await this.session();
+      if (outcome === "welcomed") attempt = 0;
+      if (outcome === "fatal" || this.stopping.signal.aborted) return;
+      const wait = backoffDelay(attempt++, this.options.reconnectBaseDelayMs, this.options.reconnectMaxDelayMs);
+      this.logger.debug({ attempt, waitMs: Math.round(wait) }, "reconnecting");
+      try {
+        await delay(wait, this.stopping.signal);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /** One stream, from hello to its end. */
+  private session(): Promise<"welcomed" | "refused" | "fatal"> {
+    return new Promise((resolve) => {
+      const call = this.client.connect();
+      this.call = call;
+      this.congested = false;
+      let welcomed = false;
+      call.on("data", (message: ConnectResponse) => {
+        this.lastSeenAt = Date.now();
+        if (message.kind?.$case === "welcome") {
+          welcomed = this.welcomed = true;
+          this.peerGoneReported = false;
+          this.logger.info({ site: message.kind.value.siteName }, "connected to site");
+          this.events.welcomed(message.kind.value);
+          return;
+        }
+        if (message.kind?.$case === "bye") {
+          const bye = message.kind.value;
+          this.logger.info({ reason: bye.reason, message: bye.message }, "site said bye");
+        }
+        this.events.message(message);
+      });
+      call.on("drain", () => (this.congested = false));
+      let settled = false;
+      const settle = (error?: ServiceError) => {
+        if (settled) return;
+        settled = true;
+        this.welcomed = false;
+        if (this.call === call) this.call = undefined;
+        if (error && PERMANENT_REFUSALS.has(error.code) && !this.stopping.signal.aborted) {
+          this.logger.error({ code: Status[error.code], details: error.details }, "the site refused this agent");
+          this.events.fatal(new AgentClosed(`the site refused this agent: ${Status[error.code]}: ${error.details}`, { cause: error }));
+          return resolve("fatal");
+        }
+        if (!this.stopping.signal.aborted) this.logger.warn({ code: error ? Status[error.code] : "OK", details: error?.details }, "stream to site ended");
+        resolve(welcomed ? "welcomed" : "refused");
+      };
+      call.on("error", (error: ServiceError) => settle(error));
+      call.on("end", () => settle());
+      call.on("status", () => settle());
+      this.lastSentAt = Date.now();
+      call.write({ kind: { $case: "hello", value: this.events.hello() } });
+    });
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    const { heartbeatIntervalMs, heartbeatTimeoutMs } = this.options;
+    if (this.welcomed && !this.congested && now - this.lastSentAt >= heartbeatIntervalMs) {
+      this.send({ kind: { $case: "heartbeat", value: { sequence: ++this.heartbeatSequence, sentAt: new Date(now) } } });
+    }
+    if (heartbeatTimeoutMs > 0 && now - this.lastSeenAt > heartbeatTimeoutMs && !this.peerGoneReported) {
+      this.peerGoneReported = true;
+      this.logger.warn({ silentMs: now - this.lastSeenAt }, "site is silent past the heartbeat timeout: reconnecting");
+      this.call?.cancel();
+      this.events.peerGone();
+    }
+  }
+}

@@ -1,0 +1,6 @@
+export { Agent, type AgentTask } from "./agent.js";
+export { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone, CallStateError } from "./errors.js";
+export type { AgentOptions } from "./options.js";
+export { ReturnCode } from "../shared/return-codes.js";
+export { DataKind } from "../../gen/campfire/common/v1/exchange.js";
+export { DType, float32Tensor, float32Values } from "../shared/tensor.js";

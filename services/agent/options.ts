@@ -1,0 +1,55 @@
+import { randomUUID } from "node:crypto";
+import { type Logger, silentLogger } from "../shared/logger.js";
+
+export interface AgentOptions {
+  /** The site's agent service, host:port. */
+  siteAddress: string;
+  /** The client this agent acts for: the name used in job deploy maps. */
+  clientName: string;
+  /** Unique per agent and stable across its reconnects. Default: clientName plus a random suffix. */
+  agentId?: string;
+  /** Resources offered to jobs, for example { gpu: 1 }. */
+  resources?: Record<string, number>;
+  /** Task names this agent runs; empty means any. */
+  taskNames?: string[];
+  /** How often to send a heartbeat when nothing else was sent. Default 5 s (as the reference). */
+  heartbeatIntervalMs?: number;
+  /** How long without a sign of life before the site counts as gone; 0 never. Default 30 s. */
+  heartbeatTimeoutMs?: number;
+  /** How often an unacknowledged result is sent again. Default 2 s. */
+  resendIntervalMs?: number;
+  /** At most this many resends of a result; undefined means no limit. */
+  maxResends?: number;
+  /** How long submitResult() waits for the site's acknowledgement. Default 30 s. */
+  submitResultTimeoutMs?: number;
+  /** The first reconnect delay; doubles per failed attempt (with full jitter) up to reconnectMaxDelayMs. Default 100 ms. */
+  reconnectBaseDelayMs?: number;
+  /** The longest reconnect delay. Default 5 s. */
+  reconnectMaxDelayMs?: number;
+  logger?: Logger;
+}
+
+export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends">> & { maxResends: number | undefined };
+
+export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions {
+  return {
+    agentId: `${options.clientName}-${randomUUID().slice(0, 8)}`,
+    resources: {},
+    taskNames: [],
+    heartbeatIntervalMs: 5_000,
+    heartbeatTimeoutMs: 30_000,
+    resendIntervalMs: 2_000,
+    submitResultTimeoutMs: 30_000,
+    reconnectBaseDelayMs: 100,
+    reconnectMaxDelayMs: 5_000,
+    logger: silentLogger,
+    ...stripUndefined(options),
+    siteAddress: options.siteAddress,
+    clientName: options.clientName,
+    maxResends: options.maxResends,
+  };
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,220 @@
+import { randomUUID } from "node:crypto";
+import { ByeReason, type Hello, type Payload, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
+import type { Logger } from "../shared/logger.js";
+import { nameProblem } from "../shared/names.js";
+import type { DataExchange } from "../shared/payload.js";
+import { AgentSession, type ControlChannel, type ExchangeTimings, type MetricEvent, PROTOCOL_VERSION, type TaskOutcome } from "./agent-session.js";
+import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
+import { PayloadStore, SharedPayload } from "./payload-store.js";
+
+/** Every wait has a deadline or an abort signal: the type demands at least one. */
+export type WaitOptions = { signal: AbortSignal; timeoutMs?: number } | { signal?: AbortSignal; timeoutMs: number };
+
+/** A task as a workflow describes it. */
+export interface TaskSpec {
+  taskName: string;
+  jobId: string;
+  /** The data: a DataExchange (encoded for this task), or a SharedPayload prepared once for many tasks. */
+  data: DataExchange | SharedPayload;
+}
+
+export interface AgentInfo {
+  agentId: string;
+  clientName: string;
+  connected: boolean;
+  busy: boolean;
+  connectedAt: Date;
+  lastSeenAt: Date;
+  resources: Record<string, number>;
+  taskNames: string[];
+}
+
+export interface HubOptions {
+  siteName: string;
+  timings: ExchangeTimings;
+  logger: Logger;
+}
+
+/**
+ * The registry of connected agents and the one API workflows use to reach them:
+ * send task T to client C and await its outcome, with a deadline or an abort
+ * signal. One timer sweeps all sessions for heartbeats, resends and liveness,
+ * so thousands of idle agents cost one timer, not thousands.
+ */
+export class AgentHub {
+  readonly payloads = new PayloadStore();
+  private readonly sessions = new Map<string, AgentSession>();
+  private readonly lastConnectByClient = new Map<string, Date>();
+  private readonly attachListeners = new Set<() => void>();
+  private readonly metricListeners = new Set<(event: MetricEvent) => void>();
+  private readonly sweepTimer: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly options: HubOptions) {
+    const { heartbeatIntervalMs, heartbeatTimeoutMs, resendIntervalMs } = options.timings;
+    const sweepMs = Math.max(10, Math.min(1000, heartbeatIntervalMs / 2, resendIntervalMs / 2, heartbeatTimeoutMs > 0 ? heartbeatTimeoutMs / 4 : Infinity));
+    this.sweepTimer = setInterval(() => this.sweep(), sweepMs).unref();
+  }
+
+  /** Registers the agent that sent `hello` on `channel`, or re-binds a returning one. Throws a SiteError to refuse it. */
+  accept(channel: ControlChannel, hello: Hello): AgentSession {
+    if (this.closed) throw new SiteShuttingDown("the site is shutting down");
+    const problem = nameProblem("hello.client_name", hello.clientName) ?? nameProblem("hello.agent_id", hello.agentId);
+    if (problem) throw new MalformedMessage(problem);
+    if (hello.protocolVersion !== PROTOCOL_VERSION) {
+      throw new MalformedMessage(`hello.protocol_version: ${hello.protocolVersion} is not supported; this site speaks protocol ${PROTOCOL_VERSION}`);
+    }
+    let session = this.sessions.get(hello.agentId);
+    if (session && session.clientName !== hello.clientName) {
+      throw new AgentIdConflict(`hello.agent_id ${JSON.stringify(hello.agentId)} is in use by client ${JSON.stringify(session.clientName)}`);
+    }
+    if (!session) {
+      session = new AgentSession(hello, {
+        timings: this.options.timings,
+        payloads: this.payloads,
+        logger: this.options.logger,
+        siteName: this.options.siteName,
+        onMetric: (event) => this.metricListeners.forEach((listener) => listener(event)),
+      });
+      this.sessions.set(hello.agentId, session);
+    }
+    session.attach(channel, hello);
+    this.lastConnectByClient.set(session.clientName, session.connectedAt);
+    session.logger.info({ resources: hello.resources, taskNames: hello.taskNames }, "agent connected");
+    this.attachListeners.forEach((listener) => listener());
+    return session;
+  }
+
+  /** The stream of `session` ended. Without liveness checks a stream end is final for an idle agent. */
+  detach(session: AgentSession, channel: ControlChannel): void {
+    session.detach(channel);
+    if (this.options.timings.heartbeatTimeoutMs === 0 && !session.connected && !session.busy) this.remove(session, new AgentGone(`agent ${session.agentId} disconnected`));
+  }
+
+  /**
+   * Sends a task to an idle agent of `clientName` and resolves with its outcome.
+   * Waits for the client to connect; fails with AgentBusy when all its agents
+   * have a task in flight, AgentGone when the agent dies, TaskAborted or
+   * TaskDeadlineExceeded per the options (the agent is told to abort).
+   */
+  async sendTask(clientName: string, spec: TaskSpec, options: WaitOptions): Promise<TaskOutcome> {
+    const signal = waitSignal(options);
+    const session = await this.idleSessionOf(clientName, signal);
+    const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
+    const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
+    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: undefined };
+    if (options.timeoutMs !== undefined) task.deadline = new Date(Date.now() + options.timeoutMs);
+    const onAbort = () => session.cancel(task.taskId, abortError(signal, `task ${task.taskId} (${task.taskName})`));
+    signal.addEventListener("abort", onAbort, { once: true });
+    session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
+    try {
+      return await session.run(task);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      shared?.release();
+    }
+  }
+
+  /** Resolves once `clientName` has a connected agent. */
+  async waitForClient(clientName: string, options: WaitOptions): Promise<void> {
+    await this.connectedSessionsOf(clientName, waitSignal(options));
+  }
+
+  /** Says bye to every agent of `clientName` and forgets them (for example at job end). */
+  sayBye(clientName: string, reason: ByeReason, message: string): void {
+    for (const session of [...this.sessions.values()]) {
+      if (session.clientName === clientName) this.remove(session, new AgentGone(message), reason);
+    }
+  }
+
+  onMetric(listener: (event: MetricEvent) => void): () => void {
+    this.metricListeners.add(listener);
+    return () => this.metricListeners.delete(listener);
+  }
+
+  agents(): AgentInfo[] {
+    return [...this.sessions.values()].map((session) => ({
+      agentId: session.agentId,
+      clientName: session.clientName,
+      connected: session.connected,
+      busy: session.busy,
+      connectedAt: session.connectedAt,
+      lastSeenAt: new Date(session.lastSeenAt),
+      resources: session.resources,
+      taskNames: session.taskNames,
+    }));
+  }
+
+  /** When each client's most recent agent connected. */
+  lastConnectTimes(): ReadonlyMap<string, Date> {
+    return this.lastConnectByClient;
+  }
+
+  /** Says bye (site shutting down) to every agent and fails what is in flight. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweepTimer);
+    for (const session of [...this.sessions.values()]) {
+      this.remove(session, new SiteShuttingDown("the site is shutting down"), ByeReason.BYE_REASON_SITE_SHUTTING_DOWN);
+    }
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const session of this.sessions.values()) {
+      if (session.tick(now) === "gone") {
+        const seconds = this.options.timings.heartbeatTimeoutMs / 1000;
+        session.logger.warn({ task: session.currentTaskId }, `agent gone: no sign of life for ${seconds} s`);
+        this.remove(session, new AgentGone(`agent ${session.agentId} of client ${session.clientName} is gone: no sign of life for ${seconds} s`));
+      }
+    }
+  }
+
+  private remove(session: AgentSession, error: AgentGone | SiteShuttingDown, bye?: ByeReason): void {
+    this.sessions.delete(session.agentId);
+    session.end(error, bye);
+  }
+
+  private async idleSessionOf(clientName: string, signal: AbortSignal): Promise<AgentSession> {
+    const sessions = await this.connectedSessionsOf(clientName, signal);
+    const idle = sessions.find((session) => !session.busy);
+    if (!idle) {
+      throw new AgentBusy(`client ${clientName} is still working on task ${sessions[0]?.currentTaskId}: one task at a time per agent`);
+    }
+    return idle;
+  }
+
+  /** The client's sessions, waiting until at least one is connected. */
+  private async connectedSessionsOf(clientName: string, signal: AbortSignal): Promise<AgentSession[]> {
+    for (;;) {
+      if (this.closed) throw new SiteShuttingDown("the site is shutting down");
+      const sessions = [...this.sessions.values()].filter((session) => session.clientName === clientName);
+      if (sessions.some((session) => session.connected)) return sessions.filter((session) => session.connected);
+      if (signal.aborted) throw abortError(signal, `waiting for client ${clientName} to connect`);
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.attachListeners.delete(wake);
+          signal.removeEventListener("abort", wake);
+          resolve();
+        };
+        this.attachListeners.add(wake);
+        signal.addEventListener("abort", wake, { once: true });
+      });
+    }
+  }
+}
+
+/** One signal for both ways a wait can end early. */
+function waitSignal(options: WaitOptions): AbortSignal {
+  const signals: AbortSignal[] = [];
+  if (options.signal) signals.push(options.signal);
+  if (options.timeoutMs !== undefined) signals.push(AbortSignal.timeout(options.timeoutMs));
+  return signals.length === 1 ? signals[0]! : AbortSignal.any(signals);
+}
+
+function abortError(signal: AbortSignal, what: string): TaskAborted | TaskDeadlineExceeded {
+  const reason = signal.reason as unknown;
+  if (reason instanceof DOMException && reason.name === "TimeoutError") return new TaskDeadlineExceeded(`${what}: deadline exceeded`);
+  return new TaskAborted(`${what}: aborted${reason instanceof Error ? ` (${reason.message})` : ""}`, { cause: reason });
+}

@@ -1,0 +1,320 @@
+import {
+  ByeReason,
+  type ConnectRequest,
+  type ConnectResponse,
+  type Hello,
+  type MetricRecord,
+  ResultDisposition,
+  type Task,
+  type TaskResult,
+} from "../../gen/campfire/agent/v1/agent_service.js";
+import type { Logger } from "../shared/logger.js";
+import { dataExchangeProblem, type DataExchange, decodeDataExchange, MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { carriesData, ReturnCode, returnCodeName } from "../shared/return-codes.js";
+import { MalformedMessage, OutOfOrderMessage, type SiteError } from "./errors.js";
+import type { PayloadStore } from "./payload-store.js";
+
+export const PROTOCOL_VERSION = 1;
+
+/** The transport's side of one agent stream, as the exchange needs it. */
+export interface ControlChannel {
+  send(message: ConnectResponse): void;
+  /** True while the stream's send buffer is full; optional messages (heartbeats) are skipped then. */
+  readonly congested: boolean;
+  /** Ends the stream: cleanly without an error, otherwise with the error's status. */
+  close(error?: SiteError): void;
+}
+
+export interface ExchangeTimings {
+  /** How often the site sends a heartbeat when it has sent nothing else. */
+  heartbeatIntervalMs: number;
+  /** How long without a sign of life before the agent is gone; 0 never. */
+  heartbeatTimeoutMs: number;
+  /** How often an unacknowledged task is sent again. */
+  resendIntervalMs: number;
+}
+
+/** What became of a task the agent answered. */
+export interface TaskOutcome {
+  taskId: string;
+  taskName: string;
+  jobId: string;
+  clientName: string;
+  agentId: string;
+  returnCode: ReturnCode;
+  /** The result's data, when the return code carries data (OK, EARLY_TERMINATION). */
+  data: DataExchange | undefined;
+  /** Why the site refused the result's data, when it did. */
+  problem?: string;
+}
+
+/** A metric record as the site stores it. */
+export interface MetricEvent {
+  clientName: string;
+  agentId: string;
+  jobId: string | undefined;
+  record: MetricRecord;
+}
+
+interface InFlight {
+  task: Task;
+  acked: boolean;
+  lastSentAt: number;
+  resolve(outcome: TaskOutcome): void;
+  reject(error: SiteError): void;
+}
+
+export interface SessionContext {
+  timings: ExchangeTimings;
+  payloads: PayloadStore;
+  logger: Logger;
+  siteName: string;
+  onMetric(event: MetricEvent): void;
+}
+
+/** How many finished task ids a session remembers, to tell duplicates from strangers. */
+const REMEMBERED_TASKS = 64;
+
+/**
+ * The site's half of the exchange with one agent (the reference's exchanger),
+ * free of gRPC: at most one task in flight, resent until acknowledged; results
+ * matched to it and acknowledged; duplicates, stale and empty-task-id results
+ * handled as the reference does; liveness by heartbeats. The session outlives
+ * its stream, so an agent that reconnects finds its task still waiting.
+ */
+export class AgentSession {
+  readonly agentId: string;
+  readonly clientName: string;
+  resources: Record<string, number>;
+  taskNames: string[];
+  connectedAt = new Date();
+  lastSeenAt = Date.now();
+  private lastSentAt = 0;
+  private channel: ControlChannel | undefined;
+  private inFlight: InFlight | undefined;
+  /** Finished task id -> job id, oldest first. */
+  private readonly finishedTasks = new Map<string, string>();
+  private heartbeatSequence = 0;
+  readonly logger: Logger;
+
+  constructor(
+    hello: Hello,
+    private readonly context: SessionContext,
+  ) {
+    this.agentId = hello.agentId;
+    this.clientName = hello.clientName;
+    this.resources = hello.resources;
+    this.taskNames = hello.taskNames;
+    this.logger = context.logger.child({ client: this.clientName, agent: this.agentId });
+  }
+
+  get connected(): boolean {
+    return this.channel !== undefined;
+  }
+
+  get busy(): boolean {
+    return this.inFlight !== undefined;
+  }
+
+  get currentTaskId(): string | undefined {
+    return this.inFlight?.task.taskId;
+  }
+
+  /** Binds a (new) stream to the session; an older stream is told it was replaced and closed. */
+  attach(channel: ControlChannel, hello: Hello): void {
+    const previous = this.channel;
+    if (previous && previous !== channel) {
+      this.logger.warn("a new stream with this agent id replaces the old one");
+      previous.send({ kind: { $case: "bye", value: { reason: ByeReason.BYE_REASON_REPLACED, message: "another stream connected with this agent id" } } });
+      previous.close();
+    }
+    this.channel = channel;
+    this.resources = hello.resources;
+    this.taskNames = hello.taskNames;
+    this.connectedAt = new Date();
+    this.lastSeenAt = Date.now();
+    this.send({
+      kind: {
+        $case: "welcome",
+        value: {
+          siteName: this.context.siteName,
+          agentId: this.agentId,
+          protocolVersion: PROTOCOL_VERSION,
+          heartbeatInterval: millisToDuration(this.context.timings.heartbeatIntervalMs),
+          heartbeatTimeout: millisToDuration(this.context.timings.heartbeatTimeoutMs),
+          maxMessageBytes: MAX_MESSAGE_BYTES,
+        },
+      },
+    });
+    if (hello.heldResult) this.receiveResult(hello.heldResult);
+    if (this.inFlight) this.sendTask(this.inFlight);
+  }
+
+  /** The stream ended; the session waits for the agent to come back (see tick()). */
+  detach(channel: ControlChannel): void {
+    if (this.channel !== channel) return;
+    this.channel = undefined;
+    this.logger.info("agent stream closed");
+  }
+
+  /** Handles one message after the hello. Throws a SiteError for a protocol violation. */
+  receive(message: ConnectRequest): void {
+    this.lastSeenAt = Date.now();
+    const kind = message.kind;
+    switch (kind?.$case) {
+      case undefined:
+        throw new MalformedMessage("ConnectRequest.kind is not set: each message must carry exactly one of hello, task_ack, result, heartbeat, bye, metric");
+      case "hello":
+        throw new OutOfOrderMessage("hello may only be the first message on a stream");
+      case "taskAck":
+        if (this.inFlight?.task.taskId === kind.value.taskId) this.inFlight.acked = true;
+        return;
+      case "result":
+        if (!kind.value.taskId) throw new MalformedMessage("result.task_id is empty: only hello.held_result may omit it");
+        this.receiveResult(kind.value);
+        return;
+      case "heartbeat":
+        return;
+      case "bye":
+        this.logger.info({ reason: ByeReason[kind.value.reason], message: kind.value.message }, "agent said bye");
+        return;
+      case "metric":
+        this.context.onMetric({ clientName: this.clientName, agentId: this.agentId, jobId: this.jobOf(kind.value.taskId), record: kind.value });
+        return;
+    }
+  }
+
+  /** Sends a task and resolves with its outcome; the caller handles abort and deadline via cancel(). */
+  run(task: Task): Promise<TaskOutcome> {
+    if (this.inFlight) throw new Error(`agent ${this.agentId} already runs task ${this.inFlight.task.taskId}`);
+    return new Promise<TaskOutcome>((resolve, reject) => {
+      const inFlight: InFlight = { task, acked: false, lastSentAt: 0, resolve, reject };
+      this.inFlight = inFlight;
+      if (this.channel) this.sendTask(inFlight);
+    });
+  }
+
+  /** Stops waiting for a task: tells the agent to abort it and fails its run() with `error`. */
+  cancel(taskId: string, error: SiteError): void {
+    const inFlight = this.inFlight;
+    if (inFlight?.task.taskId !== taskId) return;
+    this.send({ kind: { $case: "abort", value: { taskId, reason: error.message } } });
+    this.finish(inFlight);
+    inFlight.reject(error);
+  }
+
+  /**
+   * Periodic upkeep: resends an unacknowledged task, sends a heartbeat when the
+   * stream has been quiet, and reports whether the agent is gone (no sign of
+   * life within the heartbeat timeout).
+   */
+  tick(now: number): "alive" | "gone" {
+    const { heartbeatIntervalMs, heartbeatTimeoutMs, resendIntervalMs } = this.context.timings;
+    if (this.channel) {
+      if (this.inFlight && !this.inFlight.acked && now - this.inFlight.lastSentAt >= resendIntervalMs) this.sendTask(this.inFlight);
+      if (now - this.lastSentAt >= heartbeatIntervalMs && !this.channel.congested) {
+        this.send({ kind: { $case: "heartbeat", value: { sequence: ++this.heartbeatSequence, sentAt: new Date(now) } } });
+      }
+    }
+    if (heartbeatTimeoutMs > 0 && now - this.lastSeenAt > heartbeatTimeoutMs) return "gone";
+    return "alive";
+  }
+
+  /** Ends the session: says bye (when a reason is given), closes the stream, fails the task in flight. */
+  end(error: SiteError, bye?: ByeReason): void {
+    if (bye !== undefined) this.send({ kind: { $case: "bye", value: { reason: bye, message: error.message } } });
+    this.channel?.close(bye === undefined ? error : undefined);
+    this.channel = undefined;
+    const inFlight = this.inFlight;
+    if (inFlight) {
+      this.finish(inFlight);
+      inFlight.reject(error);
+    }
+    this.context.payloads.releaseUploadsOf(this.agentId);
+  }
+
+  private sendTask(inFlight: InFlight): void {
+    inFlight.lastSentAt = Date.now();
+    this.send({ kind: { $case: "task", value: inFlight.task } });
+  }
+
+  private send(message: ConnectResponse): void {
+    if (!this.channel) return;
+    this.lastSentAt = Date.now();
+    this.channel.send(message);
+  }
+
+  private acknowledge(taskId: string, disposition: ResultDisposition, reason = ""): void {
+    this.send({ kind: { $case: "resultAck", value: { taskId, disposition, reason } } });
+  }
+
+  /** The reference exchanger's result rules, with duplicates of finished tasks recognised as such. */
+  private receiveResult(result: TaskResult): void {
+    const inFlight = this.inFlight;
+    const taskId = result.taskId;
+    if (taskId && this.finishedTasks.has(taskId)) {
+      this.logger.debug({ task: taskId }, "duplicate result ignored");
+      return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
+    }
+    if (!inFlight) {
+      if (!taskId) return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_IGNORED, "the site is not waiting for any result");
+      this.logger.warn({ task: taskId }, "stale result rejected: not waiting for any result");
+      return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_REJECTED, `the site is not waiting for a result of task ${taskId}`);
+    }
+    if (taskId && taskId !== inFlight.task.taskId) {
+      this.logger.warn({ task: taskId, expected: inFlight.task.taskId }, "mismatched result rejected");
+      return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_REJECTED, `the site is waiting for a result of task ${inFlight.task.taskId}, not ${taskId}`);
+    }
+    const outcome = this.outcomeOf(inFlight.task, result);
+    this.finish(inFlight);
+    if (outcome.problem) {
+      this.logger.warn({ task: inFlight.task.taskId, problem: outcome.problem }, "result refused");
+      this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_REJECTED, outcome.problem);
+    } else {
+      this.logger.debug({ task: inFlight.task.taskId, rc: returnCodeName(outcome.returnCode) }, "result received");
+      this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_ACCEPTED);
+    }
+    inFlight.resolve(outcome);
+  }
+
+  private outcomeOf(task: Task, result: TaskResult): TaskOutcome {
+    const returnCode = result.returnCode === ReturnCode.RETURN_CODE_UNSPECIFIED ? ReturnCode.RETURN_CODE_OK : result.returnCode;
+    const outcome: TaskOutcome = {
+      taskId: task.taskId,
+      taskName: task.taskName,
+      jobId: task.jobId,
+      clientName: this.clientName,
+      agentId: this.agentId,
+      returnCode,
+      data: undefined,
+    };
+    const body = result.payload?.body;
+    let data: DataExchange | undefined;
+    try {
+      if (body?.$case === "inline") data = body.value;
+      else if (body?.$case === "ref") data = decodeDataExchange(this.context.payloads.take(body.value.payloadId, this.agentId));
+    } catch (error) {
+      return { ...outcome, returnCode: ReturnCode.RETURN_CODE_EXECUTION_RESULT_ERROR, problem: `result.payload: ${(error as Error).message}` };
+    }
+    if (!carriesData(returnCode)) return outcome;
+    const problem = data && dataExchangeProblem("result.payload", data);
+    if (problem) return { ...outcome, returnCode: ReturnCode.RETURN_CODE_EXECUTION_RESULT_ERROR, problem };
+    return { ...outcome, data };
+  }
+
+  private finish(inFlight: InFlight): void {
+    if (this.inFlight !== inFlight) return;
+    this.inFlight = undefined;
+    this.finishedTasks.set(inFlight.task.taskId, inFlight.task.jobId);
+    if (this.finishedTasks.size > REMEMBERED_TASKS) this.finishedTasks.delete(this.finishedTasks.keys().next().value as string);
+  }
+
+  private jobOf(taskId: string): string | undefined {
+    if (!taskId) return this.inFlight?.task.jobId;
+    return this.inFlight?.task.taskId === taskId ? this.inFlight.task.jobId : this.finishedTasks.get(taskId);
+  }
+}
+
+function millisToDuration(ms: number): { seconds: number; nanos: number } {
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
+}

@@ -1,0 +1,88 @@
+import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import { AgentServiceService } from "../../gen/campfire/agent/v1/agent_service.js";
+import { type Logger, silentLogger } from "../shared/logger.js";
+import { MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { AgentHub } from "./agent-hub.js";
+import type { ExchangeTimings } from "./agent-session.js";
+import { agentServiceHandlers } from "./transport/agent-service.js";
+import { withTolerantDecoding } from "./transport/decoding.js";
+import { reflectionServices } from "./transport/reflection.js";
+
+export interface SiteOptions {
+  /** host:port to listen on. Default 0.0.0.0:7443: all interfaces, so Kubernetes probes reach it. */
+  address?: string;
+  siteName?: string;
+  timings?: Partial<ExchangeTimings>;
+  /** The largest payload an agent may upload. Default 4 GiB. */
+  maxPayloadBytes?: number;
+  logger?: Logger;
+}
+
+/** The reference's defaults: heartbeats every 5 s, gone after 30 s of silence, resend every 2 s. */
+export const DEFAULT_TIMINGS: ExchangeTimings = { heartbeatIntervalMs: 5_000, heartbeatTimeoutMs: 30_000, resendIntervalMs: 2_000 };
+
+/** Services every site serves, by full name, as health and reflection report them. */
+export const AGENT_SERVICE_NAME = "campfire.agent.v1.AgentService";
+
+/** A running site: its gRPC server, the hub workflows use, and a way to stop it. */
+export class SiteServer {
+  private constructor(
+    readonly hub: AgentHub,
+    readonly port: number,
+    readonly startTime: Date,
+    private readonly server: Server,
+    private readonly health: HealthImplementation,
+    private readonly logger: Logger,
+  ) {}
+
+  static async start(options: SiteOptions = {}): Promise<SiteServer> {
+    const logger = options.logger ?? silentLogger;
+    const timings = { ...DEFAULT_TIMINGS, ...options.timings };
+    const hub = new AgentHub({ siteName: options.siteName ?? "site", timings, logger });
+    const server = new Server({
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    });
+    const services: Array<[string, ServiceDefinition, UntypedServiceImplementation]> = [
+      [
+        AGENT_SERVICE_NAME,
+        withTolerantDecoding(AgentServiceService as unknown as ServiceDefinition),
+        agentServiceHandlers({ hub, logger, maxPayloadBytes: options.maxPayloadBytes ?? 4 * 1024 ** 3 }) as unknown as UntypedServiceImplementation,
+      ],
+    ];
+    for (const [, definition, implementation] of services) server.addService(definition, implementation);
+    const health = new HealthImplementation(Object.fromEntries([["", "SERVING"], ...services.map(([name]) => [name, "SERVING"])]));
+    health.addToServer(server);
+    const listed = [...services.map(([name]) => name), "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
+    for (const [definition, implementation] of reflectionServices(listed)) server.addService(definition, implementation);
+
+    const address = options.address ?? "0.0.0.0:7443";
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(address, ServerCredentials.createInsecure(), (error, boundPort) => (error ? reject(error) : resolve(boundPort))),
+    );
+    logger.info({ address, port }, "site listening");
+    return new SiteServer(hub, port, new Date(), server, health, logger);
+  }
+
+  /**
+   * Stops the site: health turns NOT_SERVING, agents are told the site is
+   * shutting down (they will reconnect to its successor), in-flight calls get
+   * `graceMs` to finish before they are cut.
+   */
+  async stop(graceMs = 2_000): Promise<void> {
+    this.health.setStatus("", "NOT_SERVING");
+    this.hub.close();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.logger.info("site stopped");
+  }
+}

@@ -1,0 +1,149 @@
+import { once } from "node:events";
+import type { sendUnaryData, ServerDuplexStream, ServerReadableStream, ServerWritableStream } from "@grpc/grpc-js";
+import type {
+  AgentServiceServer,
+  ConnectRequest,
+  ConnectResponse,
+  DownloadPayloadRequest,
+  DownloadPayloadResponse,
+  UploadPayloadRequest,
+  UploadPayloadResponse,
+} from "../../../gen/campfire/agent/v1/agent_service.js";
+import type { Logger } from "../../shared/logger.js";
+import { ChunkAssembler, chunksOf } from "../../shared/payload.js";
+import type { AgentHub } from "../agent-hub.js";
+import type { AgentSession, ControlChannel } from "../agent-session.js";
+import { MalformedMessage, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
+import { UndecodableMessage } from "./decoding.js";
+import { toServiceError } from "./grpc-status.js";
+
+/** A Connect stream as the exchange sees it. */
+class StreamChannel implements ControlChannel {
+  congested = false;
+  private open = true;
+
+  constructor(private readonly call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
+    call.on("drain", () => (this.congested = false));
+  }
+
+  send(message: ConnectResponse): void {
+    if (!this.open || this.call.cancelled) return;
+    if (!this.call.write(message)) this.congested = true;
+  }
+
+  close(error?: SiteError): void {
+    if (!this.open) return;
+    this.open = false;
+    if (this.call.cancelled) return;
+    if (error) this.call.emit("error", toServiceError(error));
+    else this.call.end();
+  }
+
+  /** The peer went away: nothing more can be sent. */
+  lost(): void {
+    this.open = false;
+  }
+}
+
+export interface AgentServiceOptions {
+  hub: AgentHub;
+  logger: Logger;
+  /** The largest payload an agent may upload. */
+  maxPayloadBytes: number;
+}
+
+/** The gRPC handlers of campfire.agent.v1.AgentService: decoding, framing and status codes only. */
+export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServiceOptions): AgentServiceServer {
+  return {
+    connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
+      const channel = new StreamChannel(call);
+      let session: AgentSession | undefined;
+      const fail = (error: unknown) => {
+        (session?.logger ?? logger).warn({ err: error, peer: call.getPeer() }, "agent stream refused");
+        channel.close(error as SiteError);
+        if (session) hub.detach(session, channel);
+      };
+      call.on("data", (message: ConnectRequest | UndecodableMessage) => {
+        try {
+          if (message instanceof UndecodableMessage) throw new MalformedMessage(message.describe());
+          if (session) return session.receive(message);
+          if (message.kind?.$case !== "hello") {
+            throw new OutOfOrderMessage(`the first message on Connect must be hello, got ${message.kind?.$case ?? "a message with no kind set"}`);
+          }
+          session = hub.accept(channel, message.kind.value);
+        } catch (error) {
+          fail(error);
+        }
+      });
+      const lost = () => {
+        channel.lost();
+        if (session) hub.detach(session, channel);
+      };
+      call.on("end", () => {
+        channel.close();
+        lost();
+      });
+      call.on("cancelled", lost);
+      call.on("error", lost);
+    },
+
+    uploadPayload(call: ServerReadableStream<UploadPayloadRequest, UploadPayloadResponse>, callback: sendUnaryData<UploadPayloadResponse>) {
+      let assembler: ChunkAssembler | undefined;
+      let agentId = "";
+      let done = false;
+      const fail = (error: SiteError) => {
+        if (done) return;
+        done = true;
+        logger.warn({ err: error, agent: agentId }, "upload refused");
+        callback(toServiceError(error));
+      };
+      call.on("data", (message: UploadPayloadRequest | UndecodableMessage) => {
+        if (done) return;
+        if (message instanceof UndecodableMessage) return fail(new MalformedMessage(message.describe()));
+        const part = message.part;
+        if (!assembler) {
+          if (part?.$case !== "header") return fail(new OutOfOrderMessage("the first UploadPayloadRequest must carry header"));
+          agentId = part.value.agentId;
+          if (!hub.agents().some((agent) => agent.agentId === agentId && agent.connected)) {
+            return fail(new OutOfOrderMessage(`header.agent_id ${JSON.stringify(agentId)} has no open Connect stream: say hello first`));
+          }
+          if (part.value.sizeBytes > maxPayloadBytes) {
+            return fail(new PayloadTooLarge(`header.size_bytes ${part.value.sizeBytes} exceeds the site's limit of ${maxPayloadBytes} bytes`));
+          }
+          assembler = new ChunkAssembler(part.value.sizeBytes);
+          return;
+        }
+        if (part?.$case !== "chunk") return fail(new OutOfOrderMessage("after the header, an UploadPayloadRequest must carry chunk"));
+        const problem = assembler.add(part.value);
+        if (problem) fail(new MalformedMessage(`UploadPayloadRequest.chunk: ${problem}`));
+      });
+      call.on("end", () => {
+        if (done) return;
+        if (!assembler) return fail(new MalformedMessage("the upload ended before its header"));
+        const assembled = assembler.finish();
+        if ("problem" in assembled) return fail(new MalformedMessage(`UploadPayloadRequest: ${assembled.problem}`));
+        done = true;
+        callback(null, { payloadId: hub.payloads.putUpload(agentId, assembled.bytes) });
+      });
+    },
+
+    async downloadPayload(call: ServerWritableStream<DownloadPayloadRequest, DownloadPayloadResponse>) {
+      const request = call.request as DownloadPayloadRequest | UndecodableMessage;
+      try {
+        if (request instanceof UndecodableMessage) throw new MalformedMessage(request.describe());
+        const bytes = hub.payloads.get(request.payloadId);
+        const cancelled = new AbortController();
+        call.once("cancelled", () => cancelled.abort());
+        for (const chunk of chunksOf(bytes)) {
+          if (call.cancelled) return;
+          if (!call.write({ chunk })) await once(call, "drain", { signal: cancelled.signal });
+        }
+        call.end();
+      } catch (error) {
+        if (call.cancelled) return;
+        logger.warn({ err: error }, "download refused");
+        call.emit("error", toServiceError(error));
+      }
+    },
+  };
+}

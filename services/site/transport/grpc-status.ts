@@ -1,0 +1,27 @@
+import { type ServiceError, status as Status, Metadata } from "@grpc/grpc-js";
+import * as errors from "../errors.js";
+
+/** The one place where the site's typed errors become gRPC status codes. */
+const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError, Status]> = [
+  [errors.MalformedMessage, Status.INVALID_ARGUMENT],
+  [errors.OutOfOrderMessage, Status.FAILED_PRECONDITION],
+  [errors.AgentIdConflict, Status.ALREADY_EXISTS],
+  [errors.AgentBusy, Status.FAILED_PRECONDITION],
+  [errors.AgentGone, Status.UNAVAILABLE],
+  [errors.SiteShuttingDown, Status.UNAVAILABLE],
+  [errors.TaskAborted, Status.CANCELLED],
+  [errors.TaskDeadlineExceeded, Status.DEADLINE_EXCEEDED],
+  [errors.PayloadNotFound, Status.NOT_FOUND],
+  [errors.PayloadTooLarge, Status.RESOURCE_EXHAUSTED],
+];
+
+export function statusOf(error: unknown): Status {
+  for (const [type, code] of STATUS_BY_ERROR) if (error instanceof type) return code;
+  return Status.INTERNAL;
+}
+
+/** A grpc-js error object for `error`; unknown (non-site) errors keep their message but become INTERNAL. */
+export function toServiceError(error: unknown): Partial<ServiceError> {
+  const details = error instanceof Error ? error.message : String(error);
+  return { code: statusOf(error), details, metadata: new Metadata() };
+}
