@@ -1,0 +1,39 @@
+import type { JobProgress } from "../../../gen/campfire/admin/v1/job.js";
+import type { Logger } from "../../shared/logger.js";
+import type { AgentHub } from "../agent-hub.js";
+
+/** What a workflow gets to run one job. */
+export interface WorkflowContext<Args> {
+  jobId: string;
+  /** The workflow's arguments, as validateArgs() returned them. */
+  args: Args;
+  /** The clients the job was deployed to (with "@ALL" resolved), in deploy-map order. */
+  clients: string[];
+  /** How many of them must take part (the job's min_clients). */
+  minClients: number;
+  /** The client config of the app each client runs (config_fed_client.json), by client name. */
+  clientConfigs: ReadonlyMap<string, Record<string, unknown>>;
+  /** The server app's files (for example an initial model), by path relative to the app folder. */
+  appFiles: ReadonlyMap<string, Buffer>;
+  /** The job's own workspace folder: write results (models, metrics) under it. */
+  workspace: string;
+  hub: AgentHub;
+  /** Fires when the job is aborted; every wait in the workflow must honour it. */
+  signal: AbortSignal;
+  logger: Logger;
+  /** Publishes progress to monitor_job watchers and the job's meta. */
+  reportProgress(progress: Partial<JobProgress>): void;
+}
+
+/**
+ * A built-in workflow, chosen by name in config_fed_server.json
+ * ({"workflow": "<name>", "args": {...}}). validateArgs runs at submit, so a bad
+ * argument is refused then, not when the job runs.
+ */
+export interface Workflow<Args = unknown> {
+  name: string;
+  /** Returns the typed arguments, or throws an Error whose message names the bad field and value. */
+  validateArgs(raw: Record<string, unknown>): Args;
+  /** Runs the job to its end. Resolves when it completed; rejects to fail it (the message becomes the job's end_reason). */
+  run(context: WorkflowContext<Args>): Promise<void>;
+}
