@@ -44,6 +44,8 @@ const PERMANENT_REFUSALS = new Set([
  */
 export class SiteConnection {
   private readonly client: AgentServiceClient;
+  /** Payloads travel on a connection of their own, so a heartbeat never queues behind a model's bytes. */
+  private readonly payloadClient: AgentServiceClient;
   private readonly stopping = new AbortController();
   private call: ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
   private welcomed = false;
@@ -53,6 +55,8 @@ export class SiteConnection {
   private peerGoneReported = false;
   private heartbeatSequence = 0;
   private readonly timer: NodeJS.Timeout;
+  private readonly tickMs: number;
+  private lastTickAt = Date.now();
   private loop: Promise<void> | undefined;
   private stopped: Promise<void> | undefined;
   private readonly logger: Logger;
@@ -62,11 +66,10 @@ export class SiteConnection {
     private readonly events: ConnectionEvents,
   ) {
     this.logger = options.logger;
-    this.client = new AgentServiceClient(options.siteAddress, credentials.createInsecure(), {
-      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-    });
-    const tickMs = Math.max(10, Math.min(1000, options.heartbeatIntervalMs / 2, options.heartbeatTimeoutMs > 0 ? options.heartbeatTimeoutMs / 4 : Infinity));
+    const channelOptions = { "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, "grpc.max_send_message_length": MAX_MESSAGE_BYTES };
+    this.client = new AgentServiceClient(options.siteAddress, credentials.createInsecure(), channelOptions);
+    this.payloadClient = new AgentServiceClient(options.siteAddress, credentials.createInsecure(), { ...channelOptions, "grpc.use_local_subchannel_pool": 1 });
+    const tickMs = (this.tickMs = Math.max(10, Math.min(1000, options.heartbeatIntervalMs / 2, options.heartbeatTimeoutMs > 0 ? options.heartbeatTimeoutMs / 4 : Infinity)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.timer.unref();
   }
@@ -95,7 +98,7 @@ export class SiteConnection {
   /** Uploads a payload in chunks, waiting for the stream to drain between them. */
   async upload(bytes: Buffer, signal: AbortSignal): Promise<PayloadRef> {
     const response = new Promise<string>((resolve, reject) => {
-      const call = this.client.uploadPayload((error, reply) => (error ? reject(error) : resolve(reply.payloadId)));
+      const call = this.payloadClient.uploadPayload((error, reply) => (error ? reject(error) : resolve(reply.payloadId)));
       const cancel = () => call.cancel();
       signal.addEventListener("abort", cancel, { once: true });
       void (async () => {
@@ -118,11 +121,12 @@ export class SiteConnection {
   /** Downloads a payload that a task references. */
   async download(ref: PayloadRef, signal: AbortSignal): Promise<Buffer> {
     const assembler = new ChunkAssembler(ref.sizeBytes);
-    const call = this.client.downloadPayload({ payloadId: ref.payloadId });
+    const call = this.payloadClient.downloadPayload({ payloadId: ref.payloadId });
     const cancel = () => call.cancel();
     signal.addEventListener("abort", cancel, { once: true });
     try {
       for await (const message of call) {
+        this.lastSeenAt = Date.now();
         const problem = assembler.add((message as { chunk: Buffer }).chunk);
         if (problem) throw new Error(`payload ${ref.payloadId}: ${problem}`);
       }
@@ -143,6 +147,7 @@ export class SiteConnection {
       this.call?.end();
       await this.loop;
       this.client.close();
+      this.payloadClient.close();
     })();
     return this.stopped;
   }
@@ -210,11 +215,14 @@ export class SiteConnection {
 
   private tick(): void {
     const now = Date.now();
+    // A late tick means this process stalled; read what queued up before judging the site (see AgentHub.sweep).
+    const onTime = now - this.lastTickAt < 2 * this.tickMs + 50;
+    this.lastTickAt = now;
     const { heartbeatIntervalMs, heartbeatTimeoutMs } = this.options;
     if (this.welcomed && !this.congested && now - this.lastSentAt >= heartbeatIntervalMs) {
       this.send({ kind: { $case: "heartbeat", value: { sequence: ++this.heartbeatSequence, sentAt: new Date(now) } } });
     }
-    if (heartbeatTimeoutMs > 0 && now - this.lastSeenAt > heartbeatTimeoutMs && !this.peerGoneReported) {
+    if (onTime && heartbeatTimeoutMs > 0 && now - this.lastSeenAt > heartbeatTimeoutMs && !this.peerGoneReported) {
       this.peerGoneReported = true;
       this.logger.warn({ silentMs: now - this.lastSeenAt }, "site is silent past the heartbeat timeout: reconnecting");
       this.call?.cancel();

@@ -48,11 +48,13 @@ export class AgentHub {
   private readonly attachListeners = new Set<() => void>();
   private readonly metricListeners = new Set<(event: MetricEvent) => void>();
   private readonly sweepTimer: NodeJS.Timeout;
+  private readonly sweepMs: number;
+  private lastSweepAt = Date.now();
   private closed = false;
 
   constructor(private readonly options: HubOptions) {
     const { heartbeatIntervalMs, heartbeatTimeoutMs, resendIntervalMs } = options.timings;
-    const sweepMs = Math.max(10, Math.min(1000, heartbeatIntervalMs / 2, resendIntervalMs / 2, heartbeatTimeoutMs > 0 ? heartbeatTimeoutMs / 4 : Infinity));
+    const sweepMs = (this.sweepMs = Math.max(10, Math.min(1000, heartbeatIntervalMs / 2, resendIntervalMs / 2, heartbeatTimeoutMs > 0 ? heartbeatTimeoutMs / 4 : Infinity)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs).unref();
   }
 
@@ -115,6 +117,12 @@ export class AgentHub {
     }
   }
 
+  /** Payload traffic from an agent counts as a sign of life: a long upload must not look like silence. */
+  touch(agentId: string): void {
+    const session = this.sessions.get(agentId);
+    if (session) session.lastSeenAt = Date.now();
+  }
+
   /** Resolves once `clientName` has a connected agent. */
   async waitForClient(clientName: string, options: WaitOptions): Promise<void> {
     await this.connectedSessionsOf(clientName, waitSignal(options));
@@ -162,9 +170,16 @@ export class AgentHub {
 
   private sweep(): void {
     const now = Date.now();
+    // After the site's own event loop stalled (a large encode, a GC pause), timers
+    // run before the socket reads that queued up meanwhile: judge liveness only on
+    // a sweep that ran on time, so the site never blames an agent for its own stall.
+    const onTime = now - this.lastSweepAt < 2 * this.sweepMs + 50;
+    this.lastSweepAt = now;
+    const timeoutMs = this.options.timings.heartbeatTimeoutMs;
     for (const session of this.sessions.values()) {
-      if (session.tick(now) === "gone") {
-        const seconds = this.options.timings.heartbeatTimeoutMs / 1000;
+      session.tick(now);
+      if (onTime && timeoutMs > 0 && now - session.lastSeenAt > timeoutMs) {
+        const seconds = timeoutMs / 1000;
         session.logger.warn({ task: session.currentTaskId }, `agent gone: no sign of life for ${seconds} s`);
         this.remove(session, new AgentGone(`agent ${session.agentId} of client ${session.clientName} is gone: no sign of life for ${seconds} s`));
       }

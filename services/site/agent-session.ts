@@ -203,21 +203,14 @@ export class AgentSession {
     inFlight.reject(error);
   }
 
-  /**
-   * Periodic upkeep: resends an unacknowledged task, sends a heartbeat when the
-   * stream has been quiet, and reports whether the agent is gone (no sign of
-   * life within the heartbeat timeout).
-   */
-  tick(now: number): "alive" | "gone" {
-    const { heartbeatIntervalMs, heartbeatTimeoutMs, resendIntervalMs } = this.context.timings;
-    if (this.channel) {
-      if (this.inFlight && !this.inFlight.acked && now - this.inFlight.lastSentAt >= resendIntervalMs) this.sendTask(this.inFlight);
-      if (now - this.lastSentAt >= heartbeatIntervalMs && !this.channel.congested) {
-        this.send({ kind: { $case: "heartbeat", value: { sequence: ++this.heartbeatSequence, sentAt: new Date(now) } } });
-      }
+  /** Periodic upkeep: resends an unacknowledged task and sends a heartbeat when the stream has been quiet. */
+  tick(now: number): void {
+    const { heartbeatIntervalMs, resendIntervalMs } = this.context.timings;
+    if (!this.channel) return;
+    if (this.inFlight && !this.inFlight.acked && now - this.inFlight.lastSentAt >= resendIntervalMs) this.sendTask(this.inFlight);
+    if (now - this.lastSentAt >= heartbeatIntervalMs && !this.channel.congested) {
+      this.send({ kind: { $case: "heartbeat", value: { sequence: ++this.heartbeatSequence, sentAt: new Date(now) } } });
     }
-    if (heartbeatTimeoutMs > 0 && now - this.lastSeenAt > heartbeatTimeoutMs) return "gone";
-    return "alive";
   }
 
   /** Ends the session: says bye (when a reason is given), closes the stream, fails the task in flight. */

@@ -114,6 +114,7 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
           return;
         }
         if (part?.$case !== "chunk") return fail(new OutOfOrderMessage("after the header, an UploadPayloadRequest must carry chunk"));
+        hub.touch(agentId);
         const problem = assembler.add(part.value);
         if (problem) fail(new MalformedMessage(`UploadPayloadRequest.chunk: ${problem}`));
       });

@@ -1,0 +1,50 @@
+import { ReturnCode } from "../../shared/return-codes.js";
+import { SiteError } from "../errors.js";
+
+/**
+ * The job and session errors. Each message names what is wrong and what to do;
+ * transport/grpc-status.ts maps each class to its gRPC code.
+ */
+
+/** A job definition that breaks a rule. The message names the field and the value. */
+export class InvalidJobDefinition extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_BAD_REQUEST_DATA;
+}
+
+/** A job larger than the site accepts. */
+export class JobTooLarge extends InvalidJobDefinition {}
+
+/** A request argument (other than the definition) that is not acceptable. */
+export class InvalidArgument extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_BAD_REQUEST_DATA;
+}
+
+/** No job has the id (never submitted, or deleted). */
+export class JobNotFound extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_BAD_REQUEST_DATA;
+}
+
+/** The job has not finished, so it has no result yet. */
+export class JobNotDone extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_SERVER_NOT_READY;
+}
+
+/** The job is dispatched or running, so it cannot be deleted. */
+export class JobStillRunning extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_SERVER_NOT_READY;
+}
+
+/** The caller sent no token, a malformed one, or one the site does not know. */
+export class Unauthenticated extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_UNAUTHENTICATED;
+}
+
+/** The caller may not do this to this job (for example abort someone else's job). */
+export class PermissionDenied extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_UNAUTHORIZED;
+}
+
+/** A stored job changed under an update (another writer got there first). */
+export class StaleJobUpdate extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_ERROR;
+}
