@@ -26,6 +26,9 @@ export interface ConnectionEvents {
   fatal(error: AgentClosed): void;
 }
 
+/** How long stop() waits for the site to close the stream before cutting it. */
+const STOP_GRACE_MS = 1_000;
+
 /** Status codes that mean "this agent is wrong", where reconnecting would only repeat the refusal. */
 const PERMANENT_REFUSALS = new Set([
   Status.INVALID_ARGUMENT,
@@ -144,8 +147,12 @@ export class SiteConnection {
       if (bye && this.call && this.welcomed) this.call.write({ kind: { $case: "bye", value: bye } });
       this.stopping.abort(new AgentClosed("the agent was stopped"));
       clearInterval(this.timer);
-      this.call?.end();
+      const call = this.call;
+      call?.end();
+      // A dead link never finishes the stream: give the site a moment to close it, then cut it.
+      const cut = setTimeout(() => call?.cancel(), STOP_GRACE_MS);
       await this.loop;
+      clearTimeout(cut);
       this.client.close();
       this.payloadClient.close();
     })();
