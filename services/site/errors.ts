@@ -63,3 +63,8 @@ export class PayloadTooLarge extends SiteError {
 export class AgentIdConflict extends SiteError {
   readonly returnCode = ReturnCode.RETURN_CODE_BAD_REQUEST_DATA;
 }
+
+/** A message larger than the service accepts. */
+export class MessageTooLarge extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_BAD_REQUEST_DATA;
+}

@@ -13,8 +13,8 @@ import type { Logger } from "../../shared/logger.js";
 import { ChunkAssembler, chunksOf } from "../../shared/payload.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
-import { MalformedMessage, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
-import { UndecodableMessage } from "./decoding.js";
+import { MalformedMessage, MessageTooLarge, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
+import { RefusedMessage } from "./decoding.js";
 import { toServiceError } from "./grpc-status.js";
 
 /** A Connect stream as the exchange sees it. */
@@ -63,9 +63,9 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
         channel.close(error as SiteError);
         if (session) hub.detach(session, channel);
       };
-      call.on("data", (message: ConnectRequest | UndecodableMessage) => {
+      call.on("data", (message: ConnectRequest | RefusedMessage) => {
         try {
-          if (message instanceof UndecodableMessage) throw new MalformedMessage(message.describe());
+          if (message instanceof RefusedMessage) throw refusal(message);
           if (session) return session.receive(message);
           if (message.kind?.$case !== "hello") {
             throw new OutOfOrderMessage(`the first message on Connect must be hello, got ${message.kind?.$case ?? "a message with no kind set"}`);
@@ -97,9 +97,9 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
         logger.warn({ err: error, agent: agentId }, "upload refused");
         callback(toServiceError(error));
       };
-      call.on("data", (message: UploadPayloadRequest | UndecodableMessage) => {
+      call.on("data", (message: UploadPayloadRequest | RefusedMessage) => {
         if (done) return;
-        if (message instanceof UndecodableMessage) return fail(new MalformedMessage(message.describe()));
+        if (message instanceof RefusedMessage) return fail(refusal(message));
         const part = message.part;
         if (!assembler) {
           if (part?.$case !== "header") return fail(new OutOfOrderMessage("the first UploadPayloadRequest must carry header"));
@@ -129,9 +129,9 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
     },
 
     async downloadPayload(call: ServerWritableStream<DownloadPayloadRequest, DownloadPayloadResponse>) {
-      const request = call.request as DownloadPayloadRequest | UndecodableMessage;
+      const request = call.request as DownloadPayloadRequest | RefusedMessage;
       try {
-        if (request instanceof UndecodableMessage) throw new MalformedMessage(request.describe());
+        if (request instanceof RefusedMessage) throw refusal(request);
         const bytes = hub.payloads.get(request.payloadId);
         const cancelled = new AbortController();
         call.once("cancelled", () => cancelled.abort());
@@ -147,4 +147,9 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
       }
     },
   };
+}
+
+/** The site error for a message the decoder refused. */
+export function refusal(message: RefusedMessage): SiteError {
+  return message.reason === "oversized" ? new MessageTooLarge(message.description) : new MalformedMessage(message.description);
 }

@@ -1,36 +1,46 @@
 import type { ServiceDefinition } from "@grpc/grpc-js";
 
 /**
- * A request that could not be decoded. grpc-js would answer undecodable bytes
- * with INTERNAL, which blames the server; the handlers turn this marker into
- * INVALID_ARGUMENT instead.
+ * A request the site will not read: undecodable bytes, or a message over the
+ * service's size limit. grpc-js would answer undecodable bytes with INTERNAL,
+ * which blames the server, and applies one size limit to every service; the
+ * handlers turn this marker into INVALID_ARGUMENT or RESOURCE_EXHAUSTED instead.
  */
-export class UndecodableMessage {
+export class RefusedMessage {
   constructor(
-    readonly typeName: string,
-    readonly reason: string,
+    readonly reason: "undecodable" | "oversized",
+    readonly description: string,
   ) {}
-
-  describe(): string {
-    return `${this.typeName} could not be decoded: ${this.reason}`;
-  }
 }
 
-/** Wraps every method's request decoder so that a decoding failure reaches the handler as an UndecodableMessage. */
-export function withTolerantDecoding<S extends ServiceDefinition>(service: S): S {
+/**
+ * Wraps every method's request decoder: a decoding failure, or a message larger
+ * than `maxMessageBytes`, reaches the handler as a RefusedMessage.
+ */
+export function withTolerantDecoding<S extends ServiceDefinition>(service: S, maxMessageBytes = Infinity): S {
   const wrapped: Record<string, unknown> = {};
   for (const [name, method] of Object.entries(service)) {
-    const typeName = method.path.split("/").pop() + " request";
+    const typeName = `${method.path.split("/").pop()} request`;
     wrapped[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer) => {
+        if (bytes.length > maxMessageBytes) {
+          return new UndecodableMessage("oversized", `${typeName} of ${bytes.length} bytes is larger than max (${maxMessageBytes}); send large data in chunks`);
+        }
         try {
           return method.requestDeserialize(bytes);
         } catch (error) {
-          return new UndecodableMessage(typeName, (error as Error).message);
+          return new UndecodableMessage("undecodable", `${typeName} could not be decoded: ${(error as Error).message}`);
         }
       },
     };
   }
   return wrapped as S;
+}
+
+/** Former name, kept until the session handlers move to RefusedMessage (removed at integration). */
+export class UndecodableMessage extends RefusedMessage {
+  describe(): string {
+    return this.description;
+  }
 }

@@ -397,7 +397,7 @@ export interface UploadPayloadRequest {
     { $case: "header"; value: UploadHeader }
     | //
     /** The next bytes of the payload, at most 1 MiB each. */
-    { $case: "chunk"; value: Buffer }
+    { $case: "chunk"; value: Uint8Array }
     | undefined;
 }
 
@@ -430,7 +430,7 @@ export interface DownloadPayloadRequest {
 /** One chunk of a downloaded payload, in order. */
 export interface DownloadPayloadResponse {
   /** The next bytes of the payload, at most 1 MiB. */
-  chunk: Buffer;
+  chunk: Uint8Array;
 }
 
 function createBaseConnectRequest(): ConnectRequest {
@@ -2340,7 +2340,7 @@ export const UploadPayloadRequest: MessageFns<UploadPayloadRequest> = {
               break;
             }
 
-            message.part = { $case: "chunk", value: Buffer.from(reader.bytes()) };
+            message.part = { $case: "chunk", value: reader.bytes() };
             continue;
           }
         }
@@ -2360,7 +2360,7 @@ export const UploadPayloadRequest: MessageFns<UploadPayloadRequest> = {
       part: isSet(object.header)
         ? { $case: "header", value: UploadHeader.fromJSON(object.header) }
         : isSet(object.chunk)
-        ? { $case: "chunk", value: Buffer.from(bytesFromBase64(object.chunk)) }
+        ? { $case: "chunk", value: bytesFromBase64(object.chunk) }
         : undefined,
     };
   },
@@ -2638,7 +2638,7 @@ export const DownloadPayloadRequest: MessageFns<DownloadPayloadRequest> = {
 };
 
 function createBaseDownloadPayloadResponse(): DownloadPayloadResponse {
-  return { chunk: Buffer.alloc(0) };
+  return { chunk: new Uint8Array(0) };
 }
 
 export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
@@ -2667,7 +2667,7 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
               break;
             }
 
-            message.chunk = Buffer.from(reader.bytes());
+            message.chunk = reader.bytes();
             continue;
           }
         }
@@ -2683,7 +2683,7 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
   },
 
   fromJSON(object: any): DownloadPayloadResponse {
-    return { chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : Buffer.alloc(0) };
+    return { chunk: isSet(object.chunk) ? bytesFromBase64(object.chunk) : new Uint8Array(0) };
   },
 
   toJSON(message: DownloadPayloadResponse): unknown {
@@ -2699,7 +2699,7 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
   },
   fromPartial<I extends Exact<DeepPartial<DownloadPayloadResponse>, I>>(object: I): DownloadPayloadResponse {
     const message = createBaseDownloadPayloadResponse();
-    message.chunk = object.chunk ?? Buffer.alloc(0);
+    message.chunk = object.chunk ?? new Uint8Array(0);
     return message;
   },
 };
@@ -2843,11 +2843,28 @@ export const AgentServiceClient = makeGenericClientConstructor(
 };
 
 function bytesFromBase64(b64: string): Uint8Array {
-  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+  if ((globalThis as any).Buffer) {
+    return Uint8Array.from((globalThis as any).Buffer.from(b64, "base64"));
+  } else {
+    const bin = globalThis.atob(b64);
+    const arr = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; ++i) {
+      arr[i] = bin.charCodeAt(i);
+    }
+    return arr;
+  }
 }
 
 function base64FromBytes(arr: Uint8Array): string {
-  return globalThis.Buffer.from(arr).toString("base64");
+  if ((globalThis as any).Buffer) {
+    return (globalThis as any).Buffer.from(arr).toString("base64");
+  } else {
+    const bin: string[] = [];
+    arr.forEach((byte) => {
+      bin.push(globalThis.String.fromCharCode(byte));
+    });
+    return globalThis.btoa(bin.join(""));
+  }
 }
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {

@@ -46,7 +46,7 @@ export interface ServerReflectionResponse {
 }
 
 export interface FileDescriptorResponse {
-  fileDescriptorProto: Buffer[];
+  fileDescriptorProto: Uint8Array[];
 }
 
 export interface ExtensionNumberResponse {
@@ -606,7 +606,7 @@ export const FileDescriptorResponse: MessageFns<FileDescriptorResponse> = {
               break;
             }
 
-            message.fileDescriptorProto.push(Buffer.from(reader.bytes()));
+            message.fileDescriptorProto.push(reader.bytes());
             continue;
           }
         }
@@ -624,9 +624,9 @@ export const FileDescriptorResponse: MessageFns<FileDescriptorResponse> = {
   fromJSON(object: any): FileDescriptorResponse {
     return {
       fileDescriptorProto: globalThis.Array.isArray(object?.fileDescriptorProto)
-        ? object.fileDescriptorProto.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        ? object.fileDescriptorProto.map((e: any) => bytesFromBase64(e))
         : globalThis.Array.isArray(object?.file_descriptor_proto)
-        ? object.file_descriptor_proto.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        ? object.file_descriptor_proto.map((e: any) => bytesFromBase64(e))
         : [],
     };
   },
@@ -1027,11 +1027,28 @@ export const ServerReflectionClient = makeGenericClientConstructor(
 };
 
 function bytesFromBase64(b64: string): Uint8Array {
-  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+  if ((globalThis as any).Buffer) {
+    return Uint8Array.from((globalThis as any).Buffer.from(b64, "base64"));
+  } else {
+    const bin = globalThis.atob(b64);
+    const arr = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; ++i) {
+      arr[i] = bin.charCodeAt(i);
+    }
+    return arr;
+  }
 }
 
 function base64FromBytes(arr: Uint8Array): string {
-  return globalThis.Buffer.from(arr).toString("base64");
+  if ((globalThis as any).Buffer) {
+    return (globalThis as any).Buffer.from(arr).toString("base64");
+  } else {
+    const bin: string[] = [];
+    arr.forEach((byte) => {
+      bin.push(globalThis.String.fromCharCode(byte));
+    });
+    return globalThis.btoa(bin.join(""));
+  }
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
