@@ -1,10 +1,14 @@
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
+import { SessionServiceService } from "../../gen/campfire/admin/v1/session_service.js";
 import { AgentServiceService } from "../../gen/campfire/agent/v1/agent_service.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
 import { MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { AgentHub } from "./agent-hub.js";
 import type { ExchangeTimings } from "./agent-session.js";
+import { type JobOptions, JobManager } from "./jobs/manager.js";
+import { Authenticator, type TokenMap } from "./session/auth.js";
+import { sessionServiceHandlers } from "./session/handlers.js";
 import { agentServiceHandlers } from "./transport/agent-service.js";
 import { withTolerantDecoding } from "./transport/decoding.js";
 import { reflectionServices } from "./transport/reflection.js";
@@ -17,6 +21,10 @@ export interface SiteOptions {
   /** The largest payload an agent may upload. Default 4 GiB. */
   maxPayloadBytes?: number;
   logger?: Logger;
+  /** Jobs: data directory, scheduling, limits. */
+  jobs?: JobOptions;
+  /** Admin tokens -> users. Without a map every session caller is the admin user "admin". */
+  tokens?: TokenMap;
 }
 
 /** The reference's defaults: heartbeats every 5 s, gone after 30 s of silence, resend every 2 s. */
@@ -24,11 +32,13 @@ export const DEFAULT_TIMINGS: ExchangeTimings = { heartbeatIntervalMs: 5_000, he
 
 /** Services every site serves, by full name, as health and reflection report them. */
 export const AGENT_SERVICE_NAME = "campfire.agent.v1.AgentService";
+export const SESSION_SERVICE_NAME = "campfire.admin.v1.SessionService";
 
 /** A running site: its gRPC server, the hub workflows use, and a way to stop it. */
 export class SiteServer {
   private constructor(
     readonly hub: AgentHub,
+    readonly jobs: JobManager,
     readonly port: number,
     readonly startTime: Date,
     private readonly server: Server,
@@ -39,16 +49,26 @@ export class SiteServer {
   static async start(options: SiteOptions = {}): Promise<SiteServer> {
     const logger = options.logger ?? silentLogger;
     const timings = { ...DEFAULT_TIMINGS, ...options.timings };
-    const hub = new AgentHub({ siteName: options.siteName ?? "site", timings, logger });
+    const siteName = options.siteName ?? "site";
+    const startTime = new Date();
+    const hub = new AgentHub({ siteName, timings, logger });
+    const jobs = await JobManager.open(hub, logger, options.jobs);
+    // A submitted job arrives in one message: the session service takes up to the job limit (plus framing), the agent service chunks.
+    const maxSessionMessageBytes = jobs.maxJobBytes + 64 * 1024;
     const server = new Server({
-      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_receive_message_length": Math.max(MAX_MESSAGE_BYTES, maxSessionMessageBytes + 1024 * 1024),
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     });
     const services: Array<[string, ServiceDefinition, UntypedServiceImplementation]> = [
       [
         AGENT_SERVICE_NAME,
-        withTolerantDecoding(AgentServiceService as unknown as ServiceDefinition),
+        withTolerantDecoding(AgentServiceService as unknown as ServiceDefinition, MAX_MESSAGE_BYTES),
         agentServiceHandlers({ hub, logger, maxPayloadBytes: options.maxPayloadBytes ?? 4 * 1024 ** 3 }) as unknown as UntypedServiceImplementation,
+      ],
+      [
+        SESSION_SERVICE_NAME,
+        withTolerantDecoding(SessionServiceService as unknown as ServiceDefinition, maxSessionMessageBytes),
+        sessionServiceHandlers({ jobs, hub, auth: new Authenticator(options.tokens), siteName, startTime, logger }) as unknown as UntypedServiceImplementation,
       ],
     ];
     for (const [, definition, implementation] of services) server.addService(definition, implementation);
@@ -60,18 +80,24 @@ export class SiteServer {
     const address = options.address ?? "0.0.0.0:7443";
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, ServerCredentials.createInsecure(), (error, boundPort) => (error ? reject(error) : resolve(boundPort))),
-    );
+    ).catch(async (error: unknown) => {
+      await jobs.close();
+      throw error;
+    });
     logger.info({ address, port }, "site listening");
-    return new SiteServer(hub, port, new Date(), server, health, logger);
+    return new SiteServer(hub, jobs, port, startTime, server, health, logger);
   }
 
   /**
-   * Stops the site: health turns NOT_SERVING, agents are told the site is
+   * Stops the site: health turns NOT_SERVING, running jobs end
+   * FINISHED:ABNORMAL (their agents are told the job ended), the job store is
+   * closed, other agents are told the site is
    * shutting down (they will reconnect to its successor), in-flight calls get
    * `graceMs` to finish before they are cut.
    */
   async stop(graceMs = 2_000): Promise<void> {
     this.health.setStatus("", "NOT_SERVING");
+    await this.jobs.close();
     this.hub.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

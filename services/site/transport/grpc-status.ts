@@ -1,5 +1,6 @@
 import { type ServiceError, status as Status, Metadata } from "@grpc/grpc-js";
 import * as errors from "../errors.js";
+import * as jobErrors from "../jobs/errors.js";
 
 /** The one place where the site's typed errors become gRPC status codes. */
 const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError, Status]> = [
@@ -13,6 +14,14 @@ const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError
   [errors.TaskDeadlineExceeded, Status.DEADLINE_EXCEEDED],
   [errors.PayloadNotFound, Status.NOT_FOUND],
   [errors.PayloadTooLarge, Status.RESOURCE_EXHAUSTED],
+  [errors.MessageTooLarge, Status.RESOURCE_EXHAUSTED],
+  [jobErrors.InvalidJobDefinition, Status.INVALID_ARGUMENT],
+  [jobErrors.InvalidArgument, Status.INVALID_ARGUMENT],
+  [jobErrors.JobNotFound, Status.NOT_FOUND],
+  [jobErrors.JobNotDone, Status.FAILED_PRECONDITION],
+  [jobErrors.JobStillRunning, Status.FAILED_PRECONDITION],
+  [jobErrors.Unauthenticated, Status.UNAUTHENTICATED],
+  [jobErrors.PermissionDenied, Status.PERMISSION_DENIED],
 ];
 
 export function statusOf(error: unknown): Status {

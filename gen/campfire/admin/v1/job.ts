@@ -203,7 +203,7 @@ export interface AppFile {
   /** The path relative to the app folder, with '/' separators, no '..'. */
   path: string;
   /** The file's bytes. */
-  content: Buffer;
+  content: Uint8Array;
 }
 
 /**
@@ -256,7 +256,16 @@ export interface JobMeta {
   /** The job this one was cloned from, if any. */
   clonedFrom: string;
   /** The workflow's progress. */
-  progress: JobProgress | undefined;
+  progress:
+    | JobProgress
+    | undefined;
+  /**
+   * The clients the job was dispatched to, with "@ALL" resolved; empty until
+   * it is dispatched.
+   */
+  clients: string[];
+  /** When the job reached a finished status; unset before. */
+  endTime: Date | undefined;
 }
 
 export interface JobMeta_ResourceSpecEntry {
@@ -1008,7 +1017,7 @@ export const App: MessageFns<App> = {
 };
 
 function createBaseAppFile(): AppFile {
-  return { path: "", content: Buffer.alloc(0) };
+  return { path: "", content: new Uint8Array(0) };
 }
 
 export const AppFile: MessageFns<AppFile> = {
@@ -1048,7 +1057,7 @@ export const AppFile: MessageFns<AppFile> = {
               break;
             }
 
-            message.content = Buffer.from(reader.bytes());
+            message.content = reader.bytes();
             continue;
           }
         }
@@ -1066,7 +1075,7 @@ export const AppFile: MessageFns<AppFile> = {
   fromJSON(object: any): AppFile {
     return {
       path: isSet(object.path) ? globalThis.String(object.path) : "",
-      content: isSet(object.content) ? Buffer.from(bytesFromBase64(object.content)) : Buffer.alloc(0),
+      content: isSet(object.content) ? bytesFromBase64(object.content) : new Uint8Array(0),
     };
   },
 
@@ -1087,7 +1096,7 @@ export const AppFile: MessageFns<AppFile> = {
   fromPartial<I extends Exact<DeepPartial<AppFile>, I>>(object: I): AppFile {
     const message = createBaseAppFile();
     message.path = object.path ?? "";
-    message.content = object.content ?? Buffer.alloc(0);
+    message.content = object.content ?? new Uint8Array(0);
     return message;
   },
 };
@@ -1114,6 +1123,8 @@ function createBaseJobMeta(): JobMeta {
     scheduleAttempts: 0,
     clonedFrom: "",
     progress: undefined,
+    clients: [],
+    endTime: undefined,
   };
 }
 
@@ -1178,6 +1189,12 @@ export const JobMeta: MessageFns<JobMeta> = {
     }
     if (message.progress !== undefined) {
       JobProgress.encode(message.progress, writer.uint32(162).fork()).join();
+    }
+    for (const v of message.clients) {
+      writer.uint32(170).string(v!);
+    }
+    if (message.endTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.endTime), writer.uint32(178).fork()).join();
     }
     return writer;
   },
@@ -1358,6 +1375,22 @@ export const JobMeta: MessageFns<JobMeta> = {
             message.progress = JobProgress.decode(reader, reader.uint32());
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.clients.push(reader.string());
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1472,6 +1505,14 @@ export const JobMeta: MessageFns<JobMeta> = {
         ? globalThis.String(object.cloned_from)
         : "",
       progress: isSet(object.progress) ? JobProgress.fromJSON(object.progress) : undefined,
+      clients: globalThis.Array.isArray(object?.clients)
+        ? object.clients.map((e: any) => globalThis.String(e))
+        : [],
+      endTime: isSet(object.endTime)
+        ? fromJsonTimestamp(object.endTime)
+        : isSet(object.end_time)
+        ? fromJsonTimestamp(object.end_time)
+        : undefined,
     };
   },
 
@@ -1543,6 +1584,12 @@ export const JobMeta: MessageFns<JobMeta> = {
     if (message.progress !== undefined) {
       obj.progress = JobProgress.toJSON(message.progress);
     }
+    if (message.clients?.length) {
+      obj.clients = message.clients;
+    }
+    if (message.endTime !== undefined) {
+      obj.endTime = message.endTime.toISOString();
+    }
     return obj;
   },
 
@@ -1581,6 +1628,8 @@ export const JobMeta: MessageFns<JobMeta> = {
     message.progress = (object.progress !== undefined && object.progress !== null)
       ? JobProgress.fromPartial(object.progress)
       : undefined;
+    message.clients = object.clients?.map((e) => e) || [];
+    message.endTime = object.endTime ?? undefined;
     return message;
   },
 };
@@ -1928,11 +1977,28 @@ export const JobProgress_LatestMetricsEntry: MessageFns<JobProgress_LatestMetric
 };
 
 function bytesFromBase64(b64: string): Uint8Array {
-  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+  if ((globalThis as any).Buffer) {
+    return Uint8Array.from((globalThis as any).Buffer.from(b64, "base64"));
+  } else {
+    const bin = globalThis.atob(b64);
+    const arr = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; ++i) {
+      arr[i] = bin.charCodeAt(i);
+    }
+    return arr;
+  }
 }
 
 function base64FromBytes(arr: Uint8Array): string {
-  return globalThis.Buffer.from(arr).toString("base64");
+  if ((globalThis as any).Buffer) {
+    return (globalThis as any).Buffer.from(arr).toString("base64");
+  } else {
+    const bin: string[] = [];
+    arr.forEach((byte) => {
+      bin.push(globalThis.String.fromCharCode(byte));
+    });
+    return globalThis.btoa(bin.join(""));
+  }
 }
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {

@@ -120,7 +120,7 @@ export interface GetJobMetaResponse {
 export interface ListJobsRequest {
   /**
    * Return every field of each job; otherwise a summary (id, name, status,
-   * submit time, duration).
+   * submitter, submit time, start time, duration, end reason).
    */
   detailed: boolean;
   /** List the jobs of all submitters; otherwise only the caller's. */
@@ -159,13 +159,15 @@ export interface DownloadJobResultResponse {
   /** Where this chunk starts within the file. */
   offset: number;
   /** The bytes, at most 1 MiB. */
-  chunk: Buffer;
+  chunk: Uint8Array;
 }
 
 /** Aborts a job. */
 export interface AbortJobRequest {
   /** The job. */
   jobId: string;
+  /** Why, in words recorded in the job's end_reason; optional. */
+  reason: string;
 }
 
 /** The abort was carried out (or the job had already finished). */
@@ -989,7 +991,7 @@ export const DownloadJobResultRequest: MessageFns<DownloadJobResultRequest> = {
 };
 
 function createBaseDownloadJobResultResponse(): DownloadJobResultResponse {
-  return { path: "", fileSize: 0, offset: 0, chunk: Buffer.alloc(0) };
+  return { path: "", fileSize: 0, offset: 0, chunk: new Uint8Array(0) };
 }
 
 export const DownloadJobResultResponse: MessageFns<DownloadJobResultResponse> = {
@@ -1051,7 +1053,7 @@ export const DownloadJobResultResponse: MessageFns<DownloadJobResultResponse> = 
               break;
             }
 
-            message.chunk = Buffer.from(reader.bytes());
+            message.chunk = reader.bytes();
             continue;
           }
         }
@@ -1075,7 +1077,7 @@ export const DownloadJobResultResponse: MessageFns<DownloadJobResultResponse> = 
         ? globalThis.Number(object.file_size)
         : 0,
       offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
-      chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : Buffer.alloc(0),
+      chunk: isSet(object.chunk) ? bytesFromBase64(object.chunk) : new Uint8Array(0),
     };
   },
 
@@ -1104,19 +1106,22 @@ export const DownloadJobResultResponse: MessageFns<DownloadJobResultResponse> = 
     message.path = object.path ?? "";
     message.fileSize = object.fileSize ?? 0;
     message.offset = object.offset ?? 0;
-    message.chunk = object.chunk ?? Buffer.alloc(0);
+    message.chunk = object.chunk ?? new Uint8Array(0);
     return message;
   },
 };
 
 function createBaseAbortJobRequest(): AbortJobRequest {
-  return { jobId: "" };
+  return { jobId: "", reason: "" };
 }
 
 export const AbortJobRequest: MessageFns<AbortJobRequest> = {
   encode(message: AbortJobRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.jobId !== "") {
       writer.uint32(10).string(message.jobId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
     }
     return writer;
   },
@@ -1142,6 +1147,14 @@ export const AbortJobRequest: MessageFns<AbortJobRequest> = {
             message.jobId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1161,6 +1174,7 @@ export const AbortJobRequest: MessageFns<AbortJobRequest> = {
         : isSet(object.job_id)
         ? globalThis.String(object.job_id)
         : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
     };
   },
 
@@ -1168,6 +1182,9 @@ export const AbortJobRequest: MessageFns<AbortJobRequest> = {
     const obj: any = {};
     if (message.jobId !== "") {
       obj.jobId = message.jobId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
     }
     return obj;
   },
@@ -1178,6 +1195,7 @@ export const AbortJobRequest: MessageFns<AbortJobRequest> = {
   fromPartial<I extends Exact<DeepPartial<AbortJobRequest>, I>>(object: I): AbortJobRequest {
     const message = createBaseAbortJobRequest();
     message.jobId = object.jobId ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -2498,11 +2516,28 @@ export const SessionServiceClient = makeGenericClientConstructor(
 };
 
 function bytesFromBase64(b64: string): Uint8Array {
-  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+  if ((globalThis as any).Buffer) {
+    return Uint8Array.from((globalThis as any).Buffer.from(b64, "base64"));
+  } else {
+    const bin = globalThis.atob(b64);
+    const arr = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; ++i) {
+      arr[i] = bin.charCodeAt(i);
+    }
+    return arr;
+  }
 }
 
 function base64FromBytes(arr: Uint8Array): string {
-  return globalThis.Buffer.from(arr).toString("base64");
+  if ((globalThis as any).Buffer) {
+    return (globalThis as any).Buffer.from(arr).toString("base64");
+  } else {
+    const bin: string[] = [];
+    arr.forEach((byte) => {
+      bin.push(globalThis.String.fromCharCode(byte));
+    });
+    return globalThis.btoa(bin.join(""));
+  }
 }
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {

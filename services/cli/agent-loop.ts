@@ -1,0 +1,62 @@
+import { Agent, AgentEnded, type AgentOptions, type AgentTask, ReturnCode } from "../agent/index.js";
+import type { DataExchange } from "../shared/payload.js";
+import { silentLogger } from "../shared/logger.js";
+
+/** What a trainer returns for a task. */
+export interface TrainerResult {
+  data?: DataExchange;
+  /** Default OK. */
+  returnCode?: ReturnCode;
+}
+
+/** Runs one task (the default export of a --trainer module). Honour task.signal: the site aborts tasks through it. */
+export type Trainer = (task: AgentTask) => Promise<TrainerResult> | TrainerResult | Promise<void> | void;
+
+/** Answers every task with the data it got. */
+export const echoTrainer: Trainer = (task) => ({ data: task.data, returnCode: ReturnCode.RETURN_CODE_OK });
+
+export interface AgentLoopOptions extends AgentOptions {
+  /** Return when the first job ends instead of joining again for the next. */
+  once?: boolean;
+  /** Stops the agent (it says bye to the site) and ends the loop. */
+  signal: AbortSignal;
+}
+
+/**
+ * Serves a client: runs an agent that feeds every task to `trainer` and
+ * returns its result (EXECUTION_EXCEPTION when it throws). When the site says
+ * the job ended, the agent closes; the loop then starts a fresh one for the
+ * next job, unless `once`. Resolves when `signal` fires (or after the first
+ * job with `once`), or when the agent closes for another reason.
+ */
+export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer): Promise<void> {
+  const { once, signal, ...agentOptions } = options;
+  const logger = options.logger ?? silentLogger;
+  while (!signal.aborted) {
+    const agent = new Agent(agentOptions);
+    const stop = () => void agent.stop();
+    signal.addEventListener("abort", stop, { once: true });
+    try {
+      agent.start();
+      logger.info({ site: options.siteAddress, client: options.clientName, agent: agent.agentId, resources: options.resources }, "agent started");
+      for await (const task of agent.tasks()) {
+        let result: TrainerResult;
+        try {
+          result = (await trainer(task)) ?? {};
+        } catch (error) {
+          logger.warn({ err: error, task: task.taskId, job: task.jobId }, "the trainer failed");
+          result = { returnCode: ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION };
+        }
+        await agent.submitResult(result.data, result.returnCode ?? ReturnCode.RETURN_CODE_OK);
+      }
+      const jobEnded = await agent.getTask(0).then(
+        () => false,
+        (error: unknown) => error instanceof AgentEnded,
+      );
+      if (!jobEnded || once) return;
+      logger.info({ client: options.clientName }, "the job ended; joining again for the next one");
+    } finally {
+      signal.removeEventListener("abort", stop);
+    }
+  }
+}

@@ -1,0 +1,167 @@
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { type Command, Option } from "commander";
+import type { Trainer } from "./agent-loop.js";
+import { EXIT, type Runner } from "./exit-codes.js";
+import { integer, resources } from "./parse.js";
+
+/** Where `campfire site` keeps its jobs unless told otherwise (gitignored). */
+export const DEFAULT_DATA_DIR = ".campfire/site";
+/** The reference's timings: heartbeats every 5 s, gone after 30 s of silence. */
+const HEARTBEAT_INTERVAL_MS = 5_000;
+const HEARTBEAT_TIMEOUT_MS = 30_000;
+
+/** Resolves when the process is asked to stop (SIGINT or SIGTERM). */
+function stopRequested(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve(signal);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}
+
+interface SiteCommandOptions {
+  listen: string;
+  name: string;
+  dataDir: string;
+  maxJobs: number;
+  maxJobMb: number;
+  tokens?: string;
+  tokensFile?: string;
+  scheduleIntervalMs: number;
+  scheduleMaxIntervalMs: number;
+  scheduleAttempts: number;
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+}
+
+interface AgentCommandOptions {
+  client: string;
+  trainer?: string;
+  resources: Record<string, number>;
+  agentId?: string;
+  once: boolean;
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+}
+
+export function addProcessCommands(program: Command, run: Runner): void {
+  const env = (flags: string, description: string, variable: string) => new Option(flags, description).env(variable);
+  program
+    .command("site")
+    .description("run a site: the agent service and the admin session service, with an embedded job store")
+    .addOption(env("--listen <host:port>", "where to listen (all interfaces by default, so container probes reach it)", "CAMPFIRE_LISTEN").default("0.0.0.0:7443"))
+    .addOption(env("--name <name>", "the site's name", "CAMPFIRE_SITE_NAME").default("site"))
+    .addOption(env("--data-dir <dir>", "where jobs and their workspaces are kept", "CAMPFIRE_DATA_DIR").default(DEFAULT_DATA_DIR))
+    .addOption(env("--max-jobs <n>", "jobs that may run at once", "CAMPFIRE_MAX_JOBS").argParser(integer(1)).default(4))
+    .addOption(env("--max-job-mb <mb>", "the largest job accepted", "CAMPFIRE_MAX_JOB_MB").argParser(integer(1)).default(16))
+    .addOption(env("--tokens <list>", "admin tokens: token=user or token=user:admin, comma separated", "CAMPFIRE_TOKENS"))
+    .addOption(env("--tokens-file <path>", "admin tokens, one token=user[:admin] per line", "CAMPFIRE_TOKENS_FILE"))
+    .addOption(env("--schedule-interval-ms <ms>", "first wait after a job could not start; doubles per attempt", "CAMPFIRE_SCHEDULE_INTERVAL_MS").argParser(integer(1)).default(1_000))
+    .addOption(env("--schedule-max-interval-ms <ms>", "longest wait between scheduling attempts", "CAMPFIRE_SCHEDULE_MAX_INTERVAL_MS").argParser(integer(1)).default(60_000))
+    .addOption(env("--schedule-attempts <n>", "attempts before a job ends FINISHED:CAN_NOT_SCHEDULE", "CAMPFIRE_SCHEDULE_ATTEMPTS").argParser(integer(1)).default(10))
+    .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards agents", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
+    .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which an agent is gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
+    .addHelpText(
+      "after",
+      `
+Without --tokens or --tokens-file every admin caller is the user "admin", with
+every right: fine on your laptop, not on a shared network.
+
+Examples:
+  $ campfire site --listen 127.0.0.1:7443
+  $ CAMPFIRE_TOKENS="s3cret=alice:admin,t0ken=bob" campfire site --data-dir /var/lib/campfire`,
+    )
+    .action(
+      run(async (options: SiteCommandOptions) => {
+        // Loaded here, not at the top, so that admin commands start fast.
+        const [{ createLogger }, { loadTokens, parseTokens }, { SiteServer }] = await Promise.all([
+          import("../shared/logger.js"),
+          import("../site/session/auth.js"),
+          import("../site/site-server.js"),
+        ]);
+        const logger = createLogger("site");
+        const tokens = options.tokens ? parseTokens(options.tokens) : options.tokensFile ? await loadTokens(options.tokensFile) : undefined;
+        const site = await SiteServer.start({
+          address: options.listen,
+          siteName: options.name,
+          logger,
+          tokens,
+          timings: { heartbeatIntervalMs: options.heartbeatIntervalMs, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
+          jobs: {
+            dataDir: options.dataDir,
+            maxConcurrentJobs: options.maxJobs,
+            maxJobBytes: options.maxJobMb * 1024 * 1024,
+            scheduleIntervalMs: options.scheduleIntervalMs,
+            maxScheduleIntervalMs: options.scheduleMaxIntervalMs,
+            maxScheduleAttempts: options.scheduleAttempts,
+          },
+        });
+        if (!tokens) logger.warn('no admin tokens configured: every session caller is the user "admin" (set CAMPFIRE_TOKENS or --tokens-file)');
+        const signal = await stopRequested();
+        logger.info({ signal }, "stopping");
+        await site.stop();
+        return EXIT.OK;
+      }),
+    );
+
+  program
+    .command("agent")
+    .description("run an agent for a client: takes tasks from the site, runs them with a trainer, returns results")
+    .addOption(env("--client <name>", "the client this agent acts for (the name in deploy maps)", "CAMPFIRE_CLIENT").makeOptionMandatory())
+    .addOption(env("--trainer <module>", "a module whose default export is async (task) => ({ data, returnCode }); default: echo", "CAMPFIRE_TRAINER"))
+    .addOption(env("--resources <list>", "resources offered to jobs, for example gpu=1,memory_gb=16", "CAMPFIRE_RESOURCES").argParser(resources).default({}))
+    .addOption(env("--agent-id <id>", "a stable id for this agent (default: client name plus a random suffix)", "CAMPFIRE_AGENT_ID"))
+    .option("--once", "exit when the first job ends, instead of waiting for the next", false)
+    .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards the site", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
+    .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which the site counts as gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
+    .addHelpText(
+      "after",
+      `
+A trainer module (TypeScript or JavaScript):
+  // trainer.ts
+  import type { AgentTask } from "campfire/services/agent/index.ts";
+  export default async function train(task: AgentTask) {
+    // task.taskName, task.data (tensors, values, meta), task.signal (fires on abort)
+    return { data: task.data, returnCode: 1 /* OK */ };
+  }
+
+Examples:
+  $ campfire agent --site 127.0.0.1:7443 --client hospital-a
+  $ campfire agent --client hospital-b --trainer ./trainer.ts --resources gpu=1`,
+    )
+    .action(
+      run(async (options: AgentCommandOptions, command: Command) => {
+        const { site } = command.optsWithGlobals<{ site: string }>();
+        const [{ createLogger }, { echoTrainer, runAgentLoop }] = await Promise.all([import("../shared/logger.js"), import("./agent-loop.js")]);
+        const trainer = options.trainer ? await loadTrainer(options.trainer) : echoTrainer;
+        const stop = new AbortController();
+        void stopRequested().then(() => stop.abort());
+        await runAgentLoop(
+          {
+            siteAddress: site,
+            clientName: options.client,
+            agentId: options.agentId,
+            resources: options.resources,
+            heartbeatIntervalMs: options.heartbeatIntervalMs,
+            heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+            logger: createLogger("agent"),
+            once: options.once,
+            signal: stop.signal,
+          },
+          trainer,
+        );
+        return EXIT.OK;
+      }),
+    );
+}
+
+async function loadTrainer(path: string): Promise<Trainer> {
+  const module = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown };
+  if (typeof module.default !== "function") throw new Error(`${path} must export a default function: async (task) => ({ data, returnCode })`);
+  return module.default as Trainer;
+}

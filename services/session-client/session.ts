@@ -1,0 +1,288 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, open, rename, rm } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { type CallOptions, type ClientReadableStream, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import type { JobDefinition, JobMeta, RunStatus } from "../../gen/campfire/admin/v1/job.js";
+import type {
+  AbortJobRequest,
+  AbortJobResponse,
+  CloneJobRequest,
+  CloneJobResponse,
+  DeleteJobRequest,
+  DeleteJobResponse,
+  GetJobMetaRequest,
+  GetJobMetaResponse,
+  GetSystemInfoRequest,
+  GetSystemInfoResponse,
+  ListJobsRequest,
+  ListJobsResponse,
+  MonitorJobResponse,
+  SubmitJobRequest,
+  SubmitJobResponse,
+} from "../../gen/campfire/admin/v1/session_service.js";
+import { MonitorReturnCode, SessionServiceClient } from "../../gen/campfire/admin/v1/session_service.js";
+import { relativePathProblem } from "../site/jobs/validation.js";
+import { InternalError, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
+import { readJobFolder } from "./job-folder.js";
+
+export { MonitorReturnCode };
+
+export const DEFAULT_SITE = "127.0.0.1:7443";
+
+export interface SessionOptions {
+  /** The site's address, host:port. Default 127.0.0.1:7443. */
+  site?: string;
+  /** Sent as "authorization: Bearer <token>". A site without a token map ignores it. */
+  token?: string;
+  /** The deadline of each call that is not a stream. Default 30 s. */
+  callTimeoutMs?: number;
+  /** The deadline of a whole result download. Default 30 min. */
+  downloadTimeoutMs?: number;
+}
+
+export interface ListJobsOptions {
+  /** Every field of each job; otherwise a summary. */
+  detailed?: boolean;
+  /** The jobs of every submitter; otherwise only the caller's. */
+  all?: boolean;
+  namePrefix?: string;
+  idPrefix?: string;
+  /** Only the newest N. */
+  newest?: number;
+  /** Newest first. */
+  reverse?: boolean;
+}
+
+export interface MonitorOptions {
+  /** Stop watching after this long; 0 (the default) watches until the job finishes. */
+  timeoutMs?: number;
+  /** Called with the job's meta on every change (first with its state now). Returning false ends monitoring: ENDED_BY_CB. */
+  onUpdate?: (meta: JobMeta) => boolean | void | Promise<boolean | void>;
+  /** Ends monitoring early: the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export type SystemInfo = GetSystemInfoResponse;
+
+/**
+ * A session with a site's SessionService: the reference SessionSpec in
+ * TypeScript. Every call has a deadline (monitorJob without a timeout has a
+ * signal and close() instead); every failure is one of the typed errors in
+ * errors.ts.
+ */
+export class Session {
+  readonly site: string;
+  private readonly client: SessionServiceClient;
+  private readonly metadata = new Metadata();
+  private readonly callTimeoutMs: number;
+  private readonly downloadTimeoutMs: number;
+  private readonly inFlight = new Set<{ cancel(): void }>();
+  private closed = false;
+
+  constructor(options: SessionOptions = {}) {
+    this.site = options.site ?? DEFAULT_SITE;
+    this.callTimeoutMs = options.callTimeoutMs ?? 30_000;
+    this.downloadTimeoutMs = options.downloadTimeoutMs ?? 30 * 60_000;
+    if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
+    this.client = new SessionServiceClient(this.site, credentials.createInsecure(), {
+      "grpc.max_receive_message_length": 8 * 1024 * 1024,
+      "grpc.max_send_message_length": -1,
+    });
+  }
+
+  /** Reads the job folder (see readJobFolder) and submits it. Returns the job's id. */
+  async submitJob(folder: string): Promise<string> {
+    this.ensureOpen();
+    return this.submitJobDefinition(await readJobFolder(folder));
+  }
+
+  /** Submits a job already in structured form. Returns the job's id. */
+  async submitJobDefinition(definition: JobDefinition): Promise<string> {
+    return (await this.unary("submitJob", { definition })).jobId;
+  }
+
+  /** Submits a new job with the definition of `jobId`. Returns the new job's id. */
+  async cloneJob(jobId: string): Promise<string> {
+    return (await this.unary("cloneJob", { jobId })).jobId;
+  }
+
+  async getJobMeta(jobId: string): Promise<JobMeta> {
+    const { meta } = await this.unary("getJobMeta", { jobId });
+    if (!meta) throw new InternalError(`the site answered GetJobMeta for ${jobId} without a meta`);
+    return meta;
+  }
+
+  /** Lists jobs by submit time, oldest first unless `reverse`. */
+  async listJobs(options: ListJobsOptions = {}): Promise<JobMeta[]> {
+    const request = {
+      detailed: options.detailed ?? false,
+      allSubmitters: options.all ?? false,
+      namePrefix: options.namePrefix ?? "",
+      idPrefix: options.idPrefix ?? "",
+      newest: options.newest ?? 0,
+      reverse: options.reverse ?? false,
+    };
+    return (await this.unary("listJobs", request)).jobs;
+  }
+
+  /** Aborts a job (no effect once it finished). Resolves with its status after the call. */
+  async abortJob(jobId: string, reason = ""): Promise<RunStatus> {
+    return (await this.unary("abortJob", { jobId, reason })).status;
+  }
+
+  /** Deletes a job that is not running, with its workspace. */
+  async deleteJob(jobId: string): Promise<void> {
+    await this.unary("deleteJob", { jobId });
+  }
+
+  async getSystemInfo(): Promise<SystemInfo> {
+    return this.unary("getSystemInfo", {});
+  }
+
+  /**
+   * Downloads a finished job's result into <dir>/<jobId>/ (replacing what was
+   * there) and returns that folder. Files land in a temporary sibling first,
+   * so a failed download leaves nothing half-written behind.
+   */
+  async downloadJobResult(jobId: string, dir = "."): Promise<string> {
+    const target = resolve(dir, jobId);
+    const staging = `${target}.partial-${randomBytes(4).toString("hex")}`;
+    const call = this.stream(this.client.downloadJobResult({ jobId }, this.metadata, this.deadline(this.downloadTimeoutMs)));
+    let file: { path: string; size: number; written: number; handle: Awaited<ReturnType<typeof open>> } | undefined;
+    const closeFile = async () => {
+      if (!file) return;
+      const { path, size, written, handle } = file;
+      file = undefined;
+      await handle.close();
+      if (written !== size) throw new InternalError(`${path}: received ${written} of its ${size} bytes`);
+    };
+    try {
+      await mkdir(staging, { recursive: true });
+      for await (const chunk of call.stream) {
+        let current = file;
+        if (!current || current.path !== chunk.path) {
+          await closeFile();
+          const problem = relativePathProblem(chunk.path);
+          if (problem) throw new InternalError(`the site sent a file whose path ${JSON.stringify(chunk.path)} ${problem}`);
+          const local = join(staging, ...chunk.path.split("/"));
+          await mkdir(dirname(local), { recursive: true });
+          current = file = { path: chunk.path, size: chunk.fileSize, written: 0, handle: await open(local, "wx") };
+        }
+        if (chunk.offset !== current.written) throw new InternalError(`${chunk.path}: a chunk at offset ${chunk.offset}, expected ${current.written}`);
+        await current.handle.write(chunk.chunk);
+        current.written += chunk.chunk.length;
+      }
+      await closeFile();
+      await rm(target, { recursive: true, force: true });
+      await rename(staging, target);
+      return target;
+    } catch (error) {
+      await file?.handle.close().catch(() => undefined);
+      await rm(staging, { recursive: true, force: true });
+      throw this.translate(error, "downloadJobResult");
+    } finally {
+      call.done();
+    }
+  }
+
+  /**
+   * Watches a job until it finishes (JOB_FINISHED), `timeoutMs` passes
+   * (TIMEOUT), or `onUpdate` returns false (ENDED_BY_CB).
+   */
+  async monitorJob(jobId: string, options: MonitorOptions = {}): Promise<MonitorReturnCode> {
+    const timeoutMs = options.timeoutMs ?? 0;
+    const timeout = timeoutMs > 0 ? { seconds: Math.floor(timeoutMs / 1000), nanos: (timeoutMs % 1000) * 1_000_000 } : undefined;
+    const callOptions = timeoutMs > 0 ? this.deadline(timeoutMs + this.callTimeoutMs) : {};
+    const call = this.stream(this.client.monitorJob({ jobId, timeout }, this.metadata, callOptions));
+    const onAbort = () => call.stream.cancel();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      options.signal?.throwIfAborted();
+      for await (const message of call.stream as AsyncIterable<MonitorJobResponse>) {
+        const keepGoing = message.meta ? await options.onUpdate?.(message.meta) : undefined;
+        if (message.returnCode !== MonitorReturnCode.MONITOR_RETURN_CODE_UNSPECIFIED) return message.returnCode;
+        if (keepGoing === false) return MonitorReturnCode.MONITOR_RETURN_CODE_ENDED_BY_CB;
+      }
+      throw new InternalError(`the site ended monitoring of job ${jobId} without saying why`);
+    } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      throw this.translate(error, "monitorJob");
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      call.done();
+    }
+  }
+
+  /** Cancels the calls in flight (they fail with SessionClosed) and closes the connection. Later calls fail with SessionClosed. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const call of this.inFlight) call.cancel();
+    this.client.close();
+  }
+
+  private unary<M extends UnaryMethod>(method: M, request: UnaryCalls[M][0]): Promise<ResponseOf<M>> {
+    this.ensureOpen();
+    return new Promise<ResponseOf<M>>((resolve, reject) => {
+      const invoke = this.client[method] as unknown as (
+        request: unknown,
+        metadata: Metadata,
+        options: Partial<CallOptions>,
+        callback: (error: ServiceError | null, response: ResponseOf<M>) => void,
+      ) => { cancel(): void };
+      const call = invoke.call(this.client, request, this.metadata, this.deadline(this.callTimeoutMs), (error, response) => {
+        this.inFlight.delete(call);
+        if (error) reject(this.translate(error, method));
+        else resolve(response);
+      });
+      this.inFlight.add(call);
+    });
+  }
+
+  /** Tracks a stream so that close() can cancel it; done() forgets it (and cancels it when still open). */
+  private stream<T>(stream: ClientReadableStream<T>): { stream: ClientReadableStream<T>; done(): void } {
+    this.ensureOpen();
+    // Errors reach the reader through async iteration; this keeps a late one (after cancel) from being unhandled.
+    stream.on("error", () => undefined);
+    this.inFlight.add(stream);
+    return {
+      stream,
+      done: () => {
+        this.inFlight.delete(stream);
+        stream.cancel();
+      },
+    };
+  }
+
+  private deadline(ms: number): Partial<CallOptions> {
+    return { deadline: new Date(Date.now() + ms) };
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new SessionClosed("the session is closed; open a new one");
+  }
+
+  private translate(error: unknown, method: string): Error {
+    if (this.closed) return new SessionClosed(`the session was closed during ${method}`, { cause: error });
+    if (error instanceof SessionError) return error;
+    if (isServiceError(error)) return sessionErrorOf(error, method, this.site);
+    return error as Error;
+  }
+}
+
+/** The calls that are not streams: request and response types. */
+interface UnaryCalls {
+  submitJob: [SubmitJobRequest, SubmitJobResponse];
+  cloneJob: [CloneJobRequest, CloneJobResponse];
+  getJobMeta: [GetJobMetaRequest, GetJobMetaResponse];
+  listJobs: [ListJobsRequest, ListJobsResponse];
+  abortJob: [AbortJobRequest, AbortJobResponse];
+  deleteJob: [DeleteJobRequest, DeleteJobResponse];
+  getSystemInfo: [GetSystemInfoRequest, GetSystemInfoResponse];
+}
+type UnaryMethod = keyof UnaryCalls;
+type ResponseOf<M extends UnaryMethod> = UnaryCalls[M][1];
+
+function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number" && "details" in error;
+}

@@ -1,0 +1,561 @@
+import { randomUUID } from "node:crypto";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { JobDefinition, JobProgress } from "../../../gen/campfire/admin/v1/job.js";
+import { ByeReason } from "../../../gen/campfire/agent/v1/agent_service.js";
+import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
+import type { Logger } from "../../shared/logger.js";
+import type { AgentHub } from "../agent-hub.js";
+import { type SiteError, SiteShuttingDown } from "../errors.js";
+import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.js";
+import type { WorkflowContext } from "../workflows/workflow.js";
+import { JobNotFound, JobStillRunning, PermissionDenied } from "./errors.js";
+import { ACTIVE, appOf, type Caller, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
+import { decide, retryDelay } from "./scheduler.js";
+import { FileJobStore, type JobStore } from "./store.js";
+import { DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
+
+export interface JobOptions {
+  /**
+   * Where the embedded store keeps jobs and workspaces (`campfire site`
+   * defaults to ./.campfire/site). Without it (and without `store`) jobs live in a fresh
+   * temporary directory that is removed when the site stops: right for tests
+   * and embedding, not for a site whose jobs must survive a restart.
+   */
+  dataDir?: string;
+  /** A store other than the embedded one. */
+  store?: JobStore;
+  /** How many jobs may be dispatched or running at once. Default 4. */
+  maxConcurrentJobs?: number;
+  /** The wait after a job's first failed scheduling attempt; it doubles with every further one. Default 1 s. */
+  scheduleIntervalMs?: number;
+  /** The longest wait between scheduling attempts. Default 60 s. */
+  maxScheduleIntervalMs?: number;
+  /** After this many failed attempts a job ends FINISHED:CAN_NOT_SCHEDULE. Default 10. */
+  maxScheduleAttempts?: number;
+  /** The largest job (encoded definition) the site accepts. Default 16 MiB. */
+  maxJobBytes?: number;
+  /** How long an aborted workflow gets to stop before its job ends regardless. Default 5 s. */
+  abortGraceMs?: number;
+  /** The workflows jobs may name. Default: the built-in ones. */
+  workflows?: WorkflowRegistry;
+}
+
+/** Filters and order of a listing (the reference list_jobs options). */
+export interface ListFilter {
+  allSubmitters: boolean;
+  namePrefix: string;
+  idPrefix: string;
+  /** Only the newest N; 0 means all. */
+  newest: number;
+  reverse: boolean;
+}
+
+export interface RunningJobSummary {
+  jobId: string;
+  appName: string;
+  status: RunStatus;
+}
+
+/** Told of every change to a watched job; `ended` when it can no longer be watched (deleted, or the site stops). */
+export interface JobWatcher {
+  changed(meta: JobMeta): void;
+  ended(error: SiteError): void;
+}
+
+interface RunningJob {
+  controller: AbortController;
+  clients: string[];
+  appName: string;
+  done: Promise<void>;
+}
+
+/** The reason an admin's abort gives the job's signal. */
+class AbortRequested extends Error {}
+
+/**
+ * The site's jobs: submit, list, abort, delete, and the scheduler and runner
+ * that take each job from SUBMITTED to a finished status. The store holds
+ * the truth; this keeps a copy of every job's meta in memory, changes it only
+ * through transition() (one change at a time per job, durable before it is
+ * seen), and tells watchers.
+ */
+export class JobManager {
+  private readonly jobs = new Map<string, JobMeta>();
+  /** Live progress of running jobs: published to watchers at once, stored with the next transition. */
+  private readonly progress = new Map<string, JobProgress>();
+  /** Approved jobs waiting to start, in submit order. */
+  private readonly queue: string[] = [];
+  /** Queued jobs being aborted or deleted: never to be started, whatever transition is still in flight. */
+  private readonly withdrawn = new Set<string>();
+  private readonly attempts = new Map<string, number>();
+  private readonly nextAttemptAt = new Map<string, number>();
+  private readonly running = new Map<string, RunningJob>();
+  /** Client -> the job that holds it. */
+  private readonly heldBy = new Map<string, string>();
+  private readonly watchers = new Map<string, Set<JobWatcher>>();
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly stopMetrics: () => void;
+  private timer: NodeJS.Timeout | undefined;
+  private closing = false;
+  private temporaryDir: string | undefined;
+  readonly workflows: WorkflowRegistry;
+  private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows">>;
+
+  private constructor(
+    private readonly store: JobStore,
+    private readonly hub: AgentHub,
+    private readonly logger: Logger,
+    options: JobOptions,
+  ) {
+    this.workflows = options.workflows ?? builtinWorkflows();
+    this.settings = {
+      maxConcurrentJobs: options.maxConcurrentJobs ?? 4,
+      scheduleIntervalMs: options.scheduleIntervalMs ?? 1_000,
+      maxScheduleIntervalMs: options.maxScheduleIntervalMs ?? 60_000,
+      maxScheduleAttempts: options.maxScheduleAttempts ?? 10,
+      maxJobBytes: options.maxJobBytes ?? DEFAULT_MAX_JOB_BYTES,
+      abortGraceMs: options.abortGraceMs ?? 5_000,
+    };
+    this.stopMetrics = hub.onMetric((event) => {
+      const values = event.record.record?.values;
+      if (!event.jobId || !this.running.has(event.jobId) || !values) return;
+      if (event.record.record?.kind !== DataKind.DATA_KIND_METRICS) return;
+      const numbers = Object.entries(values as Record<string, unknown>).filter((entry): entry is [string, number] => typeof entry[1] === "number");
+      if (numbers.length) this.reportProgress(event.jobId, { latestMetrics: { ...this.liveProgress(event.jobId).latestMetrics, ...Object.fromEntries(numbers) } });
+    });
+  }
+
+  /** Opens the store, rebuilds the jobs from it (jobs that were dispatched or running end FINISHED:ABNORMAL), and starts scheduling. */
+  static async open(hub: AgentHub, logger: Logger, options: JobOptions = {}): Promise<JobManager> {
+    const temporary = options.store || options.dataDir ? undefined : await mkdtemp(join(tmpdir(), "campfire-site-"));
+    const store = options.store ?? (await FileJobStore.open(options.dataDir ?? temporary!, logger));
+    const manager = new JobManager(store, hub, logger, options);
+    manager.temporaryDir = temporary;
+    await manager.recover();
+    return manager;
+  }
+
+  get maxJobBytes(): number {
+    return this.settings.maxJobBytes;
+  }
+
+  get stopping(): boolean {
+    return this.closing;
+  }
+
+  /** Validates and stores a job, durably, then queues it. Returns its id. */
+  async submit(definition: JobDefinition, caller: Caller, clonedFrom = ""): Promise<string> {
+    if (this.closing) throw new SiteShuttingDown("the site is shutting down; submit the job again once it is back");
+    const validated = validateJob(definition, this.workflows, this.settings.maxJobBytes);
+    const jobId = randomUUID();
+    const now = new Date();
+    const meta: JobMeta = {
+      jobId,
+      name: definition.name,
+      jobFolderName: definition.jobFolderName,
+      status: RunStatus.RUN_STATUS_SUBMITTED,
+      deployMap: definition.deployMap,
+      resourceSpec: definition.resourceSpec,
+      contentLocation: this.store.contentLocation(jobId),
+      resultLocation: this.store.workspace(jobId),
+      approvals: [],
+      minClients: definition.minClients,
+      mandatoryClients: definition.mandatoryClients,
+      submitTime: now,
+      submitTimeIso: now.toISOString(),
+      startTime: undefined,
+      duration: undefined,
+      submitter: caller.name,
+      endReason: "",
+      scheduleAttempts: 0,
+      clonedFrom,
+      progress: emptyProgress(),
+      clients: [],
+      endTime: undefined,
+    };
+    await this.store.create(meta, validated.encoded);
+    this.jobs.set(jobId, meta);
+    this.logger.info({ job: jobId, name: meta.name, submitter: caller.name, workflow: validated.workflow.name, clonedFrom: clonedFrom || undefined }, "job submitted");
+    this.notify(jobId);
+    void this.approve(jobId);
+    return jobId;
+  }
+
+  /** Submits a new job with the stored definition of `jobId`. */
+  async clone(jobId: string, caller: Caller): Promise<string> {
+    this.require(jobId);
+    return this.submit(await this.store.definition(jobId), caller, jobId);
+  }
+
+  /** The job's meta as of now (duration counted to now while it runs). */
+  meta(jobId: string): JobMeta {
+    const meta = this.require(jobId);
+    const end = meta.endTime ?? (ACTIVE.has(meta.status) ? new Date() : undefined);
+    const elapsed = meta.startTime && end ? Math.max(0, end.getTime() - meta.startTime.getTime()) : undefined;
+    return {
+      ...meta,
+      progress: this.progress.get(jobId) ?? meta.progress,
+      duration: elapsed === undefined ? undefined : { seconds: Math.floor(elapsed / 1000), nanos: (elapsed % 1000) * 1_000_000 },
+    };
+  }
+
+  list(filter: ListFilter, caller: Caller): JobMeta[] {
+    let jobs = [...this.jobs.values()]
+      .filter((meta) => filter.allSubmitters || meta.submitter === caller.name)
+      .filter((meta) => meta.name.startsWith(filter.namePrefix) && meta.jobId.startsWith(filter.idPrefix))
+      .sort(bySubmitTime);
+    if (filter.newest > 0) jobs = jobs.slice(-filter.newest);
+    if (filter.reverse) jobs.reverse();
+    return jobs.map((meta) => this.meta(meta.jobId));
+  }
+
+  /**
+   * Aborts a job: a queued one ends FINISHED:ABORTED at once; a running one has
+   * its signal fired (its agents are told to abort their tasks) and this
+   * resolves once it ended. A finished job stays as it is. Returns its status.
+   */
+  async abort(jobId: string, caller: Caller, reason = ""): Promise<RunStatus> {
+    const meta = this.require(jobId);
+    this.authorize(caller, meta, "abort");
+    if (isFinished(meta.status)) return meta.status;
+    const why = `aborted by ${caller.name}${reason ? `: ${reason}` : ""}`;
+    const running = this.running.get(jobId);
+    if (running) {
+      this.logger.info({ job: jobId, by: caller.name, reason }, "aborting running job");
+      running.controller.abort(new AbortRequested(why));
+      await withDeadline(running.done, this.settings.abortGraceMs + 5_000);
+    } else {
+      this.withdraw(jobId);
+      try {
+        const ended = await this.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABORTED, endReason: `${why} before it started`, endTime: new Date() }));
+        if (ended) this.logger.info({ job: jobId, by: caller.name, reason }, "queued job aborted");
+      } finally {
+        this.withdrawn.delete(jobId);
+      }
+    }
+    return this.require(jobId).status;
+  }
+
+  /** Deletes a job that is not dispatched or running, with its workspace. */
+  async delete(jobId: string, caller: Caller): Promise<void> {
+    const meta = this.require(jobId);
+    this.authorize(caller, meta, "delete");
+    if (ACTIVE.has(meta.status) || this.running.has(jobId)) {
+      throw new JobStillRunning(`job ${jobId} is ${statusName(meta.status)}: abort it first (campfire abort ${jobId}), then delete it`);
+    }
+    this.withdraw(jobId);
+    try {
+      await this.serialized(jobId, () => this.store.delete(jobId));
+      this.forget(jobId);
+    } finally {
+      this.withdrawn.delete(jobId);
+    }
+    this.logger.info({ job: jobId, by: caller.name }, "job deleted");
+    this.endWatchers(jobId, new JobNotFound(`job ${jobId} was deleted by ${caller.name}`));
+  }
+
+  /** Calls `watcher` on every change of the job until the returned function is called. */
+  watch(jobId: string, watcher: JobWatcher): () => void {
+    this.require(jobId);
+    const set = this.watchers.get(jobId) ?? new Set();
+    set.add(watcher);
+    this.watchers.set(jobId, set);
+    return () => {
+      set.delete(watcher);
+      if (set.size === 0 && this.watchers.get(jobId) === set) this.watchers.delete(jobId);
+    };
+  }
+
+  runningJobs(): RunningJobSummary[] {
+    return [...this.running].map(([jobId, job]) => ({ jobId, appName: job.appName, status: this.jobs.get(jobId)?.status ?? RunStatus.RUN_STATUS_DISPATCHED }));
+  }
+
+  /** Stops scheduling, ends running jobs FINISHED:ABNORMAL (their agents are told the job ended), and closes the store. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearTimeout(this.timer);
+    this.stopMetrics();
+    const running = [...this.running.values()];
+    for (const job of running) job.controller.abort(new SiteShuttingDown("the site stopped while the job ran"));
+    await withDeadline(Promise.allSettled(running.map((job) => job.done)), this.settings.abortGraceMs + 5_000);
+    await Promise.allSettled(this.chains.values());
+    for (const jobId of [...this.watchers.keys()]) this.endWatchers(jobId, new SiteShuttingDown("the site is shutting down; monitor the job again once it is back"));
+    await this.store.close();
+    if (this.temporaryDir) await rm(this.temporaryDir, { recursive: true, force: true });
+  }
+
+  private async recover(): Promise<void> {
+    const metas = (await this.store.load()).sort(bySubmitTime);
+    for (const meta of metas) {
+      this.jobs.set(meta.jobId, meta);
+      this.attempts.set(meta.jobId, meta.scheduleAttempts);
+    }
+    const restartedAt = new Date();
+    for (const meta of metas) {
+      if (ACTIVE.has(meta.status)) {
+        const reason = `the site stopped while the job was ${statusName(meta.status)}; it did not finish (site restarted at ${restartedAt.toISOString()})`;
+        await this.transition(meta.jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABNORMAL, endReason: reason, endTime: restartedAt }));
+        this.logger.warn({ job: meta.jobId, was: statusName(meta.status) }, "job ended abnormally: the site restarted under it");
+      } else if (meta.status === RunStatus.RUN_STATUS_SUBMITTED) {
+        void this.approve(meta.jobId);
+      } else if (meta.status === RunStatus.RUN_STATUS_APPROVED) {
+        this.queue.push(meta.jobId);
+      }
+    }
+    this.logger.info({ jobs: metas.length, queued: this.queue.length }, "jobs recovered from the store");
+    this.schedule();
+  }
+
+  /** There is no approval process: the site approves every valid job at once. */
+  private async approve(jobId: string): Promise<void> {
+    try {
+      const approved = await this.transition(jobId, new Set([RunStatus.RUN_STATUS_SUBMITTED]), () => ({ status: RunStatus.RUN_STATUS_APPROVED, approvals: ["auto"] }));
+      if (!approved || this.withdrawn.has(jobId)) return;
+      this.queue.push(jobId);
+      this.schedule();
+    } catch (error) {
+      this.logger.error({ err: error, job: jobId }, "could not approve the job; it stays SUBMITTED until the site restarts");
+    }
+  }
+
+  /**
+   * One scheduling pass over the queue, in submit order: starts every due job
+   * that can start, counts a failed attempt for the others (ending them
+   * FINISHED:CAN_NOT_SCHEDULE past the limit), and sets a timer for the next
+   * due attempt. A job that waits only for clients another job holds, or for
+   * a free slot, is not charged an attempt: it is looked at again when a job ends.
+   */
+  private schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.closing) return;
+    const now = Date.now();
+    let soonest = Infinity;
+    for (const jobId of [...this.queue]) {
+      const meta = this.jobs.get(jobId);
+      if (!meta || meta.status !== RunStatus.RUN_STATUS_APPROVED || this.withdrawn.has(jobId)) {
+        this.dequeue(jobId);
+        continue;
+      }
+      if (this.running.size >= this.settings.maxConcurrentJobs) break;
+      const due = this.nextAttemptAt.get(jobId) ?? 0;
+      if (due > now) {
+        soonest = Math.min(soonest, due);
+        continue;
+      }
+      const plan = deployPlanOf(meta.deployMap);
+      const request = { plan, minClients: meta.minClients, mandatoryClients: meta.mandatoryClients, resourceSpec: meta.resourceSpec };
+      const agents = this.hub.agents();
+      const decision = decide(request, agents, this.heldBy);
+      if (decision.start) {
+        this.dequeue(jobId);
+        this.start(jobId, plan, decision.clients);
+        continue;
+      }
+      if (this.heldBy.size > 0 && decide(request, agents, new Map()).start) {
+        this.reportProgress(jobId, { phase: `waiting for clients held by other jobs: ${decision.reason}` });
+        continue;
+      }
+      const attempts = (this.attempts.get(jobId) ?? 0) + 1;
+      this.attempts.set(jobId, attempts);
+      this.logger.debug({ job: jobId, attempts, reason: decision.reason }, "job cannot start yet");
+      if (attempts >= this.settings.maxScheduleAttempts) {
+        this.dequeue(jobId);
+        const reason = `gave up after ${attempts} scheduling attempts: ${decision.reason}`;
+        this.logger.warn({ job: jobId, reason }, "job cannot be scheduled");
+        void this.persistQuietly(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_CAN_NOT_SCHEDULE, endReason: reason, endTime: new Date(), scheduleAttempts: attempts }));
+        continue;
+      }
+      const next = now + retryDelay(attempts, this.settings.scheduleIntervalMs, this.settings.maxScheduleIntervalMs);
+      this.nextAttemptAt.set(jobId, next);
+      soonest = Math.min(soonest, next);
+      this.reportProgress(jobId, { phase: `waiting to be scheduled (attempt ${attempts} of ${this.settings.maxScheduleAttempts}): ${decision.reason}` });
+      void this.persistQuietly(jobId, QUEUED, () => ({ scheduleAttempts: attempts }));
+    }
+    if (soonest < Infinity) this.timer = setTimeout(() => this.schedule(), Math.max(0, soonest - now)).unref();
+  }
+
+  /** Holds the clients and runs the job in the background; the next pass follows its end. */
+  private start(jobId: string, plan: DeployPlan, clients: string[]): void {
+    const controller = new AbortController();
+    for (const client of clients) this.heldBy.set(client, jobId);
+    const job: RunningJob = { controller, clients, appName: plan.serverApp, done: Promise.resolve() };
+    this.running.set(jobId, job);
+    job.done = this.run(jobId, plan, clients, controller.signal)
+      .catch((error: unknown) => this.logger.error({ err: error, job: jobId }, "the job runner failed"))
+      .finally(() => {
+        for (const client of clients) if (this.heldBy.get(client) === jobId) this.heldBy.delete(client);
+        this.running.delete(jobId);
+        this.schedule();
+      });
+  }
+
+  private async run(jobId: string, plan: DeployPlan, clients: string[], signal: AbortSignal): Promise<void> {
+    const logger = this.logger.child({ job: jobId });
+    let started = false;
+    let status = RunStatus.RUN_STATUS_FINISHED_COMPLETED;
+    let endReason = "the workflow completed";
+    try {
+      this.progress.delete(jobId);
+      const phase = `dispatched to ${clients.length} client(s): ${clients.join(", ")}`;
+      const dispatched = await this.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_DISPATCHED, clients, progress: { ...emptyProgress(), phase } }));
+      if (!dispatched) return;
+      logger.info({ clients }, "job dispatched");
+      const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
+      const workspace = this.store.workspace(jobId);
+      await mkdir(workspace, { recursive: true });
+      signal.throwIfAborted();
+      await this.transition(jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_RUNNING, startTime: new Date() }));
+      started = true;
+      logger.info({ workflow: validated.workflow.name }, "job running");
+      const context: WorkflowContext<unknown> = {
+        jobId,
+        args: validated.args,
+        clients,
+        minClients: this.jobs.get(jobId)!.minClients || clients.length,
+        clientConfigs: new Map(clients.map((client) => [client, validated.clientConfigs.get(appOf(plan, client) ?? "") ?? {}])),
+        appFiles: validated.serverFiles,
+        workspace,
+        hub: this.hub,
+        signal,
+        logger,
+        reportProgress: (progress) => this.reportProgress(jobId, progress),
+      };
+      await settledOrAborted(validated.workflow.run(context), signal, this.settings.abortGraceMs);
+      signal.throwIfAborted();
+    } catch (error) {
+      if (signal.aborted) {
+        const reason = signal.reason as unknown;
+        status = reason instanceof SiteShuttingDown ? RunStatus.RUN_STATUS_FINISHED_ABNORMAL : RunStatus.RUN_STATUS_FINISHED_ABORTED;
+        endReason = reason instanceof Error ? reason.message : String(reason);
+      } else if (!started) {
+        status = RunStatus.RUN_STATUS_FAILED_TO_RUN;
+        endReason = `the job could not be started: ${(error as Error).message}`;
+      } else {
+        status = RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION;
+        endReason = (error as Error).message;
+      }
+    }
+    await this.transition(jobId, ACTIVE, () => ({ status, endReason, endTime: new Date() }));
+    this.progress.delete(jobId);
+    logger.info({ status: statusName(status), reason: endReason }, "job ended");
+    for (const client of clients) this.hub.sayBye(client, ByeReason.BYE_REASON_JOB_ENDED, `job ${jobId} ended: ${statusName(status)}`);
+  }
+
+  private reportProgress(jobId: string, progress: Partial<JobProgress>): void {
+    const meta = this.jobs.get(jobId);
+    if (!meta || isFinished(meta.status)) return;
+    this.progress.set(jobId, { ...this.liveProgress(jobId), ...progress });
+    this.notify(jobId);
+  }
+
+  private liveProgress(jobId: string): JobProgress {
+    return this.progress.get(jobId) ?? this.jobs.get(jobId)?.progress ?? emptyProgress();
+  }
+
+  /**
+   * Changes a job whose status is in `from`: stores the new meta (with the
+   * live progress), then publishes it. Resolves with it, or undefined when
+   * the job is gone or no longer in `from`.
+   */
+  private transition(jobId: string, from: ReadonlySet<RunStatus>, change: (meta: JobMeta) => Partial<JobMeta>): Promise<JobMeta | undefined> {
+    return this.serialized(jobId, async () => {
+      const current = this.jobs.get(jobId);
+      if (!current || !from.has(current.status)) return undefined;
+      const next: JobMeta = { ...current, progress: this.liveProgress(jobId), ...change(current) };
+      await this.store.update(next, current.status);
+      this.jobs.set(jobId, next);
+      this.notify(jobId);
+      return next;
+    });
+  }
+
+  /** A transition whose failure is logged, not thrown (the scheduler's bookkeeping). */
+  private async persistQuietly(jobId: string, from: ReadonlySet<RunStatus>, change: (meta: JobMeta) => Partial<JobMeta>): Promise<void> {
+    try {
+      await this.transition(jobId, from, change);
+    } catch (error) {
+      this.logger.error({ err: error, job: jobId }, "could not store the job's scheduling state");
+    }
+  }
+
+  private serialized<T>(jobId: string, work: () => Promise<T>): Promise<T> {
+    const next = (this.chains.get(jobId) ?? Promise.resolve()).then(work, work);
+    const settled = next.catch(() => undefined);
+    this.chains.set(jobId, settled);
+    void settled.then(() => {
+      if (this.chains.get(jobId) === settled) this.chains.delete(jobId);
+    });
+    return next;
+  }
+
+  private notify(jobId: string): void {
+    const watchers = this.watchers.get(jobId);
+    if (!watchers?.size) return;
+    const meta = this.meta(jobId);
+    for (const watcher of [...watchers]) watcher.changed(meta);
+  }
+
+  private endWatchers(jobId: string, error: SiteError): void {
+    for (const watcher of this.watchers.get(jobId) ?? []) watcher.ended(error);
+    this.watchers.delete(jobId);
+  }
+
+  private require(jobId: string): JobMeta {
+    const meta = this.jobs.get(jobId);
+    if (!meta) throw new JobNotFound(`no job has id ${JSON.stringify(jobId)}; list the jobs with: campfire list --all`);
+    return meta;
+  }
+
+  private authorize(caller: Caller, meta: JobMeta, action: string): void {
+    if (caller.admin || caller.name === meta.submitter) return;
+    throw new PermissionDenied(`${caller.name} may not ${action} job ${meta.jobId}: it was submitted by ${meta.submitter}; only its submitter or an admin may`);
+  }
+
+  /** Takes a queued job out of scheduling for good (it is being aborted or deleted). */
+  private withdraw(jobId: string): void {
+    this.withdrawn.add(jobId);
+    this.dequeue(jobId);
+  }
+
+  private dequeue(jobId: string): void {
+    const index = this.queue.indexOf(jobId);
+    if (index >= 0) this.queue.splice(index, 1);
+  }
+
+  private forget(jobId: string): void {
+    this.jobs.delete(jobId);
+    this.progress.delete(jobId);
+    this.attempts.delete(jobId);
+    this.nextAttemptAt.delete(jobId);
+    this.dequeue(jobId);
+  }
+}
+
+function bySubmitTime(a: JobMeta, b: JobMeta): number {
+  return (a.submitTime?.getTime() ?? 0) - (b.submitTime?.getTime() ?? 0) || (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0);
+}
+
+/** Resolves or rejects with `work`; once `signal` fires, rejects with its reason at most `graceMs` later. */
+function settledOrAborted(work: Promise<void>, signal: AbortSignal, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => (timer = setTimeout(() => reject(signal.reason as Error), graceMs));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    });
+  });
+}
+
+/** Waits for `work`, but no longer than `ms`. */
+async function withDeadline(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
