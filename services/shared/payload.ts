@@ -20,6 +20,20 @@ export function decodeDataExchange(bytes: Uint8Array): DataExchange {
   return DataExchange.decode(bytes);
 }
 
+/**
+ * The data's encoding when it is too large to travel inline, else undefined.
+ * A cheap upper bound on the size settles small data without encoding it twice
+ * (once to measure, once on the wire): the task hot path carries mostly small data.
+ */
+export function encodingIfLarge(data: DataExchange): Buffer | undefined {
+  let bound = 64;
+  for (const tensor of data.tensors) bound += tensor.data.length + tensor.name.length * 3 + tensor.shape.length * 11 + 32;
+  for (const struct of [data.values, data.meta]) if (struct) bound += JSON.stringify(struct).length * 4 + 64;
+  if (bound <= INLINE_PAYLOAD_LIMIT) return undefined;
+  const bytes = encodeDataExchange(data);
+  return bytes.length > INLINE_PAYLOAD_LIMIT ? bytes : undefined;
+}
+
 /** Returns what is wrong with a DataExchange (naming the field), or undefined. */
 export function dataExchangeProblem(field: string, data: DataExchange): string | undefined {
   const names = new Set<string>();

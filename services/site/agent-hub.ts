@@ -100,32 +100,33 @@ export class AgentHub {
    * TaskDeadlineExceeded per the options (the agent is told to abort).
    */
   async sendTask(clientName: string, spec: TaskSpec, options: WaitOptions): Promise<TaskOutcome> {
-    const signal = waitSignal(options);
-    const session = await this.idleSessionOf(clientName, signal);
-    const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
-    const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
-    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: undefined };
-    if (options.timeoutMs !== undefined) task.deadline = new Date(Date.now() + options.timeoutMs);
-    const onAbort = () => session.cancel(task.taskId, abortError(signal, `task ${task.taskId} (${task.taskName})`));
-    signal.addEventListener("abort", onAbort, { once: true });
-    session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
-    try {
-      return await session.run(task);
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-      shared?.release();
-    }
+    return withWaitSignal(options, async (signal) => {
+      const session = await this.idleSessionOf(clientName, signal);
+      const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
+      const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
+      const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: undefined };
+      if (options.timeoutMs !== undefined) task.deadline = new Date(Date.now() + options.timeoutMs);
+      const onAbort = () => session.cancel(task.taskId, abortError(signal, `task ${task.taskId} (${task.taskName})`));
+      signal.addEventListener("abort", onAbort, { once: true });
+      session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
+      try {
+        return await session.run(task);
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+        shared?.release();
+      }
+    });
+  }
+
+  /** Resolves once `clientName` has a connected agent. */
+  async waitForClient(clientName: string, options: WaitOptions): Promise<void> {
+    await withWaitSignal(options, (signal) => this.connectedSessionsOf(clientName, signal));
   }
 
   /** Payload traffic from an agent counts as a sign of life: a long upload must not look like silence. */
   touch(agentId: string): void {
     const session = this.sessions.get(agentId);
     if (session) session.lastSeenAt = Date.now();
-  }
-
-  /** Resolves once `clientName` has a connected agent. */
-  async waitForClient(clientName: string, options: WaitOptions): Promise<void> {
-    await this.connectedSessionsOf(clientName, waitSignal(options));
   }
 
   /** Says bye to every agent of `clientName` and forgets them (for example at job end). */
@@ -220,12 +221,24 @@ export class AgentHub {
   }
 }
 
-/** One signal for both ways a wait can end early. */
-function waitSignal(options: WaitOptions): AbortSignal {
-  const signals: AbortSignal[] = [];
-  if (options.signal) signals.push(options.signal);
-  if (options.timeoutMs !== undefined) signals.push(AbortSignal.timeout(options.timeoutMs));
-  return signals.length === 1 ? signals[0]! : AbortSignal.any(signals);
+/**
+ * Runs `body` with one signal for both ways a wait can end early: the caller's
+ * signal or the deadline. The deadline's timer is cleared as soon as the body
+ * settles, so thousands of quick tasks leave no timers behind.
+ */
+async function withWaitSignal<T>(options: WaitOptions, body: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  if (options.timeoutMs === undefined) return body(options.signal!);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException("deadline exceeded", "TimeoutError")), options.timeoutMs);
+  const forward = () => controller.abort(options.signal!.reason);
+  if (options.signal?.aborted) forward();
+  options.signal?.addEventListener("abort", forward, { once: true });
+  try {
+    return await body(controller.signal);
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", forward);
+  }
 }
 
 function abortError(signal: AbortSignal, what: string): TaskAborted | TaskDeadlineExceeded {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
-import { type DataExchange, encodeDataExchange, INLINE_PAYLOAD_LIMIT } from "../shared/payload.js";
+import { type DataExchange, encodingIfLarge } from "../shared/payload.js";
 import { PayloadNotFound } from "./errors.js";
 
 interface Entry {
@@ -51,8 +51,8 @@ export class PayloadStore {
    * stored for download. Call release() when no task needs it any more.
    */
   share(data: DataExchange): SharedPayload {
-    const bytes = encodeDataExchange(data);
-    if (bytes.length <= INLINE_PAYLOAD_LIMIT) return new SharedPayload({ body: { $case: "inline", value: data } }, () => {});
+    const bytes = encodingIfLarge(data);
+    if (!bytes) return new SharedPayload({ body: { $case: "inline", value: data } }, () => {});
     const id = randomUUID();
     this.entries.set(id, { bytes, ownerAgentId: undefined });
     return new SharedPayload({ body: { $case: "ref", value: { payloadId: id, sizeBytes: bytes.length } } }, () => this.entries.delete(id));

@@ -284,7 +284,8 @@ export interface Task {
 
 /**
  * The agent holds the task. A duplicate of a task already held is
- * acknowledged again and not run twice.
+ * acknowledged again and not run twice. A result acknowledges its task too, so
+ * an agent whose result is ready at once may skip the task_ack.
  */
 export interface TaskAck {
   /** The acknowledged task. */
@@ -2715,7 +2716,7 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
  *   agent -> site  hello                 (first message, exactly once)
  *   site  -> agent welcome
  *   site  -> agent task                  (resent until acknowledged)
- *   agent -> site  task_ack
+ *   agent -> site  task_ack              (or the result, if it is ready at once)
  *   agent -> site  result                (resent until acknowledged)
  *   site  -> agent result_ack
  *   both           heartbeat             (any message counts as a sign of life)
