@@ -1,36 +1,22 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ResultDisposition } from "../gen/campfire/agent/v1/agent_service.js";
-import { Agent, AgentClosed, AgentPeerGone, DataKind, ReturnCode } from "../services/agent/index.js";
+import { type AgentOptions, AgentClosed, AgentPeerGone, DataKind, ReturnCode } from "../services/agent/index.js";
 import type { DataExchange } from "../services/shared/payload.js";
 import { AgentGone } from "../services/site/errors.js";
 import type { SiteServer } from "../services/site/site-server.js";
 import { spawnFixture } from "./helpers/processes.js";
 import { RawAgentStream } from "./helpers/raw-agent.js";
-import { eventually, FAST_TIMINGS, startTestSite } from "./helpers/site.js";
+import { eventually, FAST_TIMINGS, useTestbed } from "./helpers/site.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function site(): Promise<SiteServer> {
-  const server = await startTestSite();
-  cleanups.push(() => server.stop(100));
-  return server;
-}
+const testbed = useTestbed();
+const site = () => testbed.site();
+const agentAt = (address: string, clientName: string, options: Partial<AgentOptions> = {}) => testbed.agent(address, clientName, options);
 
 async function proxyTo(port: number): Promise<TcpProxy> {
   const proxy = await TcpProxy.start(port);
-  cleanups.push(() => proxy.close());
+  testbed.defer(() => proxy.close());
   return proxy;
-}
-
-function agentAt(address: string, clientName: string, options: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent {
-  const agent = new Agent({ siteAddress: address, clientName, ...FAST_TIMINGS, reconnectBaseDelayMs: 50, reconnectMaxDelayMs: 200, ...options });
-  agent.start();
-  cleanups.push(() => agent.stop());
-  return agent;
 }
 
 const data = (meta: Record<string, unknown>): DataExchange => ({ kind: DataKind.DATA_KIND_APP_DEFINED, tensors: [], values: undefined, meta });
@@ -59,7 +45,7 @@ describe("liveness", () => {
   it("fails the waiting workflow clearly when the agent process is killed mid-task", async () => {
     const server = await site();
     const trainer = spawnFixture("echo-trainer", { SITE_ADDRESS: `127.0.0.1:${server.port}`, CLIENT_NAME: "doomed", BEHAVIOUR: "hang" });
-    cleanups.push(() => trainer.kill());
+    testbed.defer(() => trainer.kill());
     await server.hub.waitForClient("doomed", { timeoutMs: 15_000 });
 
     const outcome = server.hub.sendTask("doomed", { taskName: "train", jobId: "j", data: data({}) }, { timeoutMs: 30_000 });
@@ -109,7 +95,7 @@ describe("reconnection", () => {
 
   it("reconnects by itself after the site process is killed and restarted", async () => {
     const first = spawnFixture("site-process", { PORT: "0" });
-    cleanups.push(() => first.kill());
+    testbed.defer(() => first.kill());
     const port = Number(await first.waitForLine("port"));
     const agent = agentAt(`127.0.0.1:${port}`, "c1", { heartbeatTimeoutMs: 10_000 });
     let served = 0;
@@ -126,7 +112,7 @@ describe("reconnection", () => {
     await first.kill("SIGKILL");
     await eventually("the agent to notice", () => !agent.connected);
     const second = spawnFixture("site-process", { PORT: String(port) });
-    cleanups.push(() => second.kill());
+    testbed.defer(() => second.kill());
     expect(Number(await second.waitForLine("port"))).toBe(port);
 
     await eventually("the agent to reconnect", () => agent.connected, 15_000);
@@ -139,7 +125,7 @@ describe("reconnection", () => {
 describe("duplicate, stale and empty-task-id results", () => {
   async function rawAgentWithTask(server: SiteServer) {
     const raw = await RawAgentStream.connect(server.port, { clientName: "raw", agentId: "raw-1" });
-    cleanups.push(() => raw.close());
+    testbed.defer(() => raw.close());
     const outcome = server.hub.sendTask("raw", { taskName: "train", jobId: "j", data: data({}) }, { timeoutMs: 10_000 });
     const task = await raw.next("task");
     raw.send({ kind: { $case: "taskAck", value: { taskId: task.taskId } } });
@@ -163,7 +149,7 @@ describe("duplicate, stale and empty-task-id results", () => {
   it("rejects a stale result (no task in flight) and a mismatched one (another task in flight)", async () => {
     const server = await site();
     const raw = await RawAgentStream.connect(server.port, { clientName: "raw", agentId: "raw-1" });
-    cleanups.push(() => raw.close());
+    testbed.defer(() => raw.close());
     raw.send(result("task-from-long-ago", {}));
     const stale = await raw.next("resultAck");
     expect(stale.disposition).toBe(ResultDisposition.RESULT_DISPOSITION_REJECTED);
@@ -184,14 +170,14 @@ describe("duplicate, stale and empty-task-id results", () => {
   it("takes an empty-task-id result held over a restart as the current task's result, and ignores it when idle", async () => {
     const server = await site();
     const idle = RawAgentStream.open(server.port);
-    cleanups.push(() => idle.close());
+    testbed.defer(() => idle.close());
     idle.send({ kind: { $case: "hello", value: { clientName: "idle", agentId: "idle-1", protocolVersion: 1, resources: {}, taskNames: [], heldResult: result("", {}).kind.value } } });
     expect(await idle.next("resultAck")).toMatchObject({ taskId: "", disposition: ResultDisposition.RESULT_DISPOSITION_IGNORED });
 
     const { raw, outcome } = await rawAgentWithTask(server);
     // The agent process restarts: its new stream replaces the old one and carries the result it kept.
     const restarted = RawAgentStream.open(server.port);
-    cleanups.push(() => restarted.close());
+    testbed.defer(() => restarted.close());
     restarted.send({ kind: { $case: "hello", value: { clientName: "raw", agentId: "raw-1", protocolVersion: 1, resources: {}, taskNames: [], heldResult: result("", { kept: true }).kind.value } } });
     expect((await restarted.next("resultAck")).disposition).toBe(ResultDisposition.RESULT_DISPOSITION_ACCEPTED);
     expect((await outcome).data?.meta).toEqual({ kept: true });

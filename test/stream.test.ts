@@ -1,30 +1,17 @@
-import { afterEach, describe, expect, it } from "vitest";
-import { Agent, AgentAborted, AgentClosed, AgentEnded, CallStateError, DataKind, ReturnCode } from "../services/agent/index.js";
+import { describe, expect, it } from "vitest";
+import { type Agent, AgentAborted, AgentClosed, AgentEnded, CallStateError, DataKind, ReturnCode } from "../services/agent/index.js";
 import { ByeReason } from "../gen/campfire/agent/v1/agent_service.js";
 import type { DataExchange } from "../services/shared/payload.js";
 import { float32Tensor, float32Values } from "../services/shared/tensor.js";
 import { AgentBusy, TaskAborted, TaskDeadlineExceeded } from "../services/site/errors.js";
 import type { SiteServer } from "../services/site/site-server.js";
 import { spawnFixture, type FixtureProcess } from "./helpers/processes.js";
-import { eventually, FAST_TIMINGS, startTestSite } from "./helpers/site.js";
+import { eventually, useTestbed } from "./helpers/site.js";
+import type { AgentOptions } from "../services/agent/index.js";
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function site(): Promise<SiteServer> {
-  const server = await startTestSite();
-  cleanups.push(() => server.stop(100));
-  return server;
-}
-
-function agentFor(server: SiteServer, clientName: string, options: Partial<ConstructorParameters<typeof Agent>[0]> = {}): Agent {
-  const agent = new Agent({ siteAddress: `127.0.0.1:${server.port}`, clientName, ...FAST_TIMINGS, reconnectMaxDelayMs: 200, ...options });
-  agent.start();
-  cleanups.push(() => agent.stop());
-  return agent;
-}
+const testbed = useTestbed();
+const site = () => testbed.site();
+const agentFor = (server: SiteServer, clientName: string, options: Partial<AgentOptions> = {}) => testbed.agent(server, clientName, options);
 
 function metaOnly(meta: Record<string, unknown>): DataExchange {
   return { kind: DataKind.DATA_KIND_APP_DEFINED, tensors: [], values: undefined, meta };
@@ -110,15 +97,14 @@ describe("large payloads", () => {
 
   it("moves a 64 MiB tensor to an agent process and back, with both sides' memory bounded", async () => {
     // Liveness timings fit for a model of this size on a shared 2-core machine.
-    const server = await startTestSite({ timings: { heartbeatIntervalMs: 500, heartbeatTimeoutMs: 5_000, resendIntervalMs: 2_000 } });
-    cleanups.push(() => server.stop(100));
+    const server = await testbed.site({ timings: { heartbeatIntervalMs: 500, heartbeatTimeoutMs: 5_000, resendIntervalMs: 2_000 } });
     const trainer: FixtureProcess = spawnFixture("echo-trainer", {
       SITE_ADDRESS: `127.0.0.1:${server.port}`,
       CLIENT_NAME: "big",
       HEARTBEAT_INTERVAL_MS: "500",
       HEARTBEAT_TIMEOUT_MS: "5000",
     });
-    cleanups.push(() => trainer.kill());
+    testbed.defer(() => trainer.kill());
     await server.hub.waitForClient("big", { timeoutMs: 15_000 });
 
     const values = new Float32Array(MODEL_BYTES / 4);
