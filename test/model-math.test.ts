@@ -1,0 +1,68 @@
+import { describe, expect, it } from "vitest";
+import { DType } from "../gen/campfire/common/v1/tensor.js";
+import { decodeSafetensors, encodeSafetensors, SafetensorsError } from "../services/shared/safetensors.js";
+import { float32Tensor, float32Values } from "../services/shared/tensor.js";
+import { ResultRefused, WeightedAverage } from "../services/site/workflows/aggregation.js";
+
+const tensor = (name: string, values: number[], shape = [values.length]) => float32Tensor(name, shape, Float32Array.from(values));
+
+describe("safetensors", () => {
+  it("round-trips tensors and metadata, reading data as aligned views", () => {
+    const tensors = [tensor("fc.weight", [1, 2, 3, 4, 5, 6], [2, 3]), tensor("fc.bias", [0.5, -0.5]), { name: "steps", dtype: DType.D_TYPE_INT64, shape: [], data: Buffer.alloc(8, 1) }];
+    const file = encodeSafetensors(tensors, { round: "3" });
+    expect((8 + Number(file.readBigUInt64LE(0))) % 8).toBe(0);
+    const decoded = decodeSafetensors(file);
+    expect(decoded.metadata).toEqual({ round: "3" });
+    expect(decoded.tensors.map((t) => [t.name, t.dtype, t.shape])).toEqual(tensors.map((t) => [t.name, t.dtype, t.shape]));
+    expect([...float32Values(decoded.tensors[0]!)]).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(decoded.tensors[0]!.data.buffer).toBe(file.buffer);
+  });
+
+  it("reads the layout the Python safetensors package writes", () => {
+    // Header as written by safetensors.numpy.save_file({"a": np.array([1.0, 2.0], dtype=np.float32)}).
+    const header = Buffer.from(JSON.stringify({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }));
+    const file = Buffer.concat([Buffer.alloc(8), header, Buffer.from(Float32Array.of(1, 2).buffer)]);
+    file.writeBigUInt64LE(BigInt(header.length), 0);
+    expect([...float32Values(decodeSafetensors(file).tensors[0]!)]).toEqual([1, 2]);
+  });
+
+  it("refuses a damaged file, naming the tensor", () => {
+    const file = encodeSafetensors([tensor("w", [1, 2, 3])]);
+    expect(() => decodeSafetensors(file.subarray(0, file.length - 4))).toThrow(new SafetensorsError(`tensor "w": shape or data_offsets out of range`));
+    expect(() => decodeSafetensors(Buffer.from([255, 255, 255, 255, 0, 0, 0, 0]))).toThrow(SafetensorsError);
+  });
+});
+
+describe("weighted average", () => {
+  it("averages results weighted by their weights", () => {
+    const average = new WeightedAverage([tensor("w", [0, 0])]);
+    average.add([tensor("w", [1, 2])], 1);
+    average.add([tensor("w", [4, 8])], 3);
+    expect([...float32Values(average.result()[0]!)]).toEqual([3.25, 6.5]);
+    expect(average.count).toBe(2);
+  });
+
+  it("folds WEIGHT_DIFF results onto the base model", () => {
+    const average = new WeightedAverage([tensor("w", [10, 10])]);
+    average.add([tensor("w", [1, -1])], 1, new Map([["w", Float32Array.of(10, 10)]]));
+    average.add([tensor("w", [3, -3])], 1, new Map([["w", Float32Array.of(10, 10)]]));
+    expect([...float32Values(average.result()[0]!)]).toEqual([12, 8]);
+  });
+
+  it("refuses NaN, Infinity, wrong shapes, dtypes and names without touching the sum", () => {
+    const average = new WeightedAverage([tensor("w", [0, 0, 0, 0], [2, 2]), tensor("b", [0])]);
+    average.add([tensor("w", [1, 1, 1, 1], [2, 2]), tensor("b", [1])], 1);
+    const refusals: Array<[Parameters<WeightedAverage["add"]>[0], string]> = [
+      [[tensor("w", [1, 1, 1, 1], [2, 2]), tensor("b", [NaN])], `tensor "b" holds NaN or Infinity`],
+      [[tensor("w", [1, Infinity, 1, 1], [2, 2]), tensor("b", [1])], `tensor "w" holds NaN or Infinity`],
+      [[tensor("w", [1, 1, 1, 1], [4, 1]), tensor("b", [1])], `tensor "w" has shape [4, 1], expected [2, 2]`],
+      [[{ ...tensor("w", [1, 1, 1, 1], [2, 2]), dtype: DType.D_TYPE_INT32 }, tensor("b", [1])], `tensor "w" is D_TYPE_INT32, expected D_TYPE_FLOAT32`],
+      [[tensor("w", [1, 1, 1, 1], [2, 2])], `tensor "b" is missing`],
+      [[tensor("w", [1, 1, 1, 1], [2, 2]), tensor("b", [1]), tensor("x", [1])], `unexpected tensor "x"`],
+    ];
+    for (const [tensors, reason] of refusals) expect(() => average.add(tensors, 1)).toThrow(new ResultRefused(reason));
+    expect(() => average.add([tensor("w", [1, 1, 1, 1], [2, 2]), tensor("b", [1])], 0)).toThrow(ResultRefused);
+    average.add([tensor("w", [3, 3, 3, 3], [2, 2]), tensor("b", [3])], 1);
+    expect(average.result().map((t) => [...float32Values(t)])).toEqual([[2, 2, 2, 2], [2]]);
+  });
+});
