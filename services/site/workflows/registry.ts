@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { broadcastWorkflow } from "./broadcast.js";
+import { fedAvgWorkflow } from "./fedavg.js";
 import type { Workflow } from "./workflow.js";
 
 /** The workflows a site knows, by the name config_fed_server.json gives ("workflow": "<name>"). */
@@ -25,7 +26,7 @@ export class WorkflowRegistry {
 
 /** The workflows every site has. */
 export function builtinWorkflows(): WorkflowRegistry {
-  return new WorkflowRegistry([broadcastWorkflow]);
+  return new WorkflowRegistry([broadcastWorkflow, fedAvgWorkflow]);
 }
 
 /**

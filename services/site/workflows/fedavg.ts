@@ -1,0 +1,220 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
+import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
+import { writeFileAtomic } from "../../shared/durable-file.js";
+import { decodeSafetensors } from "../../shared/safetensors.js";
+import { float32Values } from "../../shared/tensor.js";
+import { WeightedAverage } from "./aggregation.js";
+import { scatterGather } from "./gather.js";
+import { loadModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
+import { parseArgs } from "./registry.js";
+import { JobRecorder } from "./recorder.js";
+import type { Workflow, WorkflowContext } from "./workflow.js";
+
+const STOP_CONDITION = /^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$/;
+
+const FedAvgArgs = z
+  .object({
+    /** Rounds to run. */
+    num_rounds: z.number().int().min(1, "must be at least 1").default(5),
+    /** The first round's number (to continue an earlier run's model). */
+    start_round: z.number().int().min(0, "must be 0 or more").default(0),
+    /** Results needed to aggregate a round; default: the job's min_clients. */
+    min_clients: z.number().int().min(1, "must be at least 1").optional(),
+    /** Seconds to wait for more results once min_clients arrived. */
+    wait_time_after_min_received: z.number().min(0, "must be 0 or more seconds").default(0),
+    /** Seconds each client has to train; 0: no limit but the job's abort. */
+    train_timeout: z.number().min(0, "must be 0 or more seconds").default(0),
+    /** Resilient (true): drop failed or refused results while min_clients can still be met. Strict (false): any failure ends the job. */
+    ignore_result_error: z.boolean().default(false),
+    /** Per-client weight, multiplied by the result's meta NUM_STEPS_CURRENT_ROUND (1 when absent). */
+    aggregation_weights: z.record(z.string(), z.number().positive("must be positive")).default({}),
+    /** The task clients train on. */
+    train_task_name: z.string().min(1).default("train"),
+    /** A task that evaluates each new global model at the clients (results: METRICS values); null: none. */
+    validation_task_name: z.string().min(1).nullable().default(null),
+    /** An app file (safetensors) with the initial model; without it the first round starts from the clients' own. */
+    initial_model: z.string().min(1).optional(),
+    /** The validation metric that picks the best model. */
+    key_metric: z.string().min(1).default("accuracy"),
+    /** Whether a higher key metric is better. */
+    higher_is_better: z.boolean().default(true),
+    /** Stop early when this holds, e.g. "accuracy >= 0.9", for `patience` rounds in a row. */
+    stop_condition: z.string().regex(STOP_CONDITION, 'must look like "accuracy >= 0.9"').optional(),
+    patience: z.number().int().min(1, "must be at least 1").default(1),
+  })
+  .strict();
+
+export type FedAvgArgs = z.infer<typeof FedAvgArgs>;
+
+/** What a restarted site needs to go on with the job: saved atomically after every round. */
+interface Checkpoint {
+  nextRound: number;
+  best: { round: number; value: number } | undefined;
+  roundsMeetingStopCondition: number;
+}
+
+/**
+ * Federated averaging (scatter and gather): each round sends the global model
+ * to every client, folds each result into one weighted sum as it arrives, and
+ * makes the mean the next global model.
+ */
+export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
+  name: "fedavg",
+
+  validateArgs(raw) {
+    return parseArgs(FedAvgArgs, raw);
+  },
+
+  async run(context) {
+    const { args, workspace, logger } = context;
+    const minResults = Math.min(args.min_clients ?? context.minClients, context.clients.length);
+    const recorder = await JobRecorder.open(context);
+    try {
+      const saved = await readCheckpoint(workspace);
+      let checkpoint: Checkpoint = saved ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
+      let global = saved ? await loadModel(join(workspace, RESULT_LAYOUT.checkpointModel)) : initialModel(context);
+      if (saved) logger.info({ job: context.jobId, round: saved.nextRound }, "resuming from checkpoint");
+      const lastRound = args.start_round + args.num_rounds;
+
+      for (let round = checkpoint.nextRound; round < lastRound; round++) {
+        context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
+        global = await trainRound(context, global, round, lastRound, minResults, recorder);
+        const metrics = args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {};
+        const keyValue = metrics[args.key_metric];
+        const improved = keyValue !== undefined && (!checkpoint.best || (args.higher_is_better ? keyValue > checkpoint.best.value : keyValue < checkpoint.best.value));
+        if (improved) await saveModel(workspace, RESULT_LAYOUT.bestModel, global, { round: String(round), [args.key_metric]: String(keyValue) });
+        checkpoint = {
+          nextRound: round + 1,
+          best: improved ? { round, value: keyValue } : checkpoint.best,
+          roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? checkpoint.roundsMeetingStopCondition + 1 : 0,
+        };
+        await recorder.round(round, metrics);
+        context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
+        await saveModel(workspace, RESULT_LAYOUT.checkpointModel, global, { round: String(round) });
+        await writeFileAtomic(join(workspace, RESULT_LAYOUT.checkpointState), JSON.stringify(checkpoint));
+        logger.info({ job: context.jobId, round, metrics }, "round complete");
+        if (args.stop_condition && checkpoint.roundsMeetingStopCondition >= args.patience) {
+          logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
+          break;
+        }
+      }
+      if (!global) throw new Error("no round ran, so there is no model");
+      await saveModel(workspace, RESULT_LAYOUT.finalModel, global);
+      if (!checkpoint.best) await saveModel(workspace, RESULT_LAYOUT.bestModel, global);
+    } finally {
+      await recorder.close();
+    }
+  },
+};
+
+async function trainRound(
+  context: WorkflowContext<FedAvgArgs>,
+  global: Tensor[] | undefined,
+  round: number,
+  totalRounds: number,
+  minResults: number,
+  recorder: JobRecorder,
+): Promise<Tensor[]> {
+  const { args, hub } = context;
+  const payload = hub.payloads.share({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: global ?? [], values: undefined, meta: { current_round: round, total_rounds: totalRounds } });
+  const base = global && new Map(global.map((tensor) => [tensor.name, float32Values(tensor)]));
+  let average = global && new WeightedAverage(global);
+  try {
+    const report = await scatterGather({
+      hub,
+      clients: context.clients,
+      task: () => ({ taskName: args.train_task_name, jobId: context.jobId, data: payload }),
+      minResults,
+      waitAfterMinMs: args.wait_time_after_min_received * 1000,
+      taskTimeoutMs: args.train_timeout > 0 ? args.train_timeout * 1000 : undefined,
+      strict: !args.ignore_result_error,
+      signal: context.signal,
+      logger: context.logger,
+      accept(outcome) {
+        const data = outcome.data!;
+        const isDiff = data.kind === DataKind.DATA_KIND_WEIGHT_DIFF;
+        if (isDiff && !base) throw new Error("sent WEIGHT_DIFF, but there is no global model to apply it to yet");
+        if (data.kind !== DataKind.DATA_KIND_UNSPECIFIED && data.kind !== DataKind.DATA_KIND_WEIGHTS && !isDiff) {
+          throw new Error(`sent ${DataKind[data.kind]}, expected WEIGHTS or WEIGHT_DIFF`);
+        }
+        if (data.tensors.length === 0) throw new Error("sent no tensors");
+        const steps = Number(data.meta?.NUM_STEPS_CURRENT_ROUND ?? 1);
+        const weight = (args.aggregation_weights[outcome.clientName] ?? 1) * (Number.isFinite(steps) && steps > 0 ? steps : 1);
+        average ??= new WeightedAverage(data.tensors);
+        average.add(data.tensors, weight, isDiff ? base : undefined);
+        recorder.accepted(outcome.clientName);
+      },
+    });
+    report.failures.forEach((reason, client) => recorder.failed(client, round, args.train_task_name, reason));
+  } finally {
+    payload.release();
+  }
+  return average!.result();
+}
+
+/** Sends the new global model to the clients' validation task; returns the mean of each metric they report. */
+async function validate(context: WorkflowContext<FedAvgArgs>, global: Tensor[], round: number, minResults: number, recorder: JobRecorder): Promise<Record<string, number>> {
+  const { args, hub } = context;
+  context.reportProgress({ phase: `round ${round + 1}: validating the global model` });
+  const payload = hub.payloads.share({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: global, values: undefined, meta: { current_round: round, model: "global" } });
+  const sums = new Map<string, { total: number; count: number }>();
+  try {
+    const report = await scatterGather({
+      hub,
+      clients: context.clients,
+      task: () => ({ taskName: args.validation_task_name!, jobId: context.jobId, data: payload }),
+      minResults,
+      waitAfterMinMs: args.wait_time_after_min_received * 1000,
+      taskTimeoutMs: args.train_timeout > 0 ? args.train_timeout * 1000 : undefined,
+      strict: !args.ignore_result_error,
+      signal: context.signal,
+      logger: context.logger,
+      accept(outcome) {
+        for (const [name, value] of Object.entries(outcome.data?.values ?? {})) {
+          if (typeof value !== "number") continue;
+          const sum = sums.get(name) ?? { total: 0, count: 0 };
+          sums.set(name, { total: sum.total + value, count: sum.count + 1 });
+        }
+        recorder.accepted(outcome.clientName);
+      },
+    });
+    report.failures.forEach((reason, client) => recorder.failed(client, round, args.validation_task_name!, reason));
+  } finally {
+    payload.release();
+  }
+  return Object.fromEntries([...sums].map(([name, { total, count }]) => [name, total / count]));
+}
+
+function initialModel(context: WorkflowContext<FedAvgArgs>): Tensor[] | undefined {
+  const path = context.args.initial_model;
+  if (!path) return undefined;
+  const file = context.appFiles.get(path);
+  if (!file) throw new Error(`initial_model: the app has no file ${JSON.stringify(path)}`);
+  return decodeSafetensors(file).tensors;
+}
+
+async function readCheckpoint(workspace: string): Promise<Checkpoint | undefined> {
+  const text = await readFile(join(workspace, RESULT_LAYOUT.checkpointState), "utf8").catch(() => undefined);
+  return text === undefined ? undefined : (JSON.parse(text) as Checkpoint);
+}
+
+function stopConditionHolds(condition: string | undefined, metrics: Record<string, number>): boolean {
+  const match = condition && STOP_CONDITION.exec(condition);
+  if (!match) return false;
+  const value = metrics[match[1]!];
+  const threshold = Number(match[3]);
+  if (value === undefined) return false;
+  switch (match[2]) {
+    case ">=":
+      return value >= threshold;
+    case "<=":
+      return value <= threshold;
+    case ">":
+      return value > threshold;
+    default:
+      return value < threshold;
+  }
+}

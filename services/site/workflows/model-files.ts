@@ -1,0 +1,38 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
+import { writeFileAtomic } from "../../shared/durable-file.js";
+import { decodeSafetensors, encodeSafetensors } from "../../shared/safetensors.js";
+
+/**
+ * Where a job's results live in its workspace (what download_job_result returns):
+ *   models/final.safetensors, models/best.safetensors   global models (safetensors: numpy/torch read them)
+ *   metrics/rounds.jsonl                                 one line per round: its global metrics and who took part
+ *   metrics/clients.jsonl                                the agents' log() records, by client and round
+ *   cross_site/matrix.json                               cross-site evaluation: model x site -> metrics
+ *   tasks/summary.json                                   each site's tasks: sent, accepted, failed and why
+ *   checkpoint/                                          the state a restarted site resumes from
+ */
+export const RESULT_LAYOUT = {
+  finalModel: "models/final.safetensors",
+  bestModel: "models/best.safetensors",
+  rounds: "metrics/rounds.jsonl",
+  clientMetrics: "metrics/clients.jsonl",
+  crossSiteMatrix: "cross_site/matrix.json",
+  taskSummary: "tasks/summary.json",
+  checkpointModel: "checkpoint/global.safetensors",
+  checkpointState: "checkpoint/state.json",
+} as const;
+
+export async function saveModel(workspace: string, relativePath: string, tensors: readonly Tensor[], metadata: Record<string, string> = {}): Promise<void> {
+  await writeFileAtomic(join(workspace, relativePath), encodeSafetensors(tensors, metadata));
+}
+
+/** Loads a safetensors model; undefined when the file does not exist. */
+export async function loadModel(path: string): Promise<Tensor[] | undefined> {
+  const bytes = await readFile(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return undefined;
+    throw error;
+  });
+  return bytes && decodeSafetensors(bytes).tensors;
+}
