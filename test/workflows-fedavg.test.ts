@@ -1,47 +1,15 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { DataKind, ReturnCode, type AgentTask } from "../services/agent/index.js";
+import { describe, expect, it } from "vitest";
+import { DataKind, ReturnCode } from "../services/agent/index.js";
 import type { Trainer } from "../services/cli/agent-loop.js";
-import { decodeSafetensors, encodeSafetensors } from "../services/shared/safetensors.js";
-import { float32Tensor, float32Values } from "../services/shared/tensor.js";
+import { encodeSafetensors } from "../services/shared/safetensors.js";
 import { jobDefinition } from "./helpers/job-defs.js";
-import { hasStatus, JobSite, RunStatus, tempDir, waitForJob } from "./helpers/job-site.js";
+import { RunStatus } from "./helpers/job-site.js";
+import { model, readLines, readModel, shiftTrainer, useWorkflowRuns, valuesOf } from "./helpers/workflow-run.js";
 
-let site: JobSite;
-afterEach(async () => site?.stop());
-
-const model = (values: number[]) => [float32Tensor("w", [values.length], Float32Array.from(values))];
-const valuesOf = (task: AgentTask) => (task.data.tensors.length ? [...float32Values(task.data.tensors[0]!)] : [0, 0]);
-
-/**
- * Each client adds its own shift to the global model, reporting `steps` as its
- * aggregation weight; validation reports accuracy = first weight / 100.
- */
-function shiftTrainer(shift: number, steps = 1, overrides: Partial<Record<string, (task: AgentTask) => ReturnType<Trainer>>> = {}): Trainer {
-  return (task) => {
-    const override = overrides[task.taskName];
-    if (override) return override(task);
-    if (task.taskName === "validate") return { data: { kind: DataKind.DATA_KIND_METRICS, tensors: [], values: { accuracy: valuesOf(task)[0]! / 100 }, meta: {} } };
-    return { data: { kind: DataKind.DATA_KIND_WEIGHTS, tensors: model(valuesOf(task).map((value) => value + shift)), values: undefined, meta: { NUM_STEPS_CURRENT_ROUND: steps } } };
-  };
-}
-
-async function runFedAvg(args: Record<string, unknown>, trainers: Record<string, Trainer>, files: Record<string, Buffer> = {}, minClients = 0) {
-  site = await JobSite.start();
-  for (const [client, trainer] of Object.entries(trainers)) site.serve(client, { trainer });
-  await site.connected(...Object.keys(trainers));
-  const session = site.session();
-  const jobId = await session.submitJobDefinition(
-    jobDefinition({ name: "fedavg", minClients, apps: { app: { server: { workflow: "fedavg", args }, client: {}, files } } }),
-  );
-  const meta = await waitForJob(session, jobId, hasStatus(RunStatus.RUN_STATUS_FINISHED_COMPLETED, RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION, RunStatus.RUN_STATUS_FAILED_TO_RUN), 30_000);
-  const result = await session.downloadJobResult(jobId, await tempDir());
-  return { meta, result, session, jobId };
-}
-
-const readModel = async (path: string) => [...float32Values(decodeSafetensors(await readFile(path)).tensors[0]!)];
-const readLines = async (path: string) => (await readFile(path, "utf8")).trim().split("\n").map((line) => JSON.parse(line));
+const runs = useWorkflowRuns();
+const runFedAvg = (args: Record<string, unknown>, trainers: Record<string, Trainer>, files: Record<string, Buffer> = {}) => runs.run("fedavg", args, trainers, files);
 
 describe("fedavg", () => {
   it("averages the clients' models each round, weighted by aggregation weight x steps, and writes the result layout", async () => {
@@ -106,8 +74,7 @@ describe("fedavg", () => {
   });
 
   it("refuses bad arguments at submit, naming the field and value", async () => {
-    site = await JobSite.start();
-    const session = site.session();
+    const session = (await runs.start()).session();
     const submit = (args: Record<string, unknown>) => session.submitJobDefinition(jobDefinition({ apps: { app: { server: { workflow: "fedavg", args }, client: {} } } }));
     await expect(submit({ num_rounds: 0 })).rejects.toThrow(/num_rounds: must be at least 1, got 0/);
     await expect(submit({ stop_condition: "accuracy is high" })).rejects.toThrow(/stop_condition: must look like "accuracy >= 0.9", got "accuracy is high"/);

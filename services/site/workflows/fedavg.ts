@@ -7,8 +7,9 @@ import { writeFileAtomic } from "../../shared/durable-file.js";
 import { decodeSafetensors } from "../../shared/safetensors.js";
 import { float32Values } from "../../shared/tensor.js";
 import { WeightedAverage } from "./aggregation.js";
+import { crossSiteEvaluate, crossSiteEvalWorkflow } from "./cross-site-eval.js";
 import { scatterGather } from "./gather.js";
-import { loadModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
+import { loadModel, requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
 import { parseArgs } from "./registry.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow, WorkflowContext } from "./workflow.js";
@@ -44,6 +45,8 @@ const FedAvgArgs = z
     /** Stop early when this holds, e.g. "accuracy >= 0.9", for `patience` rounds in a row. */
     stop_condition: z.string().regex(STOP_CONDITION, 'must look like "accuracy >= 0.9"').optional(),
     patience: z.number().int().min(1, "must be at least 1").default(1),
+    /** After the last round, evaluate the final global model and every client's own model at every client (see cross_site_eval). */
+    cross_site_eval: z.boolean().default(false),
   })
   .strict();
 
@@ -107,6 +110,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
     } finally {
       await recorder.close();
     }
+    if (args.cross_site_eval) await crossSiteEvaluate(context, crossSiteEvalWorkflow.validateArgs({}), await loadModel(join(workspace, RESULT_LAYOUT.finalModel)));
   },
 };
 
@@ -191,9 +195,7 @@ async function validate(context: WorkflowContext<FedAvgArgs>, global: Tensor[], 
 function initialModel(context: WorkflowContext<FedAvgArgs>): Tensor[] | undefined {
   const path = context.args.initial_model;
   if (!path) return undefined;
-  const file = context.appFiles.get(path);
-  if (!file) throw new Error(`initial_model: the app has no file ${JSON.stringify(path)}`);
-  return decodeSafetensors(file).tensors;
+  return decodeSafetensors(requiredFile(context.appFiles, path)).tensors;
 }
 
 async function readCheckpoint(workspace: string): Promise<Checkpoint | undefined> {

@@ -36,3 +36,10 @@ export async function loadModel(path: string): Promise<Tensor[] | undefined> {
   });
   return bytes && decodeSafetensors(bytes).tensors;
 }
+
+/** An app file a workflow argument names; the error names the argument. */
+export function requiredFile(files: ReadonlyMap<string, Buffer>, path: string, argument = "initial_model"): Buffer {
+  const file = files.get(path);
+  if (!file) throw new Error(`${argument}: the app has no file ${JSON.stringify(path)}`);
+  return file;
+}

@@ -1,5 +1,7 @@
 import type { z } from "zod";
 import { broadcastWorkflow } from "./broadcast.js";
+import { crossSiteEvalWorkflow } from "./cross-site-eval.js";
+import { cyclicWorkflow } from "./cyclic.js";
 import { fedAvgWorkflow } from "./fedavg.js";
 import type { Workflow } from "./workflow.js";
 
@@ -26,7 +28,7 @@ export class WorkflowRegistry {
 
 /** The workflows every site has. */
 export function builtinWorkflows(): WorkflowRegistry {
-  return new WorkflowRegistry([broadcastWorkflow, fedAvgWorkflow]);
+  return new WorkflowRegistry([broadcastWorkflow, fedAvgWorkflow, cyclicWorkflow, crossSiteEvalWorkflow]);
 }
 
 /**
