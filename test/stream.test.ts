@@ -139,6 +139,25 @@ describe("large payloads", () => {
   });
 });
 
+describe("upload memory budget", () => {
+  it("admits uploads only as far as the budget allows; the rest wait their turn and all arrive", async () => {
+    const budget = 3 * 1024 * 1024;
+    const server = await testbed.site({ uploadBudgetBytes: budget });
+    const clients = ["u1", "u2", "u3", "u4"];
+    for (const [index, client] of clients.entries()) {
+      serve(agentFor(server, client), () => ({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: [float32Tensor("w", [512 * 1024], new Float32Array(512 * 1024).fill(index))], values: undefined, meta: {} }));
+    }
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, server.hub.payloads.reservedUploadBytes)), 1);
+    const outcomes = await Promise.all(clients.map((client) => server.hub.sendTask(client, { taskName: "train", jobId: "j", data: metaOnly({}) }, { timeoutMs: 20_000 })));
+    clearInterval(sampler);
+    expect(outcomes.map((outcome) => float32Values(outcome.data!.tensors[0]!)[7])).toEqual([0, 1, 2, 3]);
+    expect(peak).toBeGreaterThan(0);
+    expect(peak).toBeLessThanOrEqual(budget);
+    expect(server.hub.payloads.reservedUploadBytes).toBe(0);
+  });
+});
+
 describe("the trainer's call contract", () => {
   it("refuses getTask before submitResult, and submitResult twice or without a task (CallStateError)", async () => {
     const server = await site();

@@ -31,6 +31,8 @@ export interface AgentInfo {
 
 export interface HubOptions {
   siteName: string;
+  /** See PayloadStore: how many bytes of uploads may be in flight or held at once. */
+  uploadBudgetBytes?: number;
   timings: ExchangeTimings;
   logger: Logger;
 }
@@ -42,7 +44,7 @@ export interface HubOptions {
  * so thousands of idle agents cost one timer, not thousands.
  */
 export class AgentHub {
-  readonly payloads = new PayloadStore();
+  readonly payloads: PayloadStore;
   private readonly sessions = new Map<string, AgentSession>();
   private readonly lastConnectByClient = new Map<string, Date>();
   private readonly attachListeners = new Set<() => void>();
@@ -53,6 +55,7 @@ export class AgentHub {
   private closed = false;
 
   constructor(private readonly options: HubOptions) {
+    this.payloads = new PayloadStore(options.uploadBudgetBytes);
     const { heartbeatIntervalMs, heartbeatTimeoutMs, resendIntervalMs } = options.timings;
     const sweepMs = (this.sweepMs = Math.max(10, Math.min(1000, heartbeatIntervalMs / 2, resendIntervalMs / 2, heartbeatTimeoutMs > 0 ? heartbeatTimeoutMs / 4 : Infinity)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs).unref();

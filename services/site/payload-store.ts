@@ -3,6 +3,9 @@ import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
 import { type DataExchange, encodingIfLarge } from "../shared/payload.js";
 import { PayloadNotFound } from "./errors.js";
 
+/** Default in-flight upload budget: two 64 MiB models at once. */
+export const DEFAULT_UPLOAD_BUDGET_BYTES = 128 * 1024 * 1024;
+
 interface Entry {
   bytes: Buffer;
   /** The agent that uploaded it, for cleanup when that agent leaves; undefined for task payloads. */
@@ -16,8 +19,59 @@ interface Entry {
  */
 export class PayloadStore {
   private readonly entries = new Map<string, Entry>();
+  /** Bytes of uploads being received or held until their result is consumed. */
+  private uploadBytes = 0;
+  private readonly uploadWaiters: Array<{ bytes: number; admit(): void }> = [];
 
-  /** Stores uploaded bytes; they are released by take() or when the owner leaves. */
+  /**
+   * @param uploadBudgetBytes how many bytes of uploads may be in flight or held
+   * at once. Past it, further uploads wait (their streams are not read, so flow
+   * control holds the agents back) until results are consumed: the site's memory
+   * then grows with the model, not with clients x model.
+   */
+  constructor(readonly uploadBudgetBytes = DEFAULT_UPLOAD_BUDGET_BYTES) {}
+
+  /**
+   * Waits until an upload of `bytes` fits the budget (one upload larger than the
+   * whole budget is admitted when nothing else is held). Rejects when `signal` fires.
+   */
+  async reserveUpload(bytes: number, signal: AbortSignal): Promise<void> {
+    if (this.fits(bytes) && this.uploadWaiters.length === 0) {
+      this.uploadBytes += bytes;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const waiter = {
+        bytes,
+        admit: () => {
+          signal.removeEventListener("abort", abandon);
+          resolve();
+        },
+      };
+      const abandon = () => {
+        this.uploadWaiters.splice(this.uploadWaiters.indexOf(waiter), 1);
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", abandon, { once: true });
+      this.uploadWaiters.push(waiter);
+    });
+  }
+
+  /** Gives back a reservation whose upload failed or was abandoned. */
+  releaseUpload(bytes: number): void {
+    this.uploadBytes -= bytes;
+    while (this.uploadWaiters.length && this.fits(this.uploadWaiters[0]!.bytes)) {
+      const waiter = this.uploadWaiters.shift()!;
+      this.uploadBytes += waiter.bytes;
+      waiter.admit();
+    }
+  }
+
+  private fits(bytes: number): boolean {
+    return this.uploadBytes === 0 || this.uploadBytes + bytes <= this.uploadBudgetBytes;
+  }
+
+  /** Stores uploaded bytes (reserved with reserveUpload); released by take() or when the owner leaves. */
   putUpload(ownerAgentId: string, bytes: Buffer): string {
     const id = randomUUID();
     this.entries.set(id, { bytes, ownerAgentId });
@@ -38,12 +92,17 @@ export class PayloadStore {
       throw new PayloadNotFound(`payload ${JSON.stringify(id)} was not uploaded by agent ${agentId} (or was already used)`);
     }
     this.entries.delete(id);
+    this.releaseUpload(entry.bytes.length);
     return entry.bytes;
   }
 
   /** Drops what an agent uploaded but never referenced in a result. */
   releaseUploadsOf(agentId: string): void {
-    for (const [id, entry] of this.entries) if (entry.ownerAgentId === agentId) this.entries.delete(id);
+    for (const [id, entry] of this.entries) {
+      if (entry.ownerAgentId !== agentId) continue;
+      this.entries.delete(id);
+      this.releaseUpload(entry.bytes.length);
+    }
   }
 
   /**
@@ -56,6 +115,11 @@ export class PayloadStore {
     const id = randomUUID();
     this.entries.set(id, { bytes, ownerAgentId: undefined });
     return new SharedPayload({ body: { $case: "ref", value: { payloadId: id, sizeBytes: bytes.length } } }, () => this.entries.delete(id));
+  }
+
+  /** Bytes of uploads being received or held: never more than the budget, or one upload larger than it. */
+  get reservedUploadBytes(): number {
+    return this.uploadBytes;
   }
 
   get heldBytes(): number {

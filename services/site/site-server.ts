@@ -20,6 +20,8 @@ export interface SiteOptions {
   timings?: Partial<ExchangeTimings>;
   /** The largest payload an agent may upload. Default 4 GiB. */
   maxPayloadBytes?: number;
+  /** How many bytes of uploaded results may be in flight or held at once (see PayloadStore). Default 128 MiB. */
+  uploadBudgetBytes?: number;
   logger?: Logger;
   /** Jobs: data directory, scheduling, limits. */
   jobs?: JobOptions;
@@ -51,7 +53,7 @@ export class SiteServer {
     const timings = { ...DEFAULT_TIMINGS, ...options.timings };
     const siteName = options.siteName ?? "site";
     const startTime = new Date();
-    const hub = new AgentHub({ siteName, timings, logger });
+    const hub = new AgentHub({ siteName, timings, logger, uploadBudgetBytes: options.uploadBudgetBytes });
     const jobs = await JobManager.open(hub, logger, options.jobs);
     // A submitted job arrives in one message: the session service takes up to the job limit (plus framing), the agent service chunks.
     const maxSessionMessageBytes = jobs.maxJobBytes + 64 * 1024;

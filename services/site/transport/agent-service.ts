@@ -13,7 +13,7 @@ import type { Logger } from "../../shared/logger.js";
 import { ChunkAssembler, chunksOf } from "../../shared/payload.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
-import { MalformedMessage, MessageTooLarge, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
+import { AgentGone, MalformedMessage, MessageTooLarge, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
 import { RefusedMessage } from "./decoding.js";
 import { toServiceError } from "./grpc-status.js";
 
@@ -89,14 +89,22 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
 
     uploadPayload(call: ServerReadableStream<UploadPayloadRequest, UploadPayloadResponse>, callback: sendUnaryData<UploadPayloadResponse>) {
       let assembler: ChunkAssembler | undefined;
+      let reserved = 0;
       let agentId = "";
       let done = false;
+      const cancelled = new AbortController();
       const fail = (error: SiteError) => {
         if (done) return;
         done = true;
+        hub.payloads.releaseUpload(reserved);
+        reserved = 0;
         logger.warn({ err: error, agent: agentId }, "upload refused");
         callback(toServiceError(error));
       };
+      call.once("cancelled", () => {
+        cancelled.abort(new Error("the agent cancelled the upload"));
+        fail(new AgentGone("the upload was cancelled"));
+      });
       call.on("data", (message: UploadPayloadRequest | RefusedMessage) => {
         if (done) return;
         if (message instanceof RefusedMessage) return fail(refusal(message));
@@ -107,10 +115,19 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
           if (!hub.agents().some((agent) => agent.agentId === agentId && agent.connected)) {
             return fail(new OutOfOrderMessage(`header.agent_id ${JSON.stringify(agentId)} has no open Connect stream: say hello first`));
           }
-          if (part.value.sizeBytes > maxPayloadBytes) {
-            return fail(new PayloadTooLarge(`header.size_bytes ${part.value.sizeBytes} exceeds the site's limit of ${maxPayloadBytes} bytes`));
-          }
-          assembler = new ChunkAssembler(part.value.sizeBytes);
+          const size = part.value.sizeBytes;
+          if (size > maxPayloadBytes) return fail(new PayloadTooLarge(`header.size_bytes ${size} exceeds the site's limit of ${maxPayloadBytes} bytes`));
+          // Read no chunk until the upload fits the memory budget: flow control holds the agent back meanwhile.
+          call.pause();
+          hub.payloads.reserveUpload(size, cancelled.signal).then(
+            () => {
+              reserved = size;
+              if (done) return hub.payloads.releaseUpload(size);
+              assembler = new ChunkAssembler(size);
+              call.resume();
+            },
+            () => undefined,
+          );
           return;
         }
         if (part?.$case !== "chunk") return fail(new OutOfOrderMessage("after the header, an UploadPayloadRequest must carry chunk"));

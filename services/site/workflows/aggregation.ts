@@ -16,6 +16,7 @@ export class WeightedAverage {
   private readonly sums: Map<string, { shape: number[]; values: Float32Array }>;
   private totalWeight = 0;
   private contributions = 0;
+  private finished = false;
 
   /** `template` fixes the names, shapes and dtype (FLOAT32) every result must have: the global model. */
   constructor(template: readonly Tensor[]) {
@@ -38,6 +39,7 @@ export class WeightedAverage {
    * extra, of another shape or dtype, or holds NaN or Infinity.
    */
   add(tensors: readonly Tensor[], weight: number, base?: ReadonlyMap<string, Float32Array>): void {
+    if (this.finished) throw new Error("the average was already taken");
     if (!(weight > 0) || !Number.isFinite(weight)) throw new ResultRefused(`aggregation weight ${weight} is not a positive number`);
     const byName = new Map(tensors.map((tensor) => [tensor.name, tensor]));
     const inputs: Array<{ name: string; sum: Float32Array; values: Float32Array; base: Float32Array | undefined }> = [];
@@ -61,14 +63,19 @@ export class WeightedAverage {
     this.contributions++;
   }
 
-  /** The weighted mean of everything added, as FLOAT32 tensors in the template's order. */
+  /**
+   * The weighted mean of everything added, as FLOAT32 tensors in the template's
+   * order. Computed in place: the sums become the mean, so no second model-sized
+   * buffer is allocated, and the accumulator takes no more results.
+   */
   result(): Tensor[] {
     if (this.contributions === 0) throw new Error("no result was aggregated");
+    if (this.finished) throw new Error("result() was already taken");
+    this.finished = true;
     const scale = 1 / this.totalWeight;
     return [...this.sums].map(([name, sum]) => {
-      const mean = new Float32Array(sum.values.length);
-      for (let index = 0; index < mean.length; index++) mean[index] = sum.values[index]! * scale;
-      return float32Tensor(name, sum.shape, mean);
+      for (let index = 0; index < sum.values.length; index++) sum.values[index]! *= scale;
+      return float32Tensor(name, sum.shape, sum.values);
     });
   }
 }
