@@ -15,8 +15,8 @@ describe("npm run demo", () => {
     });
     expect(stdout).toContain("job FINISHED:COMPLETED");
     expect(stdout.match(/round +\d of 3: global model accuracy/g)).toHaveLength(3);
-    const federated = Number(/federated .*: ([\d.]+) %/.exec(stdout)?.[1]);
-    const central = Number(/central .*: ([\d.]+) %/.exec(stdout)?.[1]);
+    const federated = Number(/federated .*:\s+([\d.]+) %/.exec(stdout)?.[1]);
+    const central = Number(/central .*:\s+([\d.]+) %/.exec(stdout)?.[1]);
     expect(federated).toBeGreaterThan(85);
     expect(central - federated).toBeLessThan(5);
   }, 150_000);
