@@ -125,9 +125,10 @@ describe("large payloads", () => {
     expect(returned[4096 * 100]).toBe(4096 * 100);
     expect(outcome.data!.tensors[0]!.shape).toEqual([4096, values.length / 4096]);
 
-    // The site holds the model it sends (encoded once), the model it receives,
-    // and chunk-sized buffers in between: a few models' worth, never one per chunk.
-    expect(peakArrayBuffers - baseline).toBeLessThan(4 * MODEL_BYTES);
+    // Live at the peak: the task's encoding and the result (two models). The rest
+    // is chunk buffers awaiting collection, GC-timing dependent (measured 2.4 to
+    // 3.5 models under load). A copy per chunk or per client would be far above.
+    expect(peakArrayBuffers - baseline).toBeLessThan(5 * MODEL_BYTES);
     expect(server.hub.payloads.heldBytes).toBe(0);
 
     trainer.send("");

@@ -1,4 +1,3 @@
-import { once } from "node:events";
 import { type ClientDuplexStream, credentials, type ServiceError, status as Status } from "@grpc/grpc-js";
 import {
   AgentServiceClient,
@@ -11,6 +10,7 @@ import {
 } from "../../gen/campfire/agent/v1/agent_service.js";
 import type { Logger } from "../shared/logger.js";
 import { ChunkAssembler, chunksOf, MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { map, writeWindowed } from "../shared/stream-writes.js";
 import { backoffDelay, delay } from "../shared/wait.js";
 import { AgentClosed } from "./errors.js";
 import type { ResolvedAgentOptions } from "./options.js";
@@ -107,9 +107,7 @@ export class SiteConnection {
       void (async () => {
         try {
           call.write({ part: { $case: "header", value: { agentId: this.options.agentId, sizeBytes: bytes.length } } });
-          for (const chunk of chunksOf(bytes)) {
-            if (!call.write({ part: { $case: "chunk", value: chunk } })) await once(call, "drain", { signal });
-          }
+          await writeWindowed(call, map(chunksOf(bytes), (chunk) => ({ part: { $case: "chunk" as const, value: chunk } })), signal);
           call.end();
         } catch {
           call.cancel();

@@ -1,4 +1,3 @@
-import { once } from "node:events";
 import type { sendUnaryData, ServerDuplexStream, ServerReadableStream, ServerWritableStream } from "@grpc/grpc-js";
 import type {
   AgentServiceServer,
@@ -11,6 +10,7 @@ import type {
 } from "../../../gen/campfire/agent/v1/agent_service.js";
 import type { Logger } from "../../shared/logger.js";
 import { ChunkAssembler, chunksOf } from "../../shared/payload.js";
+import { map, writeWindowed } from "../../shared/stream-writes.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
 import { AgentGone, MalformedMessage, MessageTooLarge, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
@@ -152,10 +152,7 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
         const bytes = hub.payloads.get(request.payloadId);
         const cancelled = new AbortController();
         call.once("cancelled", () => cancelled.abort());
-        for (const chunk of chunksOf(bytes)) {
-          if (call.cancelled) return;
-          if (!call.write({ chunk })) await once(call, "drain", { signal: cancelled.signal });
-        }
+        await writeWindowed(call, map(chunksOf(bytes), (chunk) => ({ chunk })), cancelled.signal);
         call.end();
       } catch (error) {
         if (call.cancelled) return;
