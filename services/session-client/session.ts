@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { type CallOptions, type ClientReadableStream, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { type CallOptions, type ClientReadableStream, credentials, Metadata, type ServiceError, status as Status, type StatusObject } from "@grpc/grpc-js";
 import type { JobDefinition, JobMeta, RunStatus } from "../../gen/campfire/admin/v1/job.js";
 import type {
   AbortJobRequest,
@@ -172,6 +172,7 @@ export class Session {
         await current.handle.write(chunk.chunk);
         current.written += chunk.chunk.length;
       }
+      await call.ended();
       await closeFile();
       await rm(target, { recursive: true, force: true });
       await rename(staging, target);
@@ -203,6 +204,7 @@ export class Session {
         if (message.returnCode !== MonitorReturnCode.MONITOR_RETURN_CODE_UNSPECIFIED) return message.returnCode;
         if (keepGoing === false) return MonitorReturnCode.MONITOR_RETURN_CODE_ENDED_BY_CB;
       }
+      await call.ended();
       throw new InternalError(`the site ended monitoring of job ${jobId} without saying why`);
     } catch (error) {
       if (options.signal?.aborted) throw options.signal.reason;
@@ -239,14 +241,26 @@ export class Session {
     });
   }
 
-  /** Tracks a stream so that close() can cancel it; done() forgets it (and cancels it when still open). */
-  private stream<T>(stream: ClientReadableStream<T>): { stream: ClientReadableStream<T>; done(): void } {
+  /**
+   * Tracks a stream so that close() can cancel it. `ended()` resolves once the
+   * site sent an OK status and rejects with its error otherwise: reading a
+   * stream to its end does not tell whether it ended in an error. done()
+   * forgets the stream (and cancels it when still open).
+   */
+  private stream<T>(stream: ClientReadableStream<T>): { stream: ClientReadableStream<T>; ended(): Promise<void>; done(): void } {
     this.ensureOpen();
-    // Errors reach the reader through async iteration; this keeps a late one (after cancel) from being unhandled.
-    stream.on("error", () => undefined);
+    let failure: ServiceError | undefined;
+    // Errors are read from here; the listener also keeps a late one (after cancel) from being unhandled.
+    stream.on("error", (error: ServiceError) => (failure ??= error));
+    const status = new Promise<StatusObject>((resolve) => stream.once("status", resolve));
     this.inFlight.add(stream);
     return {
       stream,
+      ended: async () => {
+        const { code, details, metadata } = await status;
+        if (code === Status.OK) return;
+        throw failure ?? Object.assign(new Error(`${code} ${Status[code]}: ${details}`), { code, details, metadata });
+      },
       done: () => {
         this.inFlight.delete(stream);
         stream.cancel();

@@ -56,6 +56,8 @@ export interface RunningJobSummary {
   jobId: string;
   appName: string;
   status: RunStatus;
+  /** An abort was requested and the job is winding down. */
+  aborting: boolean;
 }
 
 /** Told of every change to a watched job; `ended` when it can no longer be watched (deleted, or the site stops). */
@@ -269,7 +271,12 @@ export class JobManager {
   }
 
   runningJobs(): RunningJobSummary[] {
-    return [...this.running].map(([jobId, job]) => ({ jobId, appName: job.appName, status: this.jobs.get(jobId)?.status ?? RunStatus.RUN_STATUS_DISPATCHED }));
+    return [...this.running].map(([jobId, job]) => ({
+      jobId,
+      appName: job.appName,
+      status: this.jobs.get(jobId)?.status ?? RunStatus.RUN_STATUS_DISPATCHED,
+      aborting: job.controller.signal.aborted,
+    }));
   }
 
   /** Stops scheduling, ends running jobs FINISHED:ABNORMAL (their agents are told the job ended), and closes the store. */
@@ -410,6 +417,7 @@ export class JobManager {
       signal.throwIfAborted();
       await this.transition(jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_RUNNING, startTime: new Date() }));
       started = true;
+      signal.throwIfAborted();
       logger.info({ workflow: validated.workflow.name }, "job running");
       const context: WorkflowContext<unknown> = {
         jobId,

@@ -114,7 +114,7 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
       return {
         site: { name: options.siteName, status: jobs.stopping ? "stopping" : "started", startTime: options.startTime },
         clients: [...clients.values()].sort((a, b) => a.name.localeCompare(b.name)),
-        jobs: jobs.runningJobs(),
+        jobs: jobs.runningJobs().map(({ jobId, appName, status }) => ({ jobId, appName, status })),
       };
     }),
 
