@@ -1,4 +1,5 @@
 import { Client, credentials, Server, ServerCredentials, type ServerDuplexStream, type ClientDuplexStream } from "@grpc/grpc-js";
+import { type Peer, startPeer } from "./peer.js";
 
 /** The baseline: a bidirectional stream that echoes raw bytes, with no protocol of ours on it. */
 export const ECHO_PATH = "/bench.Echo/Echo";
@@ -42,4 +43,47 @@ export class EchoStream {
 
 export function echoClient(port: number): Client {
   return new Client(`127.0.0.1:${port}`, credentials.createInsecure());
+}
+
+/**
+ * Echoes per second over `streams` streams, each keeping `depth` messages in
+ * flight (a new one written as each echo returns): what grpc-js itself can move.
+ */
+export async function pipelinedEcho(client: Client, options: { streams: number; depth: number; durationMs: number; message: Buffer }): Promise<number> {
+  const calls = Array.from({ length: options.streams }, () => client.makeBidiStreamRequest(ECHO_PATH, identity, identity));
+  let echoes = 0;
+  const started = performance.now();
+  const deadline = started + options.durationMs;
+  await Promise.all(
+    calls.map(
+      (call) =>
+        new Promise<void>((resolve, reject) => {
+          let inFlight = options.depth;
+          call.on("data", () => {
+            echoes++;
+            if (performance.now() < deadline) call.write(options.message);
+            else if (--inFlight === 0) resolve();
+          });
+          call.on("error", reject);
+          for (let index = 0; index < options.depth; index++) call.write(options.message);
+        }),
+    ),
+  );
+  const perSecond = echoes / ((performance.now() - started) / 1000);
+  calls.forEach((call) => call.end());
+  return perSecond;
+}
+
+/** The echo server in a process of its own (as Campfire agents are), and a client of it here. */
+export async function startRawEcho(): Promise<{ client: Client; peer: Peer; stop(): Promise<void> }> {
+  const peer = await startPeer("echo-server");
+  const client = echoClient(Number(peer.readyLine.split(" ")[1]));
+  return {
+    client,
+    peer,
+    stop: async () => {
+      client.close();
+      await peer.stop();
+    },
+  };
 }

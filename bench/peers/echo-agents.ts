@@ -1,10 +1,17 @@
 // Campfire agents that answer every task with its own data: the agent side of
 // the benchmarks, in its own process. AGENTS agents join SITE_ADDRESS as
-// clients bench-0 .. bench-(AGENTS-1).
+// clients bench-0 .. bench-(AGENTS-1). With SPREAD_ADDRESSES each agent dials
+// its own loopback address (127.0.x.y, same port), so each has a connection of
+// its own, as agents on separate machines would, rather than sharing one.
+// HEARTBEAT_MS sets the heartbeat interval. Commands: "peak-rss".
 import { Agent } from "../../services/agent/index.js";
+import { peakRssBytes } from "../lib/process-stats.js";
 
 const count = Number(process.env.AGENTS ?? 1);
-const agents = Array.from({ length: count }, (_, index) => new Agent({ siteAddress: process.env.SITE_ADDRESS!, clientName: `bench-${index}` }));
+const [host, port] = process.env.SITE_ADDRESS!.split(":");
+const addressOf = (index: number) => (process.env.SPREAD_ADDRESSES ? `127.0.${(index >> 8) & 255}.${(index & 255) + 1}:${port}` : `${host}:${port}`);
+const heartbeatIntervalMs = process.env.HEARTBEAT_MS ? Number(process.env.HEARTBEAT_MS) : undefined;
+const agents = Array.from({ length: count }, (_, index) => new Agent({ siteAddress: addressOf(index), clientName: `bench-${index}`, heartbeatIntervalMs }));
 for (const agent of agents) {
   agent.start();
   void (async () => {
@@ -12,7 +19,10 @@ for (const agent of agents) {
   })();
 }
 console.log("ready");
+process.stdin.setEncoding("utf8").on("data", (text: string) => {
+  if (text.includes("peak-rss")) console.log(`peak-rss ${peakRssBytes()}`);
+});
 process.stdin.on("end", async () => {
   await Promise.all(agents.map((agent) => agent.stop()));
   process.exit(0);
-}).resume();
+});

@@ -1,0 +1,40 @@
+import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
+import type { TaskSpec } from "../../services/site/agent-hub.js";
+import type { TaskOutcome } from "../../services/site/agent-session.js";
+import { SiteServer, type SiteOptions } from "../../services/site/site-server.js";
+import { type Peer, startPeer } from "./peer.js";
+
+export const EMPTY_TASK_DATA = { kind: DataKind.DATA_KIND_WEIGHTS, tensors: [], values: undefined, meta: {} };
+
+/** A site in this process and `count` echo agents (clients bench-0 ..) in another, all connected. */
+export interface EchoSite {
+  site: SiteServer;
+  agents: Peer;
+  /** Sends a task to `client` and resolves with the outcome. */
+  task(client: string, data?: TaskSpec["data"]): Promise<TaskOutcome>;
+  stop(): Promise<void>;
+}
+
+export async function startEchoSite(count: number, options: { site?: SiteOptions; agentEnv?: Record<string, string> } = {}): Promise<EchoSite> {
+  const site = await SiteServer.start({ address: "127.0.0.1:0", jobs: undefined, ...options.site });
+  const agents = await startPeer("echo-agents", { SITE_ADDRESS: `127.0.0.1:${site.port}`, AGENTS: String(count), ...options.agentEnv });
+  await waitForAgents(site, count);
+  return {
+    site,
+    agents,
+    task: (client, data = EMPTY_TASK_DATA) => site.hub.sendTask(client, { taskName: "train", jobId: "bench", data }, { timeoutMs: 120_000 }),
+    stop: async () => {
+      await agents.stop();
+      await site.stop(500);
+    },
+  };
+}
+
+/** Resolves once `count` agents are connected to `site`. */
+export async function waitForAgents(site: SiteServer, count: number, timeoutMs = 300_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (site.hub.agents().filter((agent) => agent.connected).length < count) {
+    if (Date.now() > deadline) throw new Error(`only ${site.hub.agents().length} of ${count} agents connected within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
