@@ -46,6 +46,8 @@ export interface HubOptions {
 export class AgentHub {
   readonly payloads: PayloadStore;
   private readonly sessions = new Map<string, AgentSession>();
+  /** The same sessions by client name: finding a client's idle agent must not cost a scan of every agent. */
+  private readonly sessionsByClient = new Map<string, Set<AgentSession>>();
   private readonly lastConnectByClient = new Map<string, Date>();
   private readonly attachListeners = new Set<() => void>();
   private readonly metricListeners = new Set<(event: MetricEvent) => void>();
@@ -82,6 +84,9 @@ export class AgentHub {
         onMetric: (event) => this.metricListeners.forEach((listener) => listener(event)),
       });
       this.sessions.set(hello.agentId, session);
+      const ofClient = this.sessionsByClient.get(session.clientName);
+      if (ofClient) ofClient.add(session);
+      else this.sessionsByClient.set(session.clientName, new Set([session]));
     }
     session.attach(channel, hello);
     this.lastConnectByClient.set(session.clientName, session.connectedAt);
@@ -103,22 +108,24 @@ export class AgentHub {
    * TaskDeadlineExceeded per the options (the agent is told to abort).
    */
   async sendTask(clientName: string, spec: TaskSpec, options: WaitOptions): Promise<TaskOutcome> {
-    return withWaitSignal(options, async (signal) => {
-      const session = await this.idleSessionOf(clientName, signal);
-      const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
-      const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
-      const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: undefined };
-      if (options.timeoutMs !== undefined) task.deadline = new Date(Date.now() + options.timeoutMs);
-      const onAbort = () => session.cancel(task.taskId, abortError(signal, `task ${task.taskId} (${task.taskName})`));
-      signal.addEventListener("abort", onAbort, { once: true });
-      session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
-      try {
-        return await session.run(task);
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-        shared?.release();
-      }
-    });
+    const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
+    if (options.signal?.aborted) throw abortError(options.signal, `sending ${spec.taskName} to client ${clientName}`);
+    // The hot path: an idle agent is connected, so none of the waiting machinery (an AbortController per task) is built.
+    const session = this.idleSessionOf(clientName) ?? (await withWaitSignal(options, (signal) => this.idleSessionWhenConnected(clientName, signal)));
+    const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
+    const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
+    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline) };
+    session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
+    const outcome = session.run(task);
+    const expiry = deadline === undefined ? undefined : setTimeout(expire, deadline - Date.now(), session, task);
+    const canceller = options.signal && new Canceller(session, task, options.signal);
+    try {
+      return await outcome;
+    } finally {
+      clearTimeout(expiry);
+      canceller?.dispose();
+      shared?.release();
+    }
   }
 
   /** Resolves once `clientName` has a connected agent. */
@@ -134,9 +141,7 @@ export class AgentHub {
 
   /** Says bye to every agent of `clientName` and forgets them (for example at job end). */
   sayBye(clientName: string, reason: ByeReason, message: string): void {
-    for (const session of [...this.sessions.values()]) {
-      if (session.clientName === clientName) this.remove(session, new AgentGone(message), reason);
-    }
+    for (const session of [...(this.sessionsByClient.get(clientName) ?? [])]) this.remove(session, new AgentGone(message), reason);
   }
 
   onMetric(listener: (event: MetricEvent) => void): () => void {
@@ -192,24 +197,38 @@ export class AgentHub {
 
   private remove(session: AgentSession, error: AgentGone | SiteShuttingDown, bye?: ByeReason): void {
     this.sessions.delete(session.agentId);
+    const ofClient = this.sessionsByClient.get(session.clientName);
+    ofClient?.delete(session);
+    if (ofClient?.size === 0) this.sessionsByClient.delete(session.clientName);
     session.end(error, bye);
   }
 
-  private async idleSessionOf(clientName: string, signal: AbortSignal): Promise<AgentSession> {
-    const sessions = await this.connectedSessionsOf(clientName, signal);
-    const idle = sessions.find((session) => !session.busy);
-    if (!idle) {
-      throw new AgentBusy(`client ${clientName} is still working on task ${sessions[0]?.currentTaskId}: one task at a time per agent`);
+  /** An idle connected agent of the client; undefined when none is connected; AgentBusy when all connected ones are busy. */
+  private idleSessionOf(clientName: string): AgentSession | undefined {
+    let connected: AgentSession | undefined;
+    for (const session of this.sessionsByClient.get(clientName) ?? []) {
+      if (!session.connected) continue;
+      if (!session.busy) return session;
+      connected = session;
     }
-    return idle;
+    if (connected) throw new AgentBusy(`client ${clientName} is still working on task ${connected.currentTaskId}: one task at a time per agent`);
+    return undefined;
+  }
+
+  private async idleSessionWhenConnected(clientName: string, signal: AbortSignal): Promise<AgentSession> {
+    for (;;) {
+      await this.connectedSessionsOf(clientName, signal);
+      const session = this.idleSessionOf(clientName);
+      if (session) return session;
+    }
   }
 
   /** The client's sessions, waiting until at least one is connected. */
   private async connectedSessionsOf(clientName: string, signal: AbortSignal): Promise<AgentSession[]> {
     for (;;) {
       if (this.closed) throw new SiteShuttingDown("the site is shutting down");
-      const sessions = [...this.sessions.values()].filter((session) => session.clientName === clientName);
-      if (sessions.some((session) => session.connected)) return sessions.filter((session) => session.connected);
+      const sessions = [...(this.sessionsByClient.get(clientName) ?? [])].filter((session) => session.connected);
+      if (sessions.length) return sessions;
       if (signal.aborted) throw abortError(signal, `waiting for client ${clientName} to connect`);
       await new Promise<void>((resolve) => {
         const wake = () => {
@@ -241,6 +260,30 @@ async function withWaitSignal<T>(options: WaitOptions, body: (signal: AbortSigna
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener("abort", forward);
+  }
+}
+
+function expire(session: AgentSession, task: Task): void {
+  session.cancel(task.taskId, new TaskDeadlineExceeded(`task ${task.taskId} (${task.taskName}): deadline exceeded`));
+}
+
+/** Cancels a task when the caller's signal fires (an object, not a closure: see Canceller.handleEvent). */
+class Canceller {
+  constructor(
+    private readonly session: AgentSession,
+    private readonly task: Task,
+    private readonly signal: AbortSignal,
+  ) {
+    if (signal.aborted) this.handleEvent();
+    else signal.addEventListener("abort", this, { once: true });
+  }
+
+  handleEvent(): void {
+    this.session.cancel(this.task.taskId, abortError(this.signal, `task ${this.task.taskId} (${this.task.taskName})`));
+  }
+
+  dispose(): void {
+    this.signal.removeEventListener("abort", this);
   }
 }
 
