@@ -94,7 +94,9 @@ export function progressLine(meta: JobMeta): string {
   const parts = [`job ${meta.jobId}`, statusName(meta.status)];
   const progress = meta.progress;
   if (progress?.totalRounds) parts.push(`round ${progress.currentRound + 1}/${progress.totalRounds}`);
-  const metrics = Object.entries(progress?.latestMetrics ?? {}).map(([name, value]) => `${name}=${Number.isInteger(value) ? value : value.toFixed(4)}`);
+  const metrics = Object.entries(progress?.latestMetrics ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, value]) => `${name}=${Number.isInteger(value) ? value : value.toFixed(4)}`);
   if (metrics.length) parts.push(metrics.join(" "));
   if (progress?.phase) parts.push(progress.phase);
   if (meta.duration) parts.push(formatSeconds(durationOf(meta)));

@@ -122,8 +122,9 @@ Examples:
     .addHelpText(
       "after",
       `
-A trainer module (TypeScript or JavaScript):
-  // trainer.ts
+A trainer module, an ES module in TypeScript or JavaScript (.mts/.mjs anywhere,
+.ts/.js in a package with "type": "module"):
+  // trainer.mts
   import type { AgentTask } from "campfire/services/agent/index.ts";
   export default async function train(task: AgentTask) {
     // task.taskName, task.data (tensors, values, meta), task.signal (fires on abort)
@@ -161,7 +162,15 @@ Examples:
 }
 
 async function loadTrainer(path: string): Promise<Trainer> {
-  const module = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown };
+  let module: { default?: unknown };
+  try {
+    module = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown };
+  } catch (error) {
+    throw new Error(
+      `could not load the trainer ${path}: ${(error as Error).message}. Write it as an ES module: .mjs or .mts anywhere, .js or .ts inside a package with "type": "module"`,
+      { cause: error },
+    );
+  }
   if (typeof module.default !== "function") throw new Error(`${path} must export a default function: async (task) => ({ data, returnCode })`);
   return module.default as Trainer;
 }
