@@ -7,6 +7,7 @@ import type { SiteServer } from "../services/site/site-server.js";
 import { spawnFixture } from "./helpers/processes.js";
 import { RawAgentStream } from "./helpers/raw-agent.js";
 import { eventually, FAST_TIMINGS, useTestbed } from "./helpers/site.js";
+import { float32Tensor, float32Values } from "../services/shared/tensor.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 const testbed = useTestbed();
@@ -91,6 +92,24 @@ describe("reconnection", () => {
     const nextTask = (await agent.getTask(5_000))!;
     await agent.submitResult(nextTask.data);
     expect((await next).data?.meta).toEqual({ weights: 3 });
+  });
+
+  it("re-uploads a large held result after the cut and delivers it exactly once", async () => {
+    const server = await site();
+    const proxy = await proxyTo(server.port);
+    const agent = agentAt(proxy.address, "c1");
+    const outcome = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: data({}) }, { timeoutMs: 20_000 });
+    await agent.getTask(5_000);
+    proxy.blackhole();
+    const large = new Float32Array(1024 * 1024).fill(7);
+    const submitted = agent.submitResult({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: [float32Tensor("w", [large.length], large)], values: undefined, meta: {} });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    proxy.cut();
+
+    expect(await submitted).toBe(true);
+    const result = await outcome;
+    expect(float32Values(result.data!.tensors[0]!)[12345]).toBe(7);
+    await eventually("orphaned uploads to be released", () => server.hub.payloads.reservedUploadBytes === 0);
   });
 
   it("reconnects by itself after the site process is killed and restarted", async () => {

@@ -26,8 +26,10 @@ interface HeldResult {
   taskId: string;
   returnCode: ReturnCode;
   data: DataExchange | undefined;
-  /** The encoded data when too large to send inline; uploaded afresh on every connection. */
+  /** The encoded data when too large to send inline; uploaded once per connection. */
   encoded: Buffer | undefined;
+  /** The upload for the current connection: in progress, or done with its payload reference. */
+  upload: { generation: number; payload: Promise<Payload> } | undefined;
   sends: number;
   lastSentAt: number;
   settle(accepted: boolean): void;
@@ -146,6 +148,7 @@ export class Agent {
           returnCode,
           data,
           encoded,
+          upload: undefined,
           sends: 0,
           lastSentAt: 0,
           settle,
@@ -256,21 +259,38 @@ export class Agent {
     held.lastSentAt = Date.now();
     void (async () => {
       let payload: Payload | undefined;
-      if (held.encoded) {
-        try {
-          payload = { body: { $case: "ref", value: await this.connection.upload(held.encoded, AbortSignal.timeout(this.options.submitResultTimeoutMs)) } };
-        } catch (error) {
-          this.logger.warn({ err: error, task: held.taskId }, "result upload failed; will retry");
-          return;
-        }
-      } else if (held.data) {
-        payload = { body: { $case: "inline", value: held.data } };
+      const attempt = this.payloadOf(held);
+      try {
+        payload = await attempt;
+      } catch (error) {
+        // Forget only this attempt: a late failure of an old stream's upload must not cancel the current one.
+        if (held.upload?.payload === attempt) held.upload = undefined;
+        this.logger.warn({ err: error, task: held.taskId }, "result upload failed; will retry");
+        return this.scheduleResend(held);
       }
       if (this.held !== held) return;
+      // An upload begun on a stream that has since been replaced may name a payload the site let go: upload again.
+      if (held.upload && held.upload.generation !== this.connection.generation) return this.resendHeldResult();
       if (this.connection.send({ kind: { $case: "result", value: { taskId: held.taskId, returnCode: held.returnCode, payload } } })) this.resultSentFor = held.taskId;
       this.logger.debug({ task: held.taskId, rc: returnCodeName(held.returnCode), attempt: held.sends }, "result sent");
       this.scheduleResend(held);
     })();
+  }
+
+  /**
+   * The result's payload: inline when small; otherwise uploaded, once per
+   * connection (a resend on the same stream reuses the upload; after a
+   * reconnect the site may have restarted and lost it, so it goes again).
+   */
+  private payloadOf(held: HeldResult): Promise<Payload | undefined> {
+    if (!held.encoded) return Promise.resolve(held.data && { body: { $case: "inline", value: held.data } });
+    const generation = this.connection.generation;
+    if (held.upload?.generation !== generation) {
+      const encoded = held.encoded;
+      const upload = this.connection.upload(encoded, this.options.submitResultTimeoutMs);
+      held.upload = { generation, payload: upload.then((ref): Payload => ({ body: { $case: "ref", value: ref } })) };
+    }
+    return held.upload.payload;
   }
 
   private scheduleResend(held: HeldResult): void {

@@ -1,4 +1,4 @@
-import { type ClientDuplexStream, credentials, type ServiceError, status as Status } from "@grpc/grpc-js";
+import { type ClientDuplexStream, credentials, Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
 import {
   AgentServiceClient,
   type Bye,
@@ -52,6 +52,7 @@ export class SiteConnection {
   private readonly stopping = new AbortController();
   private call: ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
   private welcomed = false;
+  private welcomes = 0;
   private congested = false;
   private lastSeenAt = Date.now();
   private lastSentAt = 0;
@@ -85,6 +86,11 @@ export class SiteConnection {
     return this.welcomed;
   }
 
+  /** Counts welcomes: what the site held for the previous stream (uploads) may be gone after a new one. */
+  get generation(): number {
+    return this.welcomes;
+  }
+
   /** Sends a control message when the stream is up. Returns false when it could not be sent now. */
   send(message: ConnectRequest): boolean {
     if (!this.call || !this.welcomed) return false;
@@ -98,10 +104,12 @@ export class SiteConnection {
     return !this.welcomed || this.congested;
   }
 
-  /** Uploads a payload in chunks, waiting for the stream to drain between them. */
-  async upload(bytes: Buffer, signal: AbortSignal): Promise<PayloadRef> {
+  /** Uploads a payload in chunks, a few in flight at a time, within `timeoutMs`. */
+  async upload(bytes: Buffer, timeoutMs: number): Promise<PayloadRef> {
+    const signal = AbortSignal.timeout(timeoutMs);
     const response = new Promise<string>((resolve, reject) => {
-      const call = this.payloadClient.uploadPayload((error, reply) => (error ? reject(error) : resolve(reply.payloadId)));
+      // waitForReady: right after a reconnect the payload channel may still be in its connection backoff.
+      const call = this.payloadClient.uploadPayload(waitForReady(), { deadline: Date.now() + timeoutMs }, (error, reply) => (error ? reject(error) : resolve(reply.payloadId)));
       const cancel = () => call.cancel();
       signal.addEventListener("abort", cancel, { once: true });
       void (async () => {
@@ -122,7 +130,7 @@ export class SiteConnection {
   /** Downloads a payload that a task references. */
   async download(ref: PayloadRef, signal: AbortSignal): Promise<Buffer> {
     const assembler = new ChunkAssembler(ref.sizeBytes);
-    const call = this.payloadClient.downloadPayload({ payloadId: ref.payloadId });
+    const call = this.payloadClient.downloadPayload({ payloadId: ref.payloadId }, waitForReady());
     const cancel = () => call.cancel();
     signal.addEventListener("abort", cancel, { once: true });
     try {
@@ -184,6 +192,7 @@ export class SiteConnection {
         this.lastSeenAt = Date.now();
         if (message.kind?.$case === "welcome") {
           welcomed = this.welcomed = true;
+          this.welcomes++;
           this.peerGoneReported = false;
           this.logger.info({ site: message.kind.value.siteName }, "connected to site");
           this.events.welcomed(message.kind.value);
@@ -234,4 +243,9 @@ export class SiteConnection {
       this.events.peerGone();
     }
   }
+}
+
+/** Call metadata that makes a call wait for its channel to connect instead of failing fast during a reconnect backoff. */
+function waitForReady(): Metadata {
+  return new Metadata({ waitForReady: true });
 }

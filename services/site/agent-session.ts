@@ -129,6 +129,8 @@ export class AgentSession {
       previous.close();
     }
     this.channel = channel;
+    // Uploads of the previous stream that no result named are orphans: the agent uploads again on this one.
+    if (previous !== channel) this.context.payloads.releaseUploadsOf(this.agentId);
     this.resources = hello.resources;
     this.taskNames = hello.taskNames;
     this.connectedAt = new Date();
@@ -245,18 +247,23 @@ export class AgentSession {
   private receiveResult(result: TaskResult): void {
     const inFlight = this.inFlight;
     const taskId = result.taskId;
+    const unused = (disposition: ResultDisposition, reason = "") => {
+      // A result the site does not use must not keep its upload (and its share of the upload budget).
+      if (result.payload?.body?.$case === "ref") this.context.payloads.discard(result.payload.body.value.payloadId, this.agentId);
+      this.acknowledge(taskId, disposition, reason);
+    };
     if (taskId && this.finishedTasks.has(taskId)) {
       this.logger.debug({ task: taskId }, "duplicate result ignored");
-      return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
+      return unused(ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
     }
     if (!inFlight) {
-      if (!taskId) return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_IGNORED, "the site is not waiting for any result");
+      if (!taskId) return unused(ResultDisposition.RESULT_DISPOSITION_IGNORED, "the site is not waiting for any result");
       this.logger.warn({ task: taskId }, "stale result rejected: not waiting for any result");
-      return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_REJECTED, `the site is not waiting for a result of task ${taskId}`);
+      return unused(ResultDisposition.RESULT_DISPOSITION_REJECTED, `the site is not waiting for a result of task ${taskId}`);
     }
     if (taskId && taskId !== inFlight.task.taskId) {
       this.logger.warn({ task: taskId, expected: inFlight.task.taskId }, "mismatched result rejected");
-      return this.acknowledge(taskId, ResultDisposition.RESULT_DISPOSITION_REJECTED, `the site is waiting for a result of task ${inFlight.task.taskId}, not ${taskId}`);
+      return unused(ResultDisposition.RESULT_DISPOSITION_REJECTED, `the site is waiting for a result of task ${inFlight.task.taskId}, not ${taskId}`);
     }
     const outcome = this.outcomeOf(inFlight.task, result);
     this.finish(inFlight);

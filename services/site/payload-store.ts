@@ -87,22 +87,27 @@ export class PayloadStore {
 
   /** Removes and returns an uploaded payload: a result is consumed once. */
   take(id: string, agentId: string): Buffer {
-    const entry = this.entries.get(id);
-    if (!entry || entry.ownerAgentId !== agentId) {
-      throw new PayloadNotFound(`payload ${JSON.stringify(id)} was not uploaded by agent ${agentId} (or was already used)`);
-    }
-    this.entries.delete(id);
-    this.releaseUpload(entry.bytes.length);
-    return entry.bytes;
+    const bytes = this.removeUpload(id, agentId);
+    if (!bytes) throw new PayloadNotFound(`payload ${JSON.stringify(id)} was not uploaded by agent ${agentId} (or was already used)`);
+    return bytes;
+  }
+
+  /** Drops an upload named by a result the site does not use; unknown ids are ignored. */
+  discard(id: string, agentId: string): void {
+    this.removeUpload(id, agentId);
   }
 
   /** Drops what an agent uploaded but never referenced in a result. */
   releaseUploadsOf(agentId: string): void {
-    for (const [id, entry] of this.entries) {
-      if (entry.ownerAgentId !== agentId) continue;
-      this.entries.delete(id);
-      this.releaseUpload(entry.bytes.length);
-    }
+    for (const [id, entry] of this.entries) if (entry.ownerAgentId === agentId) this.removeUpload(id, agentId);
+  }
+
+  private removeUpload(id: string, agentId: string): Buffer | undefined {
+    const entry = this.entries.get(id);
+    if (!entry || entry.ownerAgentId !== agentId) return undefined;
+    this.entries.delete(id);
+    this.releaseUpload(entry.bytes.length);
+    return entry.bytes;
   }
 
   /**
