@@ -2,9 +2,12 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobMeta } from "../gen/campfire/admin/v1/job.js";
+import { ReturnCode } from "../services/agent/index.js";
 import type { Session } from "../services/session-client/index.js";
+import { broadcastWorkflow } from "../services/site/workflows/broadcast.js";
+import { builtinWorkflows, WorkflowRegistry } from "../services/site/workflows/registry.js";
 import { broadcast, jobDefinition, type JobSpec } from "./helpers/job-defs.js";
-import { hasStatus, HeldTrainer, JobSite, RunStatus, statusName, waitForJob } from "./helpers/job-site.js";
+import { hasStatus, HeldTrainer, JobSite, RunStatus, statusName, tempDir, waitForJob } from "./helpers/job-site.js";
 
 const sites: JobSite[] = [];
 afterAll(async () => {
@@ -149,5 +152,57 @@ describe("limits", () => {
     expect(statusName(meta.status)).toBe("FINISHED:COMPLETED");
     expect(meta.scheduleAttempts).toBe(0);
     expect(meta.startTime!.getTime()).toBeGreaterThanOrEqual((await session.getJobMeta(first)).endTime!.getTime());
+  });
+});
+
+describe("how jobs end", () => {
+  it("FINISHED:EXECUTION_EXCEPTION when the workflow fails, naming the failure", async () => {
+    const { site, session } = await open();
+    site.serve("fails", { trainer: () => ({ returnCode: ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION }) });
+    site.serve("throws", {
+      trainer: () => {
+        throw new Error("out of memory");
+      },
+    });
+    const jobId = await session.submitJobDefinition(jobDefinition({ deployMap: { app: ["server", "fails", "throws"] } }));
+    const meta = await finished(session, jobId);
+    expect(statusName(meta.status)).toBe("FINISHED:EXECUTION_EXCEPTION");
+    expect(meta.endReason).toMatch(/^only 0 of 2 client\(s\) answered task echo OK, the job needs 2: /);
+    expect(meta.endReason).toContain("fails answered EXECUTION_EXCEPTION");
+    expect(meta.endReason).toContain("throws answered EXECUTION_EXCEPTION");
+  });
+
+  it("FAILED_TO_RUN when the site can no longer run what was accepted (a workflow gone after a restart)", async () => {
+    const retired = { name: "retired", validateArgs: () => ({}), run: async () => undefined };
+    const dataDir = await tempDir();
+    const before = await JobSite.start({ dataDir, jobs: { workflows: new WorkflowRegistry([broadcastWorkflow, retired]) } });
+    const jobId = await before.session().submitJobDefinition(jobDefinition({ deployMap: { app: ["server", "late"] }, apps: { app: { server: { workflow: "retired" } } } }));
+    await before.stop(true);
+
+    const { site, session } = await open({ dataDir });
+    expect(statusName((await session.getJobMeta(jobId)).status)).toBe("APPROVED");
+    site.serve("late");
+    const meta = await finished(session, jobId);
+    expect(statusName(meta.status)).toBe("FAILED_TO_RUN");
+    const known = builtinWorkflows().names().join(", ");
+    expect(meta.endReason).toBe(`the job could not be started: apps[0].server_config.workflow: "retired" is not a workflow this site knows (this site knows: ${known})`);
+  });
+
+  it("gives every job its own workspace: nothing leaks from one job, or its original, into another", async () => {
+    const { site, session } = await open();
+    site.serve("ws-1");
+    const first = await finished(session, await session.submitJobDefinition(jobDefinition({ deployMap: { app: ["server", "ws-1"] } })));
+    const clone = await finished(session, await session.cloneJob(first.jobId));
+    const other = await finished(session, await session.submitJobDefinition(jobDefinition({ deployMap: { app: ["server", "ws-1"] }, name: "other" })));
+    const workspaces = [first, clone, other].map((meta) => meta.resultLocation);
+    expect(new Set(workspaces).size).toBe(3);
+    for (const meta of [first, clone, other]) {
+      expect(statusName(meta.status)).toBe("FINISHED:COMPLETED");
+      expect(await readdir(meta.resultLocation)).toEqual(["ws-1"]);
+      const result = JSON.parse(await readFile(join(meta.resultLocation, "ws-1", "result.json"), "utf8")) as { task_id: string };
+      expect(result.task_id).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    const taskIds = await Promise.all(workspaces.map(async (folder) => (JSON.parse(await readFile(join(folder, "ws-1", "result.json"), "utf8")) as { task_id: string }).task_id));
+    expect(new Set(taskIds).size).toBe(3);
   });
 });

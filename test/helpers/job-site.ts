@@ -67,11 +67,12 @@ export class JobSite {
     );
   }
 
-  async stop(): Promise<void> {
+  /** Stops the sessions, agents and site; removes the data directory unless `keepData` (to start a site on it again). */
+  async stop(keepData = false): Promise<void> {
     for (const session of this.sessions) session.close();
     await Promise.all(this.agents.map((agent) => agent.stop()));
     await this.server.stop(200);
-    await rm(this.dataDir, { recursive: true, force: true });
+    if (!keepData) await rm(this.dataDir, { recursive: true, force: true });
   }
 }
 

@@ -288,7 +288,7 @@ export class JobManager {
     const running = [...this.running.values()];
     for (const job of running) job.controller.abort(new SiteShuttingDown("the site stopped while the job ran"));
     await withDeadline(Promise.allSettled(running.map((job) => job.done)), this.settings.abortGraceMs + 5_000);
-    await Promise.allSettled(this.chains.values());
+    await withDeadline(Promise.allSettled(this.chains.values()), 10_000);
     for (const jobId of [...this.watchers.keys()]) this.endWatchers(jobId, new SiteShuttingDown("the site is shutting down; monitor the job again once it is back"));
     await this.store.close();
     if (this.temporaryDir) await rm(this.temporaryDir, { recursive: true, force: true });

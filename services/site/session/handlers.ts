@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import { open, readdir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
-import type { handleUnaryCall, sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import { type handleUnaryCall, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream, status as Status } from "@grpc/grpc-js";
 import { JobMeta } from "../../../gen/campfire/admin/v1/job.js";
 import {
   type ClientInfo,
@@ -68,7 +68,7 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
   function refuse(method: string, error: unknown): void {
     const code = statusOf(error);
     const fields = { method, err: error instanceof Error ? { type: error.name, message: error.message } : error };
-    if (code === 13 /* INTERNAL */) logger.error({ ...fields, err: error }, "session call failed");
+    if (code === Status.INTERNAL) logger.error({ ...fields, err: error }, "session call failed");
     else logger.info(fields, "session call refused");
   }
 
