@@ -1,4 +1,4 @@
-import { ByeReason, type ConnectResponse, type Payload, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
+import { ByeReason, type ConnectResponse, type Payload, type PayloadRef, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
 import { type DataExchange, decodeDataExchange, encodingIfLarge } from "../shared/payload.js";
@@ -32,7 +32,67 @@ interface HeldResult {
   upload: { generation: number; payload: Promise<Payload> } | undefined;
   sends: number;
   lastSentAt: number;
-  settle(accepted: boolean): void;
+  resolve(accepted: boolean): void;
+  /** Gives up waiting for the site's acknowledgement (submitResultTimeoutMs). */
+  timeout: NodeJS.Timeout | undefined;
+  resendTimer: NodeJS.Timeout | undefined;
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(error: AgentError): void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/*
+ * The per-task paths below avoid arrow functions stored in a variable or a
+ * property: tsx (esbuild keepNames) names each such closure with
+ * Object.defineProperty as it is created, which costs about a microsecond,
+ * several times per task. Inline arrows and methods are not renamed.
+ */
+
+/**
+ * A task's abort. An AbortController costs more to build than the rest of a
+ * task's handling, so it is made only when someone asks for the signal.
+ */
+class TaskAbort {
+  aborted = false;
+  private controller: AbortController | undefined;
+  private reason: unknown;
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
+class ReceivedTask implements AgentTask {
+  readonly #abort: TaskAbort;
+
+  constructor(
+    readonly taskId: string,
+    readonly taskName: string,
+    readonly jobId: string,
+    readonly data: DataExchange,
+    readonly deadline: Date | undefined,
+    abort: TaskAbort,
+  ) {
+    this.#abort = abort;
+  }
+
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
 }
 
 /** How many finished task ids the agent remembers, so that a resent task is acknowledged, not run again. */
@@ -49,9 +109,9 @@ export class Agent {
   private readonly connection: SiteConnection;
   private readonly callState = new CallState();
   private readonly inbox: AgentTask[] = [];
-  private readonly controllers = new Map<string, AbortController>();
+  private readonly controllers = new Map<string, TaskAbort>();
   private readonly knownTaskIds = new Set<string>();
-  private readonly waiters = new Set<{ wake(): void; fail(error: AgentError): void }>();
+  private readonly waiters = new Set<Waiter>();
   private held: HeldResult | undefined;
   /** The task whose result was sent last. */
   private resultSentFor: string | undefined;
@@ -136,23 +196,9 @@ export class Agent {
     try {
       const encoded = data && encodingIfLarge(data);
       return await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => settle(false), this.options.submitResultTimeoutMs);
-        const settle = (accepted: boolean) => {
-          clearTimeout(timer);
-          if (this.held?.taskId === taskId) this.held = undefined;
-          this.forgetController(taskId);
-          resolve(accepted);
-        };
-        this.held = {
-          taskId,
-          returnCode,
-          data,
-          encoded,
-          upload: undefined,
-          sends: 0,
-          lastSentAt: 0,
-          settle,
-        };
+        const held: HeldResult = { taskId, returnCode, data, encoded, upload: undefined, sends: 0, lastSentAt: 0, resolve, timeout: undefined, resendTimer: undefined };
+        held.timeout = setTimeout(() => this.settle(held, false), this.options.submitResultTimeoutMs);
+        this.held = held;
         this.resendHeldResult();
       });
     } finally {
@@ -185,7 +231,7 @@ export class Agent {
     const kind = message.kind;
     switch (kind?.$case) {
       case "task":
-        return void this.receiveTask(kind.value);
+        return this.receiveTask(kind.value);
       case "resultAck": {
         const held = this.held;
         if (!held || held.taskId !== kind.value.taskId) return;
@@ -193,7 +239,7 @@ export class Agent {
         if (disposition === ResultDisposition.RESULT_DISPOSITION_REJECTED) {
           this.logger.warn({ task: held.taskId, reason: kind.value.reason }, "the site rejected the result");
         }
-        return held.settle(disposition === ResultDisposition.RESULT_DISPOSITION_ACCEPTED || disposition === ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
+        return this.settle(held, disposition === ResultDisposition.RESULT_DISPOSITION_ACCEPTED || disposition === ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
       }
       case "abort":
         return this.abortTask(kind.value.taskId, kind.value.reason);
@@ -208,36 +254,40 @@ export class Agent {
     }
   }
 
-  private async receiveTask(task: Task): Promise<void> {
-    const acknowledge = () => this.connection.send({ kind: { $case: "taskAck", value: { taskId: task.taskId } } });
-    if (this.knownTaskIds.has(task.taskId)) return void acknowledge();
+  private receiveTask(task: Task): void {
+    if (this.knownTaskIds.has(task.taskId)) return this.acknowledgeTask(task.taskId);
     this.remember(task.taskId);
-    const controller = new AbortController();
-    this.controllers.set(task.taskId, controller);
-    const ids = { task: task.taskId, job: task.jobId };
+    const abort = new TaskAbort();
+    this.controllers.set(task.taskId, abort);
+    const body = task.payload?.body;
+    if (body?.$case === "ref") return void this.fetchTaskData(task, abort, body.value);
+    this.accept(task, abort, body?.$case === "inline" ? body.value : { kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: undefined, meta: undefined });
+  }
+
+  private async fetchTaskData(task: Task, abort: TaskAbort, ref: PayloadRef): Promise<void> {
     try {
-      const data = await this.resolvePayload(task.payload, controller.signal);
-      if (controller.signal.aborted) return;
-      // Acknowledge at the end of this event-loop turn, unless the result already
-      // left by then: a result acknowledges its task, and a fast trainer then
-      // costs three messages per task instead of four.
-      setImmediate(() => this.resultSentFor !== task.taskId && acknowledge());
-      this.inbox.push({ taskId: task.taskId, taskName: task.taskName, jobId: task.jobId, data, deadline: task.deadline, signal: controller.signal });
-      this.logger.debug({ ...ids, taskName: task.taskName }, "task received");
-      this.wakeWaiters();
+      const data = decodeDataExchange(await this.connection.download(ref, abort.signal));
+      if (!abort.aborted) this.accept(task, abort, data);
     } catch (error) {
       // Forget the task so that the site's resend gets another try.
-      this.logger.warn({ ...ids, err: error }, "could not fetch the task's data; waiting for the site to resend it");
+      this.logger.warn({ task: task.taskId, job: task.jobId, err: error }, "could not fetch the task's data; waiting for the site to resend it");
       this.knownTaskIds.delete(task.taskId);
       this.forgetController(task.taskId);
     }
   }
 
-  private async resolvePayload(payload: Payload | undefined, signal: AbortSignal): Promise<DataExchange> {
-    const body = payload?.body;
-    if (body?.$case === "inline") return body.value;
-    if (body?.$case === "ref") return decodeDataExchange(await this.connection.download(body.value, signal));
-    return { kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: undefined, meta: undefined };
+  private accept(task: Task, abort: TaskAbort, data: DataExchange): void {
+    // Acknowledge at the end of this event-loop turn, unless the result already
+    // left by then: a result acknowledges its task, and a fast trainer then
+    // costs three messages per task instead of four.
+    setImmediate(() => this.resultSentFor !== task.taskId && this.acknowledgeTask(task.taskId));
+    this.inbox.push(new ReceivedTask(task.taskId, task.taskName, task.jobId, data, task.deadline, abort));
+    this.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task received");
+    this.wakeWaiters();
+  }
+
+  private acknowledgeTask(taskId: string): void {
+    this.connection.send({ kind: { $case: "taskAck", value: { taskId } } });
   }
 
   private abortTask(taskId: string, reason: string): void {
@@ -245,7 +295,7 @@ export class Agent {
     this.controllers.get(taskId)?.abort(new AgentAborted(taskId, reason));
     const queued = this.inbox.findIndex((task) => task.taskId === taskId);
     if (queued >= 0) this.inbox.splice(queued, 1);
-    if (this.held?.taskId === taskId) this.held.settle(false);
+    if (this.held?.taskId === taskId) this.settle(this.held, false);
     if (this.callState.abort(taskId, reason)) this.wakeWaiters();
     this.forgetController(taskId);
   }
@@ -254,7 +304,7 @@ export class Agent {
   private resendHeldResult(): void {
     const held = this.held;
     if (!held || !this.connection.connected) return;
-    if (this.options.maxResends !== undefined && held.sends > this.options.maxResends) return held.settle(false);
+    if (this.options.maxResends !== undefined && held.sends > this.options.maxResends) return this.settle(held, false);
     held.sends++;
     held.lastSentAt = Date.now();
     void (async () => {
@@ -294,41 +344,50 @@ export class Agent {
   }
 
   private scheduleResend(held: HeldResult): void {
-    setTimeout(() => {
+    clearTimeout(held.resendTimer);
+    held.resendTimer = setTimeout(() => {
       if (this.held === held && Date.now() - held.lastSentAt >= this.options.resendIntervalMs) this.resendHeldResult();
     }, this.options.resendIntervalMs).unref();
   }
 
+  /** The site acknowledged the result, refused it, or it is no longer wanted: submitResult resolves. */
+  private settle(held: HeldResult, accepted: boolean): void {
+    clearTimeout(held.timeout);
+    clearTimeout(held.resendTimer);
+    if (this.held === held) this.held = undefined;
+    this.forgetController(held.taskId);
+    held.resolve(accepted);
+  }
+
   private waitForChange(timeoutMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const waiter = {
-        wake: () => done(() => resolve()),
-        fail: (error: AgentError) => done(() => reject(error)),
-      };
-      const timer = timeoutMs === Infinity ? undefined : setTimeout(waiter.wake, timeoutMs);
-      const done = (finish: () => void) => {
-        clearTimeout(timer);
-        this.waiters.delete(waiter);
-        finish();
-      };
+      const waiter: Waiter = { resolve, reject, timer: undefined };
+      if (timeoutMs !== Infinity) waiter.timer = setTimeout(() => this.release(waiter), timeoutMs);
       this.waiters.add(waiter);
     });
   }
 
+  private release(waiter: Waiter, error?: AgentError): void {
+    clearTimeout(waiter.timer);
+    this.waiters.delete(waiter);
+    if (error) waiter.reject(error);
+    else waiter.resolve();
+  }
+
   private wakeWaiters(): void {
-    for (const waiter of [...this.waiters]) waiter.wake();
+    for (const waiter of this.waiters) this.release(waiter);
   }
 
   private failWaiters(error: AgentError): void {
-    for (const waiter of [...this.waiters]) waiter.fail(error);
+    for (const waiter of this.waiters) this.release(waiter, error);
   }
 
   private close(error: AgentClosed): void {
     if (this.closedWith) return;
     this.closedWith = error;
     this.logger.info({ reason: error.message }, "agent closed");
-    for (const controller of this.controllers.values()) controller.abort(error);
-    this.held?.settle(false);
+    for (const abort of this.controllers.values()) abort.abort(error);
+    if (this.held) this.settle(this.held, false);
     this.wakeWaiters();
     void this.connection.stop();
   }
