@@ -105,27 +105,45 @@ export function progressLine(meta: JobMeta): string {
 }
 
 /**
- * Shows a monitored job: one line redrawn in place on a terminal, or one
- * line per change otherwise (logs, pipes, CI).
+ * Shows a monitored job: one line redrawn in place on a terminal (its clock
+ * ticking between changes), or one line per change otherwise (logs, pipes, CI).
  */
 export class ProgressView {
   private last = "";
+  private latest: { meta: JobMeta; at: number } | undefined;
+  private readonly ticker: NodeJS.Timeout | undefined;
 
-  private constructor(private readonly live: typeof import("log-update").default | undefined) {}
+  private constructor(private readonly live: typeof import("log-update").default | undefined) {
+    if (live) this.ticker = setInterval(() => this.tick(), 1_000).unref();
+  }
 
   static async create(): Promise<ProgressView> {
     return new ProgressView(process.stdout.isTTY ? (await import("log-update")).default : undefined);
   }
 
   update(meta: JobMeta): void {
+    this.latest = { meta, at: Date.now() };
+    this.render(meta);
+  }
+
+  done(): void {
+    clearInterval(this.ticker);
+    this.live?.done();
+  }
+
+  /** Advances a running job's duration by the time since its last change. */
+  private tick(): void {
+    if (!this.latest?.meta.duration || this.latest.meta.endTime) return;
+    const { meta, at } = this.latest;
+    const elapsed = (meta.duration!.seconds + meta.duration!.nanos / 1e9) * 1000 + (Date.now() - at);
+    this.render({ ...meta, duration: { seconds: Math.floor(elapsed / 1000), nanos: (elapsed % 1000) * 1e6 } });
+  }
+
+  private render(meta: JobMeta): void {
     const line = progressLine(meta);
     if (line === this.last) return;
     this.last = line;
     if (this.live) this.live(line);
     else process.stdout.write(`${new Date().toISOString()}  ${line}\n`);
-  }
-
-  done(): void {
-    this.live?.done();
   }
 }
