@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { syncDir, writeSynced } from "../../shared/durable-file.js";
 import { join } from "node:path";
 import { JobDefinition, JobMeta, type RunStatus } from "../../../gen/campfire/admin/v1/job.js";
 import type { Logger } from "../../shared/logger.js";
@@ -211,27 +212,6 @@ function parseMeta(text: string): JobMeta {
   const meta = JobMeta.fromJSON(parsed.meta);
   if (!meta.jobId) throw new Error("meta.json has no job_id");
   return meta;
-}
-
-/** Writes `data` to `path` and fsyncs it (no rename: callers rename or stage). */
-async function writeSynced(path: string, data: Uint8Array | string): Promise<void> {
-  const handle = await open(path, "w");
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** fsyncs a folder, so that renames and creations in it survive a power cut. */
-async function syncDir(path: string): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 function isAlive(pid: number): boolean {

@@ -8,7 +8,7 @@ import { decodeSafetensors } from "../../shared/safetensors.js";
 import { float32Values } from "../../shared/tensor.js";
 import { WeightedAverage } from "./aggregation.js";
 import { crossSiteEvaluate, crossSiteEvalWorkflow } from "./cross-site-eval.js";
-import { scatterGather } from "./gather.js";
+import { type GatherOptions, scatterGather } from "./gather.js";
 import { loadModel, requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
 import { parseArgs } from "./registry.js";
 import { JobRecorder } from "./recorder.js";
@@ -128,15 +128,8 @@ async function trainRound(
   let average = global && new WeightedAverage(global);
   try {
     const report = await scatterGather({
-      hub,
-      clients: context.clients,
+      ...roundOptions(context, minResults),
       task: () => ({ taskName: args.train_task_name, jobId: context.jobId, data: payload }),
-      minResults,
-      waitAfterMinMs: args.wait_time_after_min_received * 1000,
-      taskTimeoutMs: args.train_timeout > 0 ? args.train_timeout * 1000 : undefined,
-      strict: !args.ignore_result_error,
-      signal: context.signal,
-      logger: context.logger,
       accept(outcome) {
         const data = outcome.data!;
         const isDiff = data.kind === DataKind.DATA_KIND_WEIGHT_DIFF;
@@ -167,15 +160,8 @@ async function validate(context: WorkflowContext<FedAvgArgs>, global: Tensor[], 
   const sums = new Map<string, { total: number; count: number }>();
   try {
     const report = await scatterGather({
-      hub,
-      clients: context.clients,
+      ...roundOptions(context, minResults),
       task: () => ({ taskName: args.validation_task_name!, jobId: context.jobId, data: payload }),
-      minResults,
-      waitAfterMinMs: args.wait_time_after_min_received * 1000,
-      taskTimeoutMs: args.train_timeout > 0 ? args.train_timeout * 1000 : undefined,
-      strict: !args.ignore_result_error,
-      signal: context.signal,
-      logger: context.logger,
       accept(outcome) {
         for (const [name, value] of Object.entries(outcome.data?.values ?? {})) {
           if (typeof value !== "number") continue;
@@ -190,6 +176,21 @@ async function validate(context: WorkflowContext<FedAvgArgs>, global: Tensor[], 
     payload.release();
   }
   return Object.fromEntries([...sums].map(([name, { total, count }]) => [name, total / count]));
+}
+
+/** What a training round and a validation round gather with alike. */
+function roundOptions(context: WorkflowContext<FedAvgArgs>, minResults: number): Omit<GatherOptions, "task" | "accept"> {
+  const { args } = context;
+  return {
+    hub: context.hub,
+    clients: context.clients,
+    minResults,
+    waitAfterMinMs: args.wait_time_after_min_received * 1000,
+    taskTimeoutMs: args.train_timeout > 0 ? args.train_timeout * 1000 : undefined,
+    strict: !args.ignore_result_error,
+    signal: context.signal,
+    logger: context.logger,
+  };
 }
 
 function initialModel(context: WorkflowContext<FedAvgArgs>): Tensor[] | undefined {
