@@ -1,6 +1,6 @@
 import { type ClientDuplexStream, credentials, Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
 import {
-  AgentServiceClient,
+  type AgentServiceClient,
   type Bye,
   type ConnectRequest,
   type ConnectResponse,
@@ -8,6 +8,7 @@ import {
   type PayloadRef,
   type Welcome,
 } from "../../gen/campfire/agent/v1/agent_service.js";
+import { AgentWireClient } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
 import { ChunkAssembler, chunksOf, MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { map, writeWindowed } from "../shared/stream-writes.js";
@@ -71,8 +72,8 @@ export class SiteConnection {
   ) {
     this.logger = options.logger;
     const channelOptions = { "grpc.max_receive_message_length": MAX_MESSAGE_BYTES, "grpc.max_send_message_length": MAX_MESSAGE_BYTES };
-    this.client = new AgentServiceClient(options.siteAddress, credentials.createInsecure(), channelOptions);
-    this.payloadClient = new AgentServiceClient(options.siteAddress, credentials.createInsecure(), { ...channelOptions, "grpc.use_local_subchannel_pool": 1 });
+    this.client = new AgentWireClient(options.siteAddress, credentials.createInsecure(), channelOptions);
+    this.payloadClient = new AgentWireClient(options.siteAddress, credentials.createInsecure(), { ...channelOptions, "grpc.use_local_subchannel_pool": 1 });
     const tickMs = (this.tickMs = Math.max(10, Math.min(1000, options.heartbeatIntervalMs / 2, options.heartbeatTimeoutMs > 0 ? options.heartbeatTimeoutMs / 4 : Infinity)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.timer.unref();

@@ -1,7 +1,7 @@
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { SessionServiceService } from "../../gen/campfire/admin/v1/session_service.js";
-import { AgentServiceService } from "../../gen/campfire/agent/v1/agent_service.js";
+import { agentServiceDefinition } from "../shared/agent-wire.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
 import { MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { AgentHub } from "./agent-hub.js";
@@ -64,7 +64,7 @@ export class SiteServer {
     const services: Array<[string, ServiceDefinition, UntypedServiceImplementation]> = [
       [
         AGENT_SERVICE_NAME,
-        withTolerantDecoding(AgentServiceService as unknown as ServiceDefinition, MAX_MESSAGE_BYTES),
+        withTolerantDecoding(agentServiceDefinition as unknown as ServiceDefinition, MAX_MESSAGE_BYTES),
         agentServiceHandlers({ hub, logger, maxPayloadBytes: options.maxPayloadBytes ?? 4 * 1024 ** 3 }) as unknown as UntypedServiceImplementation,
       ],
       [
