@@ -3,7 +3,7 @@ import { ByeReason, type Hello, type Payload, type Task } from "../../gen/campfi
 import type { Logger } from "../shared/logger.js";
 import { nameProblem } from "../shared/names.js";
 import type { DataExchange } from "../shared/payload.js";
-import { AgentSession, type ControlChannel, type ExchangeTimings, type MetricEvent, PROTOCOL_VERSION, type TaskOutcome } from "./agent-session.js";
+import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSION, type TaskOutcome } from "./agent-session.js";
 import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
 import { PayloadStore, SharedPayload } from "./payload-store.js";
 
@@ -51,6 +51,7 @@ export class AgentHub {
   private readonly lastConnectByClient = new Map<string, Date>();
   private readonly attachListeners = new Set<() => void>();
   private readonly metricListeners = new Set<(event: MetricEvent) => void>();
+  private readonly heartbeatListeners = new Set<(event: HeartbeatEvent) => void>();
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly sweepMs: number;
   private lastSweepAt = Date.now();
@@ -82,6 +83,9 @@ export class AgentHub {
         logger: this.options.logger,
         siteName: this.options.siteName,
         onMetric: (event) => this.metricListeners.forEach((listener) => listener(event)),
+        onHeartbeat: (agentId, heartbeat, receivedAt) => {
+          for (const listener of this.heartbeatListeners) listener({ agentId, sentAt: heartbeat.sentAt, receivedAt });
+        },
       });
       this.sessions.set(hello.agentId, session);
       const ofClient = this.sessionsByClient.get(session.clientName);
@@ -147,6 +151,12 @@ export class AgentHub {
   onMetric(listener: (event: MetricEvent) => void): () => void {
     this.metricListeners.add(listener);
     return () => this.metricListeners.delete(listener);
+  }
+
+  /** Every heartbeat agents send, as it arrives (for measuring; with no listener a heartbeat costs nothing more). */
+  onHeartbeat(listener: (event: HeartbeatEvent) => void): () => void {
+    this.heartbeatListeners.add(listener);
+    return () => this.heartbeatListeners.delete(listener);
   }
 
   agents(): AgentInfo[] {

@@ -2,6 +2,7 @@ import {
   ByeReason,
   type ConnectRequest,
   type ConnectResponse,
+  type Heartbeat,
   type Hello,
   type MetricRecord,
   ResultDisposition,
@@ -48,6 +49,14 @@ export interface TaskOutcome {
   problem?: string;
 }
 
+/** A heartbeat as it reached the site: sent_at against the site's clock tells how long it took. */
+export interface HeartbeatEvent {
+  agentId: string;
+  sentAt: Date | undefined;
+  /** Date.now() when the site read it. */
+  receivedAt: number;
+}
+
 /** A metric record as the site stores it. */
 export interface MetricEvent {
   clientName: string;
@@ -70,6 +79,7 @@ export interface SessionContext {
   logger: Logger;
   siteName: string;
   onMetric(event: MetricEvent): void;
+  onHeartbeat(agentId: string, heartbeat: Heartbeat, receivedAt: number): void;
 }
 
 /** How many finished task ids a session remembers, to tell duplicates from strangers. */
@@ -176,7 +186,7 @@ export class AgentSession {
         this.receiveResult(kind.value);
         return;
       case "heartbeat":
-        return;
+        return this.context.onHeartbeat(this.agentId, kind.value, this.lastSeenAt);
       case "bye":
         this.logger.info({ reason: ByeReason[kind.value.reason], message: kind.value.message }, "agent said bye");
         return;
