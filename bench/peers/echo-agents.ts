@@ -3,9 +3,10 @@
 // clients bench-0 .. bench-(AGENTS-1). With SPREAD_ADDRESSES each agent dials
 // its own loopback address (127.0.x.y, same port), so each has a connection of
 // its own, as agents on separate machines would, rather than sharing one.
-// HEARTBEAT_MS sets the heartbeat interval. Commands: "peak-rss".
+// HEARTBEAT_MS sets the heartbeat interval. Commands: "reset-peak", "peak-rss".
 import { Agent } from "../../services/agent/index.js";
-import { peakRssBytes } from "../lib/process-stats.js";
+import { createInterface } from "node:readline";
+import { peakRssBytes, resetPeakRss } from "../lib/process-stats.js";
 
 const count = Number(process.env.AGENTS ?? 1);
 const [host, port] = process.env.SITE_ADDRESS!.split(":");
@@ -19,10 +20,12 @@ for (const agent of agents) {
   })();
 }
 console.log("ready");
-process.stdin.setEncoding("utf8").on("data", (text: string) => {
-  if (text.includes("peak-rss")) console.log(`peak-rss ${peakRssBytes()}`);
-});
-process.stdin.on("end", async () => {
-  await Promise.all(agents.map((agent) => agent.stop()));
-  process.exit(0);
-});
+createInterface({ input: process.stdin })
+  .on("line", (line) => {
+    if (line === "reset-peak") resetPeakRss();
+    if (line === "peak-rss") console.log(`peak-rss ${peakRssBytes()}`);
+  })
+  .on("close", async () => {
+    await Promise.all(agents.map((agent) => agent.stop()));
+    process.exit(0);
+  });
