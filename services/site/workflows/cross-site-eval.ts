@@ -44,6 +44,8 @@ export const crossSiteEvalWorkflow: Workflow<CrossSiteEvalArgs> = {
     return parseArgs(CrossSiteEvalArgs, raw);
   },
 
+  resumable: true,
+
   async run(context) {
     const globalModel = context.args.global_model ? decodeSafetensors(requiredFile(context.appFiles, context.args.global_model, "global_model")).tensors : undefined;
     await crossSiteEvaluate(context, context.args, globalModel);

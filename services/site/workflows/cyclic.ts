@@ -1,14 +1,12 @@
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
-import { writeFileAtomic } from "../../shared/durable-file.js";
 import { carriesData, returnCodeName } from "../../shared/return-codes.js";
 import { decodeSafetensors } from "../../shared/safetensors.js";
 import { SiteError } from "../errors.js";
 import { WeightedAverage } from "./aggregation.js";
-import { loadModel, requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
+import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
+import { requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
 import { parseArgs } from "./registry.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow } from "./workflow.js";
@@ -35,7 +33,8 @@ const CyclicArgs = z
 
 export type CyclicArgs = z.infer<typeof CyclicArgs>;
 
-interface CyclicCheckpoint {
+/** What a restarted site needs to go on with the job, besides the model: checkpointed after every hand-over. */
+interface CyclicState {
   seed: number;
   /** The next relay step: round * clients + position. */
   nextStep: number;
@@ -54,18 +53,19 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
     return parseArgs(CyclicArgs, raw);
   },
 
+  resumable: true,
+
   async run(context) {
     const { args, workspace, clients, hub } = context;
     const recorder = await JobRecorder.open(context);
     try {
-      const statePath = join(workspace, RESULT_LAYOUT.checkpointState);
-      const saved = await readFile(statePath, "utf8").then((text) => JSON.parse(text) as CyclicCheckpoint, () => undefined);
-      const state: CyclicCheckpoint = saved ?? { seed: args.seed ?? Math.floor(Math.random() * 2 ** 31), nextStep: 0, orders: [] };
-      let model: Tensor[] | undefined = saved
-        ? await loadModel(join(workspace, RESULT_LAYOUT.checkpointModel))
-        : args.initial_model
-          ? decodeSafetensors(requiredFile(context.appFiles, args.initial_model)).tensors
-          : undefined;
+      const saved = await readCheckpoint<CyclicState>(workspace);
+      const state: CyclicState = saved?.state ?? { seed: args.seed ?? Math.floor(Math.random() * 2 ** 31), nextStep: 0, orders: [] };
+      let model: Tensor[] | undefined = saved ? saved.model : args.initial_model ? decodeSafetensors(requiredFile(context.appFiles, args.initial_model)).tensors : undefined;
+      if (saved) {
+        context.logger.info({ job: context.jobId, step: state.nextStep }, "resuming from checkpoint");
+        await recorder.resumeAt(Math.floor(state.nextStep / clients.length));
+      }
       const random = seededRandom(state.seed);
       for (let round = 0; round < args.num_rounds; round++) state.orders[round] ??= roundOrder(args.order, clients, state.orders[round - 1], random);
 
@@ -93,9 +93,8 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
           if (!args.ignore_result_error) throw new Error(`client ${client}: ${problem}`);
           context.logger.warn({ job: context.jobId, client, problem }, "client skipped");
         }
-        if (model) await saveModel(workspace, RESULT_LAYOUT.checkpointModel, model, { step: String(step) });
-        await writeFileAtomic(statePath, JSON.stringify({ ...state, nextStep: step + 1 }));
         if ((step + 1) % clients.length === 0) await recorder.round(round, {}, { order: state.orders[round] });
+        await writeCheckpoint(workspace, step + 1, { ...state, nextStep: step + 1 }, model);
       }
       if (!model) throw new Error("no client returned a model");
       await saveModel(workspace, RESULT_LAYOUT.finalModel, model);

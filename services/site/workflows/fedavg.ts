@@ -1,12 +1,11 @@
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
-import { writeFileAtomic } from "../../shared/durable-file.js";
 import { decodeSafetensors } from "../../shared/safetensors.js";
 import { float32Values } from "../../shared/tensor.js";
 import { WeightedAverage } from "./aggregation.js";
+import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import { crossSiteEvaluate, crossSiteEvalWorkflow } from "./cross-site-eval.js";
 import { type GatherOptions, scatterGather } from "./gather.js";
 import { loadModel, requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
@@ -52,8 +51,8 @@ const FedAvgArgs = z
 
 export type FedAvgArgs = z.infer<typeof FedAvgArgs>;
 
-/** What a restarted site needs to go on with the job: saved atomically after every round. */
-interface Checkpoint {
+/** What a restarted site needs to go on with the job, besides the global model: checkpointed after every round. */
+interface FedAvgState {
   nextRound: number;
   best: { round: number; value: number } | undefined;
   roundsMeetingStopCondition: number;
@@ -71,42 +70,47 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
     return parseArgs(FedAvgArgs, raw);
   },
 
+  resumable: true,
+
   async run(context) {
     const { args, workspace, logger } = context;
     const minResults = Math.min(args.min_clients ?? context.minClients, context.clients.length);
     const recorder = await JobRecorder.open(context);
     try {
-      const saved = await readCheckpoint(workspace);
-      let checkpoint: Checkpoint = saved ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
-      let global = saved ? await loadModel(join(workspace, RESULT_LAYOUT.checkpointModel)) : initialModel(context);
-      if (saved) logger.info({ job: context.jobId, round: saved.nextRound }, "resuming from checkpoint");
+      const saved = await readCheckpoint<FedAvgState>(workspace);
+      let state: FedAvgState = saved?.state ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
+      let global = saved ? saved.model : initialModel(context);
+      const saveBest = (best: NonNullable<FedAvgState["best"]>) => saveModel(workspace, RESULT_LAYOUT.bestModel, global!, { round: String(best.round), [args.key_metric]: String(best.value) });
+      if (saved) {
+        logger.info({ job: context.jobId, round: state.nextRound }, "resuming from checkpoint");
+        await recorder.resumeAt(state.nextRound);
+        // The best model is saved after the checkpoint that names it: a stop in between left the one before.
+        if (state.best?.round === state.nextRound - 1) await saveBest(state.best);
+      }
       const lastRound = args.start_round + args.num_rounds;
+      const stopConditionMet = () => args.stop_condition !== undefined && state.roundsMeetingStopCondition >= args.patience;
 
-      for (let round = checkpoint.nextRound; round < lastRound; round++) {
+      for (let round = state.nextRound; round < lastRound && !stopConditionMet(); round++) {
         context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
         global = await trainRound(context, global, round, lastRound, minResults, recorder);
         const metrics = args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {};
         const keyValue = metrics[args.key_metric];
-        const improved = keyValue !== undefined && (!checkpoint.best || (args.higher_is_better ? keyValue > checkpoint.best.value : keyValue < checkpoint.best.value));
-        if (improved) await saveModel(workspace, RESULT_LAYOUT.bestModel, global, { round: String(round), [args.key_metric]: String(keyValue) });
-        checkpoint = {
+        const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
+        state = {
           nextRound: round + 1,
-          best: improved ? { round, value: keyValue } : checkpoint.best,
-          roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? checkpoint.roundsMeetingStopCondition + 1 : 0,
+          best: improved ? { round, value: keyValue } : state.best,
+          roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
         };
         await recorder.round(round, metrics);
+        await writeCheckpoint(workspace, state.nextRound, state, global);
+        if (improved) await saveBest(state.best!);
         context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
-        await saveModel(workspace, RESULT_LAYOUT.checkpointModel, global, { round: String(round) });
-        await writeFileAtomic(join(workspace, RESULT_LAYOUT.checkpointState), JSON.stringify(checkpoint));
         logger.info({ job: context.jobId, round, metrics }, "round complete");
-        if (args.stop_condition && checkpoint.roundsMeetingStopCondition >= args.patience) {
-          logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
-          break;
-        }
+        if (stopConditionMet()) logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
       }
       if (!global) throw new Error("no round ran, so there is no model");
       await saveModel(workspace, RESULT_LAYOUT.finalModel, global);
-      if (!checkpoint.best) await saveModel(workspace, RESULT_LAYOUT.bestModel, global);
+      if (!state.best) await saveModel(workspace, RESULT_LAYOUT.bestModel, global);
     } finally {
       await recorder.close();
     }
@@ -197,11 +201,6 @@ function initialModel(context: WorkflowContext<FedAvgArgs>): Tensor[] | undefine
   const path = context.args.initial_model;
   if (!path) return undefined;
   return decodeSafetensors(requiredFile(context.appFiles, path)).tensors;
-}
-
-async function readCheckpoint(workspace: string): Promise<Checkpoint | undefined> {
-  const text = await readFile(join(workspace, RESULT_LAYOUT.checkpointState), "utf8").catch(() => undefined);
-  return text === undefined ? undefined : (JSON.parse(text) as Checkpoint);
 }
 
 function stopConditionHolds(condition: string | undefined, metrics: Record<string, number>): boolean {

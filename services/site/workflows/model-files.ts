@@ -11,7 +11,8 @@ import { decodeSafetensors, encodeSafetensors } from "../../shared/safetensors.j
  *   metrics/clients.jsonl                                the agents' log() records, by client and round
  *   cross_site/matrix.json                               cross-site evaluation: model x site -> metrics
  *   tasks/summary.json                                   each site's tasks: sent, accepted, failed and why
- *   checkpoint/                                          the state a restarted site resumes from
+ *   checkpoint/state.json, checkpoint/global-<n>.safetensors
+ *                                                        the state a restarted site resumes from, and the model it names
  */
 export const RESULT_LAYOUT = {
   finalModel: "models/final.safetensors",
@@ -20,7 +21,6 @@ export const RESULT_LAYOUT = {
   clientMetrics: "metrics/clients.jsonl",
   crossSiteMatrix: "cross_site/matrix.json",
   taskSummary: "tasks/summary.json",
-  checkpointModel: "checkpoint/global.safetensors",
   checkpointState: "checkpoint/state.json",
 } as const;
 

@@ -1,4 +1,4 @@
-import { appendFile, mkdir, readFile } from "node:fs/promises";
+import { appendFile, mkdir, open, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../../shared/durable-file.js";
 import type { WorkflowContext } from "./workflow.js";
@@ -18,7 +18,8 @@ const MAX_PENDING_LINES = 10_000;
  * log() records (metrics/clients.jsonl), one line per round
  * (metrics/rounds.jsonl) and each client's task summary (tasks/summary.json).
  * It picks up the summary a previous run of the job left, so a resumed job's
- * counts go on.
+ * counts go on: they count every task the clients ran, so a round that a site
+ * restart interrupted counts its tasks once per run.
  */
 export class JobRecorder {
   private pendingLines: string[] = [];
@@ -64,10 +65,39 @@ export class JobRecorder {
     summary.failures.push({ round, task, reason });
   }
 
-  /** Records a finished round and saves the summary so far. */
+  /**
+   * Records a finished round, durably, and saves the summary so far. Call it
+   * before the round's checkpoint, and resumeAt() when resuming: then every
+   * checkpointed round has its line, and exactly one.
+   */
   async round(round: number, metrics: Record<string, number>, extra: Record<string, unknown> = {}): Promise<void> {
-    await appendFile(join(this.workspace, RESULT_LAYOUT.rounds), `${JSON.stringify({ round, time: new Date().toISOString(), metrics, ...extra })}\n`);
+    const file = await open(join(this.workspace, RESULT_LAYOUT.rounds), "a");
+    try {
+      await file.appendFile(`${JSON.stringify({ round, time: new Date().toISOString(), metrics, ...extra })}\n`);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
     await this.saveSummary();
+  }
+
+  /**
+   * Drops the lines of rounds from `nextRound` on: a site that stopped after
+   * recording a round but before checkpointing it runs that round again. A
+   * torn line can only be such a round's, so it goes too.
+   */
+  async resumeAt(nextRound: number): Promise<void> {
+    const path = join(this.workspace, RESULT_LAYOUT.rounds);
+    const text = await readFile(path, "utf8").catch(() => "");
+    const lines = text.split("\n").filter((line) => line !== "");
+    const kept = lines.filter((line) => {
+      try {
+        return (JSON.parse(line) as { round: number }).round < nextRound;
+      } catch {
+        return false;
+      }
+    });
+    if (kept.length < lines.length) await writeFileAtomic(path, kept.map((line) => `${line}\n`).join(""));
   }
 
   async close(): Promise<void> {

@@ -34,6 +34,17 @@ export interface Workflow<Args = unknown> {
   name: string;
   /** Returns the typed arguments, or throws an Error whose message names the bad field and value. */
   validateArgs(raw: Record<string, unknown>): Args;
+  /**
+   * Whether a job that a site restart (or a graceful site stop) interrupted
+   * may run again, on the same clients, instead of ending FINISHED:ABNORMAL.
+   * Only when run() is safe to call again on the job's workspace: fedavg and
+   * cyclic checkpoint after every round or hand-over and go on from the last
+   * checkpoint; cross_site_eval starts over, because evaluating changes
+   * nothing at the clients, so repeating it costs only time. broadcast is not
+   * resumable: its task is application-defined, and running it twice at a
+   * client may not be harmless; the admin decides whether to clone the job.
+   */
+  resumable?: boolean;
   /** Runs the job to its end. Resolves when it completed; rejects to fail it (the message becomes the job's end_reason). */
   run(context: WorkflowContext<Args>): Promise<void>;
 }
