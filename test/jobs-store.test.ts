@@ -4,11 +4,14 @@ import { afterAll, describe, expect, it } from "vitest";
 import { JobMeta } from "../gen/campfire/admin/v1/job.js";
 import { NoConnection, Session, SessionError } from "../services/session-client/index.js";
 import { createLogger } from "../services/shared/logger.js";
+import { encodeSafetensors } from "../services/shared/safetensors.js";
 import { StaleJobUpdate } from "../services/site/jobs/errors.js";
 import { FileJobStore } from "../services/site/jobs/store.js";
 import { CampfireProcess } from "./helpers/cli.js";
 import { jobDefinition } from "./helpers/job-defs.js";
 import { HeldTrainer, RunStatus, ServedClient, statusName, tempDir, until, waitForJob } from "./helpers/job-site.js";
+import { spawnFixture } from "./helpers/processes.js";
+import { FINISHED, model, readLines, readModel } from "./helpers/workflow-run.js";
 
 const silent = createLogger("store", { level: "silent" });
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -16,9 +19,10 @@ afterAll(async () => {
   for (const step of cleanup.reverse()) await step();
 });
 
-/** `campfire site` on `dataDir`, as a real child process, with fast scheduling that never gives up during the test. */
-async function startSite(dataDir: string) {
-  const site = await CampfireProcess.site(["--data-dir", dataDir, "--schedule-interval-ms", "20", "--schedule-max-interval-ms", "100", "--schedule-attempts", "100000", "--heartbeat-interval-ms", "100"]);
+/** `campfire site` on `dataDir` (and `listen`, default any port), as a real child process, with fast scheduling that never gives up during the test. */
+async function startSite(dataDir: string, listen = "127.0.0.1:0") {
+  const flags = ["--data-dir", dataDir, "--listen", listen, "--schedule-interval-ms", "20", "--schedule-max-interval-ms", "100", "--schedule-attempts", "100000", "--heartbeat-interval-ms", "100"];
+  const site = await CampfireProcess.site(flags);
   const session = new Session({ site: site.address, callTimeoutMs: 10_000 });
   cleanup.push(async () => {
     session.close();
@@ -69,7 +73,7 @@ describe("the embedded store survives SIGKILL", () => {
     expect(recovered.jobs).toBe(stored.length);
   });
 
-  it("ends a job that was RUNNING when the site was killed FINISHED:ABNORMAL, saying why", async () => {
+  it("ends a job of a workflow that cannot resume (broadcast) that was RUNNING when the site was killed FINISHED:ABNORMAL, saying why", async () => {
     const dataDir = await tempDir();
     cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
     const first = await startSite(dataDir);
@@ -85,11 +89,47 @@ describe("the embedded store survives SIGKILL", () => {
     const second = await startSite(dataDir);
     const meta = await second.session.getJobMeta(running);
     expect(statusName(meta.status)).toBe("FINISHED:ABNORMAL");
-    expect(meta.endReason).toMatch(/^the site stopped while the job was RUNNING; it did not finish \(site restarted at .*\)$/);
+    expect(meta.endReason).toMatch(/^the site stopped while the job was RUNNING and its workflow broadcast cannot resume; it did not finish \(site restarted at .*\)$/);
     expect(meta.endTime).toBeDefined();
     expect(statusName((await second.session.getJobMeta(queued)).status)).toBe("APPROVED");
     await second.process.waitForLog((record) => record.msg === "job ended abnormally: the site restarted under it" && record.job === running);
     held.release();
+  });
+
+  it("resumes a FedAvg job whose site was SIGKILLed mid-round from its last checkpoint, and completes it with no round lost or repeated", async () => {
+    const dataDir = await tempDir();
+    cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
+    const first = await startSite(dataDir);
+    // Each round adds exactly 1 to every weight, so the final model counts the rounds applied.
+    const trainers = ["p", "q"].map((client) => spawnFixture("plus-one-trainer", { SITE_ADDRESS: first.address, CLIENT_NAME: client, HOLD_ROUND: "2" }));
+    cleanup.push(() => Promise.all(trainers.map((trainer) => trainer.kill())));
+    const initial = [1, -2, 0.5];
+    const args = { num_rounds: 5, initial_model: "model.safetensors" };
+    const files = { "model.safetensors": encodeSafetensors(model(initial)) };
+    const jobId = await first.session.submitJobDefinition(jobDefinition({ deployMap: { app: ["server", "p", "q"] }, apps: { app: { server: { workflow: "fedavg", args }, client: {}, files } } }));
+    await Promise.all(trainers.map((trainer) => trainer.waitForLine("holding 2")));
+    const workspace = (await first.session.getJobMeta(jobId)).resultLocation;
+    const checkpoint = JSON.parse(await readFile(join(workspace, "checkpoint/state.json"), "utf8")) as { nextRound: number; model: string };
+    expect(checkpoint).toMatchObject({ nextRound: 2, model: "global-2.safetensors" });
+    await first.process.kill("SIGKILL");
+
+    // The same address, so that the agents find it again by themselves.
+    const second = await startSite(dataDir, first.address);
+    const waiting = await second.session.getJobMeta(jobId);
+    expect(statusName(waiting.status)).toBe("RUNNING");
+    const resumed = await waitForJob(second.session, jobId, (meta) => meta.resumeCount === 1);
+    expect(statusName(resumed.status)).toBe("RUNNING");
+    expect(resumed.clients).toEqual(["p", "q"]);
+    // The trainers finish the task the killed site sent; the new site does not take a result it did not ask for.
+    for (const trainer of trainers) trainer.send("release");
+    expect(await Promise.all(trainers.map((trainer) => trainer.waitForLine("released 2")))).toEqual(["false", "false"]);
+
+    const meta = await waitForJob(second.session, jobId, FINISHED, 30_000);
+    expect(statusName(meta.status)).toBe("FINISHED:COMPLETED");
+    expect(meta.resumeCount).toBe(1);
+    expect(await readModel(join(workspace, "models/final.safetensors"))).toEqual(initial.map((value) => value + args.num_rounds));
+    expect((await readLines(join(workspace, "metrics/rounds.jsonl"))).map((line) => line.round)).toEqual([0, 1, 2, 3, 4]);
+    await second.process.waitForLog((record) => record.msg === "resuming from checkpoint" && record.round === 2);
   });
 });
 

@@ -91,9 +91,10 @@ export class SiteServer {
   }
 
   /**
-   * Stops the site: health turns NOT_SERVING, running jobs end
-   * FINISHED:ABNORMAL (their agents are told the job ended), the job store is
-   * closed, other agents are told the site is
+   * Stops the site: health turns NOT_SERVING, running jobs stop (those whose
+   * workflow can resume stay RUNNING for the next start on the same data
+   * directory; others end FINISHED:ABNORMAL and their agents are told the job
+   * ended), the job store is closed, other agents are told the site is
    * shutting down (they will reconnect to its successor), in-flight calls get
    * `graceMs` to finish before they are cut.
    */

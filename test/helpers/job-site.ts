@@ -30,10 +30,11 @@ export class JobSite {
     readonly dataDir: string,
   ) {}
 
-  static async start(options: { jobs?: JobOptions; tokens?: TokenMap; dataDir?: string } = {}): Promise<JobSite> {
+  /** `port`: 0 (default) for any; a stopped site's port, for its agents to find its successor. */
+  static async start(options: { jobs?: JobOptions; tokens?: TokenMap; dataDir?: string; port?: number } = {}): Promise<JobSite> {
     const dataDir = options.dataDir ?? (await tempDir());
     const server = await SiteServer.start({
-      address: "127.0.0.1:0",
+      address: `127.0.0.1:${options.port ?? 0}`,
       siteName: "test-site",
       timings: FAST_EXCHANGE,
       logger: createLogger("site", { level: process.env.LOG_LEVEL ?? "silent" }),

@@ -12,7 +12,7 @@ import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.j
 import type { WorkflowContext } from "../workflows/workflow.js";
 import { JobNotFound, JobStillRunning, PermissionDenied } from "./errors.js";
 import { ACTIVE, appOf, type Caller, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
-import { decide, retryDelay } from "./scheduler.js";
+import { decide, retryDelay, type ScheduleRequest } from "./scheduler.js";
 import { FileJobStore, type JobStore } from "./store.js";
 import { DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
 
@@ -91,6 +91,8 @@ export class JobManager {
   private readonly queue: string[] = [];
   /** Queued jobs being aborted or deleted: never to be started, whatever transition is still in flight. */
   private readonly withdrawn = new Set<string>();
+  /** Queued jobs that a site restart interrupted: they keep their DISPATCHED or RUNNING status and wait for their clients to run again. */
+  private readonly resuming = new Set<string>();
   private readonly attempts = new Map<string, number>();
   private readonly nextAttemptAt = new Map<string, number>();
   private readonly running = new Map<string, RunningJob>();
@@ -129,7 +131,11 @@ export class JobManager {
     });
   }
 
-  /** Opens the store, rebuilds the jobs from it (jobs that were dispatched or running end FINISHED:ABNORMAL), and starts scheduling. */
+  /**
+   * Opens the store, rebuilds the jobs from it, and starts scheduling. Jobs
+   * that were dispatched, or running a resumable workflow, are queued to run
+   * again on their clients; other running jobs end FINISHED:ABNORMAL.
+   */
   static async open(hub: AgentHub, logger: Logger, options: JobOptions = {}): Promise<JobManager> {
     const temporary = options.store || options.dataDir ? undefined : await mkdtemp(join(tmpdir(), "campfire-site-"));
     const store = options.store ?? (await FileJobStore.open(options.dataDir ?? temporary!, logger));
@@ -176,6 +182,7 @@ export class JobManager {
       progress: emptyProgress(),
       clients: [],
       endTime: undefined,
+      resumeCount: 0,
     };
     await this.store.create(meta, validated.encoded);
     this.jobs.set(jobId, meta);
@@ -230,11 +237,14 @@ export class JobManager {
       await withDeadline(running.done, this.settings.abortGraceMs + 5_000);
     } else {
       this.withdraw(jobId);
+      const resuming = this.resuming.has(jobId);
       try {
-        const ended = await this.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABORTED, endReason: `${why} before it started`, endTime: new Date() }));
+        const when = resuming ? "while it waited to resume after a site restart" : "before it started";
+        const ended = await this.transition(jobId, resuming ? ACTIVE : QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABORTED, endReason: `${why} ${when}`, endTime: new Date() }));
         if (ended) this.logger.info({ job: jobId, by: caller.name, reason }, "queued job aborted");
       } finally {
         this.withdrawn.delete(jobId);
+        this.resuming.delete(jobId);
       }
     }
     return this.require(jobId).status;
@@ -279,7 +289,12 @@ export class JobManager {
     }));
   }
 
-  /** Stops scheduling, ends running jobs FINISHED:ABNORMAL (their agents are told the job ended), and closes the store. */
+  /**
+   * Stops scheduling and the running jobs, and closes the store. A job whose
+   * workflow is resumable (or had not started) stays DISPATCHED or RUNNING, for
+   * the next start to resume; others end FINISHED:ABNORMAL (their agents are
+   * told the job ended).
+   */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
@@ -301,19 +316,54 @@ export class JobManager {
       this.attempts.set(meta.jobId, meta.scheduleAttempts);
     }
     const restartedAt = new Date();
+    const resumed: string[] = [];
     for (const meta of metas) {
       if (ACTIVE.has(meta.status)) {
-        const reason = `the site stopped while the job was ${statusName(meta.status)}; it did not finish (site restarted at ${restartedAt.toISOString()})`;
-        await this.transition(meta.jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABNORMAL, endReason: reason, endTime: restartedAt }));
-        this.logger.warn({ job: meta.jobId, was: statusName(meta.status) }, "job ended abnormally: the site restarted under it");
+        if (await this.interrupted(meta, restartedAt)) resumed.push(meta.jobId);
       } else if (meta.status === RunStatus.RUN_STATUS_SUBMITTED) {
         void this.approve(meta.jobId);
       } else if (meta.status === RunStatus.RUN_STATUS_APPROVED) {
         this.queue.push(meta.jobId);
       }
     }
-    this.logger.info({ jobs: metas.length, queued: this.queue.length }, "jobs recovered from the store");
+    // They ran before the site stopped: their clients go back to them before a queued job can take them.
+    this.queue.unshift(...resumed);
+    this.logger.info({ jobs: metas.length, queued: this.queue.length, resuming: resumed.length }, "jobs recovered from the store");
     this.schedule();
+  }
+
+  /**
+   * A job the site stopped under. It waits to run again on its clients when
+   * its workflow is resumable, or never started (it was only DISPATCHED), with
+   * its scheduling attempts counted afresh; otherwise it ends FINISHED:ABNORMAL.
+   * Returns whether it waits.
+   */
+  private async interrupted(meta: JobMeta, restartedAt: Date): Promise<boolean> {
+    const jobId = meta.jobId;
+    const was = statusName(meta.status);
+    const obstacle = meta.status === RunStatus.RUN_STATUS_RUNNING ? await this.resumeObstacle(jobId) : undefined;
+    if (obstacle === undefined) {
+      const phase = `resuming after a site restart: waiting for its clients ${meta.clients.join(", ")}`;
+      await this.transition(jobId, ACTIVE, () => ({ scheduleAttempts: 0, progress: { ...(meta.progress ?? emptyProgress()), phase } }));
+      this.attempts.set(jobId, 0);
+      this.resuming.add(jobId);
+      this.logger.info({ job: jobId, was, clients: meta.clients }, "job will resume once its clients are back");
+      return true;
+    }
+    const reason = `the site stopped while the job was ${was} and ${obstacle}; it did not finish (site restarted at ${restartedAt.toISOString()})`;
+    await this.transition(jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABNORMAL, endReason: reason, endTime: restartedAt }));
+    this.logger.warn({ job: jobId, was, reason }, "job ended abnormally: the site restarted under it");
+    return false;
+  }
+
+  /** Why the job's workflow cannot run again after an interruption; undefined when it can. */
+  private async resumeObstacle(jobId: string): Promise<string | undefined> {
+    try {
+      const { workflow } = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
+      return workflow.resumable ? undefined : `its workflow ${workflow.name} cannot resume`;
+    } catch (error) {
+      return `it cannot resume: ${(error as Error).message}`;
+    }
   }
 
   /** There is no approval process: the site approves every valid job at once. */
@@ -343,7 +393,9 @@ export class JobManager {
     let soonest = Infinity;
     for (const jobId of [...this.queue]) {
       const meta = this.jobs.get(jobId);
-      if (!meta || meta.status !== RunStatus.RUN_STATUS_APPROVED || this.withdrawn.has(jobId)) {
+      const resuming = this.resuming.has(jobId);
+      const waiting = resuming ? meta && ACTIVE.has(meta.status) : meta?.status === RunStatus.RUN_STATUS_APPROVED;
+      if (!meta || !waiting || this.withdrawn.has(jobId)) {
         this.dequeue(jobId);
         continue;
       }
@@ -353,13 +405,12 @@ export class JobManager {
         soonest = Math.min(soonest, due);
         continue;
       }
-      const plan = deployPlanOf(meta.deployMap);
-      const request = { plan, minClients: meta.minClients, mandatoryClients: meta.mandatoryClients, resourceSpec: meta.resourceSpec };
+      const request = resuming ? resumeRequest(meta) : { plan: deployPlanOf(meta.deployMap), minClients: meta.minClients, mandatoryClients: meta.mandatoryClients, resourceSpec: meta.resourceSpec };
       const agents = this.hub.agents();
       const decision = decide(request, agents, this.heldBy);
       if (decision.start) {
         this.dequeue(jobId);
-        this.start(jobId, plan, decision.clients);
+        this.start(jobId, request.plan, decision.clients);
         continue;
       }
       if (this.heldBy.size > 0 && decide(request, agents, new Map()).start) {
@@ -369,18 +420,21 @@ export class JobManager {
       const attempts = (this.attempts.get(jobId) ?? 0) + 1;
       this.attempts.set(jobId, attempts);
       this.logger.debug({ job: jobId, attempts, reason: decision.reason }, "job cannot start yet");
+      const from = resuming ? ACTIVE : QUEUED;
       if (attempts >= this.settings.maxScheduleAttempts) {
         this.dequeue(jobId);
-        const reason = `gave up after ${attempts} scheduling attempts: ${decision.reason}`;
+        this.resuming.delete(jobId);
+        const reason = `${resuming ? "could not resume after a site restart: " : ""}gave up after ${attempts} scheduling attempts: ${decision.reason}`;
         this.logger.warn({ job: jobId, reason }, "job cannot be scheduled");
-        void this.persistQuietly(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_CAN_NOT_SCHEDULE, endReason: reason, endTime: new Date(), scheduleAttempts: attempts }));
+        void this.persistQuietly(jobId, from, () => ({ status: RunStatus.RUN_STATUS_FINISHED_CAN_NOT_SCHEDULE, endReason: reason, endTime: new Date(), scheduleAttempts: attempts }));
         continue;
       }
       const next = now + retryDelay(attempts, this.settings.scheduleIntervalMs, this.settings.maxScheduleIntervalMs);
       this.nextAttemptAt.set(jobId, next);
       soonest = Math.min(soonest, next);
-      this.reportProgress(jobId, { phase: `waiting to be scheduled (attempt ${attempts} of ${this.settings.maxScheduleAttempts}): ${decision.reason}` });
-      void this.persistQuietly(jobId, QUEUED, () => ({ scheduleAttempts: attempts }));
+      const waitingFor = resuming ? "resuming after a site restart: waiting for its clients" : "waiting to be scheduled";
+      this.reportProgress(jobId, { phase: `${waitingFor} (attempt ${attempts} of ${this.settings.maxScheduleAttempts}): ${decision.reason}` });
+      void this.persistQuietly(jobId, from, () => ({ scheduleAttempts: attempts }));
     }
     if (soonest < Infinity) this.timer = setTimeout(() => this.schedule(), Math.max(0, soonest - now)).unref();
   }
@@ -391,7 +445,8 @@ export class JobManager {
     for (const client of clients) this.heldBy.set(client, jobId);
     const job: RunningJob = { controller, clients, appName: plan.serverApp, done: Promise.resolve() };
     this.running.set(jobId, job);
-    job.done = this.run(jobId, plan, clients, controller.signal)
+    const resumed = this.resuming.delete(jobId);
+    job.done = this.run(jobId, plan, clients, controller.signal, resumed)
       .catch((error: unknown) => this.logger.error({ err: error, job: jobId }, "the job runner failed"))
       .finally(() => {
         for (const client of clients) if (this.heldBy.get(client) === jobId) this.heldBy.delete(client);
@@ -400,22 +455,36 @@ export class JobManager {
       });
   }
 
-  private async run(jobId: string, plan: DeployPlan, clients: string[], signal: AbortSignal): Promise<void> {
+  /**
+   * Takes the job through DISPATCHED and RUNNING to its end. A resumed job
+   * (`resumed`: a site restart interrupted it) keeps its status and start time
+   * and counts the resume. A job stopped by the site's shutdown does not end
+   * when it can resume: it stays as it is for the next start.
+   */
+  private async run(jobId: string, plan: DeployPlan, clients: string[], signal: AbortSignal, resumed: boolean): Promise<void> {
     const logger = this.logger.child({ job: jobId });
     let started = false;
+    let resumable = false;
     let status = RunStatus.RUN_STATUS_FINISHED_COMPLETED;
     let endReason = "the workflow completed";
     try {
       this.progress.delete(jobId);
-      const phase = `dispatched to ${clients.length} client(s): ${clients.join(", ")}`;
-      const dispatched = await this.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_DISPATCHED, clients, progress: { ...emptyProgress(), phase } }));
+      const on = `${clients.length} client(s): ${clients.join(", ")}`;
+      const dispatched = resumed
+        ? await this.transition(jobId, ACTIVE, (meta) => ({
+            clients,
+            resumeCount: meta.resumeCount + 1,
+            progress: { ...(meta.progress ?? emptyProgress()), phase: `resuming after a site restart on ${on}` },
+          }))
+        : await this.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_DISPATCHED, clients, progress: { ...emptyProgress(), phase: `dispatched to ${on}` } }));
       if (!dispatched) return;
-      logger.info({ clients }, "job dispatched");
+      logger.info({ clients, resumeCount: dispatched.resumeCount || undefined }, resumed ? "job resuming" : "job dispatched");
       const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
+      resumable = validated.workflow.resumable === true;
       const workspace = this.store.workspace(jobId);
       await mkdir(workspace, { recursive: true });
       signal.throwIfAborted();
-      await this.transition(jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_RUNNING, startTime: new Date() }));
+      await this.transition(jobId, ACTIVE, (meta) => ({ status: RunStatus.RUN_STATUS_RUNNING, startTime: meta.startTime ?? new Date() }));
       started = true;
       signal.throwIfAborted();
       logger.info({ workflow: validated.workflow.name }, "job running");
@@ -437,6 +506,12 @@ export class JobManager {
     } catch (error) {
       if (signal.aborted) {
         const reason = signal.reason as unknown;
+        if (reason instanceof SiteShuttingDown && (resumable || !started)) {
+          await this.transition(jobId, ACTIVE, () => ({ progress: { ...this.liveProgress(jobId), phase: "the site stopped; the job resumes when it starts again" } }));
+          this.progress.delete(jobId);
+          logger.info("job left to resume when the site starts again");
+          return;
+        }
         status = reason instanceof SiteShuttingDown ? RunStatus.RUN_STATUS_FINISHED_ABNORMAL : RunStatus.RUN_STATUS_FINISHED_ABORTED;
         endReason = reason instanceof Error ? reason.message : String(reason);
       } else if (!started) {
@@ -541,6 +616,16 @@ export class JobManager {
     this.nextAttemptAt.delete(jobId);
     this.dequeue(jobId);
   }
+}
+
+/**
+ * What a resumed job needs to start: every client it ran on, for its checkpoint
+ * may name them (cyclic's order) and a round must not change hands.
+ */
+function resumeRequest(meta: JobMeta): ScheduleRequest {
+  const plan = deployPlanOf(meta.deployMap);
+  const clientApps = new Map(meta.clients.map((client) => [client, appOf(plan, client) ?? ""]));
+  return { plan: { serverApp: plan.serverApp, clientApps, allApp: undefined }, minClients: 0, mandatoryClients: [], resourceSpec: meta.resourceSpec };
 }
 
 function bySubmitTime(a: JobMeta, b: JobMeta): number {

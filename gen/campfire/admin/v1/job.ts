@@ -23,7 +23,11 @@ export enum RunStatus {
   RUN_STATUS_APPROVED = 2,
   /** RUN_STATUS_DISPATCHED - "DISPATCHED": its apps are being deployed to the clients. */
   RUN_STATUS_DISPATCHED = 3,
-  /** RUN_STATUS_RUNNING - "RUNNING": its workflow is running. */
+  /**
+   * RUN_STATUS_RUNNING - "RUNNING": its workflow is running, or a site restart interrupted it and
+   * it waits for its clients to come back to resume it (see
+   * JobMeta.resume_count and progress.phase).
+   */
   RUN_STATUS_RUNNING = 4,
   /** RUN_STATUS_FINISHED_COMPLETED - "FINISHED:COMPLETED": the workflow ended normally. */
   RUN_STATUS_FINISHED_COMPLETED = 5,
@@ -37,7 +41,7 @@ export enum RunStatus {
   RUN_STATUS_FINISHED_CAN_NOT_SCHEDULE = 9,
   /**
    * RUN_STATUS_FINISHED_ABNORMAL - "FINISHED:ABNORMAL": it ended without an orderly finish, for example the
-   * site stopped under it; see end_reason.
+   * site stopped under a workflow that cannot resume; see end_reason.
    */
   RUN_STATUS_FINISHED_ABNORMAL = 10,
   UNRECOGNIZED = -1,
@@ -265,7 +269,15 @@ export interface JobMeta {
    */
   clients: string[];
   /** When the job reached a finished status; unset before. */
-  endTime: Date | undefined;
+  endTime:
+    | Date
+    | undefined;
+  /**
+   * How many times the job went on after a site restart (or stop) interrupted
+   * it; resumable workflows go on from their last checkpoint. 0 for a job
+   * that ran without interruption.
+   */
+  resumeCount: number;
 }
 
 export interface JobMeta_ResourceSpecEntry {
@@ -1125,6 +1137,7 @@ function createBaseJobMeta(): JobMeta {
     progress: undefined,
     clients: [],
     endTime: undefined,
+    resumeCount: 0,
   };
 }
 
@@ -1195,6 +1208,9 @@ export const JobMeta: MessageFns<JobMeta> = {
     }
     if (message.endTime !== undefined) {
       Timestamp.encode(toTimestamp(message.endTime), writer.uint32(178).fork()).join();
+    }
+    if (message.resumeCount !== 0) {
+      writer.uint32(184).uint32(message.resumeCount);
     }
     return writer;
   },
@@ -1391,6 +1407,14 @@ export const JobMeta: MessageFns<JobMeta> = {
             message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.resumeCount = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1513,6 +1537,11 @@ export const JobMeta: MessageFns<JobMeta> = {
         : isSet(object.end_time)
         ? fromJsonTimestamp(object.end_time)
         : undefined,
+      resumeCount: isSet(object.resumeCount)
+        ? globalThis.Number(object.resumeCount)
+        : isSet(object.resume_count)
+        ? globalThis.Number(object.resume_count)
+        : 0,
     };
   },
 
@@ -1590,6 +1619,9 @@ export const JobMeta: MessageFns<JobMeta> = {
     if (message.endTime !== undefined) {
       obj.endTime = message.endTime.toISOString();
     }
+    if (message.resumeCount !== 0) {
+      obj.resumeCount = Math.round(message.resumeCount);
+    }
     return obj;
   },
 
@@ -1630,6 +1662,7 @@ export const JobMeta: MessageFns<JobMeta> = {
       : undefined;
     message.clients = object.clients?.map((e) => e) || [];
     message.endTime = object.endTime ?? undefined;
+    message.resumeCount = object.resumeCount ?? 0;
     return message;
   },
 };
