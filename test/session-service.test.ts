@@ -197,7 +197,7 @@ describe("DownloadJobResult", () => {
     const folder = await session.downloadJobResult(jobId, out);
     expect(folder).toBe(join(out, jobId));
     const files = (await readdir(folder, { recursive: true })).sort();
-    expect(files).toEqual(["big", "big/result.json", "big/result.pb", "echo-2", "echo-2/result.json", "echo-2/result.pb"]);
+    expect(files).toEqual(["big", "big/result.json", "big/result.pb", "echo-2", "echo-2/result.json", "echo-2/result.pb", "job", "job/definition.json", "job/meta.json"]);
     const downloaded = await readFile(join(folder, "big/result.pb"));
     expect(downloaded.length).toBeGreaterThan(3 * 1024 * 1024);
     expect(downloaded.equals(await readFile(join(meta.resultLocation, "big/result.pb")))).toBe(true);

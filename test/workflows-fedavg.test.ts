@@ -27,6 +27,11 @@ describe("fedavg", () => {
     const summary = JSON.parse(await readFile(join(result, "tasks/summary.json"), "utf8"));
     expect(summary.clients.a).toMatchObject({ accepted: 6, failed: 0 });
     expect(meta.progress?.latestMetrics.global_accuracy).toBeCloseTo(0.156, 5);
+    // The result says what produced it: the definition (as the folder had it) and the final meta.
+    const definition = JSON.parse(await readFile(join(result, "job/definition.json"), "utf8"));
+    expect(definition.apps.app.config_fed_server).toEqual({ workflow: "fedavg", args: { num_rounds: 3, validation_task_name: "validate", aggregation_weights: { a: 2 } } });
+    const jobMeta = JSON.parse(await readFile(join(result, "job/meta.json"), "utf8"));
+    expect(jobMeta).toMatchObject({ job_id: meta.jobId, status: "FINISHED:COMPLETED" });
   });
 
   it("starts from the job's initial model and applies WEIGHT_DIFF results to it", async () => {

@@ -198,6 +198,12 @@ export class JobManager {
     return this.submit(await this.store.definition(jobId), caller, jobId);
   }
 
+  /** The job's definition as submitted. */
+  async definition(jobId: string): Promise<JobDefinition> {
+    this.require(jobId);
+    return this.store.definition(jobId);
+  }
+
   /** The job's meta as of now (duration counted to now while it runs). */
   meta(jobId: string): JobMeta {
     const meta = this.require(jobId);

@@ -18,7 +18,7 @@ import type { AgentHub } from "../agent-hub.js";
 import type { SiteError } from "../errors.js";
 import { InvalidArgument, JobNotDone, JobTooLarge } from "../jobs/errors.js";
 import type { JobManager } from "../jobs/manager.js";
-import { type Caller, isFinished, statusName } from "../jobs/model.js";
+import { type Caller, isFinished, jobDefinitionToDict, jobMetaToDict, statusName } from "../jobs/model.js";
 import { RefusedMessage } from "../transport/decoding.js";
 import { statusOf, toServiceError } from "../transport/grpc-status.js";
 import type { Authenticator } from "./auth.js";
@@ -128,8 +128,10 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
         if (!isFinished(meta.status)) {
           throw new JobNotDone(`job ${jobId} is ${statusName(meta.status)}: its result can be downloaded once it has finished; wait with: campfire monitor ${jobId}`);
         }
-        let files = 0;
-        let bytes = 0;
+        let files = 2;
+        // The definition and meta first: a result says what produced it (result layout: workflows/model-files.ts).
+        let bytes = await streamBytes(call, "job/definition.json", JSON.stringify(jobDefinitionToDict(await jobs.definition(jobId)), null, 2), cancelled.signal);
+        bytes += await streamBytes(call, "job/meta.json", JSON.stringify(jobMetaToDict(meta), null, 2), cancelled.signal);
         for (const path of await filesUnder(meta.resultLocation)) {
           if (call.cancelled) return;
           bytes += await streamFile(call, meta.resultLocation, path, cancelled.signal);
@@ -211,18 +213,35 @@ async function streamFile(call: ServerWritableStream<unknown, DownloadJobResultR
   const handle = await open(join(root, ...path.split("/")), "r");
   try {
     const fileSize = (await handle.stat()).size;
-    let offset = 0;
-    do {
-      const chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, fileSize - offset));
-      const { bytesRead } = chunk.length ? await handle.read(chunk, 0, chunk.length, offset) : { bytesRead: 0 };
-      if (!call.write({ path, fileSize, offset, chunk: chunk.subarray(0, bytesRead) })) await once(call, "drain", { signal });
-      offset += bytesRead;
-      if (bytesRead === 0) break;
-    } while (offset < fileSize);
-    return offset;
+    return await streamChunks(call, path, fileSize, async (chunk, offset) => (await handle.read(chunk, 0, chunk.length, offset)).bytesRead, signal);
   } finally {
     await handle.close();
   }
+}
+
+/** Streams a file made on the fly. */
+function streamBytes(call: ServerWritableStream<unknown, DownloadJobResultResponse>, path: string, content: string, signal: AbortSignal): Promise<number> {
+  const bytes = Buffer.from(content);
+  return streamChunks(call, path, bytes.length, async (chunk, offset) => bytes.copy(chunk, 0, offset), signal);
+}
+
+/** Writes a file of `fileSize` bytes in chunks filled by `read`, waiting for 'drain' when the stream is full. */
+async function streamChunks(
+  call: ServerWritableStream<unknown, DownloadJobResultResponse>,
+  path: string,
+  fileSize: number,
+  read: (chunk: Buffer, offset: number) => Promise<number>,
+  signal: AbortSignal,
+): Promise<number> {
+  let offset = 0;
+  do {
+    const chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, fileSize - offset));
+    const bytesRead = chunk.length ? await read(chunk, offset) : 0;
+    if (!call.write({ path, fileSize, offset, chunk: chunk.subarray(0, bytesRead) })) await once(call, "drain", { signal });
+    offset += bytesRead;
+    if (bytesRead === 0) break;
+  } while (offset < fileSize);
+  return offset;
 }
 
 /** Every regular file under `root`, as sorted '/'-separated relative paths; none when `root` does not exist. */

@@ -5,7 +5,9 @@ import { writeFileAtomic } from "../../shared/durable-file.js";
 import { decodeSafetensors, encodeSafetensors } from "../../shared/safetensors.js";
 
 /**
- * Where a job's results live in its workspace (what download_job_result returns):
+ * Where a job's results live in its workspace. download_job_result returns them
+ * after two files it makes: job/definition.json (the job as submitted, with
+ * meta.json's keys) and job/meta.json (its final meta, with JobMetaKey names).
  *   models/final.safetensors, models/best.safetensors   global models (safetensors: numpy/torch read them)
  *   metrics/rounds.jsonl                                 one line per round: its global metrics and who took part
  *   metrics/clients.jsonl                                the agents' log() records, by client and round
