@@ -31,10 +31,10 @@ export async function startEchoSite(count: number, options: { site?: SiteOptions
 }
 
 /** Resolves once `count` agents are connected to `site`. */
-export async function waitForAgents(site: SiteServer, count: number, timeoutMs = 300_000): Promise<void> {
+export async function waitForAgents(site: SiteServer, count: number, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (site.hub.agents().filter((agent) => agent.connected).length < count) {
-    if (Date.now() > deadline) throw new Error(`only ${site.hub.agents().length} of ${count} agents connected within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new Error(`only ${site.hub.agents().filter((agent) => agent.connected).length} of ${count} agents connected within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
