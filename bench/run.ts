@@ -4,7 +4,7 @@
 import { fileURLToPath } from "node:url";
 import { runSuite } from "./lib/section.js";
 
-export const SECTIONS = ["round-trip", "throughput", "transfer", "aggregation", "scale"];
+export const SECTIONS = ["round-trip", "throughput", "transfer", "aggregation", "scale", "recovery"];
 
 const only = process.argv.find((argument) => argument.startsWith("--only="))?.slice("--only=".length).split(",");
 const ok = await runSuite(only ?? SECTIONS, { quick: process.argv.includes("--quick"), out: fileURLToPath(new URL("results/latest.json", import.meta.url)) });
