@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs the external tools the tests drive, into .cache/bin, when missing:
-# grpcurl (the debugging client our users reach for), built from the Go module proxy.
+# Installs the external tools the tests drive, under .cache/, when missing:
+# - grpcurl (the debugging client our users reach for) into .cache/bin, built from the Go module proxy;
+# - a Python venv in .cache/python with the pinned grpcio and grpcio-tools of
+#   test/interop/python/requirements.txt, for the Python agent interop test.
+# Idempotent: a second run installs nothing and prints only the versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$PWD/.cache/bin"
@@ -14,3 +17,27 @@ if [ ! -x "$bin/grpcurl" ]; then
   fi
 fi
 "$bin/grpcurl" -version
+
+# The venv is (re)built when it is missing, when its interpreter no longer runs
+# (for example the Python it was made from is gone), or when the pinned
+# requirements changed since it was installed (a copy is kept inside it).
+venv="$PWD/.cache/python"
+requirements="$PWD/test/interop/python/requirements.txt"
+installed="$venv/installed-requirements.txt"
+if ! "$venv/bin/python" -c "" >/dev/null 2>&1 || ! cmp -s "$requirements" "$installed"; then
+  python="${PYTHON:-python3}"
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
+    echo "ensure-tools: the Python interop test needs Python 3.9 or later as $python (set PYTHON to another interpreter)" >&2
+    exit 1
+  fi
+  echo "installing the pinned grpcio and grpcio-tools into .cache/python (first run, or the pins changed)..."
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$requirements"
+  cp "$requirements" "$installed"
+fi
+"$venv/bin/python" - <<'EOF'
+import sys, importlib.metadata as metadata
+versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("grpcio", "grpcio-tools", "protobuf"))
+print(f"python {sys.version.split()[0]}, {versions}")
+EOF

@@ -1,0 +1,179 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ByeReason } from "../gen/campfire/agent/v1/agent_service.js";
+import { DataKind } from "../gen/campfire/common/v1/exchange.js";
+import { ReturnCode } from "../gen/campfire/common/v1/return_code.js";
+import { float32Tensor, float32Values, type Tensor } from "../services/shared/tensor.js";
+import type { SiteServer } from "../services/site/site-server.js";
+import { startTestSite } from "./helpers/site.js";
+
+/**
+ * A Python agent built from nothing but our .proto files (stubs generated here
+ * by grpcio-tools, as a Python team would) against a real site: the contract
+ * works as documented for people who do not use our TypeScript runtime.
+ * scripts/ensure-tools.sh installs the pinned grpcio and grpcio-tools into .cache/python.
+ */
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const PYTHON = join(ROOT, ".cache/python/bin/python");
+const AGENT = join(ROOT, "test/interop/python/agent.py");
+const PROTO = join(ROOT, "proto");
+
+/** Every .proto under proto/campfire, relative to proto/ (as protoc wants them with -I proto). */
+async function campfireProtos(): Promise<string[]> {
+  const entries = await readdir(join(PROTO, "campfire"), { recursive: true, withFileTypes: true });
+  return entries.filter((entry) => entry.isFile() && entry.name.endsWith(".proto")).map((entry) => relative(PROTO, join(entry.parentPath, entry.name)));
+}
+
+/** The Python agent process, whose stdout lines the test waits on. */
+class PythonAgent {
+  readonly lines: string[] = [];
+  output = "";
+  readonly exited: Promise<number | null>;
+  private readonly child: ChildProcess;
+
+  constructor(stubs: string, args: string[]) {
+    this.child = spawn(PYTHON, [AGENT, ...args], { cwd: ROOT, env: { ...process.env, PYTHONPATH: stubs }, stdio: ["ignore", "pipe", "pipe"] });
+    createInterface({ input: this.child.stdout! }).on("line", (line) => {
+      this.lines.push(line);
+      this.output += `${line}\n`;
+    });
+    this.child.stderr!.on("data", (chunk: Buffer) => (this.output += chunk.toString()));
+    this.exited = new Promise((resolve) => this.child.on("exit", (code) => resolve(code)));
+  }
+
+  /** Resolves with the first line (since the start) that matches; fails after `timeoutMs` or when the process exits first. */
+  async waitForLine(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.lines.find((line) => pattern.test(line));
+      if (found !== undefined) return found;
+      const gone = this.child.exitCode !== null || this.child.signalCode !== null;
+      if (gone || Date.now() > deadline) throw new Error(`no line matching ${pattern} ${gone ? "before the agent exited" : `within ${timeoutMs} ms`}; output:\n${this.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** The exit code, or a failure with the output when it does not exit within `timeoutMs`. */
+  async exitCode(timeoutMs = 10_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the agent did not exit within ${timeoutMs} ms; output:\n${this.output}`)), timeoutMs)));
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+  }
+}
+
+let site: SiteServer;
+let stubs: string;
+const agents: PythonAgent[] = [];
+
+function startAgent(args: string[]): PythonAgent {
+  const agent = new PythonAgent(stubs, ["--site", `127.0.0.1:${site.port}`, ...args]);
+  agents.push(agent);
+  return agent;
+}
+
+beforeAll(async () => {
+  if (!existsSync(PYTHON)) throw new Error(`${PYTHON} is missing: run scripts/ensure-tools.sh (npm test does)`);
+  stubs = await mkdtemp(join(tmpdir(), "campfire-python-stubs-"));
+  // Exactly what the agent's docstring tells a Python team to run.
+  await run(PYTHON, ["-m", "grpc_tools.protoc", "-I", PROTO, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...(await campfireProtos())], { cwd: PROTO, timeout: 20_000 });
+  site = await startTestSite();
+});
+
+afterAll(async () => {
+  agents.forEach((agent) => agent.kill());
+  await site?.stop(100);
+  if (stubs) await rm(stubs, { recursive: true, force: true });
+});
+
+/** Sends a FLOAT32 training task and returns the result's tensors, checked for the agent's +1 on every element. */
+async function trainRound(clientName: string, tensors: Tensor[]): Promise<{ taskId: string; tensors: Tensor[] }> {
+  const outcome = await site.hub.sendTask(
+    clientName,
+    { taskName: "train", jobId: "j", data: { kind: DataKind.DATA_KIND_WEIGHTS, tensors, values: undefined, meta: { current_round: 0, total_rounds: 1 } } },
+    { timeoutMs: 10_000 },
+  );
+  expect(outcome.problem).toBeUndefined();
+  expect(outcome.returnCode).toBe(ReturnCode.RETURN_CODE_OK);
+  expect(outcome.data?.kind).toBe(DataKind.DATA_KIND_WEIGHTS);
+  expect(outcome.data?.meta).toEqual({ NUM_STEPS_CURRENT_ROUND: 1 });
+  const returned = outcome.data!.tensors;
+  expect(returned.map((tensor) => [tensor.name, tensor.shape])).toEqual(tensors.map((tensor) => [tensor.name, tensor.shape]));
+  tensors.forEach((sent, index) => {
+    const expected = float32Values(sent).map((value) => value + 1);
+    expect(Array.from(float32Values(returned[index]!))).toEqual(Array.from(expected));
+  });
+  return { taskId: outcome.taskId, tensors: returned };
+}
+
+describe("a Python agent built from the .proto files", () => {
+  it("says hello, serves several tasks in a row (inline and by reference), heartbeats, and leaves on bye", async () => {
+    const heartbeats = new Set<string>();
+    const stopListening = site.hub.onHeartbeat((event) => heartbeats.add(event.agentId));
+    const agent = startAgent(["--client-name", "py-hospital", "--agent-id", "py-agent-1"]);
+    try {
+      expect(await agent.waitForLine(/^welcomed /)).toContain("agent=py-agent-1");
+      await site.hub.waitForClient("py-hospital", { timeoutMs: 10_000 });
+      expect(site.hub.agents()).toContainEqual(expect.objectContaining({ agentId: "py-agent-1", clientName: "py-hospital", connected: true }));
+      // Idle after the welcome, the agent heartbeats at the interval the welcome gave it (100 ms in tests,
+      // with a heartbeat timeout of 800 ms: an agent that kept its default 5 s would be dropped before its first task).
+      await expect.poll(() => heartbeats.has("py-agent-1"), { timeout: 10_000 }).toBe(true);
+
+      const rounds = [
+        [float32Tensor("w", [2, 3], Float32Array.of(0, 1, 2, 3, 4, 5))],
+        [float32Tensor("fc1.weight", [2, 2], Float32Array.of(-1.5, 0.25, 1e-3, 1e6)), float32Tensor("fc1.bias", [2], Float32Array.of(-1, 0.5))],
+        [float32Tensor("scalar", [], Float32Array.of(41)), float32Tensor("empty", [0, 4], new Float32Array(0)), float32Tensor("cube", [2, 2, 2], Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8))],
+        // Over the 512 KiB inline limit both ways: the agent downloads the task and uploads its result.
+        [float32Tensor("big", [512, 300], Float32Array.from({ length: 512 * 300 }, (_, i) => (i % 1000) / 8))],
+      ];
+      let model = rounds[0]!;
+      const taskIds: string[] = [];
+      for (const tensors of rounds) {
+        const { taskId } = await trainRound("py-hospital", tensors);
+        taskIds.push(taskId);
+      }
+      // The result of one round is the next round's model: the agent keeps serving on the same stream.
+      for (let round = 0; round < 3; round++) model = (await trainRound("py-hospital", model)).tensors;
+      expect(Array.from(float32Values(model[0]!))).toEqual([3, 4, 5, 6, 7, 8]);
+
+      for (const taskId of taskIds.slice(0, 3)) {
+        await agent.waitForLine(new RegExp(`^task ${taskId} name=train job=j payload=inline$`));
+        await agent.waitForLine(new RegExp(`^result ${taskId} RETURN_CODE_OK payload=inline$`));
+      }
+      await agent.waitForLine(new RegExp(`^task ${taskIds[3]} name=train job=j payload=ref$`));
+      await agent.waitForLine(new RegExp(`^result ${taskIds[3]} RETURN_CODE_OK payload=ref$`));
+      await agent.waitForLine(new RegExp(`^result_ack ${taskIds[0]} RESULT_DISPOSITION_ACCEPTED$`));
+
+      site.hub.sayBye("py-hospital", ByeReason.BYE_REASON_JOB_ENDED, "done");
+      await agent.waitForLine(/^bye BYE_REASON_JOB_ENDED done$/);
+      expect(await agent.exitCode()).toBe(0);
+      expect(agent.output).not.toMatch(/Traceback|^error /m);
+    } finally {
+      stopListening();
+    }
+  });
+
+  it("is refused with INVALID_ARGUMENT naming hello.client_name when its hello has an empty client name", async () => {
+    const agent = startAgent(["--client-name", "", "--agent-id", "py-agent-2"]);
+    const line = await agent.waitForLine(/^error /);
+    expect(line).toMatch(/^error INVALID_ARGUMENT hello\.client_name must be 1 to 128 characters/);
+    expect(await agent.exitCode()).toBe(2);
+    expect(site.hub.agents().map((info) => info.agentId)).not.toContain("py-agent-2");
+  });
+});
