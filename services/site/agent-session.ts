@@ -10,7 +10,7 @@ import {
   type TaskResult,
 } from "../../gen/campfire/agent/v1/agent_service.js";
 import type { Logger } from "../shared/logger.js";
-import { dataExchangeProblem, type DataExchange, decodeDataExchange, MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { dataExchangeProblem, type DataExchange, decodeDataExchange, INLINE_PAYLOAD_LIMIT, MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { carriesData, ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { MalformedMessage, OutOfOrderMessage, type SiteError } from "./errors.js";
 import type { PayloadStore } from "./payload-store.js";
@@ -155,6 +155,7 @@ export class AgentSession {
           heartbeatInterval: millisToDuration(this.context.timings.heartbeatIntervalMs),
           heartbeatTimeout: millisToDuration(this.context.timings.heartbeatTimeoutMs),
           maxMessageBytes: MAX_MESSAGE_BYTES,
+          maxInlinePayloadBytes: INLINE_PAYLOAD_LIMIT,
         },
       },
     });

@@ -45,9 +45,9 @@ from campfire.common.v1 import exchange_pb2, return_code_pb2, tensor_pb2
 
 PROTOCOL_VERSION = 1
 
-# Tasks whose payload encodes to more than this travel as a PayloadRef; our
-# results do the same (see Welcome.max_message_bytes and Payload in the proto).
-INLINE_PAYLOAD_LIMIT = 512 * 1024
+# Until the welcome says otherwise (Welcome.max_inline_payload_bytes): results
+# that encode to more than this travel as a PayloadRef, uploaded in chunks.
+DEFAULT_INLINE_PAYLOAD_LIMIT = 512 * 1024
 CHUNK_BYTES = 1024 * 1024
 
 
@@ -180,9 +180,9 @@ def task_data(stub: agent_grpc.AgentServiceStub, payload: agent_pb.Payload) -> e
     return exchange_pb2.DataExchange()  # a task without data
 
 
-def result_payload(stub: agent_grpc.AgentServiceStub, agent_id: str, data: exchange_pb2.DataExchange) -> agent_pb.Payload:
+def result_payload(stub: agent_grpc.AgentServiceStub, agent_id: str, data: exchange_pb2.DataExchange, inline_limit: int) -> agent_pb.Payload:
     encoded = data.SerializeToString()
-    if len(encoded) <= INLINE_PAYLOAD_LIMIT:
+    if len(encoded) <= inline_limit:
         return agent_pb.Payload(inline=data)
     return agent_pb.Payload(ref=upload(stub, agent_id, encoded))
 
@@ -203,6 +203,7 @@ def run(site: str, client_name: str, agent_id: str) -> int:
         responses = stub.Connect(outbox.requests())
         done_tasks: set[str] = set()
         said_bye: Optional[str] = None
+        inline_limit = DEFAULT_INLINE_PAYLOAD_LIMIT
         try:
             for response in responses:
                 kind = response.WhichOneof("kind")
@@ -213,6 +214,7 @@ def run(site: str, client_name: str, agent_id: str) -> int:
                     # shorter than our 5 s default.
                     if interval > 0:
                         outbox.set_heartbeat_interval(interval)
+                    inline_limit = welcome.max_inline_payload_bytes or DEFAULT_INLINE_PAYLOAD_LIMIT
                     say(f"welcomed site={welcome.site_name} agent={welcome.agent_id} heartbeat_interval={interval}s")
                 elif kind == "task":
                     task = response.task
@@ -228,7 +230,7 @@ def run(site: str, client_name: str, agent_id: str) -> int:
                         result = agent_pb.TaskResult(
                             task_id=task.task_id,
                             return_code=return_code_pb2.RETURN_CODE_OK,
-                            payload=result_payload(stub, agent_id, data),
+                            payload=result_payload(stub, agent_id, data, inline_limit),
                         )
                     except ValueError as error:
                         say(f"task {task.task_id} failed: {error}")

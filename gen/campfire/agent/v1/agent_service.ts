@@ -245,7 +245,11 @@ export interface Welcome {
   agentId: string;
   /** The protocol version the site will speak. */
   protocolVersion: number;
-  /** How often the site sends heartbeats. */
+  /**
+   * How often the site sends heartbeats. The agent must send something (a
+   * heartbeat when it has nothing else to send) at least this often too, so
+   * that the site's heartbeat_timeout never passes while it is alive.
+   */
   heartbeatInterval:
     | Duration
     | undefined;
@@ -261,6 +265,13 @@ export interface Welcome {
    * Larger payloads must be uploaded with UploadPayload.
    */
   maxMessageBytes: number;
+  /**
+   * Payloads whose encoding is larger than this should travel by reference
+   * (UploadPayload) rather than inline, so that big messages never hold up
+   * heartbeats on the control stream. Inline payloads up to max_message_bytes
+   * are still accepted.
+   */
+  maxInlinePayloadBytes: number;
 }
 
 /** A unit of work for the agent. */
@@ -373,7 +384,10 @@ export interface Payload {
   /** Where the data is; exactly one is set. */
   body:
     | //
-    /** The data itself. Used when its encoding is at most 512 KiB. */
+    /**
+     * The data itself, when its encoding is at most
+     * Welcome.max_inline_payload_bytes (512 KiB).
+     */
     { $case: "inline"; value: DataExchange }
     | //
     /** A reference to a payload transferred in chunks. */
@@ -1102,6 +1116,7 @@ function createBaseWelcome(): Welcome {
     heartbeatInterval: undefined,
     heartbeatTimeout: undefined,
     maxMessageBytes: 0,
+    maxInlinePayloadBytes: 0,
   };
 }
 
@@ -1124,6 +1139,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.maxMessageBytes !== 0) {
       writer.uint32(48).uint32(message.maxMessageBytes);
+    }
+    if (message.maxInlinePayloadBytes !== 0) {
+      writer.uint32(56).uint32(message.maxInlinePayloadBytes);
     }
     return writer;
   },
@@ -1189,6 +1207,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.maxMessageBytes = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxInlinePayloadBytes = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1233,6 +1259,11 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.max_message_bytes)
         ? globalThis.Number(object.max_message_bytes)
         : 0,
+      maxInlinePayloadBytes: isSet(object.maxInlinePayloadBytes)
+        ? globalThis.Number(object.maxInlinePayloadBytes)
+        : isSet(object.max_inline_payload_bytes)
+        ? globalThis.Number(object.max_inline_payload_bytes)
+        : 0,
     };
   },
 
@@ -1256,6 +1287,9 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.maxMessageBytes !== 0) {
       obj.maxMessageBytes = Math.round(message.maxMessageBytes);
     }
+    if (message.maxInlinePayloadBytes !== 0) {
+      obj.maxInlinePayloadBytes = Math.round(message.maxInlinePayloadBytes);
+    }
     return obj;
   },
 
@@ -1274,6 +1308,7 @@ export const Welcome: MessageFns<Welcome> = {
       ? Duration.fromPartial(object.heartbeatTimeout)
       : undefined;
     message.maxMessageBytes = object.maxMessageBytes ?? 0;
+    message.maxInlinePayloadBytes = object.maxInlinePayloadBytes ?? 0;
     return message;
   },
 };
@@ -2723,6 +2758,10 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
  *   site  -> agent abort                 (stop working on a task)
  *   both           bye                   (the sender is leaving; see ByeReason)
  *   agent -> site  metric                (fire and forget)
+ * Within one stream nothing needs resending: the stream is reliable and
+ * ordered. "Resent until acknowledged" matters across streams: after a
+ * reconnect the site sends its unacknowledged task again, and the agent sends
+ * its unacknowledged result again (as a result, or in hello.held_result).
  * A protocol error ends the stream with INVALID_ARGUMENT (malformed message)
  * or FAILED_PRECONDITION (message out of order); an oversized message with
  * RESOURCE_EXHAUSTED. Other agents are not affected.

@@ -107,6 +107,8 @@ export function dataKindToJSON(object: DataKind): string {
  * Well-known `meta` keys: "current_round" and "total_rounds" (numbers) on
  * tasks; "NUM_STEPS_CURRENT_ROUND" (number) on training results, used as the
  * result's aggregation weight; "data_kind" is never needed, `kind` says it.
+ * Struct holds every number as a double: a reader gets current_round as 3.0
+ * and converts it to an integer itself.
  */
 export interface DataExchange {
   /** What the data means. */
