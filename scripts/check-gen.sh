@@ -2,6 +2,8 @@
 # Fails when gen/ differs from what `buf generate` makes of proto/ now.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# buf and the ts-proto plugin come from node_modules, whether or not npm runs this.
+export PATH="$PWD/node_modules/.bin:$PATH"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 buf generate --output "$out"
