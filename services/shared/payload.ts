@@ -20,24 +20,48 @@ export const MAX_MESSAGE_BYTES = 2 * CHUNK_BYTES;
  * are copied once, and only the small parts go through the generated encoder.
  */
 export function encodeDataExchange(data: DataExchange): Buffer {
-  // Field order as generated: kind (1), tensors (2), values (3), meta (4).
-  const before = DataExchange.encode({ kind: data.kind, tensors: [], values: undefined, meta: undefined }).finish();
-  const after = DataExchange.encode({ kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: data.values, meta: data.meta }).finish();
-  // A tensor's data (field 4) is its last field: everything before it is small.
-  const heads = data.tensors.map((tensor) => Tensor.encode({ ...tensor, data: NO_BYTES }).finish());
-  const bodySizes = data.tensors.map((tensor, index) => heads[index]!.length + bytesFieldSize(tensor.data.length));
-  const size = bodySizes.reduce((total, body) => total + 1 + varintSize(body) + body, before.length + after.length);
+  return joinPieces(encodeDataExchangePieces(data));
+}
+
+function joinPieces({ size, pieces }: EncodedPieces): Buffer {
   const out = Buffer.allocUnsafe(size);
-  out.set(before);
-  let at = before.length;
-  data.tensors.forEach((tensor, index) => {
-    out[at++] = TENSORS_TAG;
-    at = writeVarint(out, at, bodySizes[index]!);
-    out.set(heads[index]!, at);
-    at = writeBytesField(out, at + heads[index]!.length, TENSOR_DATA_TAG, tensor.data);
-  });
-  out.set(after, at);
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.length;
+  }
   return out;
+}
+
+/** An encoding as consecutive pieces: small encoded parts, and the tensors' own bytes as they are (views, not copies). */
+export interface EncodedPieces {
+  size: number;
+  pieces: Uint8Array[];
+}
+
+/** The encoding of encodeDataExchange() without the copy: the tensors' bytes are pieces of it. */
+export function encodeDataExchangePieces(data: DataExchange): EncodedPieces {
+  // Field order as generated: kind (1), tensors (2), values (3), meta (4).
+  const pieces: Uint8Array[] = [DataExchange.encode({ kind: data.kind, tensors: [], values: undefined, meta: undefined }).finish()];
+  for (const tensor of data.tensors) {
+    // A tensor's data (field 4) is its last field: everything before it is small.
+    const head = Tensor.encode({ ...tensor, data: NO_BYTES }).finish();
+    const length = tensor.data.length;
+    const body = head.length + (length === 0 ? 0 : 1 + varintSize(length) + length);
+    const header = Buffer.allocUnsafe(1 + varintSize(body) + head.length + (length === 0 ? 0 : 1 + varintSize(length)));
+    header[0] = TENSORS_TAG;
+    let at = writeVarint(header, 1, body);
+    header.set(head, at);
+    at += head.length;
+    if (length > 0) {
+      header[at++] = TENSOR_DATA_TAG;
+      writeVarint(header, at, length);
+    }
+    pieces.push(header);
+    if (length > 0) pieces.push(tensor.data);
+  }
+  pieces.push(DataExchange.encode({ kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: data.values, meta: data.meta }).finish());
+  return { size: pieces.reduce((total, piece) => total + piece.length, 0), pieces };
 }
 
 /**
@@ -48,7 +72,8 @@ export function encodeDataExchange(data: DataExchange): Buffer {
  */
 export function encodeBytesMessage(tag: number, bytes: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(1 + varintSize(bytes.length) + bytes.length);
-  writeBytesField(out, 0, tag, bytes, true);
+  out[0] = tag;
+  out.set(bytes, writeVarint(out, 1, bytes.length));
   return out;
 }
 
@@ -57,19 +82,6 @@ const NO_BYTES = Buffer.alloc(0);
 const TENSORS_TAG = (2 << 3) | 2;
 /** Tensor.data: field 4, length-delimited. */
 const TENSOR_DATA_TAG = (4 << 3) | 2;
-
-/** The size of a proto3 bytes field holding `length` bytes (omitted when empty). */
-function bytesFieldSize(length: number): number {
-  return length === 0 ? 0 : 1 + varintSize(length) + length;
-}
-
-function writeBytesField(out: Buffer, at: number, tag: number, bytes: Uint8Array, evenWhenEmpty = false): number {
-  if (bytes.length === 0 && !evenWhenEmpty) return at;
-  out[at++] = tag;
-  at = writeVarint(out, at, bytes.length);
-  out.set(bytes, at);
-  return at + bytes.length;
-}
 
 function varintSize(value: number): number {
   let size = 1;
@@ -94,12 +106,18 @@ export function decodeDataExchange(bytes: Uint8Array): DataExchange {
  * (once to measure, once on the wire): the task hot path carries mostly small data.
  */
 export function encodingIfLarge(data: DataExchange): Buffer | undefined {
+  const pieces = piecesIfLarge(data);
+  return pieces && joinPieces(pieces);
+}
+
+/** As encodingIfLarge(), as pieces that view the tensors' bytes. */
+export function piecesIfLarge(data: DataExchange): EncodedPieces | undefined {
   let bound = 64;
   for (const tensor of data.tensors) bound += tensor.data.length + tensor.name.length * 3 + tensor.shape.length * 11 + 32;
   for (const struct of [data.values, data.meta]) if (struct) bound += JSON.stringify(struct).length * 4 + 64;
   if (bound <= INLINE_PAYLOAD_LIMIT) return undefined;
-  const bytes = encodeDataExchange(data);
-  return bytes.length > INLINE_PAYLOAD_LIMIT ? bytes : undefined;
+  const encoded = encodeDataExchangePieces(data);
+  return encoded.size > INLINE_PAYLOAD_LIMIT ? encoded : undefined;
 }
 
 /** Returns what is wrong with a DataExchange (naming the field), or undefined. */
@@ -118,6 +136,35 @@ export function dataExchangeProblem(field: string, data: DataExchange): string |
 /** Splits bytes into chunk-sized views (no copies). */
 export function* chunksOf(bytes: Buffer, chunkBytes = CHUNK_BYTES): Generator<Buffer> {
   for (let offset = 0; offset < bytes.length; offset += chunkBytes) yield bytes.subarray(offset, offset + chunkBytes);
+}
+
+/**
+ * Splits an encoding held in pieces into chunks of `chunkBytes` (the last one
+ * shorter): a view where a chunk lies within one piece, a copy only where it
+ * spans pieces (around each tensor's few header bytes).
+ */
+export function* chunksOfPieces({ size, pieces }: EncodedPieces, chunkBytes = CHUNK_BYTES): Generator<Uint8Array> {
+  let piece = 0;
+  let offset = 0;
+  for (let sent = 0; sent < size; ) {
+    const length = Math.min(chunkBytes, size - sent);
+    if (pieces[piece]!.length - offset >= length) {
+      yield pieces[piece]!.subarray(offset, offset + length);
+      offset += length;
+    } else {
+      const chunk = Buffer.allocUnsafe(length);
+      for (let filled = 0; filled < length; ) {
+        const take = Math.min(length - filled, pieces[piece]!.length - offset);
+        chunk.set(pieces[piece]!.subarray(offset, offset + take), filled);
+        filled += take;
+        offset += take;
+        if (offset === pieces[piece]!.length && filled < length) [piece, offset] = [piece + 1, 0];
+      }
+      yield chunk;
+    }
+    if (offset === pieces[piece]?.length) [piece, offset] = [piece + 1, 0];
+    sent += length;
+  }
 }
 
 /** Collects chunks into one buffer of the announced size; refuses overflow and short input. */

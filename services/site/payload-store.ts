@@ -1,13 +1,14 @@
 import { randomUUID } from "node:crypto";
 import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
-import { type DataExchange, encodingIfLarge } from "../shared/payload.js";
+import { type DataExchange, type EncodedPieces, piecesIfLarge } from "../shared/payload.js";
 import { PayloadNotFound } from "./errors.js";
 
 /** Default in-flight upload budget: two 64 MiB models at once. */
 export const DEFAULT_UPLOAD_BUDGET_BYTES = 128 * 1024 * 1024;
 
 interface Entry {
-  bytes: Buffer;
+  /** An upload's bytes (one piece), or task data's encoding in pieces that view its tensors (see share()). */
+  encoded: EncodedPieces;
   /** The agent that uploaded it, for cleanup when that agent leaves; undefined for task payloads. */
   ownerAgentId: string | undefined;
 }
@@ -74,15 +75,15 @@ export class PayloadStore {
   /** Stores uploaded bytes (reserved with reserveUpload); released by take() or when the owner leaves. */
   putUpload(ownerAgentId: string, bytes: Buffer): string {
     const id = randomUUID();
-    this.entries.set(id, { bytes, ownerAgentId });
+    this.entries.set(id, { encoded: { size: bytes.length, pieces: [bytes] }, ownerAgentId });
     return id;
   }
 
-  /** The bytes for a download, without removing them. */
-  get(id: string): Buffer {
+  /** The encoding for a download, without removing it. */
+  get(id: string): EncodedPieces {
     const entry = this.entries.get(id);
     if (!entry) throw new PayloadNotFound(`payload ${JSON.stringify(id)} is not held by this site`);
-    return entry.bytes;
+    return entry.encoded;
   }
 
   /** Removes and returns an uploaded payload: a result is consumed once. */
@@ -106,20 +107,22 @@ export class PayloadStore {
     const entry = this.entries.get(id);
     if (!entry || entry.ownerAgentId !== agentId) return undefined;
     this.entries.delete(id);
-    this.releaseUpload(entry.bytes.length);
-    return entry.bytes;
+    this.releaseUpload(entry.encoded.size);
+    return entry.encoded.pieces[0] as Buffer;
   }
 
   /**
    * Prepares task data once for any number of tasks: inline when small, otherwise
-   * stored for download. Call release() when no task needs it any more.
+   * held for download. Call release() when no task needs it any more. Large
+   * tensors are not copied (downloads read their bytes where they are, so the
+   * site holds a model once, not twice): leave them unchanged until release().
    */
   share(data: DataExchange): SharedPayload {
-    const bytes = encodingIfLarge(data);
-    if (!bytes) return new SharedPayload({ body: { $case: "inline", value: data } }, () => {});
+    const encoded = piecesIfLarge(data);
+    if (!encoded) return new SharedPayload({ body: { $case: "inline", value: data } }, () => {});
     const id = randomUUID();
-    this.entries.set(id, { bytes, ownerAgentId: undefined });
-    return new SharedPayload({ body: { $case: "ref", value: { payloadId: id, sizeBytes: bytes.length } } }, () => this.entries.delete(id));
+    this.entries.set(id, { encoded, ownerAgentId: undefined });
+    return new SharedPayload({ body: { $case: "ref", value: { payloadId: id, sizeBytes: encoded.size } } }, () => this.entries.delete(id));
   }
 
   /** Bytes of uploads being received or held: never more than the budget, or one upload larger than it. */
@@ -129,7 +132,7 @@ export class PayloadStore {
 
   get heldBytes(): number {
     let total = 0;
-    for (const entry of this.entries.values()) total += entry.bytes.length;
+    for (const entry of this.entries.values()) total += entry.encoded.size;
     return total;
   }
 }

@@ -9,7 +9,7 @@ import type {
   UploadPayloadResponse,
 } from "../../../gen/campfire/agent/v1/agent_service.js";
 import type { Logger } from "../../shared/logger.js";
-import { ChunkAssembler, chunksOf } from "../../shared/payload.js";
+import { ChunkAssembler, chunksOfPieces } from "../../shared/payload.js";
 import { map, writeWindowed } from "../../shared/stream-writes.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
@@ -149,10 +149,10 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
       const request = call.request as DownloadPayloadRequest | RefusedMessage;
       try {
         if (request instanceof RefusedMessage) throw refusal(request);
-        const bytes = hub.payloads.get(request.payloadId);
+        const encoded = hub.payloads.get(request.payloadId);
         const cancelled = new AbortController();
         call.once("cancelled", () => cancelled.abort());
-        await writeWindowed(call, map(chunksOf(bytes), (chunk) => ({ chunk })), cancelled.signal);
+        await writeWindowed(call, map(chunksOfPieces(encoded), (chunk) => ({ chunk })), cancelled.signal);
         call.end();
       } catch (error) {
         if (call.cancelled) return;
