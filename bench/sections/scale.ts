@@ -13,7 +13,7 @@ import { settledRssBytes } from "../lib/process-stats.js";
 import { figure, progress, runSection } from "../lib/section.js";
 
 await runSection("Scale: idle agents with heartbeats", async ({ quick }) => {
-  const levels = quick ? [100] : [1_000, 5_000];
+  const levels = quick ? [100] : [1_000, 5_000, 10_000];
   const heartbeatMs = quick ? 1_000 : 5_000;
   const windowMs = 2 * heartbeatMs;
   const campfire = await campfireLevels(levels, heartbeatMs, windowMs);
