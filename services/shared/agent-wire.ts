@@ -1,5 +1,13 @@
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { makeGenericClientConstructor } from "@grpc/grpc-js";
-import { AgentServiceClient, AgentServiceService, DownloadPayloadResponse, UploadPayloadRequest } from "../../gen/campfire/agent/v1/agent_service.js";
+import {
+  AgentServiceClient,
+  AgentServiceService,
+  ConnectRequest,
+  ConnectResponse,
+  DownloadPayloadResponse,
+  UploadPayloadRequest,
+} from "../../gen/campfire/agent/v1/agent_service.js";
 import { encodeBytesMessage } from "./payload.js";
 
 /** UploadPayloadRequest.chunk: field 2, length-delimited. */
@@ -8,12 +16,37 @@ const UPLOAD_CHUNK_TAG = (2 << 3) | 2;
 const DOWNLOAD_CHUNK_TAG = (1 << 3) | 2;
 
 /**
+ * One writer for every control message: the generated serializer builds a
+ * writer per message, whose buffer starts at 128 bytes and grows, then copies
+ * the bytes twice; that was a few percent of the site's time per task.
+ * Encoding is synchronous, so messages never share it at once.
+ */
+const controlWriter = new BinaryWriter();
+
+function serializeControl<T>(fns: { encode(message: T, writer: BinaryWriter): BinaryWriter }, message: T): Buffer {
+  try {
+    const bytes = fns.encode(message, controlWriter).finish();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  } catch (error) {
+    // finish() resets the writer, so a message that failed to encode leaves nothing behind.
+    controlWriter.finish();
+    throw error;
+  }
+}
+
+/**
  * campfire.agent.v1.AgentService as both sides serve and call it: the generated
- * definition, with payload chunks serialized by encodeBytesMessage (one copy
- * of each 1 MiB chunk instead of three, and no buffer regrown from 128 bytes).
+ * definition, with control messages encoded by one reused writer, and payload
+ * chunks serialized by encodeBytesMessage (one copy of each 1 MiB chunk instead
+ * of three, and no buffer regrown from 128 bytes).
  */
 export const agentServiceDefinition: typeof AgentServiceService = {
   ...AgentServiceService,
+  connect: {
+    ...AgentServiceService.connect,
+    requestSerialize: (value: ConnectRequest): Buffer => serializeControl(ConnectRequest, value),
+    responseSerialize: (value: ConnectResponse): Buffer => serializeControl(ConnectResponse, value),
+  },
   uploadPayload: {
     ...AgentServiceService.uploadPayload,
     requestSerialize: (value: UploadPayloadRequest): Buffer =>
