@@ -1,6 +1,5 @@
 import { DataExchange, DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import { Tensor } from "../../gen/campfire/common/v1/tensor.js";
-import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
 import { tensorProblem } from "./tensor.js";
 
 export { DataExchange };
@@ -193,9 +192,4 @@ export class ChunkAssembler {
     }
     return { bytes: this.buffer };
   }
-}
-
-/** An inline payload, for data known to be small. */
-export function inlinePayload(data: DataExchange): Payload {
-  return { body: { $case: "inline", value: data } };
 }

@@ -1,4 +1,4 @@
-import { ReturnCode, returnCodeFromJSON, returnCodeToJSON } from "../../gen/campfire/common/v1/return_code.js";
+import { ReturnCode, returnCodeToJSON } from "../../gen/campfire/common/v1/return_code.js";
 
 export { ReturnCode };
 
@@ -9,12 +9,6 @@ export function returnCodeName(code: ReturnCode): string {
   return returnCodeToJSON(code).replace(PREFIX, "");
 }
 
-/** The return code for a reference string; throws on an unknown one. */
-export function returnCodeFromName(name: string): ReturnCode {
-  const code = returnCodeFromJSON(PREFIX + name);
-  if (code === ReturnCode.UNRECOGNIZED) throw new RangeError(`unknown return code ${JSON.stringify(name)}`);
-  return code;
-}
 
 /** Only these outcomes carry data onward; every other code is the task's failure. */
 export function carriesData(code: ReturnCode): boolean {

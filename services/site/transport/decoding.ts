@@ -25,22 +25,15 @@ export function withTolerantDecoding<S extends ServiceDefinition>(service: S, ma
       ...method,
       requestDeserialize: (bytes: Buffer) => {
         if (bytes.length > maxMessageBytes) {
-          return new UndecodableMessage("oversized", `${typeName} of ${bytes.length} bytes is larger than max (${maxMessageBytes}); send large data in chunks`);
+          return new RefusedMessage("oversized", `${typeName} of ${bytes.length} bytes is larger than max (${maxMessageBytes}); send large data in chunks`);
         }
         try {
           return method.requestDeserialize(bytes);
         } catch (error) {
-          return new UndecodableMessage("undecodable", `${typeName} could not be decoded: ${(error as Error).message}`);
+          return new RefusedMessage("undecodable", `${typeName} could not be decoded: ${(error as Error).message}`);
         }
       },
     };
   }
   return wrapped as S;
-}
-
-/** Former name, kept until the session handlers move to RefusedMessage (removed at integration). */
-export class UndecodableMessage extends RefusedMessage {
-  describe(): string {
-    return this.description;
-  }
 }
