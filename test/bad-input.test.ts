@@ -69,10 +69,10 @@ describe("the Connect stream refuses bad input with a status that names the prob
     expect(end.details).toContain(`"../etc/passwd"`);
   });
 
-  it("an unsupported protocol version: INVALID_ARGUMENT", async () => {
-    expect(await endOf([hello({ agentId: "future", protocolVersion: 9 })])).toEqual({
+  it("no protocol version: INVALID_ARGUMENT", async () => {
+    expect(await endOf([hello({ agentId: "versionless", protocolVersion: 0 })])).toEqual({
       code: Status.INVALID_ARGUMENT,
-      details: "hello.protocol_version: 9 is not supported; this site speaks protocol 1",
+      details: "hello.protocol_version: 0 is not supported; this site speaks protocols 1 to 2",
     });
   });
 

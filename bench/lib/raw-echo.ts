@@ -46,11 +46,25 @@ export function echoClient(port: number): Client {
 }
 
 /**
- * Echoes per second over `streams` streams, each keeping `depth` messages in
- * flight (a new one written as each echo returns): what grpc-js itself can move.
+ * A client for each of `count` streams: "shared" puts all streams on one HTTP/2
+ * connection (grpc-js's default within a process); "own" gives each stream a
+ * connection of its own, as Campfire agents have. Close them with closeEchoClients.
  */
-export async function pipelinedEcho(client: Client, options: { streams: number; depth: number; durationMs: number; message: Buffer }): Promise<number> {
-  const calls = Array.from({ length: options.streams }, () => client.makeBidiStreamRequest(ECHO_PATH, identity, identity));
+export function echoClients(port: number, count: number, connections: "shared" | "own"): Client[] {
+  if (connections === "shared") return Array<Client>(count).fill(echoClient(port));
+  return Array.from({ length: count }, () => new Client(`127.0.0.1:${port}`, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 }));
+}
+
+export function closeEchoClients(clients: Client[]): void {
+  new Set(clients).forEach((client) => client.close());
+}
+
+/**
+ * Echoes per second over one stream per client, each keeping `depth` messages
+ * in flight (a new one written as each echo returns): what grpc-js itself can move.
+ */
+export async function pipelinedEcho(clients: Client[], options: { depth: number; durationMs: number; message: Buffer }): Promise<number> {
+  const calls = clients.map((client) => client.makeBidiStreamRequest(ECHO_PATH, identity, identity));
   let echoes = 0;
   const started = performance.now();
   const deadline = started + options.durationMs;
@@ -75,10 +89,12 @@ export async function pipelinedEcho(client: Client, options: { streams: number; 
 }
 
 /** The echo server in a process of its own (as Campfire agents are), and a client of it here. */
-export async function startRawEcho(): Promise<{ client: Client; peer: Peer; stop(): Promise<void> }> {
+export async function startRawEcho(): Promise<{ port: number; client: Client; peer: Peer; stop(): Promise<void> }> {
   const peer = await startPeer("echo-server");
-  const client = echoClient(Number(peer.readyLine.split(" ")[1]));
+  const port = Number(peer.readyLine.split(" ")[1]);
+  const client = echoClient(port);
   return {
+    port,
     client,
     peer,
     stop: async () => {

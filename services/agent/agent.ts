@@ -1,4 +1,4 @@
-import { ByeReason, type ConnectResponse, type Payload, type PayloadRef, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
+import { ByeReason, type ConnectResponse, type Payload, type PayloadRef, type ResultAck, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
 import { type DataExchange, decodeDataExchange, encodingIfLarge } from "../shared/payload.js";
@@ -8,7 +8,8 @@ import { SiteConnection } from "./connection.js";
 import { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone } from "./errors.js";
 import { type AgentOptions, type ResolvedAgentOptions, resolveAgentOptions } from "./options.js";
 
-export const PROTOCOL_VERSION = 1;
+/** The newest protocol this agent speaks; it handles every older one's messages too. */
+export const PROTOCOL_VERSION = 2;
 
 /** A task as the trainer receives it. */
 export interface AgentTask {
@@ -231,16 +232,10 @@ export class Agent {
     const kind = message.kind;
     switch (kind?.$case) {
       case "task":
+        if (kind.value.resultAck) this.receiveResultAck(kind.value.resultAck);
         return this.receiveTask(kind.value);
-      case "resultAck": {
-        const held = this.held;
-        if (!held || held.taskId !== kind.value.taskId) return;
-        const disposition = kind.value.disposition;
-        if (disposition === ResultDisposition.RESULT_DISPOSITION_REJECTED) {
-          this.logger.warn({ task: held.taskId, reason: kind.value.reason }, "the site rejected the result");
-        }
-        return this.settle(held, disposition === ResultDisposition.RESULT_DISPOSITION_ACCEPTED || disposition === ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
-      }
+      case "resultAck":
+        return this.receiveResultAck(kind.value);
       case "abort":
         return this.abortTask(kind.value.taskId, kind.value.reason);
       case "bye":
@@ -252,6 +247,15 @@ export class Agent {
       case undefined:
         return;
     }
+  }
+
+  private receiveResultAck(ack: ResultAck): void {
+    const held = this.held;
+    if (!held || held.taskId !== ack.taskId) return;
+    if (ack.disposition === ResultDisposition.RESULT_DISPOSITION_REJECTED) {
+      this.logger.warn({ task: held.taskId, reason: ack.reason }, "the site rejected the result");
+    }
+    this.settle(held, ack.disposition === ResultDisposition.RESULT_DISPOSITION_ACCEPTED || ack.disposition === ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
   }
 
   private receiveTask(task: Task): void {

@@ -82,11 +82,14 @@ export class SiteConnection {
       // and minutes after a long outage. The channel follows the agent's policy instead.
       "grpc.initial_reconnect_backoff_ms": options.reconnectBaseDelayMs,
       "grpc.max_reconnect_backoff_ms": options.reconnectMaxDelayMs,
+      // Each agent owns its connections, as an agent in a process of its own does: grpc-js would otherwise
+      // share one HTTP/2 connection among all agents of a process for the same site, and with it flow
+      // control windows, a failure, and a read loop that turns all their streams into one lockstep batch.
+      "grpc.use_local_subchannel_pool": 1,
     };
     this.client = new AgentWireClient(options.siteAddress, credentials.createInsecure(), channelOptions);
     this.payloadClient = new AgentWireClient(options.siteAddress, credentials.createInsecure(), {
       ...channelOptions,
-      "grpc.use_local_subchannel_pool": 1,
       // HTTP/2's default 64 KiB window stalled a download every 64 KiB until this process's event loop
       // granted more; 8 chunks' worth keeps a model streaming (model transfer 0.61x -> 0.85x raw grpc-js).
       "grpc-node.flow_control_window": PAYLOAD_FLOW_CONTROL_WINDOW,

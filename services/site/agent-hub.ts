@@ -3,7 +3,7 @@ import { ByeReason, type Hello, type Payload, type Task } from "../../gen/campfi
 import type { Logger } from "../shared/logger.js";
 import { nameProblem } from "../shared/names.js";
 import type { DataExchange } from "../shared/payload.js";
-import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSION, type TaskOutcome } from "./agent-session.js";
+import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSIONS, type TaskOutcome } from "./agent-session.js";
 import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
 import { PayloadStore, SharedPayload } from "./payload-store.js";
 
@@ -69,8 +69,9 @@ export class AgentHub {
     if (this.closed) throw new SiteShuttingDown("the site is shutting down");
     const problem = nameProblem("hello.client_name", hello.clientName) ?? nameProblem("hello.agent_id", hello.agentId);
     if (problem) throw new MalformedMessage(problem);
-    if (hello.protocolVersion !== PROTOCOL_VERSION) {
-      throw new MalformedMessage(`hello.protocol_version: ${hello.protocolVersion} is not supported; this site speaks protocol ${PROTOCOL_VERSION}`);
+    if (hello.protocolVersion < PROTOCOL_VERSIONS.oldest) {
+      const { oldest, newest } = PROTOCOL_VERSIONS;
+      throw new MalformedMessage(`hello.protocol_version: ${hello.protocolVersion} is not supported; this site speaks protocols ${oldest} to ${newest}`);
     }
     let session = this.sessions.get(hello.agentId);
     if (session && session.clientName !== hello.clientName) {
@@ -118,7 +119,7 @@ export class AgentHub {
     const session = this.idleSessionOf(clientName) ?? (await withWaitSignal(options, (signal) => this.idleSessionWhenConnected(clientName, signal)));
     const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
     const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
-    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline) };
+    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined };
     session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
     const outcome = session.run(task);
     const expiry = deadline === undefined ? undefined : setTimeout(expire, deadline - Date.now(), session, task);

@@ -5,6 +5,7 @@ import {
   type Heartbeat,
   type Hello,
   type MetricRecord,
+  type ResultAck,
   ResultDisposition,
   type Task,
   type TaskResult,
@@ -15,7 +16,10 @@ import { carriesData, ReturnCode, returnCodeName } from "../shared/return-codes.
 import { MalformedMessage, OutOfOrderMessage, type SiteError } from "./errors.js";
 import type { PayloadStore } from "./payload-store.js";
 
-export const PROTOCOL_VERSION = 1;
+/** The protocol versions this site speaks (see the Connect exchange in agent_service.proto). */
+export const PROTOCOL_VERSIONS = { oldest: 1, newest: 2 } as const;
+/** From this version on, an acknowledgement due as the next task leaves travels inside it. */
+const ACKS_RIDE_TASKS = 2;
 
 /** The transport's side of one agent stream, as the exchange needs it. */
 export interface ControlChannel {
@@ -105,6 +109,11 @@ export class AgentSession {
   /** Finished task id -> job id, oldest first. */
   private readonly finishedTasks = new Map<string, string>();
   private heartbeatSequence = 0;
+  /** The version spoken on the current stream. */
+  private protocolVersion: number = PROTOCOL_VERSIONS.oldest;
+  /** An acknowledgement held back until the end of this event-loop turn, to ride in the next task if one leaves by then. */
+  private pendingAck: ResultAck | undefined;
+  private ackFlushScheduled = false;
   readonly logger: Logger;
 
   constructor(
@@ -139,6 +148,9 @@ export class AgentSession {
       previous.close();
     }
     this.channel = channel;
+    // An acknowledgement due on the old stream is lost with it, as any message in flight: the agent sends its result again.
+    this.pendingAck = undefined;
+    this.protocolVersion = Math.min(hello.protocolVersion, PROTOCOL_VERSIONS.newest);
     // Uploads of the previous stream that no result named are orphans: the agent uploads again on this one.
     if (previous !== channel) this.context.payloads.releaseUploadsOf(this.agentId);
     this.resources = hello.resources;
@@ -151,7 +163,7 @@ export class AgentSession {
         value: {
           siteName: this.context.siteName,
           agentId: this.agentId,
-          protocolVersion: PROTOCOL_VERSION,
+          protocolVersion: this.protocolVersion,
           heartbeatInterval: millisToDuration(this.context.timings.heartbeatIntervalMs),
           heartbeatTimeout: millisToDuration(this.context.timings.heartbeatTimeoutMs),
           maxMessageBytes: MAX_MESSAGE_BYTES,
@@ -241,17 +253,44 @@ export class AgentSession {
 
   private sendTask(inFlight: InFlight): void {
     inFlight.lastSentAt = Date.now();
-    this.send({ kind: { $case: "task", value: inFlight.task } });
+    const resultAck = this.pendingAck;
+    this.pendingAck = undefined;
+    this.send({ kind: { $case: "task", value: resultAck ? { ...inFlight.task, resultAck } : inFlight.task } });
   }
 
   private send(message: ConnectResponse): void {
     if (!this.channel) return;
+    // Whatever leaves after an acknowledgement that is held back must not overtake it.
+    if (this.pendingAck) this.flushPendingAck();
     this.lastSentAt = Date.now();
     this.channel.send(message);
   }
 
+  /**
+   * Under protocol 2 the acknowledgement waits for the end of this event-loop
+   * turn: a workflow that answers a result with the next task does so within
+   * the turn, and the acknowledgement then rides in that task (one message per
+   * direction per task, as a plain echo). It costs no latency: grpc-js writes
+   * reach the socket at the end of the turn anyway.
+   */
   private acknowledge(taskId: string, disposition: ResultDisposition, reason = ""): void {
-    this.send({ kind: { $case: "resultAck", value: { taskId, disposition, reason } } });
+    const ack: ResultAck = { taskId, disposition, reason };
+    if (this.protocolVersion < ACKS_RIDE_TASKS) return this.send({ kind: { $case: "resultAck", value: ack } });
+    if (this.pendingAck) this.flushPendingAck();
+    this.pendingAck = ack;
+    if (!this.ackFlushScheduled) {
+      this.ackFlushScheduled = true;
+      setImmediate(flushAckOf, this);
+    }
+  }
+
+  /** Sends the held-back acknowledgement, if no task took it along. */
+  flushPendingAck(): void {
+    this.ackFlushScheduled = false;
+    const ack = this.pendingAck;
+    if (!ack) return;
+    this.pendingAck = undefined;
+    this.send({ kind: { $case: "resultAck", value: ack } });
   }
 
   /** The reference exchanger's result rules, with duplicates of finished tasks recognised as such. */
@@ -330,6 +369,11 @@ export class AgentSession {
     if (!taskId) return this.inFlight?.task.jobId;
     return this.inFlight?.task.taskId === taskId ? this.inFlight.task.jobId : this.finishedTasks.get(taskId);
   }
+}
+
+/** A module function, not a closure per acknowledgement (see unused()). */
+function flushAckOf(session: AgentSession): void {
+  session.flushPendingAck();
 }
 
 function millisToDuration(ms: number): { seconds: number; nanos: number } {

@@ -71,6 +71,12 @@ export class RawAgentStream {
     }
   }
 
+  /** Waits for the stream to end; the kinds of the messages not taken by next(), in order, heartbeats left out. */
+  async kindsUntilEnd(): Promise<string[]> {
+    await this.ended;
+    return this.received.map((message) => message.kind?.$case ?? "none").filter((kind) => kind !== "heartbeat");
+  }
+
   close(): void {
     this.call.cancel();
     this.client.close();

@@ -214,7 +214,11 @@ export interface Hello {
    * client_name.
    */
   agentId: string;
-  /** The protocol version the agent speaks. This document describes version 1. */
+  /**
+   * The newest protocol version the agent speaks: 1 or 2 (this document
+   * describes both). Required: 0 is refused. A newer version is answered with
+   * the site's newest, which the agent must then speak.
+   */
   protocolVersion: number;
   /**
    * Resources the agent offers, by name, for example {"gpu": 1,
@@ -243,7 +247,10 @@ export interface Welcome {
   siteName: string;
   /** The agent id, as registered. */
   agentId: string;
-  /** The protocol version the site will speak. */
+  /**
+   * The protocol version both sides speak on this stream: the lower of the
+   * agent's newest (hello.protocol_version) and the site's newest.
+   */
   protocolVersion: number;
   /**
    * How often the site sends heartbeats. The agent must send something (a
@@ -290,7 +297,15 @@ export interface Task {
     | Payload
     | undefined;
   /** When the site stops waiting for the result. Unset means no deadline. */
-  deadline: Date | undefined;
+  deadline:
+    | Date
+    | undefined;
+  /**
+   * Protocol 2 onwards: the acknowledgement of the agent's previous result,
+   * when it was due as this task left. The agent handles it exactly as a
+   * result_ack message, before the task. Never set under protocol 1.
+   */
+  resultAck: ResultAck | undefined;
 }
 
 /**
@@ -1314,7 +1329,7 @@ export const Welcome: MessageFns<Welcome> = {
 };
 
 function createBaseTask(): Task {
-  return { taskId: "", taskName: "", jobId: "", payload: undefined, deadline: undefined };
+  return { taskId: "", taskName: "", jobId: "", payload: undefined, deadline: undefined, resultAck: undefined };
 }
 
 export const Task: MessageFns<Task> = {
@@ -1333,6 +1348,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.deadline !== undefined) {
       Timestamp.encode(toTimestamp(message.deadline), writer.uint32(42).fork()).join();
+    }
+    if (message.resultAck !== undefined) {
+      ResultAck.encode(message.resultAck, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1390,6 +1408,14 @@ export const Task: MessageFns<Task> = {
             message.deadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.resultAck = ResultAck.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1421,6 +1447,11 @@ export const Task: MessageFns<Task> = {
         : "",
       payload: isSet(object.payload) ? Payload.fromJSON(object.payload) : undefined,
       deadline: isSet(object.deadline) ? fromJsonTimestamp(object.deadline) : undefined,
+      resultAck: isSet(object.resultAck)
+        ? ResultAck.fromJSON(object.resultAck)
+        : isSet(object.result_ack)
+        ? ResultAck.fromJSON(object.result_ack)
+        : undefined,
     };
   },
 
@@ -1441,6 +1472,9 @@ export const Task: MessageFns<Task> = {
     if (message.deadline !== undefined) {
       obj.deadline = message.deadline.toISOString();
     }
+    if (message.resultAck !== undefined) {
+      obj.resultAck = ResultAck.toJSON(message.resultAck);
+    }
     return obj;
   },
 
@@ -1456,6 +1490,9 @@ export const Task: MessageFns<Task> = {
       ? Payload.fromPartial(object.payload)
       : undefined;
     message.deadline = object.deadline ?? undefined;
+    message.resultAck = (object.resultAck !== undefined && object.resultAck !== null)
+      ? ResultAck.fromPartial(object.resultAck)
+      : undefined;
     return message;
   },
 };
@@ -2753,7 +2790,7 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
  *   site  -> agent task                  (resent until acknowledged)
  *   agent -> site  task_ack              (or the result, if it is ready at once)
  *   agent -> site  result                (resent until acknowledged)
- *   site  -> agent result_ack
+ *   site  -> agent result_ack            (protocol 2: or inside the next task)
  *   both           heartbeat             (any message counts as a sign of life)
  *   site  -> agent abort                 (stop working on a task)
  *   both           bye                   (the sender is leaving; see ByeReason)
@@ -2762,6 +2799,11 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
  * ordered. "Resent until acknowledged" matters across streams: after a
  * reconnect the site sends its unacknowledged task again, and the agent sends
  * its unacknowledged result again (as a result, or in hello.held_result).
+ * Versions: the agent names the newest protocol it speaks in hello, the site
+ * answers in welcome with the version both will speak on the stream (the lower
+ * of the two newest). Version 2 adds Task.result_ack: an acknowledgement due in
+ * the same instant as the next task travels inside it, which saves a message
+ * per task when a workflow answers a result with the next task at once.
  * A protocol error ends the stream with INVALID_ARGUMENT (malformed message)
  * or FAILED_PRECONDITION (message out of order); an oversized message with
  * RESOURCE_EXHAUSTED. Other agents are not affected.
