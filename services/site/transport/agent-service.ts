@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import type { sendUnaryData, ServerDuplexStream, ServerReadableStream, ServerWritableStream } from "@grpc/grpc-js";
 import type {
   AgentServiceServer,
@@ -118,12 +119,14 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
           const size = part.value.sizeBytes;
           if (size > maxPayloadBytes) return fail(new PayloadTooLarge(`header.size_bytes ${size} exceeds the site's limit of ${maxPayloadBytes} bytes`));
           // Read no chunk until the upload fits the memory budget: flow control holds the agent back meanwhile.
+          const readAgain = holdReads(call);
           call.pause();
           hub.payloads.reserveUpload(size, cancelled.signal).then(
             () => {
               reserved = size;
               if (done) return hub.payloads.releaseUpload(size);
               assembler = new ChunkAssembler(size);
+              readAgain();
               call.resume();
             },
             () => undefined,
@@ -160,6 +163,27 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
         call.emit("error", toServiceError(error));
       }
     },
+  };
+}
+
+/**
+ * Stops grpc-js reading messages of `call` until the returned function is
+ * called. Pausing alone does not: a paused stream still asks for messages
+ * (_read) until 16 are buffered, and grpc-js reads one per ask, so each upload
+ * waiting for the budget held 16 MiB of chunks that no budget counted (in a
+ * round of 8 x 64 MiB, 7 waiting: 112 MiB of the site's peak RSS). An
+ * ask left unanswered keeps the stream's one read pending: it asks no more,
+ * grpc-js takes nothing more from HTTP/2, and flow control holds the agent back.
+ */
+function holdReads(call: Readable): () => void {
+  const read = call._read;
+  let asked = false;
+  call._read = () => {
+    asked = true;
+  };
+  return () => {
+    call._read = read;
+    if (asked) call._read(call.readableHighWaterMark);
   };
 }
 
