@@ -29,6 +29,29 @@ export function settledRssBytes(): number {
   return process.memoryUsage.rss();
 }
 
+/**
+ * Samples process.memoryUsage() every `intervalMs` until stop(), which returns
+ * the sample of the highest RSS and the highest arrayBuffers seen: what the
+ * peak was made of (VmHWM tells the peak itself; a sample may miss it by a little).
+ */
+export function sampleMemory(intervalMs = 10): { stop(): { atPeakRss: NodeJS.MemoryUsage; peakArrayBuffers: number } } {
+  let atPeakRss = process.memoryUsage();
+  let peakArrayBuffers = atPeakRss.arrayBuffers;
+  const sample = () => {
+    const usage = process.memoryUsage();
+    if (usage.rss > atPeakRss.rss) atPeakRss = usage;
+    peakArrayBuffers = Math.max(peakArrayBuffers, usage.arrayBuffers);
+  };
+  const timer = setInterval(sample, intervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      sample();
+      return { atPeakRss, peakArrayBuffers };
+    },
+  };
+}
+
 /** Runs `body` and returns the share of one core this process spent meanwhile (1 = one core busy all the time). */
 export async function cpuShareDuring(body: () => Promise<unknown>): Promise<number> {
   const cpuBefore = process.cpuUsage();

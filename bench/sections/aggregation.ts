@@ -7,7 +7,7 @@ import { WeightedAverage } from "../../services/site/workflows/aggregation.js";
 import { float32Values } from "../../services/shared/tensor.js";
 import { startEchoSite } from "../lib/campfire.js";
 import { makeModel, modelBytes, weights } from "../lib/model.js";
-import { MiB, peakRssBytes, settledRssBytes } from "../lib/process-stats.js";
+import { MiB, peakRssBytes, sampleMemory, settledRssBytes } from "../lib/process-stats.js";
 import { figure, median, progress, runSection } from "../lib/section.js";
 import { ratio } from "../lib/stats.js";
 
@@ -30,7 +30,7 @@ await runSection("Aggregation (FedAvg)", async ({ quick }) => {
         target: { atMost: 3 * round.modelBytes + 300e6, because: `3 x model + 300 MB` },
       }),
     ],
-    details: { clients: CLIENTS, modelMB, roundMs: round.ms, accumulationRuns: speed },
+    details: { clients: CLIENTS, modelMB, roundMs: round.ms, roundMemoryMiB: round.memory, accumulationRuns: speed },
   };
 });
 
@@ -39,6 +39,7 @@ async function siteRound(size: number) {
   const campfire = await startEchoSite(CLIENTS);
   const idleRss = settledRssBytes();
   const started = performance.now();
+  const sampler = sampleMemory();
   const payload = campfire.site.hub.payloads.share(weights(global));
   const average = new WeightedAverage(global);
   await Promise.all(
@@ -51,10 +52,18 @@ async function siteRound(size: number) {
   const mean = average.result();
   const ms = performance.now() - started;
   const peakRss = peakRssBytes();
+  const { atPeakRss, peakArrayBuffers } = sampler.stop();
+  // What the peak was made of: ArrayBuffers (models, chunks; live or awaiting GC) against the rest of the process.
+  const memory = {
+    sampledPeakRss: Math.round(atPeakRss.rss / MiB),
+    arrayBuffersAtPeak: Math.round(atPeakRss.arrayBuffers / MiB),
+    heapUsedAtPeak: Math.round(atPeakRss.heapUsed / MiB),
+    peakArrayBuffers: Math.round(peakArrayBuffers / MiB),
+  };
   if (modelBytes(mean) !== modelBytes(global)) throw new Error("the average has the wrong size");
   progress(`round of ${CLIENTS} x ${size / MiB} MiB in ${Math.round(ms)} ms, site peak RSS ${Math.round(peakRss / MiB)} MiB`);
   await campfire.stop();
-  return { modelBytes: modelBytes(global), idleRss, peakRss, ms };
+  return { modelBytes: modelBytes(global), idleRss, peakRss, ms, memory };
 }
 
 /** GB/s of updates folded by WeightedAverage.add and by the plain loop, `repeats` times each, alternating. */
