@@ -199,9 +199,6 @@ export class AgentSession {
         this.receiveResult(kind.value);
         return;
       case "heartbeat":
-        // Answered when the site's own heartbeat is half due: the site's heartbeats then spread over the
-        // interval as the agents' do, instead of leaving in one burst per sweep that delays all traffic behind it.
-        if (this.lastSeenAt - this.lastSentAt >= this.context.timings.heartbeatIntervalMs / 2) this.sendHeartbeat(this.lastSeenAt);
         return this.context.onHeartbeat(this.agentId, kind.value, this.lastSeenAt);
       case "bye":
         this.logger.info({ reason: ByeReason[kind.value.reason], message: kind.value.message }, "agent said bye");
@@ -236,7 +233,9 @@ export class AgentSession {
     const { heartbeatIntervalMs, resendIntervalMs } = this.context.timings;
     if (!this.channel) return;
     if (this.inFlight && !this.inFlight.acked && now - this.inFlight.lastSentAt >= resendIntervalMs) this.sendTask(this.inFlight);
-    if (now - this.lastSentAt >= heartbeatIntervalMs) this.sendHeartbeat(now);
+    if (now - this.lastSentAt >= heartbeatIntervalMs && !this.channel.congested) {
+      this.send({ kind: { $case: "heartbeat", value: { sequence: ++this.heartbeatSequence, sentAt: new Date(now) } } });
+    }
   }
 
   /** Ends the session: says bye (when a reason is given), closes the stream, fails the task in flight. */
@@ -250,12 +249,6 @@ export class AgentSession {
       inFlight.reject(error);
     }
     this.context.payloads.releaseUploadsOf(this.agentId);
-  }
-
-  /** A heartbeat is optional: skipped while the stream's send buffer is full. */
-  private sendHeartbeat(now: number): void {
-    if (this.channel?.congested) return;
-    this.send({ kind: { $case: "heartbeat", value: { sequence: ++this.heartbeatSequence, sentAt: new Date(now) } } });
   }
 
   private sendTask(inFlight: InFlight): void {
