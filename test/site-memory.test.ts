@@ -1,8 +1,11 @@
+import { once } from "node:events";
+import { connect, type Settings } from "node:http2";
 import { credentials } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { AgentServiceClient, type UploadPayloadRequest } from "../gen/campfire/agent/v1/agent_service.js";
 import { CHUNK_BYTES } from "../services/shared/payload.js";
 import type { SiteServer } from "../services/site/site-server.js";
+import { CONNECTION_RECEIVE_WINDOW_BYTES, STREAM_RECEIVE_WINDOW_BYTES } from "../services/site/transport/receive-windows.js";
 import { eventually, useTestbed } from "./helpers/site.js";
 
 const testbed = useTestbed();
@@ -62,5 +65,16 @@ describe("site memory", () => {
     expect(second.flushedBytes).toBe(size);
     expect(server.hub.payloads.take(secondResult.payloadId, agent.agentId).equals(Buffer.concat(chunks))).toBe(true);
     expect(server.hub.payloads.reservedUploadBytes).toBe(0);
+  });
+});
+
+describe("flow control", () => {
+  it("lets an agent send a chunk per stream and 16 chunks per connection before the site reads (Node's default: 64 KiB each)", async () => {
+    const server = await testbed.site();
+    const session = connect(`http://127.0.0.1:${server.port}`);
+    testbed.defer(() => void session.close());
+    const [settings] = (await once(session, "remoteSettings")) as [Settings];
+    expect(settings.initialWindowSize).toBe(STREAM_RECEIVE_WINDOW_BYTES);
+    await eventually("the connection window update", () => (session.state.remoteWindowSize ?? 0) >= CONNECTION_RECEIVE_WINDOW_BYTES);
   });
 });

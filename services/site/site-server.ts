@@ -12,6 +12,7 @@ import { sessionServiceHandlers } from "./session/handlers.js";
 import { agentServiceHandlers } from "./transport/agent-service.js";
 import { withTolerantDecoding } from "./transport/decoding.js";
 import { reflectionServices } from "./transport/reflection.js";
+import { widenReceiveWindows } from "./transport/receive-windows.js";
 
 export interface SiteOptions {
   /** host:port to listen on. Default 0.0.0.0:7443: all interfaces, so Kubernetes probes reach it. */
@@ -86,6 +87,8 @@ export class SiteServer {
       await jobs.close();
       throw error;
     });
+    // No connection can be accepted before this runs: only microtasks lie between bindAsync's callback and here.
+    widenReceiveWindows(server);
     logger.info({ address, port }, "site listening");
     return new SiteServer(hub, jobs, port, startTime, server, health, logger);
   }
