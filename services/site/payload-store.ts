@@ -3,7 +3,11 @@ import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
 import { type DataExchange, type EncodedPieces, piecesIfLarge } from "../shared/payload.js";
 import { PayloadNotFound } from "./errors.js";
 
-/** Default in-flight upload budget: two 64 MiB models at once. */
+/**
+ * Default in-flight upload budget. An encoded 64 MiB model is a few bytes over
+ * 64 MiB, so one such result is assembled at a time (an upload larger than the
+ * budget is admitted alone); the site's round peak stays near 3 models.
+ */
 export const DEFAULT_UPLOAD_BUDGET_BYTES = 128 * 1024 * 1024;
 
 interface Entry {
