@@ -270,8 +270,9 @@ export class AgentSession {
    * Under protocol 2 the acknowledgement waits for the end of this event-loop
    * turn: a workflow that answers a result with the next task does so within
    * the turn, and the acknowledgement then rides in that task (one message per
-   * direction per task, as a plain echo). It costs no latency: grpc-js writes
-   * reach the socket at the end of the turn anyway.
+   * direction per task, as a plain echo). An acknowledgement no task takes
+   * leaves one loop iteration later than before: Node's HTTP/2 flushes writes
+   * at the end of the turn, so it was never on the wire sooner than that.
    */
   private acknowledge(taskId: string, disposition: ResultDisposition, reason = ""): void {
     const ack: ResultAck = { taskId, disposition, reason };
