@@ -1,4 +1,4 @@
-import { type ClientDuplexStream, credentials, Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
+import { type ClientDuplexStream, Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
 import {
   type AgentServiceClient,
   type Bye,
@@ -8,6 +8,7 @@ import {
   type PayloadRef,
   type Welcome,
 } from "../../gen/campfire/agent/v1/agent_service.js";
+import { siteChannelCredentials } from "../security/client-transport.js";
 import { AgentWireClient } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
 import { CHUNK_BYTES, ChunkAssembler, chunksOf, MAX_MESSAGE_BYTES } from "../shared/payload.js";
@@ -87,8 +88,9 @@ export class SiteConnection {
       // control windows, a failure, and a read loop that turns all their streams into one lockstep batch.
       "grpc.use_local_subchannel_pool": 1,
     };
-    this.client = new AgentWireClient(options.siteAddress, credentials.createInsecure(), channelOptions);
-    this.payloadClient = new AgentWireClient(options.siteAddress, credentials.createInsecure(), {
+    const channelCredentials = siteChannelCredentials(options.siteAddress, options);
+    this.client = new AgentWireClient(options.siteAddress, channelCredentials, channelOptions);
+    this.payloadClient = new AgentWireClient(options.siteAddress, channelCredentials, {
       ...channelOptions,
       // HTTP/2's default 64 KiB window stalled a download every 64 KiB until this process's event loop
       // granted more; 8 chunks' worth keeps a model streaming (model transfer 0.61x -> 0.85x raw grpc-js).

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
+import type { ClientTransportOptions } from "../security/client-transport.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
 
-export interface AgentOptions {
+export interface AgentOptions extends ClientTransportOptions {
   /** The site's agent service, host:port. */
   siteAddress: string;
   /** The client this agent acts for: the name used in job deploy maps. */
@@ -29,7 +30,7 @@ export interface AgentOptions {
   logger?: Logger;
 }
 
-export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends">> & { maxResends: number | undefined };
+export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | keyof ClientTransportOptions>> & ClientTransportOptions & { maxResends: number | undefined };
 
 export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions {
   return {

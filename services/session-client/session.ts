@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { type CallOptions, type ClientReadableStream, credentials, Metadata, type ServiceError, status as Status, type StatusObject } from "@grpc/grpc-js";
+import { type CallOptions, type ClientReadableStream, Metadata, type ServiceError, status as Status, type StatusObject } from "@grpc/grpc-js";
 import type { JobDefinition, JobMeta, RunStatus } from "../../gen/campfire/admin/v1/job.js";
 import type {
   AbortJobRequest,
@@ -21,6 +21,7 @@ import type {
   SubmitJobResponse,
 } from "../../gen/campfire/admin/v1/session_service.js";
 import { MonitorReturnCode, SessionServiceClient } from "../../gen/campfire/admin/v1/session_service.js";
+import { type ClientTransportOptions, siteChannelCredentials } from "../security/client-transport.js";
 import { relativePathProblem } from "../site/jobs/validation.js";
 import { InternalError, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
 import { readJobFolder } from "./job-folder.js";
@@ -29,10 +30,10 @@ export { MonitorReturnCode };
 
 export const DEFAULT_SITE = "127.0.0.1:7443";
 
-export interface SessionOptions {
+export interface SessionOptions extends ClientTransportOptions {
   /** The site's address, host:port. Default 127.0.0.1:7443. */
   site?: string;
-  /** Sent as "authorization: Bearer <token>". A site without a token map ignores it. */
+  /** Sent as "authorization: Bearer <token>" (over TLS, or to a loopback site). A site without a token map ignores it. */
   token?: string;
   /** The deadline of each call that is not a stream. Default 30 s. */
   callTimeoutMs?: number;
@@ -84,7 +85,7 @@ export class Session {
     this.callTimeoutMs = options.callTimeoutMs ?? 30_000;
     this.downloadTimeoutMs = options.downloadTimeoutMs ?? 30 * 60_000;
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
-    this.client = new SessionServiceClient(this.site, credentials.createInsecure(), {
+    this.client = new SessionServiceClient(this.site, siteChannelCredentials(this.site, options), {
       "grpc.max_receive_message_length": 8 * 1024 * 1024,
       "grpc.max_send_message_length": -1,
     });

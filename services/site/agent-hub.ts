@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { ByeReason, type Hello, type Payload, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
+import { PermissionDenied, TooManyStreams } from "../security/errors.js";
+import { describeIdentity, type Identity } from "../security/identity.js";
 import type { Logger } from "../shared/logger.js";
 import { nameProblem } from "../shared/names.js";
 import type { DataExchange } from "../shared/payload.js";
@@ -29,8 +31,18 @@ export interface AgentInfo {
   taskNames: string[];
 }
 
+/** What the site knows of an agent before it reads hello, when TLS established who it is. */
+export interface TrustedAgent {
+  /** The identity its client certificate proves. */
+  identity: Identity;
+  /** The resources the site's configuration grants its client; what hello announces is ignored. */
+  resources: Record<string, number>;
+}
+
 export interface HubOptions {
   siteName: string;
+  /** How many agents of one client may be connected at once; past it hello is refused with RESOURCE_EXHAUSTED. */
+  maxAgentsPerClient?: number;
   /** See PayloadStore: how many bytes of uploads may be in flight or held at once. */
   uploadBudgetBytes?: number;
   timings: ExchangeTimings;
@@ -64,8 +76,13 @@ export class AgentHub {
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs).unref();
   }
 
-  /** Registers the agent that sent `hello` on `channel`, or re-binds a returning one. Throws a SiteError to refuse it. */
-  accept(channel: ControlChannel, hello: Hello): AgentSession {
+  /**
+   * Registers the agent that sent `hello` on `channel`, or re-binds a returning
+   * one. Throws a SiteError to refuse it. With `trusted` (TLS), hello must name
+   * the certificate's client: a stream can then only be replaced, and a
+   * client's tasks only be taken, by a holder of that client's key.
+   */
+  accept(channel: ControlChannel, hello: Hello, trusted?: TrustedAgent): AgentSession {
     if (this.closed) throw new SiteShuttingDown("the site is shutting down");
     const problem = nameProblem("hello.client_name", hello.clientName) ?? nameProblem("hello.agent_id", hello.agentId);
     if (problem) throw new MalformedMessage(problem);
@@ -73,9 +90,22 @@ export class AgentHub {
       const { oldest, newest } = PROTOCOL_VERSIONS;
       throw new MalformedMessage(`hello.protocol_version: ${hello.protocolVersion} is not supported; this site speaks protocols ${oldest} to ${newest}`);
     }
+    if (trusted) {
+      if (hello.clientName !== trusted.identity.name) {
+        throw new PermissionDenied(
+          `hello.client_name ${JSON.stringify(hello.clientName)} is not this agent's identity: its certificate names ${describeIdentity(trusted.identity)}; an agent may only act for the client its certificate names`,
+        );
+      }
+      hello = { ...hello, resources: trusted.resources };
+    }
     let session = this.sessions.get(hello.agentId);
     if (session && session.clientName !== hello.clientName) {
       throw new AgentIdConflict(`hello.agent_id ${JSON.stringify(hello.agentId)} is in use by client ${JSON.stringify(session.clientName)}`);
+    }
+    const maxAgents = this.options.maxAgentsPerClient ?? Infinity;
+    const others = [...(this.sessionsByClient.get(hello.clientName) ?? [])].filter((other) => other.connected && other !== session).length;
+    if (others >= maxAgents) {
+      throw new TooManyStreams(`client ${hello.clientName} already has ${others} agents connected, the most this site allows one client (--max-agents-per-client)`);
     }
     if (!session) {
       session = new AgentSession(hello, {
@@ -119,6 +149,7 @@ export class AgentHub {
     const session = this.idleSessionOf(clientName) ?? (await withWaitSignal(options, (signal) => this.idleSessionWhenConnected(clientName, signal)));
     const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
     const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
+    if (payload.body?.$case === "ref") this.payloads.allow(payload.body.value.payloadId, clientName);
     const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined };
     session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
     const outcome = session.run(task);

@@ -68,3 +68,8 @@ export class AgentIdConflict extends SiteError {
 export class MessageTooLarge extends SiteError {
   readonly returnCode = ReturnCode.RETURN_CODE_BAD_REQUEST_DATA;
 }
+
+/** A Connect stream that did not say hello in time. */
+export class HelloTimeout extends SiteError {
+  readonly returnCode = ReturnCode.RETURN_CODE_TIMEOUT;
+}

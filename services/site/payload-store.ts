@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
 import { type DataExchange, type EncodedPieces, piecesIfLarge } from "../shared/payload.js";
+import { PermissionDenied } from "../security/errors.js";
 import { PayloadNotFound } from "./errors.js";
 
 /**
@@ -15,6 +16,8 @@ interface Entry {
   encoded: EncodedPieces;
   /** The agent that uploaded it, for cleanup when that agent leaves; undefined for task payloads. */
   ownerAgentId: string | undefined;
+  /** Task payloads: the clients a task referencing it was sent to, the only ones who may download it. */
+  readers?: Set<string>;
 }
 
 /**
@@ -83,10 +86,23 @@ export class PayloadStore {
     return id;
   }
 
-  /** The encoding for a download, without removing it. */
-  get(id: string): EncodedPieces {
+  /** Lets `clientName` download task payload `id` (a task referencing it goes to that client). */
+  allow(id: string, clientName: string): void {
+    const entry = this.entries.get(id);
+    if (entry && !entry.ownerAgentId) (entry.readers ??= new Set()).add(clientName);
+  }
+
+  /**
+   * The encoding for a download, without removing it. With `reader` (a
+   * client whose identity TLS proved), only a payload of a task sent to that
+   * client is given; uploads are never downloaded.
+   */
+  get(id: string, reader?: string): EncodedPieces {
     const entry = this.entries.get(id);
     if (!entry) throw new PayloadNotFound(`payload ${JSON.stringify(id)} is not held by this site`);
+    if (reader !== undefined && !entry.readers?.has(reader)) {
+      throw new PermissionDenied(`client ${reader} may not download payload ${JSON.stringify(id)}: download is allowed only for the data of tasks sent to that client`);
+    }
     return entry.encoded;
   }
 

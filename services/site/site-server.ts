@@ -1,7 +1,12 @@
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { HealthImplementation } from "grpc-health-check";
 import { SessionServiceService } from "../../gen/campfire/admin/v1/session_service.js";
 import { agentServiceDefinition } from "../shared/agent-wire.js";
+import { AUDIT_FILE, AuditLog } from "../security/audit.js";
+import { SiteTrust } from "../security/site-trust.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
 import { MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { AgentHub } from "./agent-hub.js";
@@ -9,14 +14,31 @@ import type { ExchangeTimings } from "./agent-session.js";
 import { type JobOptions, JobManager } from "./jobs/manager.js";
 import { Authenticator, type TokenMap } from "./session/auth.js";
 import { sessionServiceHandlers } from "./session/handlers.js";
-import { agentServiceHandlers } from "./transport/agent-service.js";
+import { type AgentLimits, agentServiceHandlers, DEFAULT_AGENT_LIMITS } from "./transport/agent-service.js";
 import { withTolerantDecoding } from "./transport/decoding.js";
 import { reflectionServices } from "./transport/reflection.js";
+import { isLoopbackAddress } from "./transport/listen-address.js";
 import { widenReceiveWindows } from "./transport/receive-windows.js";
 
 export interface SiteOptions {
-  /** host:port to listen on. Default 0.0.0.0:7443: all interfaces, so Kubernetes probes reach it. */
+  /**
+   * host:port to listen on. Default 0.0.0.0:7443 with TLS (all interfaces, so
+   * Kubernetes probes reach it), 127.0.0.1:7443 without.
+   */
   address?: string;
+  /**
+   * TLS: the site's kit folder (as `campfire provision` writes it), or its
+   * loaded trust. Agents and admins must then present certificates of the
+   * project's CA (admins may use a token instead); hello's client name must be
+   * the certificate's.
+   */
+  tls?: string | SiteTrust;
+  /** Listen on a non-loopback address without TLS. Off by default: without it such a site refuses to start. */
+  insecure?: boolean;
+  /** The audit log, one JSON line per admin call and agent event. Default: audit.jsonl in jobs.dataDir (or a temporary directory). */
+  auditPath?: string;
+  /** Agent-side limits against abuse; see AgentServiceOptions. */
+  agentLimits?: Partial<AgentLimits>;
   siteName?: string;
   timings?: Partial<ExchangeTimings>;
   /** The largest payload an agent may upload. Default 4 GiB. */
@@ -47,6 +69,9 @@ export class SiteServer {
     private readonly server: Server,
     private readonly health: HealthImplementation,
     private readonly logger: Logger,
+    readonly audit: AuditLog,
+    readonly trust: SiteTrust | undefined,
+    private readonly temporaryDir: string | undefined,
   ) {}
 
   static async start(options: SiteOptions = {}): Promise<SiteServer> {
@@ -54,7 +79,20 @@ export class SiteServer {
     const timings = { ...DEFAULT_TIMINGS, ...options.timings };
     const siteName = options.siteName ?? "site";
     const startTime = new Date();
-    const hub = new AgentHub({ siteName, timings, logger, uploadBudgetBytes: options.uploadBudgetBytes });
+    const trust = typeof options.tls === "string" ? await SiteTrust.load(options.tls) : options.tls;
+    const address = options.address ?? (trust ? "0.0.0.0:7443" : "127.0.0.1:7443");
+    if (!trust && !isLoopbackAddress(address)) {
+      if (!options.insecure) {
+        throw new Error(
+          `refusing to listen on ${address} without TLS: agents' data and admins' tokens would cross the network in clear. Give the site its kit (--tls-dir), listen on 127.0.0.1, or pass --insecure if the network itself is protected`,
+        );
+      }
+      logger.warn({ address }, "INSECURE: listening beyond loopback without TLS (--insecure); anyone who reaches this port can act as any client");
+    }
+    const temporaryDir = options.auditPath || options.jobs?.dataDir ? undefined : await mkdtemp(join(tmpdir(), "campfire-audit-"));
+    const audit = await AuditLog.open(options.auditPath ?? join(options.jobs?.dataDir ?? temporaryDir!, AUDIT_FILE));
+    const agentLimits = { ...DEFAULT_AGENT_LIMITS, ...options.agentLimits };
+    const hub = new AgentHub({ siteName, timings, logger, uploadBudgetBytes: options.uploadBudgetBytes, maxAgentsPerClient: agentLimits.maxAgentsPerClient });
     const jobs = await JobManager.open(hub, logger, options.jobs);
     // A submitted job arrives in one message: the session service takes up to the job limit (plus framing), the agent service chunks.
     const maxSessionMessageBytes = jobs.maxJobBytes + 64 * 1024;
@@ -66,12 +104,19 @@ export class SiteServer {
       [
         AGENT_SERVICE_NAME,
         withTolerantDecoding(agentServiceDefinition as unknown as ServiceDefinition, MAX_MESSAGE_BYTES),
-        agentServiceHandlers({ hub, logger, maxPayloadBytes: options.maxPayloadBytes ?? 4 * 1024 ** 3 }) as unknown as UntypedServiceImplementation,
+        agentServiceHandlers({
+          hub,
+          logger,
+          audit,
+          trust,
+          maxPayloadBytes: options.maxPayloadBytes ?? 4 * 1024 ** 3,
+          limits: agentLimits,
+        }) as unknown as UntypedServiceImplementation,
       ],
       [
         SESSION_SERVICE_NAME,
         withTolerantDecoding(SessionServiceService as unknown as ServiceDefinition, maxSessionMessageBytes),
-        sessionServiceHandlers({ jobs, hub, auth: new Authenticator(options.tokens), siteName, startTime, logger }) as unknown as UntypedServiceImplementation,
+        sessionServiceHandlers({ jobs, hub, auth: new Authenticator(options.tokens), siteName, startTime, logger, audit, trust }) as unknown as UntypedServiceImplementation,
       ],
     ];
     for (const [, definition, implementation] of services) server.addService(definition, implementation);
@@ -80,17 +125,27 @@ export class SiteServer {
     const listed = [...services.map(([name]) => name), "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
     for (const [definition, implementation] of reflectionServices(listed)) server.addService(definition, implementation);
 
-    const address = options.address ?? "0.0.0.0:7443";
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, ServerCredentials.createInsecure(), (error, boundPort) => (error ? reject(error) : resolve(boundPort))),
+      server.bindAsync(address, trust?.credentials ?? ServerCredentials.createInsecure(), (error, boundPort) => (error ? reject(error) : resolve(boundPort))),
     ).catch(async (error: unknown) => {
       await jobs.close();
+      await audit.close();
       throw error;
     });
     // No connection can be accepted before this runs: only microtasks lie between bindAsync's callback and here.
     widenReceiveWindows(server);
-    logger.info({ address, port }, "site listening");
-    return new SiteServer(hub, jobs, port, startTime, server, health, logger);
+    logger.info({ address, port, tls: Boolean(trust), project: trust?.project, audit: audit.path }, "site listening");
+    return new SiteServer(hub, jobs, port, startTime, server, health, logger, audit, trust, temporaryDir);
+  }
+
+  /**
+   * Re-reads the site's kit (SIGHUP): a renewed certificate, new clients and
+   * new revocations apply to connections and calls from now on.
+   */
+  async reload(): Promise<void> {
+    if (!this.trust) return;
+    await this.trust.reload();
+    this.logger.info({ dir: this.trust.dir }, "TLS kit reloaded");
   }
 
   /**
@@ -115,6 +170,8 @@ export class SiteServer {
         resolve();
       });
     });
+    await this.audit.close();
+    if (this.temporaryDir) await rm(this.temporaryDir, { recursive: true, force: true });
     this.logger.info("site stopped");
   }
 }

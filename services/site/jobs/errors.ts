@@ -34,15 +34,7 @@ export class JobStillRunning extends SiteError {
   readonly returnCode = ReturnCode.RETURN_CODE_SERVER_NOT_READY;
 }
 
-/** The caller sent no token, a malformed one, or one the site does not know. */
-export class Unauthenticated extends SiteError {
-  readonly returnCode = ReturnCode.RETURN_CODE_UNAUTHENTICATED;
-}
-
-/** The caller may not do this to this job (for example abort someone else's job). */
-export class PermissionDenied extends SiteError {
-  readonly returnCode = ReturnCode.RETURN_CODE_UNAUTHORIZED;
-}
+export { PermissionDenied, Unauthenticated } from "../../security/errors.js";
 
 /** A stored job changed under an update (another writer got there first). */
 export class StaleJobUpdate extends SiteError {

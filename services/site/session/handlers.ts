@@ -12,6 +12,8 @@ import {
   MonitorReturnCode,
   type SessionServiceServer,
 } from "../../../gen/campfire/admin/v1/session_service.js";
+import type { AuditLog } from "../../security/audit.js";
+import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
 import { CHUNK_BYTES } from "../../shared/payload.js";
 import type { AgentHub } from "../agent-hub.js";
@@ -30,6 +32,10 @@ export interface SessionServiceOptions {
   siteName: string;
   startTime: Date;
   logger: Logger;
+  /** Every call, allowed or denied, is recorded here before its reply. */
+  audit: AuditLog;
+  /** With TLS: who callers with a certificate are. */
+  trust: SiteTrust | undefined;
 }
 
 /**

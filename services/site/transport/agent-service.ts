@@ -9,14 +9,19 @@ import type {
   UploadPayloadRequest,
   UploadPayloadResponse,
 } from "../../../gen/campfire/agent/v1/agent_service.js";
+import type { AuditLog } from "../../security/audit.js";
+import { PermissionDenied } from "../../security/errors.js";
+import { claimedIdentity, type Identity } from "../../security/identity.js";
+import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
 import { ChunkAssembler, chunksOfPieces } from "../../shared/payload.js";
 import { map, writeWindowed } from "../../shared/stream-writes.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
-import { AgentGone, MalformedMessage, MessageTooLarge, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
+import { AgentGone, HelloTimeout, MalformedMessage, MessageTooLarge, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
 import { RefusedMessage } from "./decoding.js";
 import { toServiceError } from "./grpc-status.js";
+import { peerOf } from "./peer.js";
 
 /** A Connect stream as the exchange sees it. */
 class StreamChannel implements ControlChannel {
@@ -46,24 +51,75 @@ class StreamChannel implements ControlChannel {
   }
 }
 
+/** Limits against agents that hold resources without doing their part. */
+export interface AgentLimits {
+  /** A Connect stream that has not said hello within this is closed (DEADLINE_EXCEEDED). */
+  helloTimeoutMs: number;
+  /** Agents of one client connected at once (RESOURCE_EXHAUSTED past it). */
+  maxAgentsPerClient: number;
+}
+
+export const DEFAULT_AGENT_LIMITS: AgentLimits = { helloTimeoutMs: 10_000, maxAgentsPerClient: 64 };
+
 export interface AgentServiceOptions {
   hub: AgentHub;
   logger: Logger;
+  audit: AuditLog;
+  /** With TLS: who callers are. Every call must then carry a client certificate of the project. */
+  trust: SiteTrust | undefined;
   /** The largest payload an agent may upload. */
   maxPayloadBytes: number;
+  limits: AgentLimits;
 }
 
-/** The gRPC handlers of campfire.agent.v1.AgentService: decoding, framing and status codes only. */
-export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServiceOptions): AgentServiceServer {
+/**
+ * The gRPC handlers of campfire.agent.v1.AgentService: identity, decoding,
+ * framing and status codes. With TLS every call is tied to the client its
+ * certificate names: hello must claim that client, uploads must be for its
+ * agents, downloads only of its tasks' data.
+ */
+export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadBytes, limits }: AgentServiceOptions): AgentServiceServer {
+  /** The caller's identity when the site has TLS (undefined without); refusals are audited and thrown. */
+  const identify = (call: Parameters<typeof peerOf>[0], action: string): Identity | undefined => {
+    if (!trust) return undefined;
+    const peer = peerOf(call);
+    try {
+      const identity = trust.identify(peer);
+      if (identity.kind !== "client") {
+        throw new PermissionDenied(`${action}: the certificate of ${identity.name} is a${identity.kind === "admin" ? "n admin's" : " site's"}; only a client's certificate may act as an agent`);
+      }
+      return identity;
+    } catch (error) {
+      void audit.record({ identity: undefined, action, outcome: "denied", reason: (error as Error).message, peer: peer.address });
+      throw error;
+    }
+  };
+  const denied = (identity: Identity | undefined, action: string, error: unknown, peer: string, agentId?: string) =>
+    void audit.record({ identity, action, outcome: "denied", reason: (error as Error).message, peer, agentId: agentId || undefined });
+
   return {
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
       const channel = new StreamChannel(call);
+      const peer = call.getPeer();
       let session: AgentSession | undefined;
+      let identity: Identity | undefined;
+      let helloTimer: NodeJS.Timeout | undefined;
       const fail = (error: unknown) => {
-        (session?.logger ?? logger).warn({ err: error, peer: call.getPeer() }, "agent stream refused");
+        clearTimeout(helloTimer);
+        (session?.logger ?? logger).warn({ err: error, peer, client: identity?.name }, "agent stream refused");
         channel.close(error as SiteError);
         if (session) hub.detach(session, channel);
       };
+      try {
+        identity = identify(call, "agent.join");
+      } catch (error) {
+        return fail(error);
+      }
+      helloTimer = setTimeout(() => {
+        const error = new HelloTimeout(`no hello within ${limits.helloTimeoutMs} ms of opening the stream: the first message on Connect must be hello`);
+        denied(identity, "agent.join", error, peer);
+        fail(error);
+      }, limits.helloTimeoutMs);
       call.on("data", (message: ConnectRequest | RefusedMessage) => {
         try {
           if (message instanceof RefusedMessage) throw refusal(message);
@@ -71,14 +127,28 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
           if (message.kind?.$case !== "hello") {
             throw new OutOfOrderMessage(`the first message on Connect must be hello, got ${message.kind?.$case ?? "a message with no kind set"}`);
           }
-          session = hub.accept(channel, message.kind.value);
+          clearTimeout(helloTimer);
+          const hello = message.kind.value;
+          try {
+            session = hub.accept(channel, hello, identity && { identity, resources: trust?.client(identity.name)?.resources ?? {} });
+          } catch (error) {
+            denied(identity, "agent.join", error, peer, hello.agentId);
+            throw error;
+          }
+          void audit.record({ identity: identity ?? claimedIdentity(hello.clientName, "client"), action: "agent.join", outcome: "allowed", peer, agentId: hello.agentId });
         } catch (error) {
           fail(error);
         }
       });
+      let left = false;
       const lost = () => {
+        clearTimeout(helloTimer);
         channel.lost();
-        if (session) hub.detach(session, channel);
+        if (!session) return;
+        hub.detach(session, channel);
+        if (left) return;
+        left = true;
+        void audit.record({ identity: identity ?? claimedIdentity(session.clientName, "client"), action: "agent.leave", outcome: "allowed", peer, agentId: session.agentId });
       };
       call.on("end", () => {
         channel.close();
@@ -89,6 +159,12 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
     },
 
     uploadPayload(call: ServerReadableStream<UploadPayloadRequest, UploadPayloadResponse>, callback: sendUnaryData<UploadPayloadResponse>) {
+      let identity: Identity | undefined;
+      try {
+        identity = identify(call, "agent.upload");
+      } catch (error) {
+        return callback(toServiceError(error));
+      }
       let assembler: ChunkAssembler | undefined;
       let reserved = 0;
       let agentId = "";
@@ -113,8 +189,12 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
         if (!assembler) {
           if (part?.$case !== "header") return fail(new OutOfOrderMessage("the first UploadPayloadRequest must carry header"));
           agentId = part.value.agentId;
-          if (!hub.agents().some((agent) => agent.agentId === agentId && agent.connected)) {
-            return fail(new OutOfOrderMessage(`header.agent_id ${JSON.stringify(agentId)} has no open Connect stream: say hello first`));
+          const agent = hub.agents().find((candidate) => candidate.agentId === agentId && candidate.connected);
+          if (!agent) return fail(new OutOfOrderMessage(`header.agent_id ${JSON.stringify(agentId)} has no open Connect stream: say hello first`));
+          if (identity && agent.clientName !== identity.name) {
+            const error = new PermissionDenied(`header.agent_id ${JSON.stringify(agentId)} is an agent of client ${agent.clientName}; the certificate of ${identity.name} may upload only for its own agents`);
+            denied(identity, "agent.upload", error, call.getPeer(), agentId);
+            return fail(error);
           }
           const size = part.value.sizeBytes;
           if (size > maxPayloadBytes) return fail(new PayloadTooLarge(`header.size_bytes ${size} exceeds the site's limit of ${maxPayloadBytes} bytes`));
@@ -150,9 +230,17 @@ export function agentServiceHandlers({ hub, logger, maxPayloadBytes }: AgentServ
 
     async downloadPayload(call: ServerWritableStream<DownloadPayloadRequest, DownloadPayloadResponse>) {
       const request = call.request as DownloadPayloadRequest | RefusedMessage;
+      let identity: Identity | undefined;
       try {
+        identity = identify(call, "agent.download");
         if (request instanceof RefusedMessage) throw refusal(request);
-        const encoded = hub.payloads.get(request.payloadId);
+        let encoded;
+        try {
+          encoded = hub.payloads.get(request.payloadId, identity?.name);
+        } catch (error) {
+          if (error instanceof PermissionDenied) denied(identity, "agent.download", error, call.getPeer());
+          throw error;
+        }
         const cancelled = new AbortController();
         call.once("cancelled", () => cancelled.abort());
         await writeWindowed(call, map(chunksOfPieces(encoded), (chunk) => ({ chunk })), cancelled.signal);

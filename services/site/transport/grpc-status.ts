@@ -1,6 +1,7 @@
 import { type ServiceError, status as Status, Metadata } from "@grpc/grpc-js";
 import * as errors from "../errors.js";
 import * as jobErrors from "../jobs/errors.js";
+import * as securityErrors from "../../security/errors.js";
 
 /** The one place where the site's typed errors become gRPC status codes. */
 const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError, Status]> = [
@@ -20,8 +21,10 @@ const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError
   [jobErrors.JobNotFound, Status.NOT_FOUND],
   [jobErrors.JobNotDone, Status.FAILED_PRECONDITION],
   [jobErrors.JobStillRunning, Status.FAILED_PRECONDITION],
-  [jobErrors.Unauthenticated, Status.UNAUTHENTICATED],
-  [jobErrors.PermissionDenied, Status.PERMISSION_DENIED],
+  [errors.HelloTimeout, Status.DEADLINE_EXCEEDED],
+  [securityErrors.Unauthenticated, Status.UNAUTHENTICATED],
+  [securityErrors.PermissionDenied, Status.PERMISSION_DENIED],
+  [securityErrors.TooManyStreams, Status.RESOURCE_EXHAUSTED],
 ];
 
 export function statusOf(error: unknown): Status {
