@@ -14,7 +14,7 @@ describe("TLS with certificate-bound identities", () => {
     const task = await agent.getTask(10_000);
     await agent.submitResult({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: [], values: { x: 2 }, meta: {} });
     expect((await outcome).data?.values).toEqual({ x: 2 });
-    expect(task.taskName).toBe("train");
+    expect(task?.taskName).toBe("train");
     expect(site.hub.agents()[0]!.resources).toEqual({ gpu: 2 });
   });
 });

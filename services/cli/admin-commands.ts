@@ -1,6 +1,8 @@
 import { type Command, Option } from "commander";
 import type { JobMeta } from "../../gen/campfire/admin/v1/job.js";
 import { MonitorReturnCode } from "../../gen/campfire/admin/v1/session_service.js";
+import type { ClientTransportOptions } from "../security/client-transport.js";
+import { loadKit } from "../security/kit.js";
 import { jobMetaToDict } from "../session-client/format.js";
 import { DEFAULT_SITE, Session } from "../session-client/session.js";
 import { RunStatus, statusName } from "../site/jobs/model.js";
@@ -12,6 +14,9 @@ import { integer } from "./parse.js";
 export interface AdminOptions {
   site: string;
   token?: string;
+  tlsDir?: string;
+  tlsServerName?: string;
+  insecure: boolean;
   json: boolean;
   timeoutMs: number;
 }
@@ -20,14 +25,22 @@ export function adminOptions(program: Command): void {
   program
     .addOption(new Option("--site <host:port>", "the site's address").env("CAMPFIRE_SITE").default(DEFAULT_SITE))
     .addOption(new Option("--token <token>", "your admin token, sent as 'authorization: Bearer <token>'").env("CAMPFIRE_TOKEN"))
+    .addOption(new Option("--tls-dir <kit>", "TLS with your kit from campfire provision (ca.crt, <name>.crt, <name>.key)").env("CAMPFIRE_TLS_DIR"))
+    .addOption(new Option("--tls-server-name <name>", "the name the site's certificate must carry, when not the host dialled").env("CAMPFIRE_TLS_SERVER_NAME"))
+    .addOption(new Option("--insecure", "allow plain text beyond loopback (the network must protect the traffic)").env("CAMPFIRE_INSECURE").default(false))
     .addOption(new Option("--json", "print machine-readable JSON on stdout").env("CAMPFIRE_JSON").default(false))
     .addOption(new Option("--timeout-ms <ms>", "deadline of each call to the site").env("CAMPFIRE_TIMEOUT_MS").argParser(integer(1)).default(30_000));
+}
+
+/** The TLS kit and transport flags of the global options, loaded. */
+export async function clientTransport(options: Pick<AdminOptions, "tlsDir" | "tlsServerName" | "insecure">): Promise<ClientTransportOptions> {
+  return { tls: options.tlsDir ? await loadKit(options.tlsDir) : undefined, tlsServerName: options.tlsServerName, insecure: options.insecure };
 }
 
 /** Runs `body` with a session and the output, closing the session afterwards. Returns the exit code. */
 async function withSession(command: Command, body: (session: Session, out: Output) => Promise<number | void>): Promise<number> {
   const options = command.optsWithGlobals<AdminOptions>();
-  const session = new Session({ site: options.site, token: options.token, callTimeoutMs: options.timeoutMs });
+  const session = new Session({ site: options.site, token: options.token, callTimeoutMs: options.timeoutMs, ...(await clientTransport(options)) });
   try {
     return (await body(session, output(options.json))) ?? EXIT.OK;
   } finally {
