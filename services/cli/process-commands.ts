@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { type Command, Option } from "commander";
+import { clientTransport } from "./admin-commands.js";
 import type { Trainer } from "./agent-loop.js";
 import { EXIT, type Runner } from "./exit-codes.js";
 import { integer, resources } from "./parse.js";
@@ -10,6 +11,13 @@ export const DEFAULT_DATA_DIR = ".campfire/site";
 /** The reference's timings: heartbeats every 5 s, gone after 30 s of silence. */
 const HEARTBEAT_INTERVAL_MS = 5_000;
 const HEARTBEAT_TIMEOUT_MS = 30_000;
+
+/** Calls `reload` on every SIGHUP until the returned function is called. */
+function onHangup(reload: () => Promise<void>, logger: { error(fields: object, message: string): void }): () => void {
+  const listener = () => void reload().catch((error: unknown) => logger.error({ err: error }, "reload failed: the site keeps its previous kit"));
+  process.on("SIGHUP", listener);
+  return () => process.off("SIGHUP", listener);
+}
 
 /** Resolves when the process is asked to stop (SIGINT or SIGTERM). */
 function stopRequested(): Promise<NodeJS.Signals> {
@@ -25,7 +33,7 @@ function stopRequested(): Promise<NodeJS.Signals> {
 }
 
 interface SiteCommandOptions {
-  listen: string;
+  listen?: string;
   name: string;
   dataDir: string;
   maxJobs: number;
@@ -54,7 +62,7 @@ export function addProcessCommands(program: Command, run: Runner): void {
   program
     .command("site")
     .description("run a site: the agent service and the admin session service, with an embedded job store")
-    .addOption(env("--listen <host:port>", "where to listen (all interfaces by default, so container probes reach it)", "CAMPFIRE_LISTEN").default("0.0.0.0:7443"))
+    .addOption(env("--listen <host:port>", "where to listen (default: 0.0.0.0:7443 with --tls-dir, so container probes reach it; 127.0.0.1:7443 without)", "CAMPFIRE_LISTEN"))
     .addOption(env("--name <name>", "the site's name", "CAMPFIRE_SITE_NAME").default("site"))
     .addOption(env("--data-dir <dir>", "where jobs and their workspaces are kept", "CAMPFIRE_DATA_DIR").default(DEFAULT_DATA_DIR))
     .addOption(env("--max-jobs <n>", "jobs that may run at once", "CAMPFIRE_MAX_JOBS").argParser(integer(1)).default(4))
@@ -69,15 +77,23 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .addHelpText(
       "after",
       `
-Without --tokens or --tokens-file every admin caller is the user "admin", with
-every right: fine on your laptop, not on a shared network.
+With --tls-dir <kit> (the site's kit from campfire provision) the site speaks
+TLS, and agents and admins must present certificates of the project's CA
+(admins may use a token instead); SIGHUP re-reads the kit (renewed
+certificate, new clients, revocations). Without TLS the site listens on
+loopback only, unless --insecure. Without --tokens, --tokens-file or
+--tls-dir every admin caller is the user "admin", with every right: fine on
+your laptop, not on a shared network.
 
 Examples:
+  $ campfire provision examples/project.yaml --out ./kits
+  $ campfire site --tls-dir ./kits/site
   $ campfire site --listen 127.0.0.1:7443
   $ CAMPFIRE_TOKENS="s3cret=alice:admin,t0ken=bob" campfire site --data-dir /var/lib/campfire`,
     )
     .action(
-      run(async (options: SiteCommandOptions) => {
+      run(async (options: SiteCommandOptions, command: Command) => {
+        const { tlsDir, insecure } = command.optsWithGlobals<{ tlsDir?: string; insecure: boolean }>();
         // Loaded here, not at the top, so that admin commands start fast.
         const [{ createLogger }, { loadTokens, parseTokens }, { SiteServer }] = await Promise.all([
           import("../shared/logger.js"),
@@ -91,6 +107,8 @@ Examples:
           siteName: options.name,
           logger,
           tokens,
+          tls: tlsDir,
+          insecure,
           timings: { heartbeatIntervalMs: options.heartbeatIntervalMs, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
           jobs: {
             dataDir: options.dataDir,
@@ -101,8 +119,10 @@ Examples:
             maxScheduleAttempts: options.scheduleAttempts,
           },
         });
-        if (!tokens) logger.warn('no admin tokens configured: every session caller is the user "admin" (set CAMPFIRE_TOKENS or --tokens-file)');
+        if (!tokens && !tlsDir) logger.warn('no admin tokens and no TLS configured: every session caller is the user "admin" (set CAMPFIRE_TOKENS, --tokens-file or --tls-dir)');
+        const stopReloading = onHangup(() => site.reload(), logger);
         const signal = await stopRequested();
+        stopReloading();
         logger.info({ signal }, "stopping");
         await site.stop();
         return EXIT.OK;
@@ -133,11 +153,13 @@ A trainer module, an ES module in TypeScript or JavaScript (.mts/.mjs anywhere,
 
 Examples:
   $ campfire agent --site 127.0.0.1:7443 --client hospital-a
+  $ campfire agent --site site.example:7443 --client hospital-a --tls-dir ./hospital-a
   $ campfire agent --client hospital-b --trainer ./trainer.ts --resources gpu=1`,
     )
     .action(
       run(async (options: AgentCommandOptions, command: Command) => {
-        const { site } = command.optsWithGlobals<{ site: string }>();
+        const globals = command.optsWithGlobals<{ site: string; tlsDir?: string; tlsServerName?: string; insecure: boolean }>();
+        const { site } = globals;
         const [{ createLogger }, { echoTrainer, runAgentLoop }] = await Promise.all([import("../shared/logger.js"), import("./agent-loop.js")]);
         const trainer = options.trainer ? await loadTrainer(options.trainer) : echoTrainer;
         const stop = new AbortController();
@@ -145,6 +167,7 @@ Examples:
         await runAgentLoop(
           {
             siteAddress: site,
+            ...(await clientTransport(globals)),
             clientName: options.client,
             agentId: options.agentId,
             resources: options.resources,

@@ -2,11 +2,13 @@ import { Command } from "commander";
 import { addAdminCommands, adminOptions } from "./admin-commands.js";
 import { EXIT_CODES_HELP, exitCodeOf, type Runner } from "./exit-codes.js";
 import { addProcessCommands } from "./process-commands.js";
+import { addProvisionCommand } from "./provision-command.js";
 
 const OVERVIEW = `
 Environment (each stands for the option beside it):
   CAMPFIRE_SITE         --site          the site's address for admin commands and agents
   CAMPFIRE_TOKEN        --token         your admin token
+  CAMPFIRE_TLS_DIR      --tls-dir       your TLS kit (campfire provision writes them)
   CAMPFIRE_JSON=1       --json          JSON output
   CAMPFIRE_TIMEOUT_MS   --timeout-ms    deadline of each call
   (campfire site and campfire agent list theirs in their --help)
@@ -40,6 +42,7 @@ export async function runCli(argv: string[]): Promise<number> {
   adminOptions(program);
   addProcessCommands(program, run);
   addAdminCommands(program, run);
+  addProvisionCommand(program, run);
   for (const command of program.commands) command.exitOverride();
   try {
     await program.parseAsync(argv);

@@ -20,7 +20,7 @@ const projectSchema = z
       .object({
         name: checked(participantNameProblem, "site.name"),
         org: checked(orgNameProblem, "site.org").optional(),
-        hosts: z.array(z.string().min(1)).min(1, "site.hosts: list at least one host name or address agents reach the site by"),
+        hosts: z.array(z.string().min(1)).min(1, "list at least one host name or address agents reach the site by"),
       })
       .strict(),
     clients: z
