@@ -12,6 +12,7 @@ import { DataKind } from "../gen/campfire/common/v1/exchange.js";
 import { ReturnCode } from "../gen/campfire/common/v1/return_code.js";
 import { float32Tensor, float32Values, type Tensor } from "../services/shared/tensor.js";
 import type { SiteServer } from "../services/site/site-server.js";
+import { useKits } from "./helpers/kits.js";
 import { startTestSite } from "./helpers/site.js";
 
 /**
@@ -19,6 +20,8 @@ import { startTestSite } from "./helpers/site.js";
  * by grpcio-tools, as a Python team would) against a real site: the contract
  * works as documented for people who do not use our TypeScript runtime.
  * scripts/ensure-tools.sh installs the pinned grpcio and grpcio-tools into .cache/python.
+ * Over plain text on loopback, and over mutual TLS with a client's kit from
+ * `campfire provision` (grpc.ssl_channel_credentials, nothing of ours).
  */
 
 const run = promisify(execFile);
@@ -78,12 +81,14 @@ class PythonAgent {
   }
 }
 
+const kits = useKits();
 let site: SiteServer;
 let stubs: string;
 const agents: PythonAgent[] = [];
 
-function startAgent(args: string[]): PythonAgent {
-  const agent = new PythonAgent(stubs, ["--site", `127.0.0.1:${site.port}`, ...args]);
+/** A Python agent of the plain-text site, or of `target` (host:port) when given. */
+function startAgent(args: string[], target = `127.0.0.1:${site.port}`): PythonAgent {
+  const agent = new PythonAgent(stubs, ["--site", target, ...args]);
   agents.push(agent);
   return agent;
 }
@@ -103,8 +108,8 @@ afterAll(async () => {
 });
 
 /** Sends a FLOAT32 training task and returns the result's tensors, checked for the agent's +1 on every element. */
-async function trainRound(clientName: string, tensors: Tensor[]): Promise<{ taskId: string; tensors: Tensor[] }> {
-  const outcome = await site.hub.sendTask(
+async function trainRound(clientName: string, tensors: Tensor[], on: SiteServer = site): Promise<{ taskId: string; tensors: Tensor[] }> {
+  const outcome = await on.hub.sendTask(
     clientName,
     { taskName: "train", jobId: "j", data: { kind: DataKind.DATA_KIND_WEIGHTS, tensors, values: undefined, meta: { current_round: 0, total_rounds: 1 } } },
     { timeoutMs: 10_000 },
@@ -175,5 +180,43 @@ describe("a Python agent built from the .proto files", () => {
     expect(line).toMatch(/^error INVALID_ARGUMENT hello\.client_name must be 1 to 128 characters/);
     expect(await agent.exitCode()).toBe(2);
     expect(site.hub.agents().map((info) => info.agentId)).not.toContain("py-agent-2");
+  });
+});
+
+describe("a Python agent over mutual TLS, with a client's kit from campfire provision", () => {
+  let tlsSite: SiteServer;
+  beforeAll(async () => {
+    tlsSite = await startTestSite({ tls: kits.path("site") });
+  });
+  afterAll(() => tlsSite?.stop(100));
+
+  it("joins as the client its certificate names and serves tasks inline and by reference", async () => {
+    // The site's certificate names localhost and 127.0.0.1 (the test project's site.hosts): dial one of them.
+    const agent = startAgent(["--client-name", "hospital-a", "--agent-id", "py-tls-1", "--tls-dir", kits.path("hospital-a")], `localhost:${tlsSite.port}`);
+    expect(await agent.waitForLine(/^welcomed /)).toContain("agent=py-tls-1");
+    await tlsSite.hub.waitForClient("hospital-a", { timeoutMs: 10_000 });
+    // The site knows the agent from its certificate: the resources are the kit's (participants.json), not hello's.
+    expect(tlsSite.hub.agents()).toContainEqual(expect.objectContaining({ agentId: "py-tls-1", clientName: "hospital-a", connected: true, resources: { gpu: 2 } }));
+
+    const { taskId: inline } = await trainRound("hospital-a", [float32Tensor("w", [2, 3], Float32Array.of(0, 1, 2, 3, 4, 5))], tlsSite);
+    // Over the 512 KiB inline limit both ways: DownloadPayload and UploadPayload over the same TLS channel, each call checked against the certificate.
+    const { taskId: byRef } = await trainRound("hospital-a", [float32Tensor("big", [512, 300], Float32Array.from({ length: 512 * 300 }, (_, i) => (i % 1000) / 8))], tlsSite);
+    await agent.waitForLine(new RegExp(`^task ${inline} name=train job=j payload=inline$`));
+    await agent.waitForLine(new RegExp(`^result ${inline} RETURN_CODE_OK payload=inline$`));
+    await agent.waitForLine(new RegExp(`^task ${byRef} name=train job=j payload=ref$`));
+    await agent.waitForLine(new RegExp(`^result ${byRef} RETURN_CODE_OK payload=ref$`));
+
+    tlsSite.hub.sayBye("hospital-a", ByeReason.BYE_REASON_JOB_ENDED, "done");
+    await agent.waitForLine(/^bye BYE_REASON_JOB_ENDED done$/);
+    expect(await agent.exitCode()).toBe(0);
+    expect(agent.output).not.toMatch(/Traceback|^error /m);
+  });
+
+  it("is refused with PERMISSION_DENIED naming its certificate's client when it says hello as another client", async () => {
+    const agent = startAgent(["--client-name", "hospital-b", "--agent-id", "py-tls-2", "--tls-dir", kits.path("hospital-a")], `127.0.0.1:${tlsSite.port}`);
+    const line = await agent.waitForLine(/^error /);
+    expect(line).toMatch(/^error PERMISSION_DENIED hello\.client_name "hospital-b" is not this agent's identity: its certificate names [^;]*hospital-a/);
+    expect(await agent.exitCode()).toBe(2);
+    expect(tlsSite.hub.agents().map((info) => info.agentId)).not.toContain("py-tls-2");
   });
 });

@@ -12,15 +12,27 @@ grpcio-tools' bundled include path):
     python -m grpc_tools.protoc -I proto --python_out=STUBS --grpc_python_out=STUBS \\
         $(find proto/campfire -name '*.proto')
 
-then run, with STUBS importable:
+then run, with STUBS importable, against a site on loopback in plain text:
 
     PYTHONPATH=STUBS python agent.py --site 127.0.0.1:7443 --client-name hospital-a
+
+or over mutual TLS with the client's kit folder from `campfire provision`
+(ca.crt, hospital-a.crt, hospital-a.key). Dial a name the site's certificate
+carries (its project's `site.hosts`), or say which with --tls-server-name:
+
+    PYTHONPATH=STUBS python agent.py --site localhost:7443 --client-name hospital-a --tls-dir kits/hospital-a
+
+A TLS site takes hello only for the client its certificate names (CN): an
+agent with hospital-a's certificate saying hello as hospital-b is refused
+with PERMISSION_DENIED.
 
 It prints one line per event, for a person or a test to read:
 "welcomed ...", "task <id> ...", "result <id> ...", "result_ack <id> ...",
 "bye <REASON> ...",
 and "error <STATUS_CODE> <details>" when the site ends the stream with an
-error. Exit status: 0 after a bye, 2 when the site refused the stream.
+error (a TLS handshake the site refused shows as UNAVAILABLE). Exit status:
+0 after a bye, 2 when the site refused the stream, 3 when the kit could not be
+read ("error kit <why>").
 
 Out of scope for this example: reconnecting (a real agent would reconnect with
 backoff and resend an unacknowledged result in hello.held_result), aborts
@@ -31,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import os
 import queue
 import sys
 import time
@@ -187,11 +200,55 @@ def result_payload(stub: agent_grpc.AgentServiceStub, agent_id: str, data: excha
     return agent_pb.Payload(ref=upload(stub, agent_id, encoded))
 
 
+# --- the channel ----------------------------------------------------------------
+
+
+def read_kit(directory: str) -> tuple[bytes, bytes, bytes]:
+    """A kit folder as `campfire provision` writes it: (ca.crt, <name>.key, <name>.crt).
+
+    The certificate is the one named after the folder, or the only one there
+    besides ca.crt; its key sits beside it with the same name.
+    """
+    entries = os.listdir(directory)
+    if "ca.crt" not in entries:
+        raise ValueError(f"TLS kit {directory}: ca.crt is missing; a kit holds ca.crt, <name>.crt and <name>.key")
+    certificates = sorted(entry for entry in entries if entry.endswith(".crt") and entry != "ca.crt")
+    own = f"{os.path.basename(os.path.normpath(directory))}.crt"
+    if own not in certificates:
+        if len(certificates) != 1:
+            raise ValueError(f"TLS kit {directory}: needs one <name>.crt besides ca.crt, found {certificates or 'none'}")
+        own = certificates[0]
+    key = own[: -len(".crt")] + ".key"
+    if key not in entries:
+        raise ValueError(f"TLS kit {directory}: {own} has no {key} beside it")
+
+    def read(name: str) -> bytes:
+        with open(os.path.join(directory, name), "rb") as file:
+            return file.read()
+
+    return read("ca.crt"), read(key), read(own)
+
+
+def open_channel(site: str, tls_dir: Optional[str], server_name: Optional[str]) -> grpc.Channel:
+    """Plain text without a kit (a site on loopback), mutual TLS with one.
+
+    With TLS the channel trusts only the project's CA and presents the kit's
+    certificate; the site's certificate must name the host dialled, or
+    `server_name` when given (a site reached through a tunnel or a proxy).
+    """
+    if tls_dir is None:
+        return grpc.insecure_channel(site)
+    root_certificates, private_key, certificate_chain = read_kit(tls_dir)
+    credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(site, credentials, options=options)
+
+
 # --- the session ----------------------------------------------------------------
 
 
-def run(site: str, client_name: str, agent_id: str) -> int:
-    with grpc.insecure_channel(site) as channel:
+def run(channel: grpc.Channel, client_name: str, agent_id: str) -> int:
+    with channel:
         stub = agent_grpc.AgentServiceStub(channel)
         outbox = Outbox()
         # hello must be the first message on the stream, and only the first.
@@ -270,8 +327,15 @@ def main() -> int:
     parser.add_argument("--site", required=True, help="host:port of the site's AgentService")
     parser.add_argument("--client-name", required=True, help="the client this agent acts for, as in deploy maps")
     parser.add_argument("--agent-id", default=f"py-{uuid.uuid4().hex[:12]}", help="unique per agent process")
+    parser.add_argument("--tls-dir", help="the client's kit folder (ca.crt, <name>.crt, <name>.key): mutual TLS; without it, plain text")
+    parser.add_argument("--tls-server-name", help="the name to check the site's certificate against, when it is not the host dialled")
     args = parser.parse_args()
-    return run(args.site, args.client_name, args.agent_id)
+    try:
+        channel = open_channel(args.site, args.tls_dir, args.tls_server_name)
+    except (OSError, ValueError) as error:
+        say(f"error kit {error}")
+        return 3
+    return run(channel, args.client_name, args.agent_id)
 
 
 if __name__ == "__main__":
