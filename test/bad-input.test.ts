@@ -77,7 +77,7 @@ describe("the Connect stream refuses bad input with a status that names the prob
   });
 
   it("a result without a task id outside hello: INVALID_ARGUMENT", async () => {
-    const end = await endOf([hello({ agentId: "no-id" }), { kind: { $case: "result", value: { taskId: "", returnCode: 1, payload: undefined } } }]);
+    const end = await endOf([hello({ agentId: "no-id" }), { kind: { $case: "result", value: { taskId: "", returnCode: 1, payload: undefined, message: "" } } }]);
     expect(end).toEqual({ code: Status.INVALID_ARGUMENT, details: "result.task_id is empty: only hello.held_result may omit it" });
   });
 

@@ -152,7 +152,7 @@ describe("duplicate, stale and empty-task-id results", () => {
   }
 
   const result = (taskId: string, meta: Record<string, unknown>) => ({
-    kind: { $case: "result" as const, value: { taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: { body: { $case: "inline" as const, value: data(meta) } } } },
+    kind: { $case: "result" as const, value: { taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: { body: { $case: "inline" as const, value: data(meta) } }, message: "" } },
   });
 
   it("acknowledges a duplicate result without delivering it twice", async () => {
@@ -213,6 +213,7 @@ describe("duplicate, stale and empty-task-id results", () => {
           taskId: task.taskId,
           returnCode: ReturnCode.RETURN_CODE_OK,
           payload: { body: { $case: "inline", value: { kind: DataKind.DATA_KIND_WEIGHTS, tensors: [{ name: "w", dtype: 1, shape: [2, 2], data: Buffer.alloc(12) }], values: undefined, meta: {} } } },
+          message: "",
         },
       },
     });

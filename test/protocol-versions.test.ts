@@ -20,9 +20,9 @@ async function twoTasksBackToBack(server: SiteServer, raw: RawAgentStream) {
     server.hub.sendTask("raw", { taskName: "train", jobId: "j", data: empty }, { timeoutMs: 10_000 }),
   );
   const first = await raw.next("task");
-  raw.send({ kind: { $case: "result", value: { taskId: first.taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: undefined } } });
+  raw.send({ kind: { $case: "result", value: { taskId: first.taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: undefined, message: "" } } });
   const next = await raw.next("task");
-  raw.send({ kind: { $case: "result", value: { taskId: next.taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: undefined } } });
+  raw.send({ kind: { $case: "result", value: { taskId: next.taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: undefined, message: "" } } });
   await second;
   return { first, next };
 }
@@ -65,7 +65,7 @@ describe("protocol versions", () => {
     const raw = await rawAgent(server, 2);
     const outcome = server.hub.sendTask("raw", { taskName: "train", jobId: "j", data: empty }, { timeoutMs: 10_000 });
     const task = await raw.next("task");
-    raw.send({ kind: { $case: "result", value: { taskId: task.taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: undefined } } });
+    raw.send({ kind: { $case: "result", value: { taskId: task.taskId, returnCode: ReturnCode.RETURN_CODE_OK, payload: undefined, message: "" } } });
     await outcome;
     // The site leaves in the same turn as the result: the acknowledgement must still come before its bye.
     server.hub.sayBye("raw", 1, "the job ended");

@@ -6,6 +6,7 @@ import { ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { CallState } from "./call-state.js";
 import { SiteConnection } from "./connection.js";
 import { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone } from "./errors.js";
+import { JobGate, type SignedJob } from "./job-policy.js";
 import { type AgentOptions, type ResolvedAgentOptions, resolveAgentOptions } from "./options.js";
 
 /** The newest protocol this agent speaks; it handles every older one's messages too. */
@@ -21,6 +22,12 @@ export interface AgentTask {
   deadline: Date | undefined;
   /** Fires when the site aborts the task: stop working on it. */
   signal: AbortSignal;
+  /**
+   * The job as its admin signed it, when it is signed (this agent verified the
+   * signature before handing the task out): rely on its clientConfig rather
+   * than on anything the site sends. Undefined for an unsigned job.
+   */
+  signedJob: SignedJob | undefined;
 }
 
 interface HeldResult {
@@ -87,6 +94,7 @@ class ReceivedTask implements AgentTask {
     readonly data: DataExchange,
     readonly deadline: Date | undefined,
     abort: TaskAbort,
+    readonly signedJob: SignedJob | undefined,
   ) {
     this.#abort = abort;
   }
@@ -112,6 +120,9 @@ export class Agent {
   private readonly inbox: AgentTask[] = [];
   private readonly controllers = new Map<string, TaskAbort>();
   private readonly knownTaskIds = new Set<string>();
+  /** Refused task id -> the refusal sent for it, to send again when the site resends the task. */
+  private readonly refusals = new Map<string, string>();
+  private readonly gate: JobGate;
   private readonly waiters = new Set<Waiter>();
   private held: HeldResult | undefined;
   /** The task whose result was sent last. */
@@ -123,6 +134,7 @@ export class Agent {
   constructor(options: AgentOptions) {
     this.options = resolveAgentOptions(options);
     this.logger = this.options.logger.child({ client: this.options.clientName, agent: this.options.agentId });
+    this.gate = new JobGate(this.options.policy, this.options.tls, this.options.clientName);
     this.connection = new SiteConnection({ ...this.options, logger: this.logger }, {
       hello: () => ({
         clientName: this.options.clientName,
@@ -259,19 +271,40 @@ export class Agent {
   }
 
   private receiveTask(task: Task): void {
+    const refusal = this.refusals.get(task.taskId);
+    if (refusal !== undefined) return this.sendRefusal(task.taskId, refusal);
     if (this.knownTaskIds.has(task.taskId)) return this.acknowledgeTask(task.taskId);
     this.remember(task.taskId);
+    const verdict = this.gate.check(task);
+    if (!verdict.accepted) return this.refuse(task, verdict.reason);
     const abort = new TaskAbort();
     this.controllers.set(task.taskId, abort);
     const body = task.payload?.body;
-    if (body?.$case === "ref") return void this.fetchTaskData(task, abort, body.value);
-    this.accept(task, abort, body?.$case === "inline" ? body.value : { kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: undefined, meta: undefined });
+    if (body?.$case === "ref") return void this.fetchTaskData(task, abort, body.value, verdict.job);
+    this.accept(task, abort, body?.$case === "inline" ? body.value : { kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: undefined, meta: undefined }, verdict.job);
   }
 
-  private async fetchTaskData(task: Task, abort: TaskAbort, ref: PayloadRef): Promise<void> {
+  /**
+   * Answers a task this client will not run, at once and without the trainer:
+   * RETURN_CODE_UNAUTHORIZED with the reason, which the site records in the job.
+   */
+  private refuse(task: Task, reason: string): void {
+    const message = `${this.options.clientName} refused the job: ${reason}`;
+    this.logger.warn({ task: task.taskId, job: task.jobId, taskName: task.taskName, reason }, "task refused");
+    this.refusals.set(task.taskId, message);
+    if (this.refusals.size > REMEMBERED_TASKS) this.refusals.delete(this.refusals.keys().next().value as string);
+    this.forgetController(task.taskId);
+    this.sendRefusal(task.taskId, message);
+  }
+
+  private sendRefusal(taskId: string, message: string): void {
+    this.connection.send({ kind: { $case: "result", value: { taskId, returnCode: ReturnCode.RETURN_CODE_UNAUTHORIZED, payload: undefined, message } } });
+  }
+
+  private async fetchTaskData(task: Task, abort: TaskAbort, ref: PayloadRef, job: SignedJob | undefined): Promise<void> {
     try {
       const data = decodeDataExchange(await this.connection.download(ref, abort.signal));
-      if (!abort.aborted) this.accept(task, abort, data);
+      if (!abort.aborted) this.accept(task, abort, data, job);
     } catch (error) {
       // Forget the task so that the site's resend gets another try.
       this.logger.warn({ task: task.taskId, job: task.jobId, err: error }, "could not fetch the task's data; waiting for the site to resend it");
@@ -280,12 +313,14 @@ export class Agent {
     }
   }
 
-  private accept(task: Task, abort: TaskAbort, data: DataExchange): void {
+  private accept(task: Task, abort: TaskAbort, data: DataExchange, job: SignedJob | undefined): void {
+    const mismatch = this.gate.checkData(task, job, data);
+    if (mismatch) return this.refuse(task, mismatch);
     // Acknowledge at the end of this event-loop turn, unless the result already
     // left by then: a result acknowledges its task, and a fast trainer then
     // costs three messages per task instead of four.
     setImmediate(() => this.resultSentFor !== task.taskId && this.acknowledgeTask(task.taskId));
-    this.inbox.push(new ReceivedTask(task.taskId, task.taskName, task.jobId, data, task.deadline, abort));
+    this.inbox.push(new ReceivedTask(task.taskId, task.taskName, task.jobId, data, task.deadline, abort, job));
     this.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task received");
     this.wakeWaiters();
   }
@@ -325,7 +360,7 @@ export class Agent {
       if (this.held !== held) return;
       // An upload begun on a stream that has since been replaced may name a payload the site let go: upload again.
       if (held.upload && held.upload.generation !== this.connection.generation) return this.resendHeldResult();
-      if (this.connection.send({ kind: { $case: "result", value: { taskId: held.taskId, returnCode: held.returnCode, payload } } })) this.resultSentFor = held.taskId;
+      if (this.connection.send({ kind: { $case: "result", value: { taskId: held.taskId, returnCode: held.returnCode, payload, message: "" } } })) this.resultSentFor = held.taskId;
       this.logger.debug({ task: held.taskId, rc: returnCodeName(held.returnCode), attempt: held.sends }, "result sent");
       this.scheduleResend(held);
     })();

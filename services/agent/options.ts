@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { ClientTransportOptions } from "../security/client-transport.js";
+import type { JobPolicy } from "./job-policy.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
 
 export interface AgentOptions extends ClientTransportOptions {
@@ -13,6 +14,13 @@ export interface AgentOptions extends ClientTransportOptions {
   resources?: Record<string, number>;
   /** Task names this agent runs; empty means any. */
   taskNames?: string[];
+  /**
+   * This client's say over which jobs run on its data (job-policy.ts):
+   * submitters' organisations and roles, workflows, task names, and whether
+   * jobs must be signed (by default they must when `tls` has a certificate).
+   * Tasks it refuses never reach the trainer. Default: DEFAULT_JOB_POLICY.
+   */
+  policy?: JobPolicy;
   /** How often to send a heartbeat when nothing else was sent. Default 5 s (as the reference). */
   heartbeatIntervalMs?: number;
   /** How long without a sign of life before the site counts as gone; 0 never. Default 30 s. */
@@ -30,7 +38,8 @@ export interface AgentOptions extends ClientTransportOptions {
   logger?: Logger;
 }
 
-export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | keyof ClientTransportOptions>> & ClientTransportOptions & { maxResends: number | undefined };
+export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | "policy" | keyof ClientTransportOptions>> &
+  ClientTransportOptions & { maxResends: number | undefined; policy: JobPolicy | undefined };
 
 export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions {
   return {
@@ -48,6 +57,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     siteAddress: options.siteAddress,
     clientName: options.clientName,
     maxResends: options.maxResends,
+    policy: options.policy,
   };
 }
 

@@ -52,6 +52,7 @@ interface AgentCommandOptions {
   trainer?: string;
   resources: Record<string, number>;
   agentId?: string;
+  policy?: string;
   once: boolean;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
@@ -136,6 +137,7 @@ Examples:
     .addOption(env("--trainer <module>", "a module whose default export is async (task) => ({ data, returnCode }); default: echo", "CAMPFIRE_TRAINER"))
     .addOption(env("--resources <list>", "resources offered to jobs, for example gpu=1,memory_gb=16", "CAMPFIRE_RESOURCES").argParser(resources).default({}))
     .addOption(env("--agent-id <id>", "a stable id for this agent (default: client name plus a random suffix)", "CAMPFIRE_AGENT_ID"))
+    .addOption(env("--policy <file>", "this client's job policy, YAML or JSON: which organisations, roles, workflows and task names may run here; whether jobs must be signed", "CAMPFIRE_AGENT_POLICY"))
     .option("--once", "exit when the first job ends, instead of waiting for the next", false)
     .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards the site", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which the site counts as gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
@@ -162,6 +164,7 @@ Examples:
         const { site } = globals;
         const [{ createLogger }, { echoTrainer, runAgentLoop }] = await Promise.all([import("../shared/logger.js"), import("./agent-loop.js")]);
         const trainer = options.trainer ? await loadTrainer(options.trainer) : echoTrainer;
+        const policy = options.policy ? await (await import("../agent/job-policy.js")).loadJobPolicy(options.policy) : undefined;
         const stop = new AbortController();
         void stopRequested().then(() => stop.abort());
         await runAgentLoop(
@@ -171,6 +174,7 @@ Examples:
             clientName: options.client,
             agentId: options.agentId,
             resources: options.resources,
+            policy,
             heartbeatIntervalMs: options.heartbeatIntervalMs,
             heartbeatTimeoutMs: options.heartbeatTimeoutMs,
             logger: createLogger("agent"),

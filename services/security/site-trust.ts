@@ -1,4 +1,4 @@
-import type { X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Unauthenticated } from "./errors.js";
@@ -59,6 +59,11 @@ export class SiteTrust {
 
   get project(): string {
     return this.kit.identity.project;
+  }
+
+  /** The project CA (the kit's ca.crt): what signed jobs' signers must chain to. */
+  get caCertificate(): X509Certificate {
+    return new X509Certificate(this.kit.ca);
   }
 
   client(name: string): ClientRecord | undefined {

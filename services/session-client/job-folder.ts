@@ -41,6 +41,7 @@ export async function readJobFolder(folder: string): Promise<JobDefinition> {
     mandatoryClients: meta.mandatory_clients ?? [],
     apps,
     jobFolderName: basename(root),
+    signature: undefined,
   };
 }
 

@@ -22,8 +22,10 @@ import type {
 } from "../../gen/campfire/admin/v1/session_service.js";
 import { MonitorReturnCode, SessionServiceClient } from "../../gen/campfire/admin/v1/session_service.js";
 import { type ClientTransportOptions, siteChannelCredentials } from "../security/client-transport.js";
+import { signJobDefinition } from "../security/job-signing.js";
+import { certifyKit, type TlsKit } from "../security/kit.js";
 import { relativePathProblem } from "../site/jobs/validation.js";
-import { InternalError, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
+import { InternalError, InvalidJobDefinition, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
 import { readJobFolder } from "./job-folder.js";
 
 export { MonitorReturnCode };
@@ -78,12 +80,15 @@ export class Session {
   private readonly callTimeoutMs: number;
   private readonly downloadTimeoutMs: number;
   private readonly inFlight = new Set<{ cancel(): void }>();
+  /** The kit whose key signs submitted jobs: `tls`, when it has a certificate and key. */
+  private readonly signingKit: TlsKit | undefined;
   private closed = false;
 
   constructor(options: SessionOptions = {}) {
     this.site = options.site ?? DEFAULT_SITE;
     this.callTimeoutMs = options.callTimeoutMs ?? 30_000;
     this.downloadTimeoutMs = options.downloadTimeoutMs ?? 30 * 60_000;
+    this.signingKit = options.tls?.cert && options.tls.key ? options.tls : undefined;
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
     this.client = new SessionServiceClient(this.site, siteChannelCredentials(this.site, options), {
       "grpc.max_receive_message_length": 8 * 1024 * 1024,
@@ -97,9 +102,25 @@ export class Session {
     return this.submitJobDefinition(await readJobFolder(folder));
   }
 
-  /** Submits a job already in structured form. Returns the job's id. */
+  /**
+   * Submits a job already in structured form. Returns the job's id. With a
+   * kit that has a certificate and key (`tls`), the definition is signed
+   * with that key first (JobDefinition.signature), so that agents can check
+   * that the job they run is the one this admin submitted; a definition that
+   * already carries a signature is sent as it is.
+   */
   async submitJobDefinition(definition: JobDefinition): Promise<string> {
-    return (await this.unary("submitJob", { definition })).jobId;
+    this.ensureOpen();
+    const signed = this.signingKit && !definition.signature ? { ...definition, signature: this.sign(definition, this.signingKit) } : definition;
+    return (await this.unary("submitJob", { definition: signed })).jobId;
+  }
+
+  private sign(definition: JobDefinition, kit: TlsKit) {
+    try {
+      return signJobDefinition(definition, certifyKit(kit));
+    } catch (error) {
+      throw new InvalidJobDefinition(`could not sign the job with the kit${kit.dir ? ` ${kit.dir}` : ""}: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   /** Submits a new job with the definition of `jobId`. Returns the new job's id. */

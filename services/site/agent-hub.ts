@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { ByeReason, type Hello, type Payload, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
+import type { JobSignature } from "../../gen/campfire/common/v1/job_signature.js";
 import { PermissionDenied, TooManyStreams } from "../security/errors.js";
 import { describeIdentity, type Identity } from "../security/identity.js";
 import type { Logger } from "../shared/logger.js";
 import { nameProblem } from "../shared/names.js";
 import type { DataExchange } from "../shared/payload.js";
+import { ReturnCode } from "../shared/return-codes.js";
 import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSIONS, type TaskOutcome } from "./agent-session.js";
 import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
 import { PayloadStore, SharedPayload } from "./payload-store.js";
@@ -47,6 +49,17 @@ export interface HubOptions {
   uploadBudgetBytes?: number;
   timings: ExchangeTimings;
   logger: Logger;
+  /** The signature of a job's definition, attached to every task of the job (Task.job_signature); undefined for unsigned jobs. */
+  jobSignature?: (jobId: string) => JobSignature | undefined;
+}
+
+/** An agent refused a task (RETURN_CODE_UNAUTHORIZED): its client's policy or its check of the job's signature said no. */
+export interface RefusalEvent {
+  jobId: string;
+  clientName: string;
+  taskName: string;
+  /** The agent's reason (TaskResult.message), or a note that it gave none. */
+  reason: string;
 }
 
 /**
@@ -64,6 +77,7 @@ export class AgentHub {
   private readonly attachListeners = new Set<() => void>();
   private readonly metricListeners = new Set<(event: MetricEvent) => void>();
   private readonly heartbeatListeners = new Set<(event: HeartbeatEvent) => void>();
+  private readonly refusalListeners = new Set<(event: RefusalEvent) => void>();
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly sweepMs: number;
   private lastSweepAt = Date.now();
@@ -150,13 +164,15 @@ export class AgentHub {
     const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
     const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
     if (payload.body?.$case === "ref") this.payloads.allow(payload.body.value.payloadId, clientName);
-    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined };
+    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined, jobSignature: this.options.jobSignature?.(spec.jobId) };
     session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
     const outcome = session.run(task);
     const expiry = deadline === undefined ? undefined : setTimeout(expire, deadline - Date.now(), session, task);
     const canceller = options.signal && new Canceller(session, task, options.signal);
     try {
-      return await outcome;
+      const result = await outcome;
+      if (result.returnCode === ReturnCode.RETURN_CODE_UNAUTHORIZED) this.refused(result.jobId, clientName, result.taskName, result.message);
+      return result;
     } finally {
       clearTimeout(expiry);
       canceller?.dispose();
@@ -183,6 +199,12 @@ export class AgentHub {
   onMetric(listener: (event: MetricEvent) => void): () => void {
     this.metricListeners.add(listener);
     return () => this.metricListeners.delete(listener);
+  }
+
+  /** Every refusal of a task by an agent, as it arrives (the site records them in the job: JobMeta.refusals). */
+  onRefusal(listener: (event: RefusalEvent) => void): () => void {
+    this.refusalListeners.add(listener);
+    return () => this.refusalListeners.delete(listener);
   }
 
   /** Every heartbeat agents send, as it arrives (for measuring; with no listener a heartbeat costs nothing more). */
@@ -217,6 +239,12 @@ export class AgentHub {
     for (const session of [...this.sessions.values()]) {
       this.remove(session, new SiteShuttingDown("the site is shutting down"), ByeReason.BYE_REASON_SITE_SHUTTING_DOWN);
     }
+  }
+
+  private refused(jobId: string, clientName: string, taskName: string, message: string | undefined): void {
+    const reason = message || `${clientName} refused the task without saying why`;
+    this.options.logger.warn({ job: jobId, client: clientName, taskName, reason }, "an agent refused a task");
+    for (const listener of this.refusalListeners) listener({ jobId, clientName, taskName, reason });
   }
 
   private sweep(): void {

@@ -51,6 +51,13 @@ export interface TaskOutcome {
   data: DataExchange | undefined;
   /** Why the site refused the result's data, when it did. */
   problem?: string;
+  /** The agent's own words on why the task failed (TaskResult.message), when it gave any. */
+  message?: string;
+}
+
+/** Why a task that carries no data failed, for reports: "returned UNAUTHORIZED: <the agent's message>". */
+export function failureOf(outcome: TaskOutcome): string {
+  return outcome.problem ?? `returned ${returnCodeName(outcome.returnCode)}${outcome.message ? `: ${outcome.message}` : ""}`;
 }
 
 /** A heartbeat as it reached the site: sent_at against the site's clock tells how long it took. */
@@ -345,6 +352,7 @@ export class AgentSession {
       returnCode,
       data: undefined,
     };
+    if (result.message) outcome.message = result.message;
     const body = result.payload?.body;
     let data: DataExchange | undefined;
     try {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HealthImplementation } from "grpc-health-check";
 import { SessionServiceService } from "../../gen/campfire/admin/v1/session_service.js";
+import type { JobSignature } from "../../gen/campfire/common/v1/job_signature.js";
 import { agentServiceDefinition } from "../shared/agent-wire.js";
 import { AUDIT_FILE, AuditLog } from "../security/audit.js";
 import { SiteTrust } from "../security/site-trust.js";
@@ -92,8 +93,19 @@ export class SiteServer {
     const temporaryDir = options.auditPath || options.jobs?.dataDir ? undefined : await mkdtemp(join(tmpdir(), "campfire-audit-"));
     const audit = await AuditLog.open(options.auditPath ?? join(options.jobs?.dataDir ?? temporaryDir!, AUDIT_FILE));
     const agentLimits = { ...DEFAULT_AGENT_LIMITS, ...options.agentLimits };
-    const hub = new AgentHub({ siteName, timings, logger, uploadBudgetBytes: options.uploadBudgetBytes, maxAgentsPerClient: agentLimits.maxAgentsPerClient });
+    // Signed jobs: the hub attaches each job's signature to its tasks, and the job records its agents' refusals.
+    let signatureOf: (jobId: string) => JobSignature | undefined = () => undefined;
+    const hub = new AgentHub({
+      siteName,
+      timings,
+      logger,
+      uploadBudgetBytes: options.uploadBudgetBytes,
+      maxAgentsPerClient: agentLimits.maxAgentsPerClient,
+      jobSignature: (jobId) => signatureOf(jobId),
+    });
     const jobs = await JobManager.open(hub, logger, options.jobs);
+    signatureOf = (jobId) => jobs.signatureOf(jobId);
+    hub.onRefusal(({ jobId, clientName, taskName, reason }) => jobs.recordRefusal(jobId, { client: clientName, reason, taskName, time: new Date() }));
     // A submitted job arrives in one message: the session service takes up to the job limit (plus framing), the agent service chunks.
     const maxSessionMessageBytes = jobs.maxJobBytes + 64 * 1024;
     const server = new Server({

@@ -51,6 +51,7 @@ export function jobDefinition(spec: JobSpec = {}): JobDefinition {
       files: Object.entries(app.files ?? {}).map(([path, content]) => ({ path, content: Buffer.from(content) })),
     })),
     jobFolderName: job.name,
+    signature: undefined,
   };
 }
 

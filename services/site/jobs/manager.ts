@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { JobDefinition, JobProgress } from "../../../gen/campfire/admin/v1/job.js";
+import type { ClientRefusal, JobDefinition, JobProgress } from "../../../gen/campfire/admin/v1/job.js";
+import type { JobSignature } from "../../../gen/campfire/common/v1/job_signature.js";
 import { ByeReason } from "../../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../../shared/logger.js";
@@ -96,6 +97,8 @@ export class JobManager {
   private readonly attempts = new Map<string, number>();
   private readonly nextAttemptAt = new Map<string, number>();
   private readonly running = new Map<string, RunningJob>();
+  /** The signatures of running signed jobs, for the hub to attach to their tasks. */
+  private readonly signatures = new Map<string, JobSignature>();
   /** Client -> the job that holds it. */
   private readonly heldBy = new Map<string, string>();
   private readonly watchers = new Map<string, Set<JobWatcher>>();
@@ -183,6 +186,7 @@ export class JobManager {
       clients: [],
       endTime: undefined,
       resumeCount: 0,
+      refusals: [],
     };
     await this.store.create(meta, validated.encoded);
     this.jobs.set(jobId, meta);
@@ -196,6 +200,19 @@ export class JobManager {
   async clone(jobId: string, caller: Caller): Promise<string> {
     this.require(jobId);
     return this.submit(await this.store.definition(jobId), caller, jobId);
+  }
+
+  /** The signature of a running job's definition (see HubOptions.jobSignature); undefined when it is unsigned or not running. */
+  signatureOf(jobId: string): JobSignature | undefined {
+    return this.signatures.get(jobId);
+  }
+
+  /** Records in the job that a client refused it (JobMeta.refusals), once per client and reason. */
+  recordRefusal(jobId: string, refusal: ClientRefusal): void {
+    const known = (meta: JobMeta) => meta.refusals.some((other) => other.client === refusal.client && other.reason === refusal.reason);
+    const meta = this.jobs.get(jobId);
+    if (!meta || known(meta)) return;
+    void this.persistQuietly(jobId, ACTIVE, (current) => (known(current) ? {} : { refusals: [...current.refusals, refusal] }));
   }
 
   /** The job's definition as submitted. */
@@ -457,6 +474,7 @@ export class JobManager {
       .finally(() => {
         for (const client of clients) if (this.heldBy.get(client) === jobId) this.heldBy.delete(client);
         this.running.delete(jobId);
+        this.signatures.delete(jobId);
         this.schedule();
       });
   }
@@ -486,6 +504,7 @@ export class JobManager {
       if (!dispatched) return;
       logger.info({ clients, resumeCount: dispatched.resumeCount || undefined }, resumed ? "job resuming" : "job dispatched");
       const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
+      if (validated.definition.signature) this.signatures.set(jobId, validated.definition.signature);
       resumable = validated.workflow.resumable === true;
       const workspace = this.store.workspace(jobId);
       await mkdir(workspace, { recursive: true });

@@ -90,6 +90,7 @@ export function jobMetaToDict(meta: JobMeta): Record<string, unknown> {
     approvals: meta.approvals.length ? meta.approvals : undefined,
     schedule_attempts: meta.scheduleAttempts || undefined,
     resume_count: meta.resumeCount || undefined,
+    refusals: meta.refusals.length ? meta.refusals.map(({ client, reason, taskName, time }) => ({ client, reason, task_name: taskName, time: time?.toISOString() })) : undefined,
     cloned_from: meta.clonedFrom || undefined,
     content_location: meta.contentLocation || undefined,
     result_location: meta.resultLocation || undefined,

@@ -19,6 +19,7 @@ import { CHUNK_BYTES } from "../../shared/payload.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { SiteError } from "../errors.js";
 import { InvalidArgument, JobNotDone, JobTooLarge } from "../jobs/errors.js";
+import { checkSubmittedSignature } from "../jobs/signature-check.js";
 import type { JobManager } from "../jobs/manager.js";
 import { type Caller, isFinished, jobDefinitionToDict, jobMetaToDict, statusName } from "../jobs/model.js";
 import { RefusedMessage } from "../transport/decoding.js";
@@ -81,6 +82,7 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
   return {
     submitJob: unary("SubmitJob", async (request, caller) => {
       if (!request.definition) throw new InvalidArgument("definition: is not set; send the job's JobDefinition");
+      checkSubmittedSignature(request.definition, options.trust, caller);
       return { jobId: await jobs.submit(request.definition, caller) };
     }),
 

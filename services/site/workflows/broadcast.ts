@@ -59,7 +59,7 @@ export const broadcastWorkflow: Workflow<BroadcastArgs> = {
           const outcome = await context.hub.sendTask(client, { taskName: args.task_name, jobId: context.jobId, data }, wait);
           await saveOutcome(folder, outcome);
           if (carriesData(outcome.returnCode)) succeeded++;
-          else failures.push(`${client} answered ${returnCodeName(outcome.returnCode)}${outcome.problem ? ` (${outcome.problem})` : ""}`);
+          else failures.push(`${client} answered ${returnCodeName(outcome.returnCode)}${outcome.problem || outcome.message ? ` (${outcome.problem ?? outcome.message})` : ""}`);
         } catch (error) {
           if (signal.aborted) throw error;
           failures.push(`${client}: ${(error as Error).message}`);
@@ -89,6 +89,7 @@ async function saveOutcome(folder: string, outcome: TaskOutcome): Promise<void> 
     task_name: outcome.taskName,
     return_code: returnCodeName(outcome.returnCode),
     problem: outcome.problem,
+    message: outcome.message,
     kind: data ? DataKind[data.kind].replace("DATA_KIND_", "") : undefined,
     values: data?.values,
     meta: data?.meta,

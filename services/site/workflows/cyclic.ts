@@ -1,8 +1,9 @@
 import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
-import { carriesData, returnCodeName } from "../../shared/return-codes.js";
+import { carriesData } from "../../shared/return-codes.js";
 import { decodeSafetensors } from "../../shared/safetensors.js";
+import { failureOf } from "../agent-session.js";
 import { SiteError } from "../errors.js";
 import { WeightedAverage } from "./aggregation.js";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
@@ -81,7 +82,7 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
             args.task_assignment_timeout > 0 ? { signal: context.signal, timeoutMs: args.task_assignment_timeout * 1000 } : { signal: context.signal },
           );
           if (carriesData(result.returnCode)) model = checked(model, result.data?.tensors ?? []);
-          else problem = result.problem ?? `returned ${returnCodeName(result.returnCode)}`;
+          else problem = failureOf(result);
         } catch (error) {
           if (context.signal.aborted) throw error;
           problem = error instanceof SiteError ? `${error.name}: ${error.message}` : (error as Error).message;

@@ -1,7 +1,7 @@
 import type { Logger } from "../../shared/logger.js";
-import { carriesData, returnCodeName } from "../../shared/return-codes.js";
+import { carriesData } from "../../shared/return-codes.js";
 import type { AgentHub, TaskSpec } from "../agent-hub.js";
-import type { TaskOutcome } from "../agent-session.js";
+import { failureOf, type TaskOutcome } from "../agent-session.js";
 import { SiteError } from "../errors.js";
 
 export interface GatherOptions {
@@ -58,7 +58,7 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
     clients.map(async (client) => {
       try {
         const outcome = await options.hub.sendTask(client, options.task(client), options.taskTimeoutMs === undefined ? { signal } : { signal, timeoutMs: options.taskTimeoutMs });
-        if (!carriesData(outcome.returnCode)) return fail(client, outcome.problem ?? `returned ${returnCodeName(outcome.returnCode)}`);
+        if (!carriesData(outcome.returnCode)) return fail(client, failureOf(outcome));
         try {
           options.accept(outcome);
         } catch (error) {

@@ -9,6 +9,7 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Struct } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { JobSignature } from "../../common/v1/job_signature.js";
 
 /**
  * Where a job is in its life. Each value maps one to one onto the reference
@@ -151,6 +152,20 @@ export interface JobDefinition {
   apps: App[];
   /** The name of the folder the job came from, kept for display. */
   jobFolderName: string;
+  /**
+   * Optional: a project admin's signature over this definition (every field
+   * above but job_folder_name; see campfire.common.v1.JobSignature for the
+   * manifest it signs). Set by the admin's tool, not by the site. When it is
+   * set, the site checks it at SubmitJob: a valid ECDSA signature by a
+   * certificate of the project CA, not revoked, of an admin, of the caller
+   * itself when the caller authenticated with a certificate, and a manifest
+   * whose content equals this definition; otherwise the job is refused with
+   * INVALID_ARGUMENT or PERMISSION_DENIED naming what is wrong. The site
+   * stores it with the job (CloneJob keeps the original signer's signature)
+   * and attaches it to every task of the job, for agents to verify. Agents
+   * that require signed jobs refuse tasks of unsigned ones.
+   */
+  signature: JobSignature | undefined;
 }
 
 export interface JobDefinition_ResourceSpecEntry {
@@ -278,11 +293,38 @@ export interface JobMeta {
    * that ran without interruption.
    */
   resumeCount: number;
+  /**
+   * The clients whose agents refused to run the job, once per client and
+   * reason: their local policy does not allow the job's submitter, workflow
+   * or task, or the job's signature did not verify (see
+   * campfire.common.v1.JobSignature). In the order the refusals arrived.
+   */
+  refusals: ClientRefusal[];
 }
 
 export interface JobMeta_ResourceSpecEntry {
   key: string;
   value: ResourceRequirement | undefined;
+}
+
+/**
+ * A client's refusal to run a job: its agent answered a task of the job with
+ * RETURN_CODE_UNAUTHORIZED and a reason (campfire.agent.v1.TaskResult.message).
+ */
+export interface ClientRefusal {
+  /** The client that refused, as named in deploy maps. */
+  client: string;
+  /**
+   * The agent's reason, in words a person can act on, for example
+   * "hospital-b refused the job: its submitter admin@a.org (org a,
+   * project_admin) is of organisation a, and this client's policy allows jobs
+   * from organisations b".
+   */
+  reason: string;
+  /** The task the agent refused first for this reason (its task_name). */
+  taskName: string;
+  /** When the site received the refusal. */
+  time: Date | undefined;
 }
 
 /** How far a job's workflow has come. */
@@ -314,6 +356,7 @@ function createBaseJobDefinition(): JobDefinition {
     mandatoryClients: [],
     apps: [],
     jobFolderName: "",
+    signature: undefined,
   };
 }
 
@@ -339,6 +382,9 @@ export const JobDefinition: MessageFns<JobDefinition> = {
     }
     if (message.jobFolderName !== "") {
       writer.uint32(58).string(message.jobFolderName);
+    }
+    if (message.signature !== undefined) {
+      JobSignature.encode(message.signature, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -415,6 +461,14 @@ export const JobDefinition: MessageFns<JobDefinition> = {
             message.jobFolderName = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.signature = JobSignature.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -480,6 +534,7 @@ export const JobDefinition: MessageFns<JobDefinition> = {
         : isSet(object.job_folder_name)
         ? globalThis.String(object.job_folder_name)
         : "",
+      signature: isSet(object.signature) ? JobSignature.fromJSON(object.signature) : undefined,
     };
   },
 
@@ -512,6 +567,9 @@ export const JobDefinition: MessageFns<JobDefinition> = {
     if (message.jobFolderName !== "") {
       obj.jobFolderName = message.jobFolderName;
     }
+    if (message.signature !== undefined) {
+      obj.signature = JobSignature.toJSON(message.signature);
+    }
     return obj;
   },
 
@@ -533,6 +591,9 @@ export const JobDefinition: MessageFns<JobDefinition> = {
     message.mandatoryClients = object.mandatoryClients?.map((e) => e) || [];
     message.apps = object.apps?.map((e) => App.fromPartial(e)) || [];
     message.jobFolderName = object.jobFolderName ?? "";
+    message.signature = (object.signature !== undefined && object.signature !== null)
+      ? JobSignature.fromPartial(object.signature)
+      : undefined;
     return message;
   },
 };
@@ -1138,6 +1199,7 @@ function createBaseJobMeta(): JobMeta {
     clients: [],
     endTime: undefined,
     resumeCount: 0,
+    refusals: [],
   };
 }
 
@@ -1211,6 +1273,9 @@ export const JobMeta: MessageFns<JobMeta> = {
     }
     if (message.resumeCount !== 0) {
       writer.uint32(184).uint32(message.resumeCount);
+    }
+    for (const v of message.refusals) {
+      ClientRefusal.encode(v!, writer.uint32(210).fork()).join();
     }
     return writer;
   },
@@ -1415,6 +1480,14 @@ export const JobMeta: MessageFns<JobMeta> = {
             message.resumeCount = reader.uint32();
             continue;
           }
+          case 26: {
+            if (tag !== 210) {
+              break;
+            }
+
+            message.refusals.push(ClientRefusal.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1542,6 +1615,9 @@ export const JobMeta: MessageFns<JobMeta> = {
         : isSet(object.resume_count)
         ? globalThis.Number(object.resume_count)
         : 0,
+      refusals: globalThis.Array.isArray(object?.refusals)
+        ? object.refusals.map((e: any) => ClientRefusal.fromJSON(e))
+        : [],
     };
   },
 
@@ -1622,6 +1698,9 @@ export const JobMeta: MessageFns<JobMeta> = {
     if (message.resumeCount !== 0) {
       obj.resumeCount = Math.round(message.resumeCount);
     }
+    if (message.refusals?.length) {
+      obj.refusals = message.refusals.map((e) => ClientRefusal.toJSON(e));
+    }
     return obj;
   },
 
@@ -1663,6 +1742,7 @@ export const JobMeta: MessageFns<JobMeta> = {
     message.clients = object.clients?.map((e) => e) || [];
     message.endTime = object.endTime ?? undefined;
     message.resumeCount = object.resumeCount ?? 0;
+    message.refusals = object.refusals?.map((e) => ClientRefusal.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1750,6 +1830,127 @@ export const JobMeta_ResourceSpecEntry: MessageFns<JobMeta_ResourceSpecEntry> = 
     message.value = (object.value !== undefined && object.value !== null)
       ? ResourceRequirement.fromPartial(object.value)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseClientRefusal(): ClientRefusal {
+  return { client: "", reason: "", taskName: "", time: undefined };
+}
+
+export const ClientRefusal: MessageFns<ClientRefusal> = {
+  encode(message: ClientRefusal, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.client !== "") {
+      writer.uint32(10).string(message.client);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.taskName !== "") {
+      writer.uint32(26).string(message.taskName);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClientRefusal {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClientRefusal();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.client = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.taskName = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ClientRefusal {
+    return {
+      client: isSet(object.client) ? globalThis.String(object.client) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      taskName: isSet(object.taskName)
+        ? globalThis.String(object.taskName)
+        : isSet(object.task_name)
+        ? globalThis.String(object.task_name)
+        : "",
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+    };
+  },
+
+  toJSON(message: ClientRefusal): unknown {
+    const obj: any = {};
+    if (message.client !== "") {
+      obj.client = message.client;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.taskName !== "") {
+      obj.taskName = message.taskName;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ClientRefusal>, I>>(base?: I): ClientRefusal {
+    return ClientRefusal.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClientRefusal>, I>>(object: I): ClientRefusal {
+    const message = createBaseClientRefusal();
+    message.client = object.client ?? "";
+    message.reason = object.reason ?? "";
+    message.taskName = object.taskName ?? "";
+    message.time = object.time ?? undefined;
     return message;
   },
 };

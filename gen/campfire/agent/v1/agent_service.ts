@@ -25,6 +25,7 @@ import {
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import { DataExchange } from "../../common/v1/exchange.js";
+import { JobSignature } from "../../common/v1/job_signature.js";
 import { ReturnCode, returnCodeFromJSON, returnCodeToJSON } from "../../common/v1/return_code.js";
 
 /** What the site did with a result. */
@@ -305,7 +306,26 @@ export interface Task {
    * when it was due as this task left. The agent handles it exactly as a
    * result_ack message, before the task. Never set under protocol 1.
    */
-  resultAck: ResultAck | undefined;
+  resultAck:
+    | ResultAck
+    | undefined;
+  /**
+   * The signature of the job's definition (JobDefinition.signature), set on
+   * every task of a signed job; unset for unsigned jobs. An agent that checks
+   * jobs verifies it against the project CA of its own kit before it runs the
+   * job's first task (once per job and signature: later tasks of the job
+   * carry the same one): the signature over the manifest, the signer's
+   * certificate issued by the project CA and valid at the manifest's
+   * signed_at, the signer an admin whom the client's local policy allows,
+   * this client in the manifest's deploy_map (or "@ALL"). Then, per task: the
+   * task name is one the signed workflow (the server app's
+   * server_config.workflow and its args) sends, and what the task's data
+   * meta says of the job ("total_rounds", "client_config") matches the
+   * manifest. A task that fails any check is answered at once with a result
+   * of RETURN_CODE_UNAUTHORIZED whose message says why; the trainer never
+   * sees it.
+   */
+  jobSignature: JobSignature | undefined;
 }
 
 /**
@@ -325,7 +345,18 @@ export interface TaskResult {
   /** How the task ended. Only OK and EARLY_TERMINATION carry data onward. */
   returnCode: ReturnCode;
   /** The result's data. Its kind defaults to WEIGHTS when unspecified. */
-  payload: Payload | undefined;
+  payload:
+    | Payload
+    | undefined;
+  /**
+   * Why the task failed, in words a person can act on, when return_code is
+   * not OK; empty otherwise (and optional even then). An agent that refuses a
+   * task (RETURN_CODE_UNAUTHORIZED: its local policy or the job's signature
+   * check said no) must say why here, starting "<client> refused the job: ";
+   * the site records it in the job (JobMeta.refusals) and in the end reason
+   * of a job that fails because of it.
+   */
+  message: string;
 }
 
 /**
@@ -1329,7 +1360,15 @@ export const Welcome: MessageFns<Welcome> = {
 };
 
 function createBaseTask(): Task {
-  return { taskId: "", taskName: "", jobId: "", payload: undefined, deadline: undefined, resultAck: undefined };
+  return {
+    taskId: "",
+    taskName: "",
+    jobId: "",
+    payload: undefined,
+    deadline: undefined,
+    resultAck: undefined,
+    jobSignature: undefined,
+  };
 }
 
 export const Task: MessageFns<Task> = {
@@ -1351,6 +1390,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.resultAck !== undefined) {
       ResultAck.encode(message.resultAck, writer.uint32(50).fork()).join();
+    }
+    if (message.jobSignature !== undefined) {
+      JobSignature.encode(message.jobSignature, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1416,6 +1458,14 @@ export const Task: MessageFns<Task> = {
             message.resultAck = ResultAck.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.jobSignature = JobSignature.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1452,6 +1502,11 @@ export const Task: MessageFns<Task> = {
         : isSet(object.result_ack)
         ? ResultAck.fromJSON(object.result_ack)
         : undefined,
+      jobSignature: isSet(object.jobSignature)
+        ? JobSignature.fromJSON(object.jobSignature)
+        : isSet(object.job_signature)
+        ? JobSignature.fromJSON(object.job_signature)
+        : undefined,
     };
   },
 
@@ -1475,6 +1530,9 @@ export const Task: MessageFns<Task> = {
     if (message.resultAck !== undefined) {
       obj.resultAck = ResultAck.toJSON(message.resultAck);
     }
+    if (message.jobSignature !== undefined) {
+      obj.jobSignature = JobSignature.toJSON(message.jobSignature);
+    }
     return obj;
   },
 
@@ -1492,6 +1550,9 @@ export const Task: MessageFns<Task> = {
     message.deadline = object.deadline ?? undefined;
     message.resultAck = (object.resultAck !== undefined && object.resultAck !== null)
       ? ResultAck.fromPartial(object.resultAck)
+      : undefined;
+    message.jobSignature = (object.jobSignature !== undefined && object.jobSignature !== null)
+      ? JobSignature.fromPartial(object.jobSignature)
       : undefined;
     return message;
   },
@@ -1571,7 +1632,7 @@ export const TaskAck: MessageFns<TaskAck> = {
 };
 
 function createBaseTaskResult(): TaskResult {
-  return { taskId: "", returnCode: 0, payload: undefined };
+  return { taskId: "", returnCode: 0, payload: undefined, message: "" };
 }
 
 export const TaskResult: MessageFns<TaskResult> = {
@@ -1584,6 +1645,9 @@ export const TaskResult: MessageFns<TaskResult> = {
     }
     if (message.payload !== undefined) {
       Payload.encode(message.payload, writer.uint32(26).fork()).join();
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
     }
     return writer;
   },
@@ -1625,6 +1689,14 @@ export const TaskResult: MessageFns<TaskResult> = {
             message.payload = Payload.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1650,6 +1722,7 @@ export const TaskResult: MessageFns<TaskResult> = {
         ? returnCodeFromJSON(object.return_code)
         : 0,
       payload: isSet(object.payload) ? Payload.fromJSON(object.payload) : undefined,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
     };
   },
 
@@ -1664,6 +1737,9 @@ export const TaskResult: MessageFns<TaskResult> = {
     if (message.payload !== undefined) {
       obj.payload = Payload.toJSON(message.payload);
     }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
     return obj;
   },
 
@@ -1677,6 +1753,7 @@ export const TaskResult: MessageFns<TaskResult> = {
     message.payload = (object.payload !== undefined && object.payload !== null)
       ? Payload.fromPartial(object.payload)
       : undefined;
+    message.message = object.message ?? "";
     return message;
   },
 };
