@@ -18,6 +18,7 @@ import { jobMetaToDict } from "../services/site/jobs/model.js";
 import { parseTokens } from "../services/site/session/auth.js";
 import { SiteServer } from "../services/site/site-server.js";
 import { builtinWorkflows } from "../services/site/workflows/registry.js";
+import { campfire } from "./helpers/cli.js";
 import { broadcast, jobDefinition } from "./helpers/job-defs.js";
 import { FAST_EXCHANGE, FAST_SCHEDULING, hasStatus, RunStatus, tempDir, waitForJob } from "./helpers/job-site.js";
 import { TEST_PROJECT, useKits } from "./helpers/kits.js";
@@ -232,8 +233,35 @@ describe("signed jobs, end to end over TLS", () => {
       message: expect.stringContaining("the job is signed by hospital-a (org a, client): only an admin's certificate may sign jobs"),
     });
 
+    // A signature rides in every task: one too large for that is refused too.
+    const bulky = jobDefinition({ apps: { app: { server: broadcast(), client: { blob: "x".repeat(300_000) } } } });
+    await expect(admin.submitJobDefinition(bulky)).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT, message: expect.stringMatching(/signature: is \d+ bytes, more than the 262144 this site attaches to tasks/) });
+
     // The signature it does accept is the one that matches.
     expect(await admin.submitJobDefinition({ ...signed, signature })).toMatch(/^[0-9a-f-]{36}$/);
+  });
+});
+
+describe("campfire agent --policy", () => {
+  it("refuses, as the policy file says, the jobs of organisations it does not list; a bad file is named with its field", async () => {
+    const dir = await tempDir();
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    await writeFile(join(dir, "bad.yaml"), "roles: [boss]\n");
+    const bad = await campfire(["agent", "--client", "hospital-a", "--site", "127.0.0.1:1", "--policy", join(dir, "bad.yaml")]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain(`job policy ${join(dir, "bad.yaml")}: roles.0: must be "*" or one of project_admin, org_admin, lead, member`);
+
+    await writeFile(join(dir, "policy.yaml"), "orgs: [b]\n");
+    const site = await startSite();
+    const admin = await adminSession(site);
+    const jobId = await admin.submitJobDefinition(jobDefinition({ name: "from-a", deployMap: { app: ["server", "hospital-a"] } }));
+    const agent = await campfire(["agent", "--once", "--client", "hospital-a", "--site", `localhost:${site.port}`, "--tls-dir", kits.path("hospital-a")], { CAMPFIRE_AGENT_POLICY: join(dir, "policy.yaml") });
+    expect(agent.code).toBe(0);
+    const meta = await admin.getJobMeta(jobId);
+    expect(meta.refusals.map((refusal) => refusal.reason)).toEqual([
+      "hospital-a refused the job: its submitter admin@a.org (org a, project_admin) is of organisation a, and this client's policy allows jobs from organisations b",
+    ]);
+    expect(agent.stdout).toContain("task refused");
   });
 });
 

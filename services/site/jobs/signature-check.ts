@@ -5,6 +5,13 @@ import { JobSignatureProblem, manifestMismatch, type VerifiedSignature, verifyJo
 import type { SiteTrust } from "../../security/site-trust.js";
 import { InvalidJobDefinition } from "./errors.js";
 
+/**
+ * The largest signature the site takes: it rides in every task of the job, and
+ * control messages stay well under their 2 MiB limit. A manifest holds configs
+ * and file digests, not files, so real ones are a few KiB.
+ */
+export const MAX_SIGNATURE_BYTES = 256 * 1024;
+
 /** Who submits, as far as the signature check cares: `via` "certificate" when a TLS client certificate proved the name. */
 export interface Submitter {
   name: string;
@@ -26,7 +33,12 @@ export interface Submitter {
  */
 export function checkSubmittedSignature(definition: JobDefinition, trust: SiteTrust | undefined, submitter: Submitter, now = new Date()): VerifiedSignature | undefined {
   const signature = definition.signature;
-  if (!signature || !trust) return undefined;
+  if (!signature) return undefined;
+  const size = signature.manifest.length + signature.signature.length + Buffer.byteLength(signature.signerCertificatePem);
+  if (size > MAX_SIGNATURE_BYTES) {
+    throw new InvalidJobDefinition(`signature: is ${size} bytes, more than the ${MAX_SIGNATURE_BYTES} this site attaches to tasks; keep large data in app files (the manifest holds only their digests), not in the configs`);
+  }
+  if (!trust) return undefined;
   let verified: VerifiedSignature;
   try {
     verified = verifyJobSignature(signature, trust.caCertificate, trust.project, now);
