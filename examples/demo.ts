@@ -5,15 +5,23 @@
 // round by round; its result is downloaded and the federated model's test
 // accuracy is printed beside a model trained centrally on the pooled data.
 //   DEMO_ROUNDS=3 npm run demo   runs fewer rounds (CI does).
+//   npm run demo -- --tls        (or DEMO_TLS=1) provisions a throwaway project
+//                                first and runs the same demo over mutual TLS,
+//                                the job signed by the project's admin.
 import { type ChildProcess, spawn } from "node:child_process";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { trainCentrally, readModelFile, writeInitialModel } from "./mnist/central.js";
 import { loadMnist } from "./mnist/data.js";
 import { evaluate } from "./mnist/model.js";
 import { DEFAULT_LEARNING_RATE } from "./mnist/trainer.js";
+import type { AuditRecord } from "../services/security/audit.js";
+import { loadKit } from "../services/security/kit.js";
+import { parseProject } from "../services/security/project.js";
+import { provision } from "../services/security/provision.js";
 import { Session } from "../services/session-client/index.js";
 import { createLogger } from "../services/shared/logger.js";
 import { statusName } from "../services/site/jobs/model.js";
@@ -24,9 +32,30 @@ const CLIENTS = ["hospital-a", "hospital-b", "hospital-c"];
 const SEED = 42;
 const KIND = "softmax";
 const BATCH_SIZE = 32;
+const ADMIN = "alice@a.org";
 const root = fileURLToPath(new URL("..", import.meta.url));
+let args: { tls?: boolean };
+try {
+  ({ values: args } = parseArgs({ options: { tls: { type: "boolean" } }, strict: true }));
+} catch (error) {
+  console.error(`${(error as Error).message}\nusage: npm run demo [-- --tls]   (or DEMO_TLS=1; DEMO_ROUNDS=<n> for fewer rounds)`);
+  process.exit(2);
+}
+const tls = args.tls || !["", "0", "false", "no"].includes((process.env.DEMO_TLS ?? "").trim().toLowerCase());
 const started = performance.now();
 const work = await mkdtemp(join(tmpdir(), "campfire-demo-"));
+
+// With TLS: a throwaway project in the demo's folder, a CA and a kit for the site, each trainer and the admin.
+const kits = join(work, "kits");
+if (tls) {
+  const project = parseProject({
+    name: "demo",
+    site: { name: "site", hosts: ["localhost", "127.0.0.1"] },
+    clients: CLIENTS.map((name) => ({ name, org: name.replace(/^hospital-/, "") })),
+    admins: [{ name: ADMIN, org: "a", role: "project_admin" }],
+  });
+  await provision(project, kits);
+}
 
 // The job folder, with fresh initial weights so every client starts round 1 from the same point.
 const jobFolder = join(work, "mnist-fedavg");
@@ -38,17 +67,38 @@ if (process.env.DEMO_ROUNDS) serverConfig.args.num_rounds = Number(process.env.D
 await writeFile(serverConfigPath, JSON.stringify(serverConfig, null, 2));
 const rounds: number = serverConfig.args.num_rounds;
 
-const site = await SiteServer.start({ address: "127.0.0.1:0", siteName: "demo-site", logger: createLogger("site", { level: "warn" }), jobs: { dataDir: join(work, "site") } });
-const address = `127.0.0.1:${site.port}`;
+const site = await SiteServer.start({
+  address: "127.0.0.1:0",
+  siteName: tls ? "site" : "demo-site",
+  tls: tls ? join(kits, "site") : undefined,
+  logger: createLogger("site", { level: "warn" }),
+  jobs: { dataDir: join(work, "site") },
+});
+// Over TLS, dial the name the site's certificate carries (an IP would do too, but Node warns of an IP as TLS server name).
+const address = tls ? `localhost:${site.port}` : `127.0.0.1:${site.port}`;
+if (tls) {
+  console.log(`TLS on: mutual TLS with kits of the throwaway project "demo" in ${kits} (site, ${CLIENTS.join(", ")}, ${ADMIN}); trainers run only jobs signed by its admin; removed at the end unless KEEP_DEMO_FILES=1`);
+}
 console.log(`site listening on ${address}; starting ${CLIENTS.length} trainer processes`);
 const trainers: ChildProcess[] = CLIENTS.map((client, index) =>
   spawn(process.execPath, ["--import", "tsx", join(root, "examples/mnist/trainer.ts")], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, LOG_LEVEL: "warn", SITE_ADDRESS: address, CLIENT_NAME: client, CLIENT_INDEX: String(index), NUM_CLIENTS: String(CLIENTS.length), SEED: String(SEED), MODEL: KIND },
+    env: {
+      ...process.env,
+      LOG_LEVEL: "warn",
+      SITE_ADDRESS: address,
+      CLIENT_NAME: client,
+      CLIENT_INDEX: String(index),
+      NUM_CLIENTS: String(CLIENTS.length),
+      SEED: String(SEED),
+      MODEL: KIND,
+      CAMPFIRE_TLS_DIR: tls ? join(kits, client) : "",
+    },
   }),
 );
 
-const session = new Session({ site: address });
+// The admin's kit also signs the job, as the trainers' agents require over TLS.
+const session = new Session({ site: address, tls: tls ? await loadKit(join(kits, ADMIN)) : undefined });
 let exitCode = 0;
 try {
   const jobId = await session.submitJob(jobFolder);
@@ -88,6 +138,21 @@ try {
   session.close();
   await Promise.all(trainers.map((trainer) => new Promise((resolve) => (trainer.exitCode !== null ? resolve(null) : (trainer.once("exit", resolve), setTimeout(() => trainer.kill(), 10_000))))));
   await site.stop(500);
+  if (tls) console.log(await auditSummary(site.audit.path).catch((error: Error) => `audit log ${site.audit.path}: unreadable (${error.message})`));
   if (!process.env.KEEP_DEMO_FILES) await rm(work, { recursive: true, force: true });
 }
 process.exit(exitCode);
+
+/** One line on who the site saw, from its audit log: over TLS every identity comes from a certificate. */
+async function auditSummary(path: string): Promise<string> {
+  const records = (await readFile(path, "utf8"))
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as AuditRecord);
+  const joined = [...new Set(records.filter((record) => record.action === "agent.join" && record.outcome === "allowed").map((record) => record.identity))].sort();
+  const calls = records.filter((record) => !record.action.startsWith("agent."));
+  const admins = [...new Set(calls.map((record) => `${record.identity || "(nobody)"} (${record.role || "no role"})`))];
+  const via = [...new Set(records.map((record) => record.via))];
+  const denied = records.filter((record) => record.outcome !== "allowed").length;
+  return `audit log ${path}: agents joined as ${joined.join(", ") || "nobody"}; ${calls.length} admin calls by ${admins.join(", ") || "nobody"}; identified via ${via.join(", ")}; ${denied} denied or failed`;
+}

@@ -2,11 +2,13 @@
 // serves its tasks on that client's non-IID shard of the digits.
 //
 //   node --import tsx examples/mnist/trainer.ts --site-address 127.0.0.1:7443 --client-name site-1
+//   ... --site-address localhost:7443 --client-name hospital-a --tls-dir ./kits/hospital-a   (mutual TLS)
 //
 // Settings come from arguments or the environment (arguments win): see
 // TRAINER_SETTINGS below, or --help.
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { loadKit } from "../../services/security/kit.js";
 import { Agent, AgentClosed, type AgentTask, DataKind, ReturnCode } from "../../services/agent/index.js";
 import { createLogger, type Logger } from "../../services/shared/logger.js";
 import type { DataExchange } from "../../services/shared/payload.js";
@@ -27,6 +29,8 @@ export interface TrainerConfig {
   epochs: number;
   learningRate: number;
   batchSize: number;
+  /** The client's kit from campfire provision: join over mutual TLS (and take only jobs signed by the project's admins). */
+  tlsDir?: string;
 }
 
 /** Learning rates that make FedAvg on the default shards land within two points of central training. */
@@ -42,13 +46,14 @@ const TRAINER_SETTINGS = {
   epochs: { env: "EPOCHS", help: "local epochs per train task (default 1)" },
   lr: { env: "LR", help: "learning rate (default 0.3 for softmax, 0.1 for mlp)" },
   "batch-size": { env: "BATCH_SIZE", help: "minibatch size (default 32)" },
+  "tls-dir": { env: "CAMPFIRE_TLS_DIR", help: "this client's kit from campfire provision: mutual TLS (default: plain text)" },
 } as const;
 
 type SettingName = keyof typeof TRAINER_SETTINGS;
 
 export function trainerUsage(): string {
-  const lines = Object.entries(TRAINER_SETTINGS).map(([name, { env, help }]) => `  --${name.padEnd(14)} ${env.padEnd(13)} ${help}`);
-  return ["usage: node --import tsx examples/mnist/trainer.ts [options]", "  option           environment   meaning", ...lines].join("\n");
+  const lines = Object.entries(TRAINER_SETTINGS).map(([name, { env, help }]) => `  --${name.padEnd(14)} ${env.padEnd(16)} ${help}`);
+  return ["usage: node --import tsx examples/mnist/trainer.ts [options]", "  option           environment      meaning", ...lines].join("\n");
 }
 
 /** Reads the settings from arguments, then the environment, then defaults; throws a RangeError naming a bad one. */
@@ -89,6 +94,7 @@ export function parseTrainerConfig(argv: string[], env: NodeJS.ProcessEnv = proc
     epochs: number("epochs", 1, positiveInteger, "a positive integer"),
     learningRate: number("lr", DEFAULT_LEARNING_RATE[model], (value) => Number.isFinite(value) && value > 0, "a positive number"),
     batchSize: number("batch-size", 32, positiveInteger, "a positive integer"),
+    tlsDir: setting("tls-dir"),
   };
 }
 
@@ -213,7 +219,9 @@ export async function runTrainer(config: TrainerConfig, options: { logger?: Logg
     { client: config.clientName, shard: config.clientIndex, train: data.train.size, validation: data.validation.size, favouredDigits: data.favouredDigits, model: config.model },
     "data loaded",
   );
-  const agent = new Agent({ siteAddress: config.siteAddress, clientName: config.clientName, taskNames: ["train", "validate", "submit_model"], logger });
+  // With a kit the agent presents its certificate and, by default, runs only jobs signed by an admin of its project.
+  const tls = config.tlsDir ? await loadKit(config.tlsDir) : undefined;
+  const agent = new Agent({ siteAddress: config.siteAddress, clientName: config.clientName, taskNames: ["train", "validate", "submit_model"], tls, logger });
   const client = new MnistClient(config, data, logger, (record) => agent.log(record));
   const stop = () => void agent.stop();
   options.signal?.addEventListener("abort", stop, { once: true });
