@@ -154,5 +154,5 @@ async function auditSummary(path: string): Promise<string> {
   const admins = [...new Set(calls.map((record) => `${record.identity || "(nobody)"} (${record.role || "no role"})`))];
   const via = [...new Set(records.map((record) => record.via))];
   const denied = records.filter((record) => record.outcome !== "allowed").length;
-  return `audit log ${path}: agents joined as ${joined.join(", ") || "nobody"}; ${calls.length} admin calls by ${admins.join(", ") || "nobody"}; identified via ${via.join(", ")}; ${denied} denied or failed`;
+  return `audit log ${path}: agents joined as ${joined.join(", ") || "nobody"}; admin calls: ${calls.length}${calls.length ? ` by ${admins.join(", ")}` : ""}; identified via ${via.join(", ")}; ${denied} denied or failed`;
 }
