@@ -36,7 +36,9 @@ await runSection("Scale: idle agents with heartbeats", async ({ quick }) => {
 
 /** Adds agents level by level (in one more process per level), measuring after each. */
 async function campfireLevels(levels: number[], heartbeatMs: number, windowMs: number): Promise<Level[]> {
-  const site = await SiteServer.start({ address: "0.0.0.0:0", jobs: undefined, timings: { heartbeatIntervalMs: heartbeatMs } });
+  // All interfaces, because each agent dials its own 127.x.y.z (a socket bound to 127.0.0.1 takes only that one):
+  // plain text beyond loopback, which the site refuses without `insecure`. The bench's agents are all on this machine.
+  const site = await SiteServer.start({ address: "0.0.0.0:0", insecure: true, jobs: undefined, timings: { heartbeatIntervalMs: heartbeatMs } });
   const latencies: number[] = [];
   site.hub.onHeartbeat((event) => event.sentAt && latencies.push(event.receivedAt - event.sentAt.getTime()));
   const peers: Peer[] = [];
