@@ -73,7 +73,7 @@ describe("authorization", () => {
     expect((await bob.getJobMeta(clone)).submitter).toBe("bob");
     const abort = await failure(bob.abortJob(jobId));
     expect(abort).toBeInstanceOf(AuthorizationError);
-    expect((abort as Error).message).toBe(`bob may not abort job ${jobId}: it was submitted by carol; only its submitter or an admin may`);
+    expect((abort as Error).message).toBe(`bob (org none, lead) lacks the right manage on job ${jobId} submitted by carol: a lead may manage only its own jobs`);
     expect(await failure(bob.deleteJob(jobId))).toBeInstanceOf(AuthorizationError);
     expect(statusName((await carol.getJobMeta(jobId)).status)).toMatch(/SUBMITTED|APPROVED/);
     await bob.abortJob(clone);

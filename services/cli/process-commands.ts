@@ -40,6 +40,7 @@ interface SiteCommandOptions {
   maxJobMb: number;
   tokens?: string;
   tokensFile?: string;
+  policy?: string;
   scheduleIntervalMs: number;
   scheduleMaxIntervalMs: number;
   scheduleAttempts: number;
@@ -68,8 +69,9 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .addOption(env("--data-dir <dir>", "where jobs and their workspaces are kept", "CAMPFIRE_DATA_DIR").default(DEFAULT_DATA_DIR))
     .addOption(env("--max-jobs <n>", "jobs that may run at once", "CAMPFIRE_MAX_JOBS").argParser(integer(1)).default(4))
     .addOption(env("--max-job-mb <mb>", "the largest job accepted", "CAMPFIRE_MAX_JOB_MB").argParser(integer(1)).default(16))
-    .addOption(env("--tokens <list>", "admin tokens: token=user or token=user:admin, comma separated", "CAMPFIRE_TOKENS"))
-    .addOption(env("--tokens-file <path>", "admin tokens, one token=user[:admin] per line", "CAMPFIRE_TOKENS_FILE"))
+    .addOption(env("--tokens <list>", "admin tokens, comma separated: token=user (a lead), token=user:<role>[:<org>] (role project_admin, org_admin, lead, member; admin = project_admin)", "CAMPFIRE_TOKENS"))
+    .addOption(env("--tokens-file <path>", "admin tokens, one token=user[:<role>[:<org>]] per line", "CAMPFIRE_TOKENS_FILE"))
+    .addOption(env("--policy <file>", "who may do what: a YAML or JSON file overriding the roles' default rights (see services/security/README.md)", "CAMPFIRE_POLICY"))
     .addOption(env("--schedule-interval-ms <ms>", "first wait after a job could not start; doubles per attempt", "CAMPFIRE_SCHEDULE_INTERVAL_MS").argParser(integer(1)).default(1_000))
     .addOption(env("--schedule-max-interval-ms <ms>", "longest wait between scheduling attempts", "CAMPFIRE_SCHEDULE_MAX_INTERVAL_MS").argParser(integer(1)).default(60_000))
     .addOption(env("--schedule-attempts <n>", "attempts before a job ends FINISHED:CAN_NOT_SCHEDULE", "CAMPFIRE_SCHEDULE_ATTEMPTS").argParser(integer(1)).default(10))
@@ -96,18 +98,22 @@ Examples:
       run(async (options: SiteCommandOptions, command: Command) => {
         const { tlsDir, insecure } = command.optsWithGlobals<{ tlsDir?: string; insecure: boolean }>();
         // Loaded here, not at the top, so that admin commands start fast.
-        const [{ createLogger }, { loadTokens, parseTokens }, { SiteServer }] = await Promise.all([
+        const [{ createLogger }, { loadTokens, parseTokens }, { SiteServer }, { describePolicy, loadPolicy }] = await Promise.all([
           import("../shared/logger.js"),
           import("../site/session/auth.js"),
           import("../site/site-server.js"),
+          import("../security/authorization.js"),
         ]);
         const logger = createLogger("site");
         const tokens = options.tokens ? parseTokens(options.tokens) : options.tokensFile ? await loadTokens(options.tokensFile) : undefined;
+        const policy = options.policy ? await loadPolicy(options.policy) : undefined;
+        if (policy) logger.info({ policy: options.policy, rights: describePolicy(policy) }, "authorization policy loaded");
         const site = await SiteServer.start({
           address: options.listen,
           siteName: options.name,
           logger,
           tokens,
+          policy,
           tls: tlsDir,
           insecure,
           timings: { heartbeatIntervalMs: options.heartbeatIntervalMs, heartbeatTimeoutMs: options.heartbeatTimeoutMs },

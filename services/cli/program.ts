@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { addAdminCommands, adminOptions } from "./admin-commands.js";
+import { addAuditCommand } from "./audit-command.js";
 import { EXIT_CODES_HELP, exitCodeOf, type Runner } from "./exit-codes.js";
 import { addProcessCommands } from "./process-commands.js";
 import { addProvisionCommand } from "./provision-command.js";
@@ -43,6 +44,7 @@ export async function runCli(argv: string[]): Promise<number> {
   addProcessCommands(program, run);
   addAdminCommands(program, run);
   addProvisionCommand(program, run);
+  addAuditCommand(program, run);
   for (const command of program.commands) command.exitOverride();
   try {
     await program.parseAsync(argv);

@@ -90,3 +90,32 @@ export async function readAudit(path: string): Promise<AuditRecord[]> {
   }
   return records;
 }
+
+/** What `campfire audit` shows: every field given must match. */
+export interface AuditFilter {
+  identity?: string;
+  /** An action, or a prefix ending in "." or "*": "agent." matches every agent event. */
+  action?: string;
+  outcome?: AuditOutcome;
+  jobId?: string;
+  /** Only lines at or after this time. */
+  since?: Date;
+  /** Only the newest N of what matched; 0 or undefined for all. */
+  last?: number;
+}
+
+export function selectAudit(records: readonly AuditRecord[], filter: AuditFilter): AuditRecord[] {
+  const action = filter.action;
+  const actionMatches = (record: AuditRecord) =>
+    !action || (action.endsWith("*") ? record.action.startsWith(action.slice(0, -1)) : action.endsWith(".") ? record.action.startsWith(action) : record.action === action);
+  const since = filter.since?.getTime();
+  const selected = records.filter(
+    (record) =>
+      (!filter.identity || record.identity === filter.identity) &&
+      actionMatches(record) &&
+      (!filter.outcome || record.outcome === filter.outcome) &&
+      (!filter.jobId || record.jobId === filter.jobId) &&
+      (since === undefined || Date.parse(record.time) >= since),
+  );
+  return filter.last ? selected.slice(-filter.last) : selected;
+}

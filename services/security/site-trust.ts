@@ -37,6 +37,7 @@ export interface ClientRecord {
  */
 export class SiteTrust {
   readonly credentials: SiteServerCredentials;
+  private readonly reloadListeners = new Set<() => void>();
 
   private constructor(
     readonly dir: string,
@@ -85,11 +86,22 @@ export class SiteTrust {
       throw new Unauthenticated((error as Error).message, { cause: error });
     }
     if (identity.project !== this.project) throw new Unauthenticated(`the certificate of ${identity.name} was issued for project ${identity.project}, not ${this.project}`);
+    this.checkNotRevoked(identity);
+    return identity;
+  }
+
+  /** Throws Unauthenticated when the identity's certificate is revoked: for calls, and for streams opened before a reload. */
+  checkNotRevoked(identity: Identity): void {
     const revocation = this.revoked.get(identity.serial ?? "");
     if (revocation) {
       throw new Unauthenticated(`the certificate ${identity.serial} of ${describeIdentity(identity)} was revoked on ${revocation.revokedAt}${revocation.reason ? ` (${revocation.reason})` : ""}; ask the project admin for a new kit`);
     }
-    return identity;
+  }
+
+  /** Calls `listener` after every reload; returns the function that stops it. */
+  onReload(listener: () => void): () => void {
+    this.reloadListeners.add(listener);
+    return () => this.reloadListeners.delete(listener);
   }
 
   async reload(): Promise<void> {
@@ -98,6 +110,7 @@ export class SiteTrust {
     this.clients = clients;
     this.revoked = revoked;
     this.credentials.reload(kit);
+    for (const listener of this.reloadListeners) listener();
   }
 }
 

@@ -7,6 +7,7 @@ import { SessionServiceService } from "../../gen/campfire/admin/v1/session_servi
 import type { JobSignature } from "../../gen/campfire/common/v1/job_signature.js";
 import { agentServiceDefinition } from "../shared/agent-wire.js";
 import { AUDIT_FILE, AuditLog } from "../security/audit.js";
+import { Authorizer, type Policy } from "../security/authorization.js";
 import { SiteTrust } from "../security/site-trust.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
 import { MAX_MESSAGE_BYTES } from "../shared/payload.js";
@@ -49,8 +50,10 @@ export interface SiteOptions {
   logger?: Logger;
   /** Jobs: data directory, scheduling, limits. */
   jobs?: JobOptions;
-  /** Admin tokens -> users. Without a map every session caller is the admin user "admin". */
+  /** Admin tokens -> admins (name, role, organisation). Without tokens or TLS every session caller is the project_admin "admin". */
   tokens?: TokenMap;
+  /** Which role holds which rights over which jobs (services/security/authorization.ts). Default DEFAULT_POLICY. */
+  policy?: Policy;
 }
 
 /** The reference's defaults: heartbeats every 5 s, gone after 30 s of silence, resend every 2 s. */
@@ -128,7 +131,7 @@ export class SiteServer {
       [
         SESSION_SERVICE_NAME,
         withTolerantDecoding(SessionServiceService as unknown as ServiceDefinition, maxSessionMessageBytes),
-        sessionServiceHandlers({ jobs, hub, auth: new Authenticator(options.tokens), siteName, startTime, logger, audit, trust }) as unknown as UntypedServiceImplementation,
+        sessionServiceHandlers({ jobs, hub, auth: new Authenticator(options.tokens, trust), authorizer: new Authorizer(options.policy), siteName, startTime, logger, audit, trust }) as unknown as UntypedServiceImplementation,
       ],
     ];
     for (const [, definition, implementation] of services) server.addService(definition, implementation);

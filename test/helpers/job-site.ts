@@ -2,7 +2,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JobMeta } from "../../gen/campfire/admin/v1/job.js";
-import type { AgentTask } from "../../services/agent/index.js";
+import type { AgentOptions, AgentTask } from "../../services/agent/index.js";
+import type { Policy } from "../../services/security/authorization.js";
+import type { TlsKit } from "../../services/security/kit.js";
 import { echoTrainer, runAgentLoop, type Trainer } from "../../services/cli/agent-loop.js";
 import { Session, type SessionOptions } from "../../services/session-client/session.js";
 import { createLogger } from "../../services/shared/logger.js";
@@ -10,6 +12,7 @@ import type { JobOptions } from "../../services/site/jobs/manager.js";
 import { RunStatus, statusName } from "../../services/site/jobs/model.js";
 import type { TokenMap } from "../../services/site/session/auth.js";
 import { SiteServer } from "../../services/site/site-server.js";
+import type { Kits } from "./kits.js";
 
 /** Heartbeats fast enough that a dead agent is noticed in a second or two. */
 export const FAST_EXCHANGE = { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3_000, resendIntervalMs: 200 };
@@ -28,10 +31,14 @@ export class JobSite {
   private constructor(
     readonly server: SiteServer,
     readonly dataDir: string,
+    private readonly kits: { project: Kits["project"]; byName: ReadonlyMap<string, TlsKit> } | undefined,
   ) {}
 
-  /** `port`: 0 (default) for any; a stopped site's port, for its agents to find its successor. */
-  static async start(options: { jobs?: JobOptions; tokens?: TokenMap; dataDir?: string; port?: number } = {}): Promise<JobSite> {
+  /**
+   * `port`: 0 (default) for any; a stopped site's port, for its agents to find its successor.
+   * `kits`: TLS with the site's kit; sessions and agents then use their participants' kits (see session() and serve()).
+   */
+  static async start(options: { jobs?: JobOptions; tokens?: TokenMap; policy?: Policy; dataDir?: string; port?: number; kits?: Kits } = {}): Promise<JobSite> {
     const dataDir = options.dataDir ?? (await tempDir());
     const server = await SiteServer.start({
       address: `127.0.0.1:${options.port ?? 0}`,
@@ -39,24 +46,33 @@ export class JobSite {
       timings: FAST_EXCHANGE,
       logger: createLogger("site", { level: process.env.LOG_LEVEL ?? "silent" }),
       tokens: options.tokens,
+      policy: options.policy,
+      tls: options.kits?.path(options.kits.project.site.name),
       jobs: { dataDir, ...FAST_SCHEDULING, abortGraceMs: 2_000, ...options.jobs },
     });
-    return new JobSite(server, dataDir);
+    const { kits } = options;
+    const loaded = kits && { project: kits.project, byName: new Map(await Promise.all(participantsOf(kits.project).map(async (name) => [name, await kits.load(name)] as const))) };
+    return new JobSite(server, dataDir, loaded);
   }
 
   get address(): string {
-    return `127.0.0.1:${this.server.port}`;
+    return `${this.kits ? "localhost" : "127.0.0.1"}:${this.server.port}`;
   }
 
-  session(options: Partial<SessionOptions> = {}): Session {
-    const session = new Session({ site: this.address, callTimeoutMs: 10_000, ...options });
+  /** A session; on a TLS site `as` names the admin whose kit it uses (default: the project's first admin). */
+  session(options: Partial<SessionOptions> & { as?: string } = {}): Session {
+    const { as, ...rest } = options;
+    const admin = as ?? this.kits?.project.admins[0]?.name;
+    const tls = admin ? this.kits?.byName.get(admin) : undefined;
+    const session = new Session({ site: this.address, callTimeoutMs: 10_000, tls, ...rest });
     this.sessions.push(session);
     return session;
   }
 
-  /** Serves `client` with in-process agents (a fresh one per job) running `trainer`. */
-  serve(client: string, options: { trainer?: Trainer; resources?: Record<string, number>; agentId?: string } = {}): ServedClient {
-    const served = new ServedClient(this.address, client, options.trainer ?? echoTrainer, options.resources ?? {}, options.agentId);
+  /** Serves `client` with in-process agents (a fresh one per job) running `trainer`; on a TLS site with the client's kit. */
+  serve(client: string, options: { trainer?: Trainer; resources?: Record<string, number>; agentId?: string; agent?: Partial<AgentOptions> } = {}): ServedClient {
+    const tls = this.kits?.byName.get(client);
+    const served = new ServedClient(this.address, client, options.trainer ?? echoTrainer, options.resources ?? {}, options.agentId, { tls, ...options.agent });
     this.agents.push(served);
     return served;
   }
@@ -82,9 +98,9 @@ export class ServedClient {
   private readonly controller = new AbortController();
   readonly done: Promise<void>;
 
-  constructor(address: string, readonly client: string, trainer: Trainer, resources: Record<string, number>, agentId?: string) {
+  constructor(address: string, readonly client: string, trainer: Trainer, resources: Record<string, number>, agentId?: string, agent: Partial<AgentOptions> = {}) {
     this.done = runAgentLoop(
-      { siteAddress: address, clientName: client, agentId, resources, ...FAST_EXCHANGE, reconnectMaxDelayMs: 200, signal: this.controller.signal },
+      { siteAddress: address, clientName: client, agentId, resources, ...FAST_EXCHANGE, reconnectMaxDelayMs: 200, ...agent, signal: this.controller.signal },
       trainer,
     );
   }
@@ -156,3 +172,7 @@ export const hasStatus =
     statuses.includes(meta.status);
 
 export { RunStatus, statusName };
+
+function participantsOf(project: Kits["project"]): string[] {
+  return [project.site.name, ...project.clients.map((client) => client.name), ...project.admins.map((admin) => admin.name)];
+}

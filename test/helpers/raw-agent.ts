@@ -1,4 +1,5 @@
 import { type ClientDuplexStream, credentials, type ServiceError, status as Status } from "@grpc/grpc-js";
+import { channelCredentials, type TlsKit } from "../../services/security/kit.js";
 import { AgentServiceClient, type ConnectRequest, type ConnectResponse, type Hello } from "../../gen/campfire/agent/v1/agent_service.js";
 
 type ResponseKind = NonNullable<ConnectResponse["kind"]>;
@@ -33,14 +34,15 @@ export class RawAgentStream {
     });
   }
 
-  static open(port: number): RawAgentStream {
-    const client = new AgentServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
+  /** Opens a Connect stream, plain text or, with a kit, over TLS (presenting the kit's certificate when it has one). */
+  static open(port: number, tls?: TlsKit): RawAgentStream {
+    const client = new AgentServiceClient(`127.0.0.1:${port}`, tls ? channelCredentials(tls) : credentials.createInsecure());
     return new RawAgentStream(client, client.connect());
   }
 
   /** Opens a stream and completes the hello / welcome exchange. */
-  static async connect(port: number, hello: Partial<Hello> & { clientName: string; agentId: string }): Promise<RawAgentStream> {
-    const stream = RawAgentStream.open(port);
+  static async connect(port: number, hello: Partial<Hello> & { clientName: string; agentId: string }, tls?: TlsKit): Promise<RawAgentStream> {
+    const stream = RawAgentStream.open(port, tls);
     stream.send({ kind: { $case: "hello", value: { protocolVersion: 1, resources: {}, taskNames: [], heldResult: undefined, ...hello } } });
     await stream.next("welcome");
     return stream;

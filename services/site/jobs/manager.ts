@@ -6,13 +6,15 @@ import type { ClientRefusal, JobDefinition, JobProgress } from "../../../gen/cam
 import type { JobSignature } from "../../../gen/campfire/common/v1/job_signature.js";
 import { ByeReason } from "../../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
+import type { Identity } from "../../security/identity.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AgentHub } from "../agent-hub.js";
 import { type SiteError, SiteShuttingDown } from "../errors.js";
 import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.js";
 import type { WorkflowContext } from "../workflows/workflow.js";
-import { JobNotFound, JobStillRunning, PermissionDenied } from "./errors.js";
-import { ACTIVE, appOf, type Caller, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
+import { JobNotFound, JobStillRunning } from "./errors.js";
+import { bySubmitTime, type ListFilter, selectJobs } from "./listing.js";
+import { ACTIVE, appOf, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
 import { decide, retryDelay, type ScheduleRequest } from "./scheduler.js";
 import { FileJobStore, type JobStore } from "./store.js";
 import { DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
@@ -41,16 +43,6 @@ export interface JobOptions {
   abortGraceMs?: number;
   /** The workflows jobs may name. Default: the built-in ones. */
   workflows?: WorkflowRegistry;
-}
-
-/** Filters and order of a listing (the reference list_jobs options). */
-export interface ListFilter {
-  allSubmitters: boolean;
-  namePrefix: string;
-  idPrefix: string;
-  /** Only the newest N; 0 means all. */
-  newest: number;
-  reverse: boolean;
 }
 
 export interface RunningJobSummary {
@@ -82,7 +74,8 @@ class AbortRequested extends Error {}
  * that take each job from SUBMITTED to a finished status. The store holds
  * the truth; this keeps a copy of every job's meta in memory, changes it only
  * through transition() (one change at a time per job, durable before it is
- * seen), and tells watchers.
+ * seen), and tells watchers. Who may do what is not its business: the
+ * session handlers ask the authorization policy first.
  */
 export class JobManager {
   private readonly jobs = new Map<string, JobMeta>();
@@ -156,8 +149,8 @@ export class JobManager {
     return this.closing;
   }
 
-  /** Validates and stores a job, durably, then queues it. Returns its id. */
-  async submit(definition: JobDefinition, caller: Caller, clonedFrom = ""): Promise<string> {
+  /** Validates and stores a job, durably, then queues it, recording `submitter` (name, organisation, role). Returns its id. */
+  async submit(definition: JobDefinition, submitter: Identity, clonedFrom = ""): Promise<string> {
     if (this.closing) throw new SiteShuttingDown("the site is shutting down; submit the job again once it is back");
     const validated = validateJob(definition, this.workflows, this.settings.maxJobBytes);
     const jobId = randomUUID();
@@ -178,7 +171,9 @@ export class JobManager {
       submitTimeIso: now.toISOString(),
       startTime: undefined,
       duration: undefined,
-      submitter: caller.name,
+      submitter: submitter.name,
+      submitterOrg: submitter.org,
+      submitterRole: submitter.role ?? "",
       endReason: "",
       scheduleAttempts: 0,
       clonedFrom,
@@ -190,16 +185,10 @@ export class JobManager {
     };
     await this.store.create(meta, validated.encoded);
     this.jobs.set(jobId, meta);
-    this.logger.info({ job: jobId, name: meta.name, submitter: caller.name, workflow: validated.workflow.name, clonedFrom: clonedFrom || undefined }, "job submitted");
+    this.logger.info({ job: jobId, name: meta.name, submitter: submitter.name, workflow: validated.workflow.name, clonedFrom: clonedFrom || undefined }, "job submitted");
     this.notify(jobId);
     void this.approve(jobId);
     return jobId;
-  }
-
-  /** Submits a new job with the stored definition of `jobId`. */
-  async clone(jobId: string, caller: Caller): Promise<string> {
-    this.require(jobId);
-    return this.submit(await this.store.definition(jobId), caller, jobId);
   }
 
   /** The signature of a running job's definition (see HubOptions.jobSignature); undefined when it is unsigned or not running. */
@@ -233,14 +222,9 @@ export class JobManager {
     };
   }
 
-  list(filter: ListFilter, caller: Caller): JobMeta[] {
-    let jobs = [...this.jobs.values()]
-      .filter((meta) => filter.allSubmitters || meta.submitter === caller.name)
-      .filter((meta) => meta.name.startsWith(filter.namePrefix) && meta.jobId.startsWith(filter.idPrefix))
-      .sort(bySubmitTime);
-    if (filter.newest > 0) jobs = jobs.slice(-filter.newest);
-    if (filter.reverse) jobs.reverse();
-    return jobs.map((meta) => this.meta(meta.jobId));
+  /** The jobs of `filter` (see selectJobs) that `mayView` lets `caller` see. */
+  list(filter: ListFilter, caller: Identity, mayView: (meta: JobMeta) => boolean): JobMeta[] {
+    return selectJobs(this.jobs.values(), filter, caller.name, mayView).map((meta) => this.meta(meta.jobId));
   }
 
   /**
@@ -248,9 +232,8 @@ export class JobManager {
    * its signal fired (its agents are told to abort their tasks) and this
    * resolves once it ended. A finished job stays as it is. Returns its status.
    */
-  async abort(jobId: string, caller: Caller, reason = ""): Promise<RunStatus> {
+  async abort(jobId: string, caller: Identity, reason = ""): Promise<RunStatus> {
     const meta = this.require(jobId);
-    this.authorize(caller, meta, "abort");
     if (isFinished(meta.status)) return meta.status;
     const why = `aborted by ${caller.name}${reason ? `: ${reason}` : ""}`;
     const running = this.running.get(jobId);
@@ -274,9 +257,8 @@ export class JobManager {
   }
 
   /** Deletes a job that is not dispatched or running, with its workspace. */
-  async delete(jobId: string, caller: Caller): Promise<void> {
+  async delete(jobId: string, caller: Identity): Promise<void> {
     const meta = this.require(jobId);
-    this.authorize(caller, meta, "delete");
     if (ACTIVE.has(meta.status) || this.running.has(jobId)) {
       throw new JobStillRunning(`job ${jobId} is ${statusName(meta.status)}: abort it first (campfire abort ${jobId}), then delete it`);
     }
@@ -618,11 +600,6 @@ export class JobManager {
     return meta;
   }
 
-  private authorize(caller: Caller, meta: JobMeta, action: string): void {
-    if (caller.admin || caller.name === meta.submitter) return;
-    throw new PermissionDenied(`${caller.name} may not ${action} job ${meta.jobId}: it was submitted by ${meta.submitter}; only its submitter or an admin may`);
-  }
-
   /** Takes a queued job out of scheduling for good (it is being aborted or deleted). */
   private withdraw(jobId: string): void {
     this.withdrawn.add(jobId);
@@ -651,10 +628,6 @@ function resumeRequest(meta: JobMeta): ScheduleRequest {
   const plan = deployPlanOf(meta.deployMap);
   const clientApps = new Map(meta.clients.map((client) => [client, appOf(plan, client) ?? ""]));
   return { plan: { serverApp: plan.serverApp, clientApps, allApp: undefined }, minClients: 0, mandatoryClients: [], resourceSpec: meta.resourceSpec };
-}
-
-function bySubmitTime(a: JobMeta, b: JobMeta): number {
-  return (a.submitTime?.getTime() ?? 0) - (b.submitTime?.getTime() ?? 0) || (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0);
 }
 
 /** Resolves or rejects with `work`; once `signal` fires, rejects with its reason at most `graceMs` later. */

@@ -40,13 +40,6 @@ export function emptyProgress(): JobProgress {
   return { currentRound: 0, totalRounds: 0, latestMetrics: {}, phase: "" };
 }
 
-/** Who is calling: the user a token maps to. */
-export interface Caller {
-  name: string;
-  /** Admins may abort and delete every job; other users only their own. */
-  admin: boolean;
-}
-
 /** A job's deployment, resolved from its deploy map by validation. */
 export interface DeployPlan {
   /** The app the site itself runs (its server config names the workflow). */
@@ -76,6 +69,8 @@ export function jobMetaToDict(meta: JobMeta): Record<string, unknown> {
     job_folder_name: meta.jobFolderName || undefined,
     status: statusName(meta.status),
     submitter: meta.submitter,
+    submitter_org: meta.submitterOrg || undefined,
+    submitter_role: meta.submitterRole || undefined,
     submit_time: meta.submitTime?.toISOString(),
     submit_time_iso: meta.submitTimeIso || undefined,
     start_time: meta.startTime?.toISOString(),

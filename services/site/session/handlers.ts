@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import { open, readdir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
-import { type handleUnaryCall, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream, status as Status } from "@grpc/grpc-js";
+import type { handleUnaryCall, Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import { JobMeta } from "../../../gen/campfire/admin/v1/job.js";
 import {
   type ClientInfo,
@@ -13,6 +13,7 @@ import {
   type SessionServiceServer,
 } from "../../../gen/campfire/admin/v1/session_service.js";
 import type { AuditLog } from "../../security/audit.js";
+import type { Authorizer } from "../../security/authorization.js";
 import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
 import { CHUNK_BYTES } from "../../shared/payload.js";
@@ -21,15 +22,19 @@ import type { SiteError } from "../errors.js";
 import { InvalidArgument, JobNotDone, JobTooLarge } from "../jobs/errors.js";
 import { checkSubmittedSignature } from "../jobs/signature-check.js";
 import type { JobManager } from "../jobs/manager.js";
-import { type Caller, isFinished, jobDefinitionToDict, jobMetaToDict, statusName } from "../jobs/model.js";
+import { isFinished, jobDefinitionToDict, jobMetaToDict, statusName } from "../jobs/model.js";
 import { RefusedMessage } from "../transport/decoding.js";
-import { statusOf, toServiceError } from "../transport/grpc-status.js";
+import { toServiceError } from "../transport/grpc-status.js";
+import { peerOf } from "../transport/peer.js";
+import { AdminCall, type AdminGate } from "./admin-call.js";
 import type { Authenticator } from "./auth.js";
 
 export interface SessionServiceOptions {
   jobs: JobManager;
   hub: AgentHub;
   auth: Authenticator;
+  /** Who may do what (roles, rights, scopes). */
+  authorizer: Authorizer;
   siteName: string;
   startTime: Date;
   logger: Logger;
@@ -41,71 +46,122 @@ export interface SessionServiceOptions {
 
 /**
  * The gRPC handlers of campfire.admin.v1.SessionService: authentication,
- * request checks, framing and status codes. The jobs themselves are the
- * JobManager's business.
+ * authorization, audit, request checks, framing and status codes. The jobs
+ * themselves are the JobManager's business.
  */
 export function sessionServiceHandlers(options: SessionServiceOptions): SessionServiceServer {
-  const { jobs, hub, auth, logger } = options;
+  const { jobs, hub } = options;
+  const gate: AdminGate = options;
 
-  /** Decodes, authenticates, runs `body`, and answers with its result or its error's status. */
-  function unary<Req, Res>(method: string, body: (request: Req, caller: Caller) => Res | Promise<Res>): handleUnaryCall<Req, Res> {
+  /**
+   * Authenticates, decodes, runs `body` (which asks for the rights it needs),
+   * records the outcome in the audit log, then answers with the result or the
+   * error's status.
+   */
+  function unary<Req, Res>(method: string, body: (request: Req, call: AdminCall) => Res | Promise<Res>): handleUnaryCall<Req, Res> {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       void (async () => {
+        const admin = new AdminCall(gate, method, peerOf(call));
+        let response: Res;
         try {
-          const [request, caller] = accept(call.request as Req | RefusedMessage, call.metadata);
-          callback(null, await body(request, caller));
+          response = await body(accept(admin, call.request as Req | RefusedMessage, call.metadata), admin);
         } catch (error) {
-          refuse(method, error);
-          callback(toServiceError(error));
+          await admin.refused(error);
+          return callback(toServiceError(error));
         }
+        await admin.allowed();
+        callback(null, response);
       })();
     };
   }
 
-  function accept<Req>(request: Req | RefusedMessage, metadata: ServerUnaryCall<Req, unknown>["metadata"]): [Req, Caller] {
+  /** Who calls first, then what it sent: a stranger learns nothing about the request's shape. */
+  function accept<Req>(admin: AdminCall, request: Req | RefusedMessage, metadata: Metadata): Req {
+    admin.authenticate(metadata);
     if (request instanceof RefusedMessage) {
       if (request.reason === "oversized") {
         throw new JobTooLarge(`${request.description}: this site accepts jobs of up to ${jobs.maxJobBytes} bytes (campfire site --max-job-mb); keep large data out of the job folder`);
       }
       throw new InvalidArgument(request.description);
     }
-    return [request, auth.authenticate(metadata)];
+    return request;
   }
 
-  function refuse(method: string, error: unknown): void {
-    const code = statusOf(error);
-    const fields = { method, err: error instanceof Error ? { type: error.name, message: error.message } : error };
-    if (code === Status.INTERNAL) logger.error({ ...fields, err: error }, "session call failed");
-    else logger.info(fields, "session call refused");
+  /** Starts a server-streaming call: checks it with `check`, records it allowed, then lets `start` stream; a refusal ends the stream with its status. */
+  function streaming<Req, Res>(
+    method: string,
+    call: ServerWritableStream<Req, Res>,
+    check: (request: Req, admin: AdminCall) => void,
+    start: (request: Req) => void | Promise<void>,
+  ): void {
+    const admin = new AdminCall(gate, method, peerOf(call));
+    void (async () => {
+      let request: Req;
+      try {
+        request = accept(admin, call.request as Req | RefusedMessage, call.metadata);
+        check(request, admin);
+      } catch (error) {
+        await admin.refused(error);
+        return call.emit("error", toServiceError(error));
+      }
+      await admin.allowed();
+      if (call.cancelled) return;
+      try {
+        await start(request);
+      } catch (error) {
+        if (call.cancelled) return;
+        options.logger.info({ method, err: error }, "session stream failed");
+        call.emit("error", toServiceError(error));
+      }
+    })();
   }
 
   return {
-    submitJob: unary("SubmitJob", async (request, caller) => {
+    submitJob: unary("SubmitJob", async (request, call) => {
+      call.require("submit");
       if (!request.definition) throw new InvalidArgument("definition: is not set; send the job's JobDefinition");
-      checkSubmittedSignature(request.definition, options.trust, caller);
-      return { jobId: await jobs.submit(request.definition, caller) };
+      checkSubmittedSignature(request.definition, options.trust, call.caller);
+      const jobId = await jobs.submit(request.definition, call.caller);
+      call.made(jobId);
+      return { jobId };
     }),
 
-    cloneJob: unary("CloneJob", async (request, caller) => ({ jobId: await jobs.clone(jobIdOf(request), caller) })),
+    cloneJob: unary("CloneJob", async (request, call) => {
+      call.require("submit");
+      call.require("view", jobIdOf(request));
+      // A clone is a submission by the caller: a signature binds its signer, so only the signer may clone a signed job with its certificate.
+      const definition = await jobs.definition(request.jobId);
+      checkSubmittedSignature(definition, options.trust, call.caller);
+      const jobId = await jobs.submit(definition, call.caller, request.jobId);
+      call.made(jobId);
+      return { jobId };
+    }),
 
-    getJobMeta: unary("GetJobMeta", (request) => ({ meta: jobs.meta(jobIdOf(request)) })),
+    getJobMeta: unary("GetJobMeta", (request, call) => ({ meta: call.require("view", jobIdOf(request)) })),
 
-    listJobs: unary("ListJobs", (request, caller) => {
+    listJobs: unary("ListJobs", (request, call) => {
+      call.require("view");
       const metas = jobs.list(
         { allSubmitters: request.allSubmitters, namePrefix: request.namePrefix, idPrefix: request.idPrefix, newest: request.newest, reverse: request.reverse },
-        caller,
+        call.caller,
+        (meta) => call.permits("view", meta),
       );
       return { jobs: request.detailed ? metas : metas.map(summary) };
     }),
 
-    abortJob: unary("AbortJob", async (request, caller) => ({ status: await jobs.abort(jobIdOf(request), caller, request.reason) })),
+    abortJob: unary("AbortJob", async (request, call) => {
+      call.require("manage", jobIdOf(request));
+      return { status: await jobs.abort(request.jobId, call.caller, request.reason) };
+    }),
 
-    deleteJob: unary("DeleteJob", async (request, caller) => {
-      await jobs.delete(jobIdOf(request), caller);
+    deleteJob: unary("DeleteJob", async (request, call) => {
+      call.require("manage", jobIdOf(request));
+      await jobs.delete(request.jobId, call.caller);
       return {};
     }),
 
-    getSystemInfo: unary("GetSystemInfo", () => {
+    getSystemInfo: unary("GetSystemInfo", (_request, call) => {
+      call.require("view");
       const clients = new Map<string, ClientInfo>();
       for (const agent of hub.agents()) {
         if (!agent.connected) continue;
@@ -126,45 +182,47 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
       };
     }),
 
-    async downloadJobResult(call: ServerWritableStream<DownloadJobResultRequest, DownloadJobResultResponse>) {
+    downloadJobResult(call: ServerWritableStream<DownloadJobResultRequest, DownloadJobResultResponse>) {
       const cancelled = new AbortController();
       call.once("cancelled", () => cancelled.abort());
-      try {
-        const [request] = accept(call.request as DownloadJobResultRequest | RefusedMessage, call.metadata);
-        const jobId = jobIdOf(request);
-        const meta = jobs.meta(jobId);
-        if (!isFinished(meta.status)) {
-          throw new JobNotDone(`job ${jobId} is ${statusName(meta.status)}: its result can be downloaded once it has finished; wait with: campfire monitor ${jobId}`);
-        }
-        let files = 2;
-        // The definition and meta first: a result says what produced it (result layout: workflows/model-files.ts).
-        let bytes = await streamBytes(call, "job/definition.json", JSON.stringify(jobDefinitionToDict(await jobs.definition(jobId)), null, 2), cancelled.signal);
-        bytes += await streamBytes(call, "job/meta.json", JSON.stringify(jobMetaToDict(meta), null, 2), cancelled.signal);
-        for (const path of await filesUnder(meta.resultLocation)) {
-          if (call.cancelled) return;
-          bytes += await streamFile(call, meta.resultLocation, path, cancelled.signal);
-          files++;
-        }
-        call.end();
-        logger.info({ job: jobId, files, bytes }, "job result downloaded");
-      } catch (error) {
-        if (call.cancelled) return;
-        refuse("DownloadJobResult", error);
-        call.emit("error", toServiceError(error));
-      }
+      streaming(
+        "DownloadJobResult",
+        call,
+        (request, admin) => {
+          const meta = admin.require("download", jobIdOf(request))!;
+          if (!isFinished(meta.status)) {
+            throw new JobNotDone(`job ${meta.jobId} is ${statusName(meta.status)}: its result can be downloaded once it has finished; wait with: campfire monitor ${meta.jobId}`);
+          }
+        },
+        async ({ jobId }) => {
+          const meta = jobs.meta(jobId);
+          let files = 2;
+          // The definition and meta first: a result says what produced it (result layout: workflows/model-files.ts).
+          let bytes = await streamBytes(call, "job/definition.json", JSON.stringify(jobDefinitionToDict(await jobs.definition(jobId)), null, 2), cancelled.signal);
+          bytes += await streamBytes(call, "job/meta.json", JSON.stringify(jobMetaToDict(meta), null, 2), cancelled.signal);
+          for (const path of await filesUnder(meta.resultLocation)) {
+            if (call.cancelled) return;
+            bytes += await streamFile(call, meta.resultLocation, path, cancelled.signal);
+            files++;
+          }
+          call.end();
+          options.logger.info({ job: jobId, files, bytes }, "job result downloaded");
+        },
+      );
     },
 
     monitorJob(call: ServerWritableStream<MonitorJobRequest, MonitorJobResponse>) {
-      try {
-        const [request] = accept(call.request as MonitorJobRequest | RefusedMessage, call.metadata);
-        const jobId = jobIdOf(request);
-        const timeoutMs = request.timeout ? request.timeout.seconds * 1000 + request.timeout.nanos / 1e6 : 0;
-        if (!(timeoutMs >= 0)) throw new InvalidArgument(`timeout: ${JSON.stringify(request.timeout)} must not be negative`);
-        monitor(call, jobs, jobId, timeoutMs);
-      } catch (error) {
-        refuse("MonitorJob", error);
-        call.emit("error", toServiceError(error));
-      }
+      let timeoutMs = 0;
+      streaming(
+        "MonitorJob",
+        call,
+        (request, admin) => {
+          admin.require("view", jobIdOf(request));
+          timeoutMs = request.timeout ? request.timeout.seconds * 1000 + request.timeout.nanos / 1e6 : 0;
+          if (!(timeoutMs >= 0)) throw new InvalidArgument(`timeout: ${JSON.stringify(request.timeout)} must not be negative`);
+        },
+        ({ jobId }) => monitor(call, jobs, jobId, timeoutMs),
+      );
     },
   };
 }

@@ -96,6 +96,18 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
   };
   const denied = (identity: Identity | undefined, action: string, error: unknown, peer: string, agentId?: string) =>
     void audit.record({ identity, action, outcome: "denied", reason: (error as Error).message, peer, agentId: agentId || undefined });
+  /** Open Connect streams by identity, so that a certificate revoked by a reload loses the streams it already holds. */
+  const streams = new Map<(error: unknown) => void, Identity>();
+  trust?.onReload(() => {
+    for (const [fail, identity] of streams) {
+      try {
+        trust.checkNotRevoked(identity);
+      } catch (error) {
+        denied(identity, "agent.stream", error, "");
+        fail(error);
+      }
+    }
+  });
 
   return {
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
@@ -106,6 +118,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
       let helloTimer: NodeJS.Timeout | undefined;
       const fail = (error: unknown) => {
         clearTimeout(helloTimer);
+        streams.delete(fail);
         (session?.logger ?? logger).warn({ err: error, peer, client: identity?.name }, "agent stream refused");
         channel.close(error as SiteError);
         if (session) hub.detach(session, channel);
@@ -115,6 +128,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
       } catch (error) {
         return fail(error);
       }
+      if (identity) streams.set(fail, identity);
       helloTimer = setTimeout(() => {
         const error = new HelloTimeout(`no hello within ${limits.helloTimeoutMs} ms of opening the stream: the first message on Connect must be hello`);
         denied(identity, "agent.join", error, peer);
@@ -143,6 +157,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
       let left = false;
       const lost = () => {
         clearTimeout(helloTimer);
+        streams.delete(fail);
         channel.lost();
         if (!session) return;
         hub.detach(session, channel);

@@ -13,7 +13,7 @@ export function peerOf(call: Pick<ServerSurfaceCall, "getPeer" | "getAuthContext
   const socket = tlsSocketOf(call);
   if (!socket) return context.transportSecurityType ? { address, tls: true, certificateProblem: "no client certificate" } : { address, tls: false };
   const sent = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
-  const verdict = socket.authorizationError ? String((socket.authorizationError as Error).message ?? socket.authorizationError) : undefined;
+  const verdict = socket.authorizationError ? verdictInWords(socket.authorizationError) : undefined;
   return { address, tls: true, certificateProblem: sent ? (verdict ?? "not verified") : "no client certificate" };
 }
 
@@ -32,4 +32,22 @@ function tlsSocketOf(call: unknown): TLSSocket | undefined {
     node = (node as { nextCall?: unknown }).nextCall;
   }
   return undefined;
+}
+
+/** OpenSSL's verdicts on client certificates, as Node reports them (a code), in words a participant can act on. */
+const VERDICTS: Readonly<Record<string, string>> = {
+  CERT_HAS_EXPIRED: "certificate has expired",
+  CERT_NOT_YET_VALID: "certificate is not yet valid",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "unable to verify the certificate: it was not issued by this project's CA",
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "unable to get local issuer certificate: it was not issued by this project's CA",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "self-signed certificate: it was not issued by this project's CA",
+  SELF_SIGNED_CERT_IN_CHAIN: "self-signed certificate in the chain: it was not issued by this project's CA",
+  CERT_SIGNATURE_FAILURE: "the certificate's signature does not verify",
+  CERT_REVOKED: "certificate revoked",
+};
+
+function verdictInWords(error: string | Error): string {
+  const code = typeof error === "string" ? error : ((error as NodeJS.ErrnoException).code ?? error.message);
+  const words = VERDICTS[code];
+  return words ? `${words}; ${code}` : code;
 }

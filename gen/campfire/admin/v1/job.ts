@@ -266,7 +266,10 @@ export interface JobMeta {
   duration:
     | Duration
     | undefined;
-  /** Who submitted the job. */
+  /**
+   * Who submitted the job: the name of its certificate or token ("admin" on
+   * a site without authentication).
+   */
   submitter: string;
   /** Why the job ended, in words a person can act on; empty while it runs. */
   endReason: string;
@@ -293,6 +296,19 @@ export interface JobMeta {
    * that ran without interruption.
    */
   resumeCount: number;
+  /**
+   * The organisation of the submitter, as its certificate or token names it;
+   * empty when it has none (an open site, a token without an organisation, or
+   * a job stored before organisations were recorded). Authorization scopes
+   * "org" rights by it.
+   */
+  submitterOrg: string;
+  /**
+   * The submitter's admin role when it submitted: "project_admin",
+   * "org_admin", "lead" or "member"; empty for jobs stored before roles were
+   * recorded.
+   */
+  submitterRole: string;
   /**
    * The clients whose agents refused to run the job, once per client and
    * reason: their local policy does not allow the job's submitter, workflow
@@ -1199,6 +1215,8 @@ function createBaseJobMeta(): JobMeta {
     clients: [],
     endTime: undefined,
     resumeCount: 0,
+    submitterOrg: "",
+    submitterRole: "",
     refusals: [],
   };
 }
@@ -1273,6 +1291,12 @@ export const JobMeta: MessageFns<JobMeta> = {
     }
     if (message.resumeCount !== 0) {
       writer.uint32(184).uint32(message.resumeCount);
+    }
+    if (message.submitterOrg !== "") {
+      writer.uint32(194).string(message.submitterOrg);
+    }
+    if (message.submitterRole !== "") {
+      writer.uint32(202).string(message.submitterRole);
     }
     for (const v of message.refusals) {
       ClientRefusal.encode(v!, writer.uint32(210).fork()).join();
@@ -1480,6 +1504,22 @@ export const JobMeta: MessageFns<JobMeta> = {
             message.resumeCount = reader.uint32();
             continue;
           }
+          case 24: {
+            if (tag !== 194) {
+              break;
+            }
+
+            message.submitterOrg = reader.string();
+            continue;
+          }
+          case 25: {
+            if (tag !== 202) {
+              break;
+            }
+
+            message.submitterRole = reader.string();
+            continue;
+          }
           case 26: {
             if (tag !== 210) {
               break;
@@ -1615,6 +1655,16 @@ export const JobMeta: MessageFns<JobMeta> = {
         : isSet(object.resume_count)
         ? globalThis.Number(object.resume_count)
         : 0,
+      submitterOrg: isSet(object.submitterOrg)
+        ? globalThis.String(object.submitterOrg)
+        : isSet(object.submitter_org)
+        ? globalThis.String(object.submitter_org)
+        : "",
+      submitterRole: isSet(object.submitterRole)
+        ? globalThis.String(object.submitterRole)
+        : isSet(object.submitter_role)
+        ? globalThis.String(object.submitter_role)
+        : "",
       refusals: globalThis.Array.isArray(object?.refusals)
         ? object.refusals.map((e: any) => ClientRefusal.fromJSON(e))
         : [],
@@ -1698,6 +1748,12 @@ export const JobMeta: MessageFns<JobMeta> = {
     if (message.resumeCount !== 0) {
       obj.resumeCount = Math.round(message.resumeCount);
     }
+    if (message.submitterOrg !== "") {
+      obj.submitterOrg = message.submitterOrg;
+    }
+    if (message.submitterRole !== "") {
+      obj.submitterRole = message.submitterRole;
+    }
     if (message.refusals?.length) {
       obj.refusals = message.refusals.map((e) => ClientRefusal.toJSON(e));
     }
@@ -1742,6 +1798,8 @@ export const JobMeta: MessageFns<JobMeta> = {
     message.clients = object.clients?.map((e) => e) || [];
     message.endTime = object.endTime ?? undefined;
     message.resumeCount = object.resumeCount ?? 0;
+    message.submitterOrg = object.submitterOrg ?? "";
+    message.submitterRole = object.submitterRole ?? "";
     message.refusals = object.refusals?.map((e) => ClientRefusal.fromPartial(e)) || [];
     return message;
   },
