@@ -175,6 +175,17 @@ describe("the trainer's call contract", () => {
     expect((await outcome).returnCode).toBe(ReturnCode.RETURN_CODE_OK);
   });
 
+  it("waitUntilConnected resolves once the site welcomes the agent, false on timeout, and throws once the agent is stopped", async () => {
+    const server = await site();
+    const agent = agentFor(server, "c1");
+    expect(await agent.waitUntilConnected(5_000)).toBe(true);
+    expect(server.hub.agents().some((session) => session.clientName === "c1" && session.connected)).toBe(true);
+    const unreachable = testbed.agent("127.0.0.1:1", "c2");
+    expect(await unreachable.waitUntilConnected(100)).toBe(false);
+    await agent.stop();
+    await expect(agent.waitUntilConnected(100)).rejects.toBeInstanceOf(AgentClosed);
+  });
+
   it("returns null from getTask when no task arrives in time", async () => {
     const server = await site();
     const agent = agentFor(server, "c1");

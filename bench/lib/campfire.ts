@@ -2,11 +2,16 @@ import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { TaskSpec } from "../../services/site/agent-hub.js";
 import type { TaskOutcome } from "../../services/site/agent-session.js";
 import { SiteServer, type SiteOptions } from "../../services/site/site-server.js";
+import type { BenchKits } from "./kits.js";
 import { type Peer, startPeer } from "./peer.js";
 
 export const EMPTY_TASK_DATA = { kind: DataKind.DATA_KIND_WEIGHTS, tensors: [], values: undefined, meta: {} };
 
-/** A site in this process and `count` echo agents (clients bench-0 ..) in another, all connected. */
+/**
+ * A site in this process and `count` echo agents (clients bench-0 ..) in
+ * another, all connected; with `tls`, the site serves its kit and each agent
+ * presents its client's certificate (the same layout otherwise).
+ */
 export interface EchoSite {
   site: SiteServer;
   agents: Peer;
@@ -15,9 +20,11 @@ export interface EchoSite {
   stop(): Promise<void>;
 }
 
-export async function startEchoSite(count: number, options: { site?: SiteOptions; agentEnv?: Record<string, string> } = {}): Promise<EchoSite> {
-  const site = await SiteServer.start({ address: "127.0.0.1:0", jobs: undefined, ...options.site });
-  const agents = await startPeer("echo-agents", { SITE_ADDRESS: `127.0.0.1:${site.port}`, AGENTS: String(count), ...options.agentEnv });
+export async function startEchoSite(count: number, options: { site?: SiteOptions; agentEnv?: Record<string, string>; tls?: BenchKits } = {}): Promise<EchoSite> {
+  const { tls } = options;
+  if (tls && tls.clients < count) throw new Error(`the bench kits have ${tls.clients} clients, ${count} agents need one each`);
+  const site = await SiteServer.start({ address: "127.0.0.1:0", jobs: undefined, tls: tls?.site, ...options.site });
+  const agents = await startPeer("echo-agents", { SITE_ADDRESS: `127.0.0.1:${site.port}`, AGENTS: String(count), ...(tls ? { TLS_KITS: tls.dir } : {}), ...options.agentEnv });
   await waitForAgents(site, count);
   return {
     site,

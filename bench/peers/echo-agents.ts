@@ -4,9 +4,20 @@
 // each agent dials its own loopback address (127.x.y.z, same port), so each has
 // a connection of its own, as agents on separate machines would.
 // HEARTBEAT_MS sets the heartbeat interval; STAGGER_MS spreads the agents'
-// starts over that long. Commands: "reset-peak", "peak-rss".
-import { Agent } from "../../services/agent/index.js";
+// starts over that long. TLS_KITS (a provisioning output, bench/lib/kits.ts)
+// gives each agent the kit of its client, bench-<index>/, for a site with TLS;
+// the hub's bench tasks belong to no submitted job, so these agents take
+// unsigned tasks (a job's signature is checked once, before its first task, and
+// is not what a round trip costs).
+// Commands: "reset-peak", "peak-rss", and "connect <count>": times <count>
+// fresh agents of client bench-<FIRST_INDEX>, one after another, from
+// construction to the site's welcome (each stopped before the next), and prints
+// "connect <milliseconds as JSON>".
+import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { Agent } from "../../services/agent/index.js";
+import { parseJobPolicy } from "../../services/agent/job-policy.js";
+import { loadKit, type TlsKit } from "../../services/security/kit.js";
 import { peakRssBytes, resetPeakRss } from "../lib/process-stats.js";
 import { spreadAddress } from "../lib/raw-heartbeats.js";
 
@@ -16,9 +27,14 @@ const addressOf = (index: number) => (process.env.SPREAD_ADDRESSES ? spreadAddre
 const heartbeatIntervalMs = process.env.HEARTBEAT_MS ? Number(process.env.HEARTBEAT_MS) : undefined;
 const first = Number(process.env.FIRST_INDEX ?? 0);
 const staggerMs = Number(process.env.STAGGER_MS ?? 0);
+const kitsDir = process.env.TLS_KITS;
+const kits = new Map<number, TlsKit>();
+// Loaded before anything starts: reading kits is provisioning's business, not the connection's.
+if (kitsDir) for (let index = first; index < first + Math.max(count, 1); index++) kits.set(index, await loadKit(join(kitsDir, `bench-${index}`)));
+const policy = kitsDir ? parseJobPolicy({ require_signed_jobs: false }) : undefined;
 const agents: Agent[] = [];
 function startAgent(index: number): void {
-  const agent = new Agent({ siteAddress: addressOf(index), clientName: `bench-${index}`, heartbeatIntervalMs });
+  const agent = new Agent({ siteAddress: addressOf(index), clientName: `bench-${index}`, heartbeatIntervalMs, tls: kits.get(index), policy });
   agents.push(agent);
   agent.start();
   void (async () => {
@@ -29,11 +45,29 @@ for (let index = first; index < first + count; index++) {
   if (staggerMs) setTimeout(startAgent, Math.random() * staggerMs, index);
   else startAgent(index);
 }
+
+/** Milliseconds from `new Agent()` to the site's welcome, for `count` agents one after another. */
+async function timeConnections(count: number): Promise<number[]> {
+  const samples: number[] = [];
+  for (let attempt = 0; attempt < count; attempt++) {
+    const started = performance.now();
+    const agent = new Agent({ siteAddress: addressOf(first), clientName: `bench-${first}`, agentId: `bench-${first}-connect-${attempt}`, heartbeatIntervalMs, tls: kits.get(first), policy });
+    agent.start();
+    if (!(await agent.waitUntilConnected(10_000))) throw new Error(`agent ${attempt} was not welcomed within 10 s`);
+    samples.push(performance.now() - started);
+    await agent.stop();
+  }
+  return samples;
+}
+
 console.log("ready");
+let commands = Promise.resolve();
 createInterface({ input: process.stdin })
   .on("line", (line) => {
     if (line === "reset-peak") resetPeakRss();
     if (line === "peak-rss") console.log(`peak-rss ${peakRssBytes()}`);
+    const connect = /^connect (\d+)$/.exec(line);
+    if (connect) commands = commands.then(async () => console.log(`connect ${JSON.stringify(await timeConnections(Number(connect[1])))}`));
   })
   .on("close", async () => {
     await Promise.all(agents.map((agent) => agent.stop()));

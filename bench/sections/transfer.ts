@@ -2,9 +2,11 @@
 // by all, downloaded in chunks) and gathered back (each agent returns it,
 // uploaded in chunks), against the same bytes over raw grpc-js streams and
 // over plain TCP on loopback, served from another process to a process of 4
-// clients. Also the peak RSS of the site (this process) and of the agents'
-// process during a round.
-import { startEchoSite } from "../lib/campfire.js";
+// clients; and the same round over mutual TLS, against itself in plain text.
+// Also the peak RSS of the site (this process) and of the agents' process
+// during a round.
+import { type EchoSite, startEchoSite } from "../lib/campfire.js";
+import { provisionBenchKits } from "../lib/kits.js";
 import { makeModel, modelBytes, weights } from "../lib/model.js";
 import { startPeer } from "../lib/peer.js";
 import { MiB, peakRssBytes, resetPeakRss, settledRssBytes } from "../lib/process-stats.js";
@@ -22,14 +24,16 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
   const moved = 2 * AGENTS * bytes;
   const megabytesPerSecond = (ms: number) => moved / 1e6 / (ms / 1000);
 
+  const kits = await provisionBenchKits(AGENTS);
   const campfire = await startEchoSite(AGENTS);
+  const secured = await startEchoSite(AGENTS, { tls: kits });
   // Each result is checked and dropped as it arrives, as a workflow folds it: holding all four would be the benchmark's memory, not the site's.
-  const round = async () => {
+  const round = async (site: EchoSite) => {
     const started = performance.now();
-    const payload = campfire.site.hub.payloads.share(weights(model));
+    const payload = site.site.hub.payloads.share(weights(model));
     await Promise.all(
       Array.from({ length: AGENTS }, async (_, index) => {
-        const outcome = await campfire.task(`bench-${index}`, payload);
+        const outcome = await site.task(`bench-${index}`, payload);
         if (modelBytes(outcome.data?.tensors ?? []) !== bytes) throw new Error("a result came back short");
       }),
     );
@@ -37,7 +41,9 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
     return performance.now() - started;
   };
   // A small round first: connections, payload channels and JIT warm, as a job's first round would find them.
-  await Promise.all(Array.from({ length: AGENTS }, (_, index) => campfire.task(`bench-${index}`, weights(makeModel(4 * MiB)))));
+  const warm = (site: EchoSite) => Promise.all(Array.from({ length: AGENTS }, (_, index) => site.task(`bench-${index}`, weights(makeModel(4 * MiB)))));
+  await warm(campfire);
+  await warm(secured);
   const siteIdleRss = settledRssBytes();
 
   const servers = await startPeer("raw-transfer-server", { MODEL_BYTES: String(size) });
@@ -53,7 +59,7 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
     return { ms, peakRss: Number(await clients.waitForLine("peak-rss")) };
   };
 
-  const runs: Array<{ campfireMs: number; grpcMs: number; tcpMs: number }> = [];
+  const runs: Array<{ campfireMs: number; tlsMs: number; grpcMs: number; tcpMs: number }> = [];
   let sitePeak = 0;
   let agentsPeak = 0;
   let grpcClientsPeak = 0;
@@ -62,19 +68,24 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
     globalThis.gc?.();
     resetPeakRss();
     campfire.agents.send("reset-peak");
-    const campfireMs = await round();
+    const campfireMs = await round(campfire);
     sitePeak = Math.max(sitePeak, peakRssBytes());
     campfire.agents.send("peak-rss");
     agentsPeak = Math.max(agentsPeak, Number(await campfire.agents.waitForLine("peak-rss")));
     const grpc = await baseline("grpc");
     grpcClientsPeak = Math.max(grpcClientsPeak, grpc.peakRss);
     const tcp = await baseline("tcp");
-    runs.push({ campfireMs, grpcMs: grpc.ms, tcpMs: tcp.ms });
-    progress(`campfire ${megabytesPerSecond(campfireMs).toFixed(0)} MB/s, raw grpc-js ${megabytesPerSecond(grpc.ms).toFixed(0)} MB/s, raw TCP ${megabytesPerSecond(tcp.ms).toFixed(0)} MB/s`);
+    globalThis.gc?.();
+    const tlsMs = await round(secured);
+    runs.push({ campfireMs, tlsMs, grpcMs: grpc.ms, tcpMs: tcp.ms });
+    progress(
+      `campfire ${megabytesPerSecond(campfireMs).toFixed(0)} MB/s, raw grpc-js ${megabytesPerSecond(grpc.ms).toFixed(0)} MB/s, raw TCP ${megabytesPerSecond(tcp.ms).toFixed(0)} MB/s; campfire over mutual TLS ${megabytesPerSecond(tlsMs).toFixed(0)} MB/s`,
+    );
   }
   await servers.stop();
   await clients.stop();
-  await campfire.stop();
+  await Promise.all([campfire.stop(), secured.stop()]);
+  await kits.remove();
 
   const rates = runs.map((run) => ({ campfire: megabytesPerSecond(run.campfireMs), grpc: megabytesPerSecond(run.grpcMs), tcp: megabytesPerSecond(run.tcpMs) }));
   const campfireRate = median(rates.map((rate) => rate.campfire));
@@ -86,6 +97,11 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
         target: { ratioAtLeast: 0.7 },
       }),
       figure("effective throughput", "MB/s", campfireRate, { baseline: { name: "raw TCP", value: median(rates.map((rate) => rate.tcp)) }, ratios: rates.map((rate) => ratio(rate.campfire, rate.tcp)) }),
+      figure("round time over mutual TLS", "ms", median(runs.map((run) => run.tlsMs)), {
+        baseline: { name: "the same round in plain text", value: median(runs.map((run) => run.campfireMs)) },
+        ratios: runs.map((run) => ratio(run.tlsMs, run.campfireMs)),
+        target: { ratioAtMost: 1.2 },
+      }),
       figure("site peak RSS", "bytes", sitePeak, { baseline: { name: "site idle RSS, model held", value: siteIdleRss } }),
       figure(`agents' process peak RSS (${AGENTS} agents)`, "bytes", agentsPeak, { baseline: { name: "raw grpc-js clients' process", value: grpcClientsPeak } }),
     ],

@@ -144,7 +144,10 @@ export class Agent {
         taskNames: this.options.taskNames,
         heldResult: undefined,
       }),
-      welcomed: () => this.resendHeldResult(),
+      welcomed: () => {
+        this.wakeWaiters();
+        this.resendHeldResult();
+      },
       message: (message) => this.receive(message),
       peerGone: () => this.failWaiters(new AgentPeerGone(`no sign of life from the site ${this.options.siteAddress} for ${this.options.heartbeatTimeoutMs} ms`)),
       fatal: (error) => this.close(error),
@@ -158,6 +161,24 @@ export class Agent {
   /** True while a stream to the site is open and welcomed. */
   get connected(): boolean {
     return this.connection.connected;
+  }
+
+  /**
+   * Resolves true once the site has welcomed this agent (now, if it already
+   * has), false if that takes longer than `timeoutMs`; throws the reason once
+   * the agent is closed (refused by the site, stopped). For readiness checks,
+   * and for callers that want to know the site took them before they wait for
+   * tasks.
+   */
+  async waitUntilConnected(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.closedWith) throw this.closedWith;
+      if (this.connected) return true;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return false;
+      await this.waitForChange(remaining);
+    }
   }
 
   /** Starts joining the site in the background; returns at once. */
