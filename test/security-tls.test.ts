@@ -53,6 +53,9 @@ async function download(port: number, kit: TlsKit, payloadId: string): Promise<S
   }
 }
 
+/** The audit log's denials of `action`, read as soon as the refusal arrived: the site answers after the line is written. */
+const auditedDenials = async (site: { audit: { path: string } }, action: string) => (await readAudit(site.audit.path)).filter((line) => line.outcome === "denied" && line.action === action);
+
 /** For tasks sent straight through the hub, which belong to no signed job. */
 const UNSIGNED_TASKS = parseJobPolicy({ require_signed_jobs: false });
 
@@ -164,6 +167,7 @@ describe("certificates the site refuses", () => {
     const end = await joinWith(site.port, await presenting({ cert: other.cert!, key: other.key! }));
     expect(end.code).toBe(Status.UNAUTHENTICATED);
     expect(end.details).toMatch(/no client certificate of project testproj was verified \((unable to verify the certificate|unable to get local issuer certificate): it was not issued by this project's CA; [A-Z_]+\)/);
+    expect(await auditedDenials(site, "agent.join")).toEqual([expect.objectContaining({ identity: "", reason: end.details, peer: expect.stringMatching(/127\.0\.0\.1/) })]);
     const outcome = site.hub.sendTask("hospital-b", { taskName: "t", jobId: "j", data: { kind: DataKind.DATA_KIND_METRICS, tensors: [], values: { v: 1 }, meta: {} } }, { timeoutMs: 10_000 });
     await honest.getTask(10_000);
     await honest.submitResult({ kind: DataKind.DATA_KIND_METRICS, tensors: [], values: { v: 2 }, meta: {} });
@@ -180,6 +184,7 @@ describe("certificates the site refuses", () => {
     const end = await joinWith(site.port, kit);
     expect(end.code).toBe(Status.UNAUTHENTICATED);
     expect(end.details).toContain("(certificate has expired; CERT_HAS_EXPIRED)");
+    expect(await auditedDenials(site, "agent.join")).toEqual([expect.objectContaining({ reason: end.details })]);
   });
 
   it("an admin's certificate cannot act as an agent: PERMISSION_DENIED", async () => {
@@ -187,6 +192,7 @@ describe("certificates the site refuses", () => {
     const end = await joinWith(site.port, await kits.load("lead@a.org"));
     expect(end.code).toBe(Status.PERMISSION_DENIED);
     expect(end.details).toContain("only a client's certificate may act as an agent");
+    expect(await auditedDenials(site, "agent.join")).toEqual([expect.objectContaining({ reason: end.details })]);
   });
 
   it("plain text to the TLS port fails cleanly (UNAVAILABLE) and leaves TLS agents undisturbed", async () => {

@@ -68,6 +68,11 @@ export class AuditLog {
     return write;
   }
 
+  /** Resolves once every line recorded so far is written (or has failed to be): a reply sent after it follows its line. */
+  flushed(): Promise<void> {
+    return this.queue;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -9,7 +9,7 @@ import type {
   UploadPayloadRequest,
   UploadPayloadResponse,
 } from "../../../gen/campfire/agent/v1/agent_service.js";
-import type { AuditLog } from "../../security/audit.js";
+import type { AuditEntry, AuditLog } from "../../security/audit.js";
 import { PermissionDenied } from "../../security/errors.js";
 import { claimedIdentity, type Identity } from "../../security/identity.js";
 import type { SiteTrust } from "../../security/site-trust.js";
@@ -79,6 +79,8 @@ export interface AgentServiceOptions {
  * agents, downloads only of its tasks' data.
  */
 export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadBytes, limits }: AgentServiceOptions): AgentServiceServer {
+  // A failed write is the site's trouble, not the caller's: logged, and the call goes on.
+  const record = (entry: AuditEntry) => void audit.record(entry).catch((error: unknown) => logger.error({ err: error, action: entry.action }, "could not write the audit log"));
   /** The caller's identity when the site has TLS (undefined without); refusals are audited and thrown. */
   const identify = (call: Parameters<typeof peerOf>[0], action: string): Identity | undefined => {
     if (!trust) return undefined;
@@ -90,12 +92,14 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
       }
       return identity;
     } catch (error) {
-      void audit.record({ identity: undefined, action, outcome: "denied", reason: (error as Error).message, peer: peer.address });
+      record({ identity: undefined, action, outcome: "denied", reason: (error as Error).message, peer: peer.address });
       throw error;
     }
   };
   const denied = (identity: Identity | undefined, action: string, error: unknown, peer: string, agentId?: string) =>
-    void audit.record({ identity, action, outcome: "denied", reason: (error as Error).message, peer, agentId: agentId || undefined });
+    record({ identity, action, outcome: "denied", reason: (error as Error).message, peer, agentId: agentId || undefined });
+  // Refusals are answered once their audit lines are written, as admin calls are.
+  const afterAudit = (reply: () => void) => void audit.flushed().then(reply);
   /** Open Connect streams by identity, so that a certificate revoked by a reload loses the streams it already holds. */
   const streams = new Map<(error: unknown) => void, Identity>();
   trust?.onReload(() => {
@@ -120,7 +124,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         clearTimeout(helloTimer);
         streams.delete(fail);
         (session?.logger ?? logger).warn({ err: error, peer, client: identity?.name }, "agent stream refused");
-        channel.close(error as SiteError);
+        afterAudit(() => channel.close(error as SiteError));
         if (session) hub.detach(session, channel);
       };
       try {
@@ -149,7 +153,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
             denied(identity, "agent.join", error, peer, hello.agentId);
             throw error;
           }
-          void audit.record({ identity: identity ?? claimedIdentity(hello.clientName, "client"), action: "agent.join", outcome: "allowed", peer, agentId: hello.agentId });
+          record({ identity: identity ?? claimedIdentity(hello.clientName, "client"), action: "agent.join", outcome: "allowed", peer, agentId: hello.agentId });
         } catch (error) {
           fail(error);
         }
@@ -163,7 +167,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         hub.detach(session, channel);
         if (left) return;
         left = true;
-        void audit.record({ identity: identity ?? claimedIdentity(session.clientName, "client"), action: "agent.leave", outcome: "allowed", peer, agentId: session.agentId });
+        record({ identity: identity ?? claimedIdentity(session.clientName, "client"), action: "agent.leave", outcome: "allowed", peer, agentId: session.agentId });
       };
       call.on("end", () => {
         channel.close();
@@ -178,7 +182,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
       try {
         identity = identify(call, "agent.upload");
       } catch (error) {
-        return callback(toServiceError(error));
+        return afterAudit(() => callback(toServiceError(error)));
       }
       let assembler: ChunkAssembler | undefined;
       let reserved = 0;
@@ -191,7 +195,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         hub.payloads.releaseUpload(reserved);
         reserved = 0;
         logger.warn({ err: error, agent: agentId }, "upload refused");
-        callback(toServiceError(error));
+        afterAudit(() => callback(toServiceError(error)));
       };
       call.once("cancelled", () => {
         cancelled.abort(new Error("the agent cancelled the upload"));
@@ -263,6 +267,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
       } catch (error) {
         if (call.cancelled) return;
         logger.warn({ err: error }, "download refused");
+        await audit.flushed();
         call.emit("error", toServiceError(error));
       }
     },
