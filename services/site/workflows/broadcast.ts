@@ -6,7 +6,7 @@ import { DType } from "../../../gen/campfire/common/v1/tensor.js";
 import { encodeDataExchange } from "../../shared/payload.js";
 import { carriesData, returnCodeName } from "../../shared/return-codes.js";
 import type { TaskOutcome } from "../agent-session.js";
-import { parseArgs } from "./registry.js";
+import { parseArgs } from "./arguments.js";
 import type { Workflow } from "./workflow.js";
 
 const BroadcastArgs = z

@@ -6,7 +6,7 @@ import { decodeSafetensors } from "../../shared/safetensors.js";
 import { join } from "node:path";
 import { scatterGather } from "./gather.js";
 import { requiredFile, RESULT_LAYOUT } from "./model-files.js";
-import { parseArgs } from "./registry.js";
+import { parseArgs } from "./arguments.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow, WorkflowContext } from "./workflow.js";
 

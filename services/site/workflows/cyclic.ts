@@ -8,7 +8,7 @@ import { SiteError } from "../errors.js";
 import { WeightedAverage } from "./aggregation.js";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import { requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
-import { parseArgs } from "./registry.js";
+import { parseArgs } from "./arguments.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow } from "./workflow.js";
 

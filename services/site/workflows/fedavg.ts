@@ -9,7 +9,7 @@ import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import { crossSiteEvaluate, crossSiteEvalWorkflow } from "./cross-site-eval.js";
 import { type GatherOptions, scatterGather } from "./gather.js";
 import { loadModel, requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
-import { parseArgs } from "./registry.js";
+import { parseArgs } from "./arguments.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow, WorkflowContext } from "./workflow.js";
 
