@@ -24,13 +24,13 @@ function heldPlusOne(holdRound: number) {
   let reached!: () => void;
   const holding = new Promise<void>((resolve) => (reached = resolve));
   let held = false;
-  const trainer: Trainer = async (task) => {
+  const trainer: Trainer = async (task, tools) => {
     if (task.data.meta?.current_round === holdRound && !held) {
       held = true;
       reached();
       await new Promise((resolve) => task.signal.addEventListener("abort", resolve, { once: true }));
     }
-    return (await plusOne(task)) ?? {};
+    return (await plusOne(task, tools)) ?? {};
   };
   return { trainer, holding };
 }

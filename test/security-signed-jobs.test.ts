@@ -79,9 +79,9 @@ async function serve(site: SiteServer, client: string, trainer: Trainer, policy?
   const stop = new AbortController();
   const done = runAgentLoop(
     { siteAddress: `localhost:${site.port}`, clientName: client, tls: await kits.load(client), policy, ...FAST_EXCHANGE, reconnectMaxDelayMs: 200, signal: stop.signal },
-    (task) => {
+    (task, tools) => {
       seen.push(task);
-      return trainer(task);
+      return trainer(task, tools);
     },
   );
   cleanups.push(async () => {

@@ -13,9 +13,9 @@ const runs = useWorkflowRuns();
 /** A shift trainer that also records the order in which the model visits clients. */
 function visiting(client: string, visits: string[], shift = 1): Trainer {
   const train = shiftTrainer(shift);
-  return (task: AgentTask) => {
+  return (task: AgentTask, tools) => {
     if (task.taskName === "train") visits.push(client);
-    return train(task);
+    return train(task, tools);
   };
 }
 

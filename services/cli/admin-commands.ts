@@ -7,6 +7,8 @@ import { jobMetaToDict } from "../session-client/format.js";
 import { DEFAULT_SITE, Session } from "../session-client/session.js";
 import { RunStatus, statusName } from "../site/jobs/model.js";
 import { EXIT, type Runner } from "./exit-codes.js";
+import { historyToCsv } from "../site/history/csv.js";
+import { historyTables, historyToDict, roundToDict } from "./metrics-output.js";
 import { describeMeta, describeSystem, jobsTable, output, type Output, ProgressView } from "./output.js";
 import { integer } from "./parse.js";
 
@@ -122,10 +124,10 @@ Examples:
 
   program
     .command("monitor")
-    .description("follow a job until it finishes: live on a terminal, one line per change otherwise")
+    .description("follow a job until it finishes: live on a terminal, one line per change otherwise; reconnects when the site restarts")
     .argument("<job-id>")
     .option("-t, --timeout <seconds>", "stop watching after this long (exit 6)", integer(1))
-    .addHelpText("after", "\nExits 0 when the job completed, 7 when it finished otherwise, 6 on timeout.\n\nExample:\n  $ campfire monitor 3f2a... --timeout 600")
+    .addHelpText("after", "\nExits 0 when the job completed, 7 when it finished otherwise, 6 on timeout, 130 on Ctrl-C (the job goes on).\n\nExample:\n  $ campfire monitor 3f2a... --timeout 600")
     .action(
       run(async (jobId: string, options: { timeout?: number }, command: Command) =>
         withSession(command, async (session, out) => {
@@ -138,11 +140,13 @@ Examples:
             const code = await session.monitorJob(jobId, {
               timeoutMs: (options.timeout ?? 0) * 1000,
               signal: interrupted.signal,
-              onUpdate: (meta) => {
+              onUpdate: (meta, recorded) => {
                 last = meta;
-                if (out.json) out.line(JSON.stringify(jobMetaToDict(meta)));
+                if (out.json) out.line(JSON.stringify({ ...jobMetaToDict(meta), rounds: recorded.rounds.map(roundToDict) }));
                 else view.update(meta);
               },
+              onReconnecting: (attempt, delayMs, error) =>
+                process.stderr.write(`lost the site (${error.message.split(": ").at(-1)}); reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${attempt})\n`),
             });
             view.done();
             if (code === MonitorReturnCode.MONITOR_RETURN_CODE_TIMEOUT) {
@@ -150,9 +154,32 @@ Examples:
               return EXIT.MONITOR_TIMEOUT;
             }
             return last?.status === RunStatus.RUN_STATUS_FINISHED_COMPLETED ? EXIT.OK : EXIT.JOB_NOT_COMPLETED;
+          } catch (error) {
+            if (!interrupted.signal.aborted) throw error;
+            view.done();
+            process.stderr.write(`stopped watching; job ${jobId} goes on (campfire monitor ${jobId} to watch again)\n`);
+            return EXIT.INTERRUPTED;
           } finally {
             process.off("SIGINT", onSignal);
           }
+        }),
+      ),
+    );
+
+  program
+    .command("metrics")
+    .description("show a job's metric history: the workflow's rounds, then each client's logged metrics")
+    .argument("<job-id>")
+    .option("-c, --client <name>", "only this client's records")
+    .option("--csv", "one row per figure (source,round,client,time,task_id,metric,value), as the download's metrics/metrics.csv")
+    .addHelpText("after", "\nExample:\n  $ campfire metrics 3f2a... --client hospital-a\n  $ campfire metrics 3f2a... --csv > metrics.csv")
+    .action(
+      run(async (jobId: string, options: { client?: string; csv?: boolean }, command: Command) =>
+        withSession(command, async (session, out) => {
+          const history = await session.getJobMetrics(jobId, { client: options.client });
+          if (options.csv) process.stdout.write(historyToCsv(history));
+          else if (out.json) out.data(historyToDict(history));
+          else out.line(historyTables(history));
         }),
       ),
     );

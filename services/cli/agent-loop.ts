@@ -1,4 +1,4 @@
-import { Agent, AgentEnded, type AgentOptions, type AgentTask, ReturnCode } from "../agent/index.js";
+import { Agent, AgentEnded, type AgentOptions, type AgentTask, DataKind, ReturnCode } from "../agent/index.js";
 import type { DataExchange } from "../shared/payload.js";
 import { silentLogger } from "../shared/logger.js";
 
@@ -9,8 +9,19 @@ export interface TrainerResult {
   returnCode?: ReturnCode;
 }
 
+/** What a trainer may do beside answering its task. */
+export interface TrainerTools {
+  /**
+   * Reports metrics of the task in progress (loss, accuracy, sample counts,
+   * seconds): the site keeps them in the job's metric history, by client and
+   * round (the task's current_round, unless `meta` names another). Returns
+   * false when the record could not be sent now (it is not queued).
+   */
+  log(values: Record<string, number | string>, meta?: Record<string, unknown>): boolean;
+}
+
 /** Runs one task (the default export of a --trainer module). Honour task.signal: the site aborts tasks through it. */
-export type Trainer = (task: AgentTask) => Promise<TrainerResult> | TrainerResult | Promise<void> | void;
+export type Trainer = (task: AgentTask, tools: TrainerTools) => Promise<TrainerResult> | TrainerResult | Promise<void> | void;
 
 /** Answers every task with the data it got. */
 export const echoTrainer: Trainer = (task) => ({ data: task.data, returnCode: ReturnCode.RETURN_CODE_OK });
@@ -42,7 +53,7 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
       for await (const task of agent.tasks()) {
         let result: TrainerResult;
         try {
-          result = (await trainer(task)) ?? {};
+          result = (await trainer(task, toolsFor(agent, task))) ?? {};
         } catch (error) {
           logger.warn({ err: error, task: task.taskId, job: task.jobId }, "the trainer failed");
           result = { returnCode: ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION };
@@ -59,4 +70,12 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
       signal.removeEventListener("abort", stop);
     }
   }
+}
+
+function toolsFor(agent: Agent, task: AgentTask): TrainerTools {
+  const round = task.data.meta?.current_round;
+  return {
+    log: (values, meta) =>
+      agent.log({ kind: DataKind.DATA_KIND_METRICS, tensors: [], values, meta: { ...(round === undefined ? {} : { current_round: round }), ...meta } }, task.taskId),
+  };
 }

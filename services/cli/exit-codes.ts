@@ -19,6 +19,8 @@ export const EXIT = {
   MONITOR_TIMEOUT: 6,
   /** monitor: the job finished, but not FINISHED:COMPLETED. */
   JOB_NOT_COMPLETED: 7,
+  /** Interrupted (Ctrl-C), as shells count 128 + SIGINT; the job itself goes on. */
+  INTERRUPTED: 130,
 } as const;
 
 export const EXIT_CODES_HELP = `
@@ -30,7 +32,8 @@ Exit codes:
   4  the job is in the wrong state (not finished for download, still running for delete)
   5  cannot reach the site (or it did not answer in time)
   6  monitor: timed out before the job finished
-  7  monitor: the job finished, but not FINISHED:COMPLETED`;
+  7  monitor: the job finished, but not FINISHED:COMPLETED
+  130  interrupted (Ctrl-C); a monitored job goes on running`;
 
 export function exitCodeOf(error: unknown): number {
   if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.OK : EXIT.USAGE;

@@ -20,12 +20,14 @@ import type {
   SubmitJobRequest,
   SubmitJobResponse,
 } from "../../gen/campfire/admin/v1/session_service.js";
+import type { GetJobMetricsRequest, GetJobMetricsResponse, RoundRecord } from "../../gen/campfire/admin/v1/metrics.js";
 import { MonitorReturnCode, SessionServiceClient } from "../../gen/campfire/admin/v1/session_service.js";
+import { backoffDelay, delay } from "../shared/wait.js";
 import { type ClientTransportOptions, siteChannelCredentials } from "../security/client-transport.js";
 import { signJobDefinition } from "../security/job-signing.js";
 import { certifyKit, type TlsKit } from "../security/kit.js";
 import { relativePathProblem } from "../site/jobs/validation.js";
-import { InternalError, InvalidJobDefinition, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
+import { InternalError, InvalidJobDefinition, NoConnection, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
 import { readJobFolder } from "./job-folder.js";
 
 export { MonitorReturnCode };
@@ -59,11 +61,27 @@ export interface ListJobsOptions {
 export interface MonitorOptions {
   /** Stop watching after this long; 0 (the default) watches until the job finishes. */
   timeoutMs?: number;
-  /** Called with the job's meta on every change (first with its state now). Returning false ends monitoring: ENDED_BY_CB. */
-  onUpdate?: (meta: JobMeta) => boolean | void | Promise<boolean | void>;
+  /**
+   * Called with the job's meta on every change (first with its state now), and
+   * what the site recorded since the previous call: finished rounds and the
+   * clients' metric records. Returning false ends monitoring: ENDED_BY_CB.
+   */
+  onUpdate?: (meta: JobMeta, recorded: MonitorRecords) => boolean | void | Promise<boolean | void>;
   /** Ends monitoring early: the call rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Whether to reconnect when the site cannot be reached (it restarted, the
+   * network dropped): with backoff from 100 ms to 5 s, resuming from the job's
+   * state then, and the rounds recorded meanwhile. Default true; the timeout
+   * still bounds the whole watch.
+   */
+  reconnect?: boolean;
+  /** Told before each reconnection attempt: which one, how long it waits first, and why. */
+  onReconnecting?: (attempt: number, delayMs: number, error: SessionError) => void;
 }
+
+/** What a monitor update carries beside the meta. */
+export type MonitorRecords = Pick<MonitorJobResponse, "rounds" | "clientRecords" | "droppedClientRecords">;
 
 export type SystemInfo = GetSystemInfoResponse;
 
@@ -132,6 +150,11 @@ export class Session {
     const { meta } = await this.unary("getJobMeta", { jobId });
     if (!meta) throw new InternalError(`the site answered GetJobMeta for ${jobId} without a meta`);
     return meta;
+  }
+
+  /** A job's metric history (rounds and client records so far), optionally one client's only. */
+  async getJobMetrics(jobId: string, options: { client?: string } = {}): Promise<GetJobMetricsResponse> {
+    return this.unary("getJobMetrics", { jobId, client: options.client ?? "" });
   }
 
   /** Lists jobs by submit time, oldest first unless `reverse`. */
@@ -210,29 +233,75 @@ export class Session {
 
   /**
    * Watches a job until it finishes (JOB_FINISHED), `timeoutMs` passes
-   * (TIMEOUT), or `onUpdate` returns false (ENDED_BY_CB).
+   * (TIMEOUT), or `onUpdate` returns false (ENDED_BY_CB). Reconnects when the
+   * site goes away, unless told not to (see MonitorOptions.reconnect).
    */
   async monitorJob(jobId: string, options: MonitorOptions = {}): Promise<MonitorReturnCode> {
     const timeoutMs = options.timeoutMs ?? 0;
-    const timeout = timeoutMs > 0 ? { seconds: Math.floor(timeoutMs / 1000), nanos: (timeoutMs % 1000) * 1_000_000 } : undefined;
-    const callOptions = timeoutMs > 0 ? this.deadline(timeoutMs + this.callTimeoutMs) : {};
+    const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Infinity;
+    /** The last round the caller was given, so a reconnection hands over only the rounds it missed. */
+    let lastRound: number | undefined;
+    /** Failed attempts since the site last answered: the backoff starts over after each success. */
+    let failures = 0;
+    const forward = async (meta: JobMeta, recorded: MonitorRecords) => {
+      failures = 0;
+      const last = recorded.rounds.at(-1);
+      if (last) lastRound = last.round;
+      return options.onUpdate?.(meta, recorded);
+    };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.monitorOnce(jobId, deadline, options.signal, forward, attempt > 0 ? () => this.roundsSince(jobId, lastRound) : undefined);
+      } catch (error) {
+        if (!(error instanceof NoConnection) || options.reconnect === false) throw error;
+        const delayMs = Math.min(backoffDelay(failures++, 100, 5_000), deadline - Date.now());
+        if (delayMs <= 0) return MonitorReturnCode.MONITOR_RETURN_CODE_TIMEOUT;
+        options.onReconnecting?.(failures, delayMs, error);
+        await delay(delayMs, options.signal).catch((reason: unknown) => {
+          throw options.signal?.aborted ? options.signal.reason : reason;
+        });
+      }
+    }
+  }
+
+  /** The rounds recorded after `round` (all of them when undefined): what a watcher missed while it was away. */
+  private async roundsSince(jobId: string, round: number | undefined): Promise<RoundRecord[]> {
+    const { rounds } = await this.getJobMetrics(jobId);
+    return rounds.filter((record) => round === undefined || record.round > round);
+  }
+
+  /** One MonitorJob stream; `missed` adds the rounds recorded before it to its first update. */
+  private async monitorOnce(
+    jobId: string,
+    deadline: number,
+    signal: AbortSignal | undefined,
+    onUpdate: (meta: JobMeta, recorded: MonitorRecords) => Promise<boolean | void>,
+    missed: (() => Promise<RoundRecord[]>) | undefined,
+  ): Promise<MonitorReturnCode> {
+    const remainingMs = deadline - Date.now();
+    if (remainingMs <= 0) return MonitorReturnCode.MONITOR_RETURN_CODE_TIMEOUT;
+    const timeout = Number.isFinite(remainingMs) ? { seconds: Math.floor(remainingMs / 1000), nanos: Math.round(remainingMs % 1000) * 1_000_000 } : undefined;
+    const callOptions = timeout ? this.deadline(remainingMs + this.callTimeoutMs) : {};
     const call = this.stream(this.client.monitorJob({ jobId, timeout }, this.metadata, callOptions));
     const onAbort = () => call.stream.cancel();
-    options.signal?.addEventListener("abort", onAbort, { once: true });
+    signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      options.signal?.throwIfAborted();
+      signal?.throwIfAborted();
+      let earlier = missed && (await missed());
       for await (const message of call.stream as AsyncIterable<MonitorJobResponse>) {
-        const keepGoing = message.meta ? await options.onUpdate?.(message.meta) : undefined;
+        const rounds = earlier ? [...earlier.filter((record) => !message.rounds.some((sent) => sent.round === record.round)), ...message.rounds] : message.rounds;
+        earlier = undefined;
+        const keepGoing = message.meta ? await onUpdate(message.meta, { ...message, rounds }) : undefined;
         if (message.returnCode !== MonitorReturnCode.MONITOR_RETURN_CODE_UNSPECIFIED) return message.returnCode;
         if (keepGoing === false) return MonitorReturnCode.MONITOR_RETURN_CODE_ENDED_BY_CB;
       }
       await call.ended();
       throw new InternalError(`the site ended monitoring of job ${jobId} without saying why`);
     } catch (error) {
-      if (options.signal?.aborted) throw options.signal.reason;
+      if (signal?.aborted) throw signal.reason;
       throw this.translate(error, "monitorJob");
     } finally {
-      options.signal?.removeEventListener("abort", onAbort);
+      signal?.removeEventListener("abort", onAbort);
       call.done();
     }
   }
@@ -311,6 +380,7 @@ interface UnaryCalls {
   submitJob: [SubmitJobRequest, SubmitJobResponse];
   cloneJob: [CloneJobRequest, CloneJobResponse];
   getJobMeta: [GetJobMetaRequest, GetJobMetaResponse];
+  getJobMetrics: [GetJobMetricsRequest, GetJobMetricsResponse];
   listJobs: [ListJobsRequest, ListJobsResponse];
   abortJob: [AbortJobRequest, AbortJobResponse];
   deleteJob: [DeleteJobRequest, DeleteJobResponse];

@@ -9,7 +9,6 @@ import {
   type DownloadJobResultResponse,
   type MonitorJobRequest,
   type MonitorJobResponse,
-  MonitorReturnCode,
   type SessionServiceServer,
 } from "../../../gen/campfire/admin/v1/session_service.js";
 import type { AuditLog } from "../../security/audit.js";
@@ -18,7 +17,7 @@ import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
 import { CHUNK_BYTES } from "../../shared/payload.js";
 import type { AgentHub } from "../agent-hub.js";
-import type { SiteError } from "../errors.js";
+import { readJobHistory } from "../history/job-history.js";
 import { InvalidArgument, JobNotDone, JobTooLarge } from "../jobs/errors.js";
 import { checkSubmittedSignature } from "../jobs/signature-check.js";
 import type { JobManager } from "../jobs/manager.js";
@@ -27,6 +26,7 @@ import { RefusedMessage } from "../transport/decoding.js";
 import { toServiceError } from "../transport/grpc-status.js";
 import { peerOf } from "../transport/peer.js";
 import { AdminCall, type AdminGate } from "./admin-call.js";
+import { monitorJob } from "./monitor.js";
 import type { Authenticator } from "./auth.js";
 
 export interface SessionServiceOptions {
@@ -139,6 +139,8 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
 
     getJobMeta: unary("GetJobMeta", (request, call) => ({ meta: call.require("view", jobIdOf(request)) })),
 
+    getJobMetrics: unary("GetJobMetrics", (request, call) => readJobHistory(call.require("view", jobIdOf(request))!.resultLocation, request.client)),
+
     listJobs: unary("ListJobs", (request, call) => {
       call.require("view");
       const metas = jobs.list(
@@ -221,57 +223,10 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
           timeoutMs = request.timeout ? request.timeout.seconds * 1000 + request.timeout.nanos / 1e6 : 0;
           if (!(timeoutMs >= 0)) throw new InvalidArgument(`timeout: ${JSON.stringify(request.timeout)} must not be negative`);
         },
-        ({ jobId }) => monitor(call, jobs, jobId, timeoutMs),
+        ({ jobId }) => monitorJob(call, { jobs, hub }, jobId, timeoutMs),
       );
     },
   };
-}
-
-/**
- * Streams the job's meta now and on every change, until it finishes
- * (JOB_FINISHED), the timeout passes (TIMEOUT), or the caller goes. When the
- * caller reads slower than changes come, only the latest unsent change is
- * kept: a watcher wants the present, not a backlog.
- */
-function monitor(call: ServerWritableStream<MonitorJobRequest, MonitorJobResponse>, jobs: JobManager, jobId: string, timeoutMs: number): void {
-  let ended = false;
-  let writable = true;
-  let pending: JobMeta | undefined;
-  const write = (meta: JobMeta, returnCode: MonitorReturnCode) => call.write({ meta, returnCode, sentAt: new Date() });
-  const stop = () => {
-    ended = true;
-    clearTimeout(timer);
-    unwatch();
-  };
-  const finish = (meta: JobMeta, returnCode: MonitorReturnCode) => {
-    if (ended) return;
-    stop();
-    write(meta, returnCode);
-    call.end();
-  };
-  const send = (meta: JobMeta) => {
-    if (ended) return;
-    if (isFinished(meta.status)) return finish(meta, MonitorReturnCode.MONITOR_RETURN_CODE_JOB_FINISHED);
-    if (!writable) return void (pending = meta);
-    writable = write(meta, MonitorReturnCode.MONITOR_RETURN_CODE_UNSPECIFIED);
-  };
-  call.on("drain", () => {
-    writable = true;
-    const next = pending;
-    pending = undefined;
-    if (next) send(next);
-  });
-  const unwatch = jobs.watch(jobId, {
-    changed: send,
-    ended: (error: SiteError) => {
-      if (ended) return;
-      stop();
-      call.emit("error", toServiceError(error));
-    },
-  });
-  const timer = timeoutMs > 0 ? setTimeout(() => finish(jobs.meta(jobId), MonitorReturnCode.MONITOR_RETURN_CODE_TIMEOUT), timeoutMs) : undefined;
-  call.once("cancelled", stop);
-  send(jobs.meta(jobId));
 }
 
 /** Sends one file in chunks, waiting for 'drain' whenever the stream's buffer is full. Returns the bytes sent. */

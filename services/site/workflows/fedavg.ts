@@ -101,7 +101,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
           best: improved ? { round, value: keyValue } : state.best,
           roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
         };
-        await recorder.round(round, metrics);
+        await recorder.round(round, metrics, { best: improved });
         await writeCheckpoint(workspace, state.nextRound, state, global);
         if (improved) await saveBest(state.best!);
         context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });

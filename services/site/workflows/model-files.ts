@@ -11,6 +11,7 @@ import { decodeSafetensors, encodeSafetensors } from "../../shared/safetensors.j
  *   models/final.safetensors, models/best.safetensors   global models (safetensors: numpy/torch read them)
  *   metrics/rounds.jsonl                                 one line per round: its global metrics and who took part
  *   metrics/clients.jsonl                                the agents' log() records, by client and round
+ *   metrics/metrics.csv                                  both, in long form (history/csv.ts), written when the workflow ends
  *   cross_site/matrix.json                               cross-site evaluation: model x site -> metrics
  *   tasks/summary.json                                   each site's tasks: sent, accepted, failed and why
  *   checkpoint/state.json, checkpoint/global-<n>.safetensors
@@ -21,6 +22,7 @@ export const RESULT_LAYOUT = {
   bestModel: "models/best.safetensors",
   rounds: "metrics/rounds.jsonl",
   clientMetrics: "metrics/clients.jsonl",
+  metricsCsv: "metrics/metrics.csv",
   crossSiteMatrix: "cross_site/matrix.json",
   taskSummary: "tasks/summary.json",
   checkpointState: "checkpoint/state.json",

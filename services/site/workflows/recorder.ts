@@ -1,6 +1,9 @@
 import { appendFile, mkdir, open, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../../shared/durable-file.js";
+import { historyToCsv } from "../history/csv.js";
+import { readJobHistory } from "../history/job-history.js";
+import { clientLineOf } from "../history/records.js";
 import type { WorkflowContext } from "./workflow.js";
 import { RESULT_LAYOUT } from "./model-files.js";
 
@@ -16,7 +19,9 @@ const MAX_PENDING_LINES = 10_000;
 /**
  * Writes what a job produces besides models, in the result layout: the agents'
  * log() records (metrics/clients.jsonl), one line per round
- * (metrics/rounds.jsonl) and each client's task summary (tasks/summary.json).
+ * (metrics/rounds.jsonl: its metrics, duration and clients), each client's
+ * task summary (tasks/summary.json) and, at the end, the whole history as
+ * metrics/metrics.csv (services/site/history reads them back).
  * It picks up the summary a previous run of the job left, so a resumed job's
  * counts go on: they count every task the clients ran, so a round that a site
  * restart interrupted counts its tasks once per run.
@@ -26,6 +31,9 @@ export class JobRecorder {
   private writing: Promise<void> = Promise.resolve();
   private dropped = 0;
   private readonly unsubscribe: () => void;
+  /** The clients whose results the round in progress used, and when it began (the previous round's end). */
+  private roundClients = new Set<string>();
+  private roundStartedAt = Date.now();
 
   private constructor(
     private readonly workspace: string,
@@ -33,18 +41,7 @@ export class JobRecorder {
     context: WorkflowContext<unknown>,
   ) {
     this.unsubscribe = context.hub.onMetric((event) => {
-      if (event.jobId !== context.jobId) return;
-      const record = event.record.record;
-      const line = {
-        time: (event.record.loggedAt ?? new Date()).toISOString(),
-        client: event.clientName,
-        agent: event.agentId,
-        task: event.record.taskId,
-        round: record?.meta?.current_round,
-        values: record?.values,
-        meta: record?.meta,
-      };
-      this.queue(JSON.stringify(line));
+      if (event.jobId === context.jobId) this.queue(JSON.stringify(clientLineOf(event)));
     });
   }
 
@@ -57,6 +54,7 @@ export class JobRecorder {
 
   accepted(client: string): void {
     this.clientSummary(client).accepted++;
+    this.roundClients.add(client);
   }
 
   failed(client: string, round: number, task: string, reason: string): void {
@@ -68,12 +66,17 @@ export class JobRecorder {
   /**
    * Records a finished round, durably, and saves the summary so far. Call it
    * before the round's checkpoint, and resumeAt() when resuming: then every
-   * checkpointed round has its line, and exactly one.
+   * checkpointed round has its line, and exactly one. A round lasts from the
+   * previous round's record (or the recorder's opening) to its own.
    */
   async round(round: number, metrics: Record<string, number>, extra: Record<string, unknown> = {}): Promise<void> {
+    const now = Date.now();
+    const line = { round, time: new Date(now).toISOString(), metrics, durationMs: now - this.roundStartedAt, clients: [...this.roundClients].sort(), ...extra };
+    this.roundClients = new Set();
+    this.roundStartedAt = now;
     const file = await open(join(this.workspace, RESULT_LAYOUT.rounds), "a");
     try {
-      await file.appendFile(`${JSON.stringify({ round, time: new Date().toISOString(), metrics, ...extra })}\n`);
+      await file.appendFile(`${JSON.stringify(line)}\n`);
       await file.sync();
     } finally {
       await file.close();
@@ -104,6 +107,7 @@ export class JobRecorder {
     this.unsubscribe();
     await this.flush();
     await this.saveSummary();
+    await writeFileAtomic(join(this.workspace, RESULT_LAYOUT.metricsCsv), historyToCsv(await readJobHistory(this.workspace)));
   }
 
   private clientSummary(client: string): ClientSummary {

@@ -23,6 +23,7 @@ import {
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import { JobDefinition, JobMeta, RunStatus, runStatusFromJSON, runStatusToJSON } from "./job.js";
+import { ClientMetricRecord, GetJobMetricsRequest, GetJobMetricsResponse, RoundRecord } from "./metrics.js";
 
 /**
  * Why monitoring ended. Values map onto the reference system's
@@ -258,7 +259,25 @@ export interface MonitorJobResponse {
   /** Set on the last message only: why monitoring ended. */
   returnCode: MonitorReturnCode;
   /** When the site sent this message. */
-  sentAt: Date | undefined;
+  sentAt:
+    | Date
+    | undefined;
+  /**
+   * Rounds recorded since the previous message of this stream (the first
+   * message carries none: GetJobMetrics returns the history before it).
+   */
+  rounds: RoundRecord[];
+  /**
+   * Client metric records received since the previous message of this
+   * stream. A watcher reading slower than records come loses the oldest
+   * beyond 1,000 per message, counted in dropped_client_records.
+   */
+  clientRecords: ClientMetricRecord[];
+  /**
+   * Client records this stream left out since its previous message because
+   * the watcher read too slowly.
+   */
+  droppedClientRecords: number;
 }
 
 function createBaseSubmitJobRequest(): SubmitJobRequest {
@@ -2091,7 +2110,7 @@ export const MonitorJobRequest: MessageFns<MonitorJobRequest> = {
 };
 
 function createBaseMonitorJobResponse(): MonitorJobResponse {
-  return { meta: undefined, returnCode: 0, sentAt: undefined };
+  return { meta: undefined, returnCode: 0, sentAt: undefined, rounds: [], clientRecords: [], droppedClientRecords: 0 };
 }
 
 export const MonitorJobResponse: MessageFns<MonitorJobResponse> = {
@@ -2104,6 +2123,15 @@ export const MonitorJobResponse: MessageFns<MonitorJobResponse> = {
     }
     if (message.sentAt !== undefined) {
       Timestamp.encode(toTimestamp(message.sentAt), writer.uint32(26).fork()).join();
+    }
+    for (const v of message.rounds) {
+      RoundRecord.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.clientRecords) {
+      ClientMetricRecord.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.droppedClientRecords !== 0) {
+      writer.uint32(48).uint32(message.droppedClientRecords);
     }
     return writer;
   },
@@ -2145,6 +2173,30 @@ export const MonitorJobResponse: MessageFns<MonitorJobResponse> = {
             message.sentAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rounds.push(RoundRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.clientRecords.push(ClientMetricRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.droppedClientRecords = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2170,6 +2222,17 @@ export const MonitorJobResponse: MessageFns<MonitorJobResponse> = {
         : isSet(object.sent_at)
         ? fromJsonTimestamp(object.sent_at)
         : undefined,
+      rounds: globalThis.Array.isArray(object?.rounds) ? object.rounds.map((e: any) => RoundRecord.fromJSON(e)) : [],
+      clientRecords: globalThis.Array.isArray(object?.clientRecords)
+        ? object.clientRecords.map((e: any) => ClientMetricRecord.fromJSON(e))
+        : globalThis.Array.isArray(object?.client_records)
+        ? object.client_records.map((e: any) => ClientMetricRecord.fromJSON(e))
+        : [],
+      droppedClientRecords: isSet(object.droppedClientRecords)
+        ? globalThis.Number(object.droppedClientRecords)
+        : isSet(object.dropped_client_records)
+        ? globalThis.Number(object.dropped_client_records)
+        : 0,
     };
   },
 
@@ -2184,6 +2247,15 @@ export const MonitorJobResponse: MessageFns<MonitorJobResponse> = {
     if (message.sentAt !== undefined) {
       obj.sentAt = message.sentAt.toISOString();
     }
+    if (message.rounds?.length) {
+      obj.rounds = message.rounds.map((e) => RoundRecord.toJSON(e));
+    }
+    if (message.clientRecords?.length) {
+      obj.clientRecords = message.clientRecords.map((e) => ClientMetricRecord.toJSON(e));
+    }
+    if (message.droppedClientRecords !== 0) {
+      obj.droppedClientRecords = Math.round(message.droppedClientRecords);
+    }
     return obj;
   },
 
@@ -2195,6 +2267,9 @@ export const MonitorJobResponse: MessageFns<MonitorJobResponse> = {
     message.meta = (object.meta !== undefined && object.meta !== null) ? JobMeta.fromPartial(object.meta) : undefined;
     message.returnCode = object.returnCode ?? 0;
     message.sentAt = object.sentAt ?? undefined;
+    message.rounds = object.rounds?.map((e) => RoundRecord.fromPartial(e)) || [];
+    message.clientRecords = object.clientRecords?.map((e) => ClientMetricRecord.fromPartial(e)) || [];
+    message.droppedClientRecords = object.droppedClientRecords ?? 0;
     return message;
   },
 };
@@ -2319,6 +2394,21 @@ export const SessionServiceService = {
     responseSerialize: (value: MonitorJobResponse): Buffer => Buffer.from(MonitorJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MonitorJobResponse => MonitorJobResponse.decode(value),
   },
+  /**
+   * Returns a job's metric history: the workflow's per-round figures and the
+   * metric records its clients' trainers logged, oldest first. It is kept
+   * with the job (and survives a site restart) until the job is deleted.
+   */
+  getJobMetrics: {
+    path: "/campfire.admin.v1.SessionService/GetJobMetrics" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetJobMetricsRequest): Buffer => Buffer.from(GetJobMetricsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetJobMetricsRequest => GetJobMetricsRequest.decode(value),
+    responseSerialize: (value: GetJobMetricsResponse): Buffer =>
+      Buffer.from(GetJobMetricsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetJobMetricsResponse => GetJobMetricsResponse.decode(value),
+  },
 } as const;
 
 export interface SessionServiceServer extends UntypedServiceImplementation {
@@ -2356,6 +2446,12 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * timeout passes. The last message carries the return code.
    */
   monitorJob: handleServerStreamingCall<MonitorJobRequest, MonitorJobResponse>;
+  /**
+   * Returns a job's metric history: the workflow's per-round figures and the
+   * metric records its clients' trainers logged, oldest first. It is kept
+   * with the job (and survives a site restart) until the job is deleted.
+   */
+  getJobMetrics: handleUnaryCall<GetJobMetricsRequest, GetJobMetricsResponse>;
 }
 
 export interface SessionServiceClient extends Client {
@@ -2504,6 +2600,26 @@ export interface SessionServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<MonitorJobResponse>;
+  /**
+   * Returns a job's metric history: the workflow's per-round figures and the
+   * metric records its clients' trainers logged, oldest first. It is kept
+   * with the job (and survives a site restart) until the job is deleted.
+   */
+  getJobMetrics(
+    request: GetJobMetricsRequest,
+    callback: (error: ServiceError | null, response: GetJobMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getJobMetrics(
+    request: GetJobMetricsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetJobMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getJobMetrics(
+    request: GetJobMetricsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetJobMetricsResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const SessionServiceClient = makeGenericClientConstructor(
