@@ -41,3 +41,12 @@ import sys, importlib.metadata as metadata
 versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("grpcio", "grpcio-tools", "protobuf"))
 print(f"python {sys.version.split()[0]}, {versions}")
 EOF
+
+# Chromium for the dashboard's browser test (playwright-core drives it; it downloads no browser of its own).
+# Debian's package, installed when this runs as root with apt; otherwise the test says why it skips.
+chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium with apt-get (first run only)..."
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "ensure-tools: could not install chromium; the dashboard browser test will be skipped" >&2
+fi
+if [ -x "$chromium" ]; then "$chromium" --version 2>/dev/null || true; else echo "chromium: not installed (the dashboard browser test will be skipped)"; fi

@@ -8,7 +8,8 @@ import { DEFAULT_SITE, Session } from "../session-client/session.js";
 import { RunStatus, statusName } from "../site/jobs/model.js";
 import { EXIT, type Runner } from "./exit-codes.js";
 import { historyToCsv } from "../site/history/csv.js";
-import { historyTables, historyToDict, roundToDict } from "./metrics-output.js";
+import { historyToDict, roundToDict } from "../site/history/json.js";
+import { historyTables } from "./metrics-output.js";
 import { describeMeta, describeSystem, jobsTable, output, type Output, ProgressView } from "./output.js";
 import { integer } from "./parse.js";
 

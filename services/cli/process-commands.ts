@@ -40,6 +40,7 @@ interface SiteCommandOptions {
   maxJobMb: number;
   tokens?: string;
   tokensFile?: string;
+  http?: string;
   policy?: string;
   scheduleIntervalMs: number;
   scheduleMaxIntervalMs: number;
@@ -71,6 +72,7 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .addOption(env("--max-job-mb <mb>", "the largest job accepted", "CAMPFIRE_MAX_JOB_MB").argParser(integer(1)).default(16))
     .addOption(env("--tokens <list>", "admin tokens, comma separated: token=user (a lead), token=user:<role>[:<org>] (role project_admin, org_admin, lead, member; admin = project_admin)", "CAMPFIRE_TOKENS"))
     .addOption(env("--tokens-file <path>", "admin tokens, one token=user[:<role>[:<org>]] per line", "CAMPFIRE_TOKENS_FILE"))
+    .addOption(env("--http <host:port>", "also serve the web dashboard here (HTTPS with --tls-dir; beyond loopback only then, or with --insecure)", "CAMPFIRE_HTTP"))
     .addOption(env("--policy <file>", "who may do what: a YAML or JSON file overriding the roles' default rights (see services/security/README.md)", "CAMPFIRE_POLICY"))
     .addOption(env("--schedule-interval-ms <ms>", "first wait after a job could not start; doubles per attempt", "CAMPFIRE_SCHEDULE_INTERVAL_MS").argParser(integer(1)).default(1_000))
     .addOption(env("--schedule-max-interval-ms <ms>", "longest wait between scheduling attempts", "CAMPFIRE_SCHEDULE_MAX_INTERVAL_MS").argParser(integer(1)).default(60_000))
@@ -116,6 +118,7 @@ Examples:
           policy,
           tls: tlsDir,
           insecure,
+          dashboard: options.http ? { address: options.http, insecure } : undefined,
           timings: { heartbeatIntervalMs: options.heartbeatIntervalMs, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
           jobs: {
             dataDir: options.dataDir,

@@ -67,6 +67,11 @@ export class SiteTrust {
     return new X509Certificate(this.kit.ca);
   }
 
+  /** The site's key and certificate and the project CA, for an HTTPS server (the dashboard) that asks for admins' certificates. */
+  get pem(): { key: Buffer; cert: Buffer; ca: Buffer } {
+    return { key: this.kit.key, cert: this.kit.cert, ca: this.kit.ca };
+  }
+
   client(name: string): ClientRecord | undefined {
     return this.clients.get(name);
   }

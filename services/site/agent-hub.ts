@@ -31,6 +31,8 @@ export interface AgentInfo {
   lastSeenAt: Date;
   resources: Record<string, number>;
   taskNames: string[];
+  /** The task it is working on, if any. */
+  currentTask: { taskId: string; taskName: string; jobId: string } | undefined;
 }
 
 /** What the site knows of an agent before it reads hello, when TLS established who it is. */
@@ -223,6 +225,7 @@ export class AgentHub {
       lastSeenAt: new Date(session.lastSeenAt),
       resources: session.resources,
       taskNames: session.taskNames,
+      currentTask: session.currentTask,
     }));
   }
 

@@ -146,6 +146,12 @@ export class AgentSession {
     return this.inFlight?.task.taskId;
   }
 
+  /** The task the agent is working on, if any. */
+  get currentTask(): { taskId: string; taskName: string; jobId: string } | undefined {
+    const task = this.inFlight?.task;
+    return task && { taskId: task.taskId, taskName: task.taskName, jobId: task.jobId };
+  }
+
   /** Binds a (new) stream to the session; an older stream is told it was replaced and closed. */
   attach(channel: ControlChannel, hello: Hello): void {
     const previous = this.channel;

@@ -14,6 +14,8 @@ import { MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { AgentHub } from "./agent-hub.js";
 import type { ExchangeTimings } from "./agent-session.js";
 import { type JobOptions, JobManager } from "./jobs/manager.js";
+import { Dashboard, type DashboardOptions } from "../dashboard/server.js";
+import type { AdminGate } from "./session/admin-call.js";
 import { Authenticator, type TokenMap } from "./session/auth.js";
 import { sessionServiceHandlers } from "./session/handlers.js";
 import { type AgentLimits, agentServiceHandlers, DEFAULT_AGENT_LIMITS } from "./transport/agent-service.js";
@@ -54,6 +56,8 @@ export interface SiteOptions {
   tokens?: TokenMap;
   /** Which role holds which rights over which jobs (services/security/authorization.ts). Default DEFAULT_POLICY. */
   policy?: Policy;
+  /** Serve the web dashboard (services/dashboard) on this address too. */
+  dashboard?: DashboardOptions;
 }
 
 /** The reference's defaults: heartbeats every 5 s, gone after 30 s of silence, resend every 2 s. */
@@ -65,6 +69,9 @@ export const SESSION_SERVICE_NAME = "campfire.admin.v1.SessionService";
 
 /** A running site: its gRPC server, the hub workflows use, and a way to stop it. */
 export class SiteServer {
+  /** The web dashboard, when the site serves one. */
+  dashboard: Dashboard | undefined;
+
   private constructor(
     readonly hub: AgentHub,
     readonly jobs: JobManager,
@@ -111,6 +118,7 @@ export class SiteServer {
     hub.onRefusal(({ jobId, clientName, taskName, reason }) => jobs.recordRefusal(jobId, { client: clientName, reason, taskName, time: new Date() }));
     // A submitted job arrives in one message: the session service takes up to the job limit (plus framing), the agent service chunks.
     const maxSessionMessageBytes = jobs.maxJobBytes + 64 * 1024;
+    const gate: AdminGate = { jobs, auth: new Authenticator(options.tokens, trust), authorizer: new Authorizer(options.policy), audit, logger };
     const server = new Server({
       "grpc.max_receive_message_length": Math.max(MAX_MESSAGE_BYTES, maxSessionMessageBytes + 1024 * 1024),
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -131,7 +139,7 @@ export class SiteServer {
       [
         SESSION_SERVICE_NAME,
         withTolerantDecoding(SessionServiceService as unknown as ServiceDefinition, maxSessionMessageBytes),
-        sessionServiceHandlers({ jobs, hub, auth: new Authenticator(options.tokens, trust), authorizer: new Authorizer(options.policy), siteName, startTime, logger, audit, trust }) as unknown as UntypedServiceImplementation,
+        sessionServiceHandlers({ ...gate, hub, siteName, startTime, trust }) as unknown as UntypedServiceImplementation,
       ],
     ];
     for (const [, definition, implementation] of services) server.addService(definition, implementation);
@@ -150,7 +158,9 @@ export class SiteServer {
     // No connection can be accepted before this runs: only microtasks lie between bindAsync's callback and here.
     widenReceiveWindows(server);
     logger.info({ address, port, tls: Boolean(trust), project: trust?.project, audit: audit.path }, "site listening");
-    return new SiteServer(hub, jobs, port, startTime, server, health, logger, audit, trust, temporaryDir);
+    const site = new SiteServer(hub, jobs, port, startTime, server, health, logger, audit, trust, temporaryDir);
+    if (options.dashboard) site.dashboard = await Dashboard.start(options.dashboard, { siteName, startTime, hub, jobs, trust }, gate, logger);
+    return site;
   }
 
   /**
@@ -173,6 +183,7 @@ export class SiteServer {
    */
   async stop(graceMs = 2_000): Promise<void> {
     this.health.setStatus("", "NOT_SERVING");
+    await this.dashboard?.stop();
     await this.jobs.close();
     this.hub.close();
     await new Promise<void>((resolve) => {

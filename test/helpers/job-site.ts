@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JobMeta } from "../../gen/campfire/admin/v1/job.js";
 import type { AgentOptions, AgentTask } from "../../services/agent/index.js";
+import type { DashboardOptions } from "../../services/dashboard/server.js";
 import type { Policy } from "../../services/security/authorization.js";
 import type { TlsKit } from "../../services/security/kit.js";
 import { echoTrainer, runAgentLoop, type Trainer } from "../../services/cli/agent-loop.js";
@@ -38,7 +39,7 @@ export class JobSite {
    * `port`: 0 (default) for any; a stopped site's port, for its agents to find its successor.
    * `kits`: TLS with the site's kit; sessions and agents then use their participants' kits (see session() and serve()).
    */
-  static async start(options: { jobs?: JobOptions; tokens?: TokenMap; policy?: Policy; dataDir?: string; port?: number; kits?: Kits } = {}): Promise<JobSite> {
+  static async start(options: { jobs?: JobOptions; tokens?: TokenMap; policy?: Policy; dataDir?: string; port?: number; kits?: Kits; dashboard?: DashboardOptions } = {}): Promise<JobSite> {
     const dataDir = options.dataDir ?? (await tempDir());
     const server = await SiteServer.start({
       address: `127.0.0.1:${options.port ?? 0}`,
@@ -47,6 +48,7 @@ export class JobSite {
       logger: createLogger("site", { level: process.env.LOG_LEVEL ?? "silent" }),
       tokens: options.tokens,
       policy: options.policy,
+      dashboard: options.dashboard,
       tls: options.kits?.path(options.kits.project.site.name),
       jobs: { dataDir, ...FAST_SCHEDULING, abortGraceMs: 2_000, ...options.jobs },
     });
