@@ -21,6 +21,7 @@ function slowTrainer(shift: number): Trainer {
     if (task.taskName === "train") {
       await new Promise((resolve) => setTimeout(resolve, 400));
       tools.log({ loss: 1 / (1 + Number(task.data.meta?.current_round)) });
+      tools.print(`trained round ${Number(task.data.meta?.current_round)}`);
     }
     return (await train(task, tools)) ?? {};
   };
@@ -90,6 +91,8 @@ describe.skipIf(missing)("the web dashboard, in a real Chromium", () => {
     await expect.poll(() => page.locator("#job-status").textContent(), { timeout: 10_000 }).toBe("FINISHED:COMPLETED");
     expect(await points()).toBe(5);
     expect(await page.evaluate("window.mark")).toBe("not reloaded");
+    expect(await page.locator("#trainer-logs tbody tr").count()).toBe(10);
+    expect(await page.locator("#trainer-logs").textContent()).toContain("trained round 4");
     // DASHBOARD_SCREENSHOTS=<dir> keeps pictures of the page (docs/ holds the README's).
     const shots = process.env.DASHBOARD_SCREENSHOTS;
     if (shots) {

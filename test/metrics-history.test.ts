@@ -15,11 +15,16 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** shiftTrainer, which also logs its loss and sample count for every training task, as a trainer reports metrics. */
+/** shiftTrainer, which also logs its loss and sample count and a line of text for every training task, as a trainer reports. */
 function loggingTrainer(shift: number, samples: number): Trainer {
   const train = shiftTrainer(shift, samples);
   return (task, tools) => {
-    if (task.taskName === "train") expect(tools.log({ loss: 1 / (shift + Number(task.data.meta?.current_round)), num_samples: samples, note: "not a number" })).toBe(true);
+    const round = Number(task.data.meta?.current_round);
+    if (task.taskName === "train") {
+      expect(tools.log({ loss: 1 / (shift + round), num_samples: samples, note: "not a number" })).toBe(true);
+      expect(tools.print(`round ${round}: trained on ${samples} samples`, round === 2 ? "warn" : "info")).toBe(true);
+      if (round === 1 && shift === 1) tools.print("x".repeat(20_000));
+    }
     return train(task, tools);
   };
 }
@@ -103,6 +108,29 @@ describe("metric history", () => {
   });
 });
 
+describe("trainer logs", () => {
+  it("keeps every line a trainer printed, by client and level, cut at 8 KiB; campfire logs prints them, filtered, and follows a running job to its end", async () => {
+    const { site, jobId } = await fedAvgSite();
+    const env = { CAMPFIRE_SITE: site.address };
+    const follow = CampfireProcess.start(["logs", jobId, "--follow"], env);
+    cleanups.push(() => follow.kill("SIGKILL"));
+    expect(await follow.exited).toBe(0);
+    const followed = follow.output.trim().split("\n");
+    expect(followed).toHaveLength(7);
+    expect(followed.filter((line) => /^\S+Z  b  WARN   round 2: trained on 30 samples$/.test(line))).toHaveLength(1);
+
+    const [all, onlyB] = await Promise.all([campfire(["logs", jobId, "--json"], env), campfire(["logs", jobId, "--client", "b"], env)]);
+    const lines = all.stdout.trim().split("\n").map((line) => JSON.parse(line) as { client: string; level: string; message: string; task_id: string });
+    expect(lines).toHaveLength(7);
+    expect(lines.filter((line) => line.client === "a" && line.level === "info" && line.message === "round 0: trained on 10 samples")).toHaveLength(1);
+    expect(lines.every((line) => line.task_id !== "")).toBe(true);
+    const long = lines.find((line) => line.message.startsWith("xxx"))!;
+    expect(long.message).toHaveLength(8192);
+    expect(long.message.endsWith("…")).toBe(true);
+    expect(onlyB.stdout.trim().split("\n")).toHaveLength(3);
+  }, 60_000);
+});
+
 describe("campfire metrics and monitor, as a user runs them", () => {
   it("prints the history as tables, CSV and JSON", async () => {
     const { site, jobId } = await fedAvgSite();
@@ -121,7 +149,7 @@ describe("campfire metrics and monitor, as a user runs them", () => {
     expect(csv.stdout.split("\n")[0]).toBe("source,round,client,time,task_id,metric,value");
     expect(JSON.parse(json.stdout)).toMatchObject({ best_round: 2, rounds: [{ round: 0 }, { round: 1 }, { round: 2 }] });
     expect(JSON.parse(onlyB.stdout).client_records.map((record: { client: string }) => record.client)).toEqual(["b", "b", "b"]);
-  });
+  }, 60_000);
 
   it("monitor reconnects when the site restarts, says so, and follows the job to its end", async () => {
     const work = await tempDir();
@@ -147,7 +175,7 @@ describe("campfire metrics and monitor, as a user runs them", () => {
 
     expect(await monitor.exited).toBe(0);
     expect(monitor.output).toContain("FINISHED:COMPLETED");
-  });
+  }, 90_000);
 
   it("monitor exits 130 on Ctrl-C and leaves the job running", async () => {
     const site = await JobSite.start();
@@ -160,5 +188,5 @@ describe("campfire metrics and monitor, as a user runs them", () => {
     expect(await monitor.exited).toBe(130);
     expect(monitor.output).toContain(`stopped watching; job ${jobId} goes on`);
     expect((await site.session().getJobMeta(jobId)).status).toBe(RunStatus.RUN_STATUS_APPROVED);
-  });
+  }, 60_000);
 });

@@ -1,4 +1,4 @@
-import { ByeReason, type ConnectResponse, type Payload, type PayloadRef, type ResultAck, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
+import { ByeReason, type ConnectResponse, LogLevel, type Payload, type PayloadRef, type ResultAck, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
 import { type DataExchange, decodeDataExchange, encodingIfLarge } from "../shared/payload.js";
@@ -245,6 +245,17 @@ export class Agent {
     if (this.closedWith || this.connection.congestedOrDown) return false;
     const metric = { taskId, sequence: ++this.metricSequence, record: { ...record, kind: record.kind || DataKind.DATA_KIND_METRICS }, loggedAt: new Date() };
     return this.connection.send({ kind: { $case: "metric", value: metric } });
+  }
+
+  /**
+   * Sends a line of text to the site (progress, a warning, an error), kept
+   * with the job of `taskId` (default: the task in hand) and shown by
+   * `campfire logs` and the dashboard. Returns false when it could not be sent
+   * now; it is not queued. The site keeps at most 8 KiB of a line.
+   */
+  logText(message: string, level: LogLevel = LogLevel.LOG_LEVEL_INFO, taskId = this.callState.heldTaskId ?? ""): boolean {
+    if (this.closedWith || this.connection.congestedOrDown) return false;
+    return this.connection.send({ kind: { $case: "trainerLog", value: { taskId, level, message, loggedAt: new Date() } } });
   }
 
   /** Tasks until the agent closes; aborted tasks are skipped. Submit each task's result before taking the next. */

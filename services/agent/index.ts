@@ -3,4 +3,5 @@ export { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone, CallS
 export type { AgentOptions } from "./options.js";
 export { ReturnCode } from "../shared/return-codes.js";
 export { DataKind } from "../../gen/campfire/common/v1/exchange.js";
+export { LogLevel } from "../../gen/campfire/agent/v1/agent_service.js";
 export { DType, float32Tensor, float32Values } from "../shared/tensor.js";

@@ -9,6 +9,7 @@ import { RunStatus, statusName } from "../site/jobs/model.js";
 import { EXIT, type Runner } from "./exit-codes.js";
 import { historyToCsv } from "../site/history/csv.js";
 import { historyToDict, roundToDict } from "../site/history/json.js";
+import { levelName } from "../site/history/records.js";
 import { historyTables } from "./metrics-output.js";
 import { describeMeta, describeSystem, jobsTable, output, type Output, ProgressView } from "./output.js";
 import { integer } from "./parse.js";
@@ -181,6 +182,35 @@ Examples:
           if (options.csv) process.stdout.write(historyToCsv(history));
           else if (out.json) out.data(historyToDict(history));
           else out.line(historyTables(history));
+        }),
+      ),
+    );
+
+  program
+    .command("logs")
+    .description("print the lines a job's trainers logged: time, client, level, message")
+    .argument("<job-id>")
+    .option("-c, --client <name>", "only this client's lines")
+    .option("-f, --follow", "keep printing new lines until the job finishes (Ctrl-C exits 130)")
+    .addHelpText("after", "\nExample:\n  $ campfire logs 3f2a... --client hospital-a --follow")
+    .action(
+      run(async (jobId: string, options: { client?: string; follow?: boolean }, command: Command) =>
+        withSession(command, async (session, out) => {
+          const interrupted = new AbortController();
+          const onSignal = () => interrupted.abort(new Error("interrupted"));
+          process.once("SIGINT", onSignal);
+          try {
+            for await (const line of session.jobLogs(jobId, { client: options.client, follow: options.follow, signal: interrupted.signal })) {
+              const level = levelName(line.level);
+              if (out.json) out.line(JSON.stringify({ time: line.time?.toISOString(), client: line.client, task_id: line.taskId, level, message: line.message }));
+              else out.line(`${line.time?.toISOString() ?? "-"}  ${line.client}  ${level.toUpperCase().padEnd(5)}  ${line.message}`);
+            }
+          } catch (error) {
+            if (!interrupted.signal.aborted) throw error;
+            return EXIT.INTERRUPTED;
+          } finally {
+            process.off("SIGINT", onSignal);
+          }
         }),
       ),
     );

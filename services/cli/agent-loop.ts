@@ -1,4 +1,4 @@
-import { Agent, AgentEnded, type AgentOptions, type AgentTask, DataKind, ReturnCode } from "../agent/index.js";
+import { Agent, AgentEnded, type AgentOptions, type AgentTask, DataKind, LogLevel, ReturnCode } from "../agent/index.js";
 import type { DataExchange } from "../shared/payload.js";
 import { silentLogger } from "../shared/logger.js";
 
@@ -18,6 +18,12 @@ export interface TrainerTools {
    * false when the record could not be sent now (it is not queued).
    */
   log(values: Record<string, number | string>, meta?: Record<string, unknown>): boolean;
+  /**
+   * Sends a line of text (progress, a warning, an error) to the site, kept with
+   * the job by client: `campfire logs <job-id>` and the dashboard show it.
+   * Returns false when it could not be sent now (it is not queued).
+   */
+  print(message: string, level?: "debug" | "info" | "warn" | "error"): boolean;
 }
 
 /** Runs one task (the default export of a --trainer module). Honour task.signal: the site aborts tasks through it. */
@@ -72,10 +78,13 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
   }
 }
 
+const LOG_LEVELS = { debug: LogLevel.LOG_LEVEL_DEBUG, info: LogLevel.LOG_LEVEL_INFO, warn: LogLevel.LOG_LEVEL_WARN, error: LogLevel.LOG_LEVEL_ERROR } as const;
+
 function toolsFor(agent: Agent, task: AgentTask): TrainerTools {
   const round = task.data.meta?.current_round;
   return {
     log: (values, meta) =>
       agent.log({ kind: DataKind.DATA_KIND_METRICS, tensors: [], values, meta: { ...(round === undefined ? {} : { current_round: round }), ...meta } }, task.taskId),
+    print: (message, level = "info") => agent.logText(message, LOG_LEVELS[level], task.taskId),
   };
 }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { JobMeta } from "../../gen/campfire/admin/v1/job.js";
 import type { SiteTrust } from "../security/site-trust.js";
 import type { AgentHub } from "../site/agent-hub.js";
-import { readJobHistory } from "../site/history/job-history.js";
+import { readJobHistory, readLogLines } from "../site/history/job-history.js";
 import { historyToDict } from "../site/history/json.js";
 import type { JobManager } from "../site/jobs/manager.js";
 import { jobMetaToDict, statusName } from "../site/jobs/model.js";
@@ -18,6 +18,9 @@ export interface SiteView {
   jobs: JobManager;
   trust: SiteTrust | undefined;
 }
+
+/** The trainer log lines a job page shows, the newest. */
+const LOG_LINES = 100;
 
 /** Jobs an overview lists at most, newest first. */
 const OVERVIEW_JOBS = 50;
@@ -57,6 +60,7 @@ export async function jobView(site: SiteView, call: AdminCall, jobId: string): P
     meta: jobMetaToDict(site.jobs.meta(jobId)),
     mayAbort: call.permits("manage", meta),
     history: historyToDict(await readJobHistory(workspace)),
+    logs: (await readLogLines(workspace)).slice(-LOG_LINES).map(({ time, client, level, message }) => ({ time, client, level, message })),
     crossSite: matrix,
   };
 }

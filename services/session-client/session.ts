@@ -20,7 +20,7 @@ import type {
   SubmitJobRequest,
   SubmitJobResponse,
 } from "../../gen/campfire/admin/v1/session_service.js";
-import type { GetJobMetricsRequest, GetJobMetricsResponse, RoundRecord } from "../../gen/campfire/admin/v1/metrics.js";
+import type { GetJobLogsResponse, GetJobMetricsRequest, GetJobMetricsResponse, RoundRecord, TrainerLogLine } from "../../gen/campfire/admin/v1/metrics.js";
 import { MonitorReturnCode, SessionServiceClient } from "../../gen/campfire/admin/v1/session_service.js";
 import { backoffDelay, delay } from "../shared/wait.js";
 import { type ClientTransportOptions, siteChannelCredentials } from "../security/client-transport.js";
@@ -155,6 +155,26 @@ export class Session {
   /** A job's metric history (rounds and client records so far), optionally one client's only. */
   async getJobMetrics(jobId: string, options: { client?: string } = {}): Promise<GetJobMetricsResponse> {
     return this.unary("getJobMetrics", { jobId, client: options.client ?? "" });
+  }
+
+  /**
+   * The lines a job's trainers logged, oldest first; with `follow`, then the
+   * new ones as they come, until the job finishes (or `signal` fires).
+   */
+  async *jobLogs(jobId: string, options: { client?: string; follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<TrainerLogLine> {
+    const call = this.stream(this.client.getJobLogs({ jobId, client: options.client ?? "", follow: options.follow ?? false }, this.metadata, options.follow ? {} : this.deadline(this.downloadTimeoutMs)));
+    const onAbort = () => call.stream.cancel();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const message of call.stream as AsyncIterable<GetJobLogsResponse>) yield* message.lines;
+      await call.ended();
+    } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      throw this.translate(error, "getJobLogs");
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      call.done();
+    }
   }
 
   /** Lists jobs by submit time, oldest first unless `reverse`. */

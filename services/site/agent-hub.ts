@@ -7,7 +7,7 @@ import type { Logger } from "../shared/logger.js";
 import { nameProblem } from "../shared/names.js";
 import type { DataExchange } from "../shared/payload.js";
 import { ReturnCode } from "../shared/return-codes.js";
-import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSIONS, type TaskOutcome } from "./agent-session.js";
+import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSIONS, type TrainerLogEvent, type TaskOutcome } from "./agent-session.js";
 import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
 import { PayloadStore, SharedPayload } from "./payload-store.js";
 
@@ -78,6 +78,7 @@ export class AgentHub {
   private readonly lastConnectByClient = new Map<string, Date>();
   private readonly attachListeners = new Set<() => void>();
   private readonly metricListeners = new Set<(event: MetricEvent) => void>();
+  private readonly trainerLogListeners = new Set<(event: TrainerLogEvent) => void>();
   private readonly heartbeatListeners = new Set<(event: HeartbeatEvent) => void>();
   private readonly refusalListeners = new Set<(event: RefusalEvent) => void>();
   private readonly sweepTimer: NodeJS.Timeout;
@@ -130,6 +131,7 @@ export class AgentHub {
         logger: this.options.logger,
         siteName: this.options.siteName,
         onMetric: (event) => this.metricListeners.forEach((listener) => listener(event)),
+        onTrainerLog: (event) => this.trainerLogListeners.forEach((listener) => listener(event)),
         onHeartbeat: (agentId, heartbeat, receivedAt) => {
           for (const listener of this.heartbeatListeners) listener({ agentId, sentAt: heartbeat.sentAt, receivedAt });
         },
@@ -201,6 +203,12 @@ export class AgentHub {
   onMetric(listener: (event: MetricEvent) => void): () => void {
     this.metricListeners.add(listener);
     return () => this.metricListeners.delete(listener);
+  }
+
+  /** Every line of text a trainer logs, as it arrives (the job's recorder keeps them). */
+  onTrainerLog(listener: (event: TrainerLogEvent) => void): () => void {
+    this.trainerLogListeners.add(listener);
+    return () => this.trainerLogListeners.delete(listener);
   }
 
   /** Every refusal of a task by an agent, as it arrives (the site records them in the job: JobMeta.refusals). */

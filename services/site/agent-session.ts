@@ -5,6 +5,7 @@ import {
   type Heartbeat,
   type Hello,
   type MetricRecord,
+  type TrainerLog,
   type ResultAck,
   ResultDisposition,
   type Task,
@@ -76,6 +77,14 @@ export interface MetricEvent {
   record: MetricRecord;
 }
 
+/** A line of text a trainer logged, with the job of its task. */
+export interface TrainerLogEvent {
+  clientName: string;
+  agentId: string;
+  jobId: string | undefined;
+  line: TrainerLog;
+}
+
 interface InFlight {
   task: Task;
   acked: boolean;
@@ -90,6 +99,7 @@ export interface SessionContext {
   logger: Logger;
   siteName: string;
   onMetric(event: MetricEvent): void;
+  onTrainerLog(event: TrainerLogEvent): void;
   onHeartbeat(agentId: string, heartbeat: Heartbeat, receivedAt: number): void;
 }
 
@@ -201,7 +211,7 @@ export class AgentSession {
     const kind = message.kind;
     switch (kind?.$case) {
       case undefined:
-        throw new MalformedMessage("ConnectRequest.kind is not set: each message must carry exactly one of hello, task_ack, result, heartbeat, bye, metric");
+        throw new MalformedMessage("ConnectRequest.kind is not set: each message must carry exactly one of hello, task_ack, result, heartbeat, bye, metric, trainer_log");
       case "hello":
         throw new OutOfOrderMessage("hello may only be the first message on a stream");
       case "taskAck":
@@ -218,6 +228,9 @@ export class AgentSession {
         return;
       case "metric":
         this.context.onMetric({ clientName: this.clientName, agentId: this.agentId, jobId: this.jobOf(kind.value.taskId), record: kind.value });
+        return;
+      case "trainerLog":
+        this.context.onTrainerLog({ clientName: this.clientName, agentId: this.agentId, jobId: this.jobOf(kind.value.taskId), line: kind.value });
         return;
     }
   }

@@ -124,6 +124,7 @@ function renderJob(data) {
         el("div", { id: "global-plot", class: "plot" }), el("div", { id: "client-plot", class: "plot" }), el("div", { id: "duration-plot", class: "plot" }))),
       el("section", { id: "cross-site" }, el("h2", {}, "Cross-site evaluation")),
       el("section", { id: "client-records" }, el("h2", {}, "Client metrics")),
+      el("section", { id: "trainer-logs" }, el("h2", {}, "Trainer logs")),
     );
   }
   document.getElementById("job-name").textContent = `${job.name} (${job.jobId})`;
@@ -148,6 +149,10 @@ function renderJob(data) {
     table(["Client", "Round", "Time", ...names], recent.map((record) =>
       el("tr", {}, el("td", {}, record.client), el("td", {}, record.round ?? "-"), el("td", {}, ago(record.time)),
         names.map((name) => el("td", {}, record.values[name] === undefined ? "-" : Number(record.values[name]).toPrecision(4))))), "No client has logged metrics yet."));
+  document.getElementById("trainer-logs").replaceChildren(el("h2", {}, `Trainer logs (latest ${data.logs.length})`),
+    table(["Time", "Client", "Level", "Message"], [...data.logs].reverse().map((line) =>
+      el("tr", { class: `log-${line.level}` }, el("td", {}, line.time.replace(/\.\d+Z$/, "Z")), el("td", {}, line.client), el("td", {}, line.level), el("td", { class: "message" }, line.message))),
+    "No trainer has logged a line yet."));
 }
 
 let plotted = ""; // what the plots show, to redraw them only when it changed

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { GetJobMetricsResponse } from "../../../gen/campfire/admin/v1/metrics.js";
 import { RESULT_LAYOUT } from "../workflows/model-files.js";
-import { type ClientLine, clientRecordOf, parseLines, type RoundLine, roundRecordOf } from "./records.js";
+import { type ClientLine, clientRecordOf, type LogLine, parseLines, type RoundLine, roundRecordOf } from "./records.js";
 
 /** A job's metric history as its workspace holds it (GetJobMetrics), optionally one client's only. */
 export async function readJobHistory(workspace: string, client = ""): Promise<GetJobMetricsResponse> {
@@ -21,6 +21,11 @@ export async function readJobHistory(workspace: string, client = ""): Promise<Ge
 /** The recorded rounds, in order. */
 export async function readRoundLines(workspace: string): Promise<RoundLine[]> {
   return parseLines<RoundLine>(await readIfAny(join(workspace, RESULT_LAYOUT.rounds)));
+}
+
+/** The lines of text the job's trainers logged, optionally one client's only. */
+export async function readLogLines(workspace: string, client = ""): Promise<LogLine[]> {
+  return parseLines<LogLine>(await readIfAny(join(workspace, RESULT_LAYOUT.trainerLog))).filter((line) => !client || line.client === client);
 }
 
 async function readIfAny(path: string): Promise<string> {

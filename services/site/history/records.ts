@@ -1,5 +1,6 @@
-import type { ClientMetricRecord, RoundRecord } from "../../../gen/campfire/admin/v1/metrics.js";
-import type { MetricEvent } from "../agent-session.js";
+import type { ClientMetricRecord, RoundRecord, TrainerLogLine } from "../../../gen/campfire/admin/v1/metrics.js";
+import { LogLevel } from "../../../gen/campfire/agent/v1/agent_service.js";
+import type { MetricEvent, TrainerLogEvent } from "../agent-session.js";
 
 /** A line of metrics/rounds.jsonl, as JobRecorder.round() writes it. */
 export interface RoundLine {
@@ -21,6 +22,42 @@ export interface ClientLine {
   round?: number;
   values?: Record<string, unknown>;
   meta?: Record<string, unknown>;
+}
+
+/** A line of logs/trainer.jsonl: one line of text a trainer logged. */
+export interface LogLine {
+  time: string;
+  client: string;
+  agent: string;
+  task: string;
+  level: string;
+  message: string;
+}
+
+/** The most of a trainer's log line the site keeps, in UTF-16 units (about 8 KiB of text). */
+export const MAX_LOG_MESSAGE = 8192;
+
+/** The line JobRecorder keeps for a line of text a trainer logged; an oversized message is cut, marked "…". */
+export function logLineOf(event: TrainerLogEvent): LogLine {
+  const { message } = event.line;
+  return {
+    time: (event.line.loggedAt ?? new Date()).toISOString(),
+    client: event.clientName,
+    agent: event.agentId,
+    task: event.line.taskId,
+    level: levelName(event.line.level),
+    message: message.length > MAX_LOG_MESSAGE ? `${message.slice(0, MAX_LOG_MESSAGE - 1)}…` : message,
+  };
+}
+
+export function logRecordOf(line: LogLine): TrainerLogLine {
+  const level = LogLevel[`LOG_LEVEL_${line.level.toUpperCase()}` as keyof typeof LogLevel];
+  return { client: line.client, time: new Date(line.time), taskId: line.task ?? "", level: typeof level === "number" ? level : LogLevel.LOG_LEVEL_INFO, message: line.message };
+}
+
+/** "info", "warn", ...: LOG_LEVEL_UNSPECIFIED (and any unknown number) reads as info. */
+export function levelName(level: LogLevel): string {
+  return level >= LogLevel.LOG_LEVEL_DEBUG && level <= LogLevel.LOG_LEVEL_ERROR ? LogLevel[level]!.slice("LOG_LEVEL_".length).toLowerCase() : "info";
 }
 
 /** The line JobRecorder keeps for a record an agent logged. */

@@ -7,6 +7,7 @@ import {
   type ClientInfo,
   type DownloadJobResultRequest,
   type DownloadJobResultResponse,
+
   type MonitorJobRequest,
   type MonitorJobResponse,
   type SessionServiceServer,
@@ -17,6 +18,7 @@ import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
 import { CHUNK_BYTES } from "../../shared/payload.js";
 import type { AgentHub } from "../agent-hub.js";
+import type { GetJobLogsRequest, GetJobLogsResponse } from "../../../gen/campfire/admin/v1/metrics.js";
 import { readJobHistory } from "../history/job-history.js";
 import { InvalidArgument, JobNotDone, JobTooLarge } from "../jobs/errors.js";
 import { checkSubmittedSignature } from "../jobs/signature-check.js";
@@ -26,6 +28,7 @@ import { RefusedMessage } from "../transport/decoding.js";
 import { toServiceError } from "../transport/grpc-status.js";
 import { peerOf } from "../transport/peer.js";
 import { AdminCall, type AdminGate } from "./admin-call.js";
+import { streamJobLogs } from "./job-logs.js";
 import { monitorJob } from "./monitor.js";
 import type { Authenticator } from "./auth.js";
 
@@ -210,6 +213,15 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
           call.end();
           options.logger.info({ job: jobId, files, bytes }, "job result downloaded");
         },
+      );
+    },
+
+    getJobLogs(call: ServerWritableStream<GetJobLogsRequest, GetJobLogsResponse>) {
+      streaming(
+        "GetJobLogs",
+        call,
+        (request, admin) => void admin.require("view", jobIdOf(request)),
+        (request) => streamJobLogs(call, { jobs, hub }, request),
       );
     },
 

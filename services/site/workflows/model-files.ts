@@ -12,6 +12,7 @@ import { decodeSafetensors, encodeSafetensors } from "../../shared/safetensors.j
  *   metrics/rounds.jsonl                                 one line per round: its global metrics and who took part
  *   metrics/clients.jsonl                                the agents' log() records, by client and round
  *   metrics/metrics.csv                                  both, in long form (history/csv.ts), written when the workflow ends
+ *   logs/trainer.jsonl                                   the lines of text the clients' trainers logged
  *   cross_site/matrix.json                               cross-site evaluation: model x site -> metrics
  *   tasks/summary.json                                   each site's tasks: sent, accepted, failed and why
  *   checkpoint/state.json, checkpoint/global-<n>.safetensors
@@ -23,6 +24,7 @@ export const RESULT_LAYOUT = {
   rounds: "metrics/rounds.jsonl",
   clientMetrics: "metrics/clients.jsonl",
   metricsCsv: "metrics/metrics.csv",
+  trainerLog: "logs/trainer.jsonl",
   crossSiteMatrix: "cross_site/matrix.json",
   taskSummary: "tasks/summary.json",
   checkpointState: "checkpoint/state.json",

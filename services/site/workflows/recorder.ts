@@ -1,9 +1,10 @@
-import { appendFile, mkdir, open, readFile } from "node:fs/promises";
+import { mkdir, open, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../../shared/durable-file.js";
 import { historyToCsv } from "../history/csv.js";
 import { readJobHistory } from "../history/job-history.js";
-import { clientLineOf } from "../history/records.js";
+import { LineAppender } from "../history/line-appender.js";
+import { clientLineOf, logLineOf } from "../history/records.js";
 import type { WorkflowContext } from "./workflow.js";
 import { RESULT_LAYOUT } from "./model-files.js";
 
@@ -13,12 +14,10 @@ interface ClientSummary {
   failures: Array<{ round: number; task: string; reason: string }>;
 }
 
-/** Metric lines waiting to be written beyond this are dropped (and counted): a flood must not grow memory. */
-const MAX_PENDING_LINES = 10_000;
-
 /**
  * Writes what a job produces besides models, in the result layout: the agents'
- * log() records (metrics/clients.jsonl), one line per round
+ * log() records (metrics/clients.jsonl), the trainers' lines of text
+ * (logs/trainer.jsonl), one line per round
  * (metrics/rounds.jsonl: its metrics, duration and clients), each client's
  * task summary (tasks/summary.json) and, at the end, the whole history as
  * metrics/metrics.csv (services/site/history reads them back).
@@ -27,10 +26,9 @@ const MAX_PENDING_LINES = 10_000;
  * restart interrupted counts its tasks once per run.
  */
 export class JobRecorder {
-  private pendingLines: string[] = [];
-  private writing: Promise<void> = Promise.resolve();
-  private dropped = 0;
-  private readonly unsubscribe: () => void;
+  private readonly metricLines: LineAppender;
+  private readonly logLines: LineAppender;
+  private readonly unsubscribe: Array<() => void>;
   /** The clients whose results the round in progress used, and when it began (the previous round's end). */
   private roundClients = new Set<string>();
   private roundStartedAt = Date.now();
@@ -40,9 +38,16 @@ export class JobRecorder {
     private readonly summary: Record<string, ClientSummary>,
     context: WorkflowContext<unknown>,
   ) {
-    this.unsubscribe = context.hub.onMetric((event) => {
-      if (event.jobId === context.jobId) this.queue(JSON.stringify(clientLineOf(event)));
-    });
+    this.metricLines = new LineAppender(join(workspace, RESULT_LAYOUT.clientMetrics));
+    this.logLines = new LineAppender(join(workspace, RESULT_LAYOUT.trainerLog));
+    this.unsubscribe = [
+      context.hub.onMetric((event) => {
+        if (event.jobId === context.jobId) this.metricLines.append(JSON.stringify(clientLineOf(event)));
+      }),
+      context.hub.onTrainerLog((event) => {
+        if (event.jobId === context.jobId) this.logLines.append(JSON.stringify(logLineOf(event)));
+      }),
+    ];
   }
 
   static async open(context: WorkflowContext<unknown>): Promise<JobRecorder> {
@@ -104,8 +109,8 @@ export class JobRecorder {
   }
 
   async close(): Promise<void> {
-    this.unsubscribe();
-    await this.flush();
+    this.unsubscribe.forEach((unsubscribe) => unsubscribe());
+    await Promise.all([this.metricLines.flush(), this.logLines.flush()]);
     await this.saveSummary();
     await writeFileAtomic(join(this.workspace, RESULT_LAYOUT.metricsCsv), historyToCsv(await readJobHistory(this.workspace)));
   }
@@ -114,25 +119,7 @@ export class JobRecorder {
     return (this.summary[client] ??= { accepted: 0, failed: 0, failures: [] });
   }
 
-  private queue(line: string): void {
-    if (this.pendingLines.length >= MAX_PENDING_LINES) {
-      this.dropped++;
-      return;
-    }
-    this.pendingLines.push(line);
-    if (this.pendingLines.length === 1) void this.flush();
-  }
-
-  private flush(): Promise<void> {
-    this.writing = this.writing.then(async () => {
-      const lines = this.pendingLines;
-      this.pendingLines = [];
-      if (lines.length) await appendFile(join(this.workspace, RESULT_LAYOUT.clientMetrics), `${lines.join("\n")}\n`);
-    });
-    return this.writing;
-  }
-
   private async saveSummary(): Promise<void> {
-    await writeFileAtomic(join(this.workspace, RESULT_LAYOUT.taskSummary), JSON.stringify({ clients: this.summary, droppedMetricRecords: this.dropped }, null, 2));
+    await writeFileAtomic(join(this.workspace, RESULT_LAYOUT.taskSummary), JSON.stringify({ clients: this.summary, droppedMetricRecords: this.metricLines.dropped, droppedLogLines: this.logLines.dropped }, null, 2));
   }
 }

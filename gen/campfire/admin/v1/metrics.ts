@@ -8,6 +8,7 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { LogLevel, logLevelFromJSON, logLevelToJSON } from "../../agent/v1/agent_service.js";
 
 /**
  * One finished round of a round-based workflow (FedAvg, cyclic), as the site
@@ -111,6 +112,41 @@ export interface GetJobMetricsResponse {
    * could write (a flood guard), since the job started.
    */
   droppedClientRecords: number;
+}
+
+/** One line a client's trainer logged. */
+export interface TrainerLogLine {
+  /** The client whose trainer logged it. */
+  client: string;
+  /** When the agent logged it. */
+  time:
+    | Date
+    | undefined;
+  /** The task it was logged during; empty between tasks. */
+  taskId: string;
+  /** How serious it is. */
+  level: LogLevel;
+  /** The text (at most 8 KiB). */
+  message: string;
+}
+
+/** Asks for a job's trainer log. */
+export interface GetJobLogsRequest {
+  /** The job. */
+  jobId: string;
+  /** Only this client's lines; empty for every client's. */
+  client: string;
+  /**
+   * Keep the stream open and send new lines as they come, until the job
+   * finishes.
+   */
+  follow: boolean;
+}
+
+/** A batch of log lines, oldest first. */
+export interface GetJobLogsResponse {
+  /** The lines. */
+  lines: TrainerLogLine[];
 }
 
 function createBaseRoundRecord(): RoundRecord {
@@ -851,6 +887,317 @@ export const GetJobMetricsResponse: MessageFns<GetJobMetricsResponse> = {
     message.clientRecords = object.clientRecords?.map((e) => ClientMetricRecord.fromPartial(e)) || [];
     message.bestRound = object.bestRound ?? undefined;
     message.droppedClientRecords = object.droppedClientRecords ?? 0;
+    return message;
+  },
+};
+
+function createBaseTrainerLogLine(): TrainerLogLine {
+  return { client: "", time: undefined, taskId: "", level: 0, message: "" };
+}
+
+export const TrainerLogLine: MessageFns<TrainerLogLine> = {
+  encode(message: TrainerLogLine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.client !== "") {
+      writer.uint32(10).string(message.client);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(18).fork()).join();
+    }
+    if (message.taskId !== "") {
+      writer.uint32(26).string(message.taskId);
+    }
+    if (message.level !== 0) {
+      writer.uint32(32).int32(message.level);
+    }
+    if (message.message !== "") {
+      writer.uint32(42).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TrainerLogLine {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTrainerLogLine();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.client = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.level = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TrainerLogLine {
+    return {
+      client: isSet(object.client) ? globalThis.String(object.client) : "",
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      level: isSet(object.level) ? logLevelFromJSON(object.level) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: TrainerLogLine): unknown {
+    const obj: any = {};
+    if (message.client !== "") {
+      obj.client = message.client;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.level !== 0) {
+      obj.level = logLevelToJSON(message.level);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TrainerLogLine>, I>>(base?: I): TrainerLogLine {
+    return TrainerLogLine.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TrainerLogLine>, I>>(object: I): TrainerLogLine {
+    const message = createBaseTrainerLogLine();
+    message.client = object.client ?? "";
+    message.time = object.time ?? undefined;
+    message.taskId = object.taskId ?? "";
+    message.level = object.level ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseGetJobLogsRequest(): GetJobLogsRequest {
+  return { jobId: "", client: "", follow: false };
+}
+
+export const GetJobLogsRequest: MessageFns<GetJobLogsRequest> = {
+  encode(message: GetJobLogsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.client !== "") {
+      writer.uint32(18).string(message.client);
+    }
+    if (message.follow !== false) {
+      writer.uint32(24).bool(message.follow);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetJobLogsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetJobLogsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.client = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.follow = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetJobLogsRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      client: isSet(object.client) ? globalThis.String(object.client) : "",
+      follow: isSet(object.follow) ? globalThis.Boolean(object.follow) : false,
+    };
+  },
+
+  toJSON(message: GetJobLogsRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.client !== "") {
+      obj.client = message.client;
+    }
+    if (message.follow !== false) {
+      obj.follow = message.follow;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetJobLogsRequest>, I>>(base?: I): GetJobLogsRequest {
+    return GetJobLogsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetJobLogsRequest>, I>>(object: I): GetJobLogsRequest {
+    const message = createBaseGetJobLogsRequest();
+    message.jobId = object.jobId ?? "";
+    message.client = object.client ?? "";
+    message.follow = object.follow ?? false;
+    return message;
+  },
+};
+
+function createBaseGetJobLogsResponse(): GetJobLogsResponse {
+  return { lines: [] };
+}
+
+export const GetJobLogsResponse: MessageFns<GetJobLogsResponse> = {
+  encode(message: GetJobLogsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.lines) {
+      TrainerLogLine.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetJobLogsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetJobLogsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.lines.push(TrainerLogLine.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetJobLogsResponse {
+    return {
+      lines: globalThis.Array.isArray(object?.lines) ? object.lines.map((e: any) => TrainerLogLine.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: GetJobLogsResponse): unknown {
+    const obj: any = {};
+    if (message.lines?.length) {
+      obj.lines = message.lines.map((e) => TrainerLogLine.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetJobLogsResponse>, I>>(base?: I): GetJobLogsResponse {
+    return GetJobLogsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetJobLogsResponse>, I>>(object: I): GetJobLogsResponse {
+    const message = createBaseGetJobLogsResponse();
+    message.lines = object.lines?.map((e) => TrainerLogLine.fromPartial(e)) || [];
     return message;
   },
 };

@@ -23,7 +23,14 @@ import {
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import { JobDefinition, JobMeta, RunStatus, runStatusFromJSON, runStatusToJSON } from "./job.js";
-import { ClientMetricRecord, GetJobMetricsRequest, GetJobMetricsResponse, RoundRecord } from "./metrics.js";
+import {
+  ClientMetricRecord,
+  GetJobLogsRequest,
+  GetJobLogsResponse,
+  GetJobMetricsRequest,
+  GetJobMetricsResponse,
+  RoundRecord,
+} from "./metrics.js";
 
 /**
  * Why monitoring ended. Values map onto the reference system's
@@ -2409,6 +2416,21 @@ export const SessionServiceService = {
       Buffer.from(GetJobMetricsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetJobMetricsResponse => GetJobMetricsResponse.decode(value),
   },
+  /**
+   * Streams the lines a job's trainers logged (TrainerLog on the agent
+   * stream), oldest first, in batches; with `follow`, then the new ones as
+   * they arrive, until the job finishes or the caller cancels. Lines are kept
+   * with the job until it is deleted.
+   */
+  getJobLogs: {
+    path: "/campfire.admin.v1.SessionService/GetJobLogs" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: GetJobLogsRequest): Buffer => Buffer.from(GetJobLogsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetJobLogsRequest => GetJobLogsRequest.decode(value),
+    responseSerialize: (value: GetJobLogsResponse): Buffer => Buffer.from(GetJobLogsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetJobLogsResponse => GetJobLogsResponse.decode(value),
+  },
 } as const;
 
 export interface SessionServiceServer extends UntypedServiceImplementation {
@@ -2452,6 +2474,13 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * with the job (and survives a site restart) until the job is deleted.
    */
   getJobMetrics: handleUnaryCall<GetJobMetricsRequest, GetJobMetricsResponse>;
+  /**
+   * Streams the lines a job's trainers logged (TrainerLog on the agent
+   * stream), oldest first, in batches; with `follow`, then the new ones as
+   * they arrive, until the job finishes or the caller cancels. Lines are kept
+   * with the job until it is deleted.
+   */
+  getJobLogs: handleServerStreamingCall<GetJobLogsRequest, GetJobLogsResponse>;
 }
 
 export interface SessionServiceClient extends Client {
@@ -2620,6 +2649,18 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetJobMetricsResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams the lines a job's trainers logged (TrainerLog on the agent
+   * stream), oldest first, in batches; with `follow`, then the new ones as
+   * they arrive, until the job finishes or the caller cancels. Lines are kept
+   * with the job until it is deleted.
+   */
+  getJobLogs(request: GetJobLogsRequest, options?: Partial<CallOptions>): ClientReadableStream<GetJobLogsResponse>;
+  getJobLogs(
+    request: GetJobLogsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<GetJobLogsResponse>;
 }
 
 export const SessionServiceClient = makeGenericClientConstructor(

@@ -151,6 +151,63 @@ export function byeReasonToJSON(object: ByeReason): string {
   }
 }
 
+/** How serious a trainer's log line is. */
+export enum LogLevel {
+  /** LOG_LEVEL_UNSPECIFIED - Not set: read as INFO. */
+  LOG_LEVEL_UNSPECIFIED = 0,
+  /** LOG_LEVEL_DEBUG - Detail for debugging. */
+  LOG_LEVEL_DEBUG = 1,
+  /** LOG_LEVEL_INFO - Progress. */
+  LOG_LEVEL_INFO = 2,
+  /** LOG_LEVEL_WARN - Something looks wrong, work goes on. */
+  LOG_LEVEL_WARN = 3,
+  /** LOG_LEVEL_ERROR - Something failed. */
+  LOG_LEVEL_ERROR = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function logLevelFromJSON(object: any): LogLevel {
+  switch (object) {
+    case 0:
+    case "LOG_LEVEL_UNSPECIFIED":
+      return LogLevel.LOG_LEVEL_UNSPECIFIED;
+    case 1:
+    case "LOG_LEVEL_DEBUG":
+      return LogLevel.LOG_LEVEL_DEBUG;
+    case 2:
+    case "LOG_LEVEL_INFO":
+      return LogLevel.LOG_LEVEL_INFO;
+    case 3:
+    case "LOG_LEVEL_WARN":
+      return LogLevel.LOG_LEVEL_WARN;
+    case 4:
+    case "LOG_LEVEL_ERROR":
+      return LogLevel.LOG_LEVEL_ERROR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return LogLevel.UNRECOGNIZED;
+  }
+}
+
+export function logLevelToJSON(object: LogLevel): string {
+  switch (object) {
+    case LogLevel.LOG_LEVEL_UNSPECIFIED:
+      return "LOG_LEVEL_UNSPECIFIED";
+    case LogLevel.LOG_LEVEL_DEBUG:
+      return "LOG_LEVEL_DEBUG";
+    case LogLevel.LOG_LEVEL_INFO:
+      return "LOG_LEVEL_INFO";
+    case LogLevel.LOG_LEVEL_WARN:
+      return "LOG_LEVEL_WARN";
+    case LogLevel.LOG_LEVEL_ERROR:
+      return "LOG_LEVEL_ERROR";
+    case LogLevel.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A message from the agent to the site on the control stream. */
 export interface ConnectRequest {
   /** The message; exactly one must be set. */
@@ -173,6 +230,9 @@ export interface ConnectRequest {
     | //
     /** A metric record logged by the trainer. */
     { $case: "metric"; value: MetricRecord }
+    | //
+    /** A line of text the trainer logged (progress, warnings, errors). */
+    { $case: "trainerLog"; value: TrainerLog }
     | undefined;
 }
 
@@ -423,6 +483,23 @@ export interface MetricRecord {
 }
 
 /**
+ * A line of text the trainer logged. The site keeps it with the job of the
+ * task (task_id, or the task in flight when empty) and the agent's client;
+ * lines outside any job are not kept. A message over 8 KiB is cut to 8 KiB
+ * (the site keeps what fits, marking the cut with "…").
+ */
+export interface TrainerLog {
+  /** The task during which the line was logged; empty for the task in flight. */
+  taskId: string;
+  /** How serious it is. */
+  level: LogLevel;
+  /** The text, one line (UTF-8); line breaks are kept as they are. */
+  message: string;
+  /** When the trainer logged it. */
+  loggedAt: Date | undefined;
+}
+
+/**
  * Task or result data: inline when small, otherwise a reference to a payload
  * moved in chunks by UploadPayload / DownloadPayload.
  */
@@ -519,6 +596,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "metric":
         MetricRecord.encode(message.kind.value, writer.uint32(50).fork()).join();
         break;
+      case "trainerLog":
+        TrainerLog.encode(message.kind.value, writer.uint32(58).fork()).join();
+        break;
     }
     return writer;
   },
@@ -584,6 +664,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.kind = { $case: "metric", value: MetricRecord.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "trainerLog", value: TrainerLog.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -612,6 +700,10 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         ? { $case: "bye", value: Bye.fromJSON(object.bye) }
         : isSet(object.metric)
         ? { $case: "metric", value: MetricRecord.fromJSON(object.metric) }
+        : isSet(object.trainerLog)
+        ? { $case: "trainerLog", value: TrainerLog.fromJSON(object.trainerLog) }
+        : isSet(object.trainer_log)
+        ? { $case: "trainerLog", value: TrainerLog.fromJSON(object.trainer_log) }
         : undefined,
     };
   },
@@ -630,6 +722,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       obj.bye = Bye.toJSON(message.kind.value);
     } else if (message.kind?.$case === "metric") {
       obj.metric = MetricRecord.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "trainerLog") {
+      obj.trainerLog = TrainerLog.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -673,6 +767,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "metric": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "metric", value: MetricRecord.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "trainerLog": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "trainerLog", value: TrainerLog.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -2248,6 +2348,131 @@ export const MetricRecord: MessageFns<MetricRecord> = {
     message.record = (object.record !== undefined && object.record !== null)
       ? DataExchange.fromPartial(object.record)
       : undefined;
+    message.loggedAt = object.loggedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseTrainerLog(): TrainerLog {
+  return { taskId: "", level: 0, message: "", loggedAt: undefined };
+}
+
+export const TrainerLog: MessageFns<TrainerLog> = {
+  encode(message: TrainerLog, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.level !== 0) {
+      writer.uint32(16).int32(message.level);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    if (message.loggedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.loggedAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TrainerLog {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTrainerLog();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.level = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.loggedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TrainerLog {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      level: isSet(object.level) ? logLevelFromJSON(object.level) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      loggedAt: isSet(object.loggedAt)
+        ? fromJsonTimestamp(object.loggedAt)
+        : isSet(object.logged_at)
+        ? fromJsonTimestamp(object.logged_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: TrainerLog): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.level !== 0) {
+      obj.level = logLevelToJSON(message.level);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.loggedAt !== undefined) {
+      obj.loggedAt = message.loggedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TrainerLog>, I>>(base?: I): TrainerLog {
+    return TrainerLog.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TrainerLog>, I>>(object: I): TrainerLog {
+    const message = createBaseTrainerLog();
+    message.taskId = object.taskId ?? "";
+    message.level = object.level ?? 0;
+    message.message = object.message ?? "";
     message.loggedAt = object.loggedAt ?? undefined;
     return message;
   },
