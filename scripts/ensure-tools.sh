@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests drive, under .cache/, when missing:
 # - grpcurl (the debugging client our users reach for) into .cache/bin, built from the Go module proxy;
+# - protoc-gen-go and protoc-gen-go-grpc into .cache/bin (scripts/go-plugins.sh), for clients/go's stubs;
 # - a Python venv in .cache/python with the pinned grpcio and grpcio-tools of
 #   test/interop/python/requirements.txt, for the Python agent interop test.
 # Idempotent: a second run installs nothing and prints only the versions.
@@ -17,6 +18,9 @@ if [ ! -x "$bin/grpcurl" ]; then
   fi
 fi
 "$bin/grpcurl" -version
+
+# protoc-gen-go and protoc-gen-go-grpc, the local plugins of the Go client's stubs (clients/go).
+scripts/go-plugins.sh
 
 # The venv is (re)built when it is missing, when its interpreter no longer runs
 # (for example the Python it was made from is gone), or when the pinned

@@ -98,6 +98,7 @@ func checkModel(t *testing.T, s *admin.Session, id string, initial sitetest.Mode
 }
 
 func TestFedAvgWithGoAgentsInlineAndOverTheDataPlane(t *testing.T) {
+	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -141,6 +142,7 @@ func TestFedAvgWithGoAgentsInlineAndOverTheDataPlane(t *testing.T) {
 }
 
 func TestAbortReachesTheTaskThenTheJobEndsWithBye(t *testing.T) {
+	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	a := newAgent(t, site, "go-abort", nil)
@@ -188,6 +190,7 @@ func TestAbortReachesTheTaskThenTheJobEndsWithBye(t *testing.T) {
 }
 
 func TestSiteRestartMidTaskTheAgentReconnectsAndResendsItsResult(t *testing.T) {
+	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	welcomes := make(chan struct{}, 8)
@@ -235,6 +238,7 @@ func TestSiteRestartMidTaskTheAgentReconnectsAndResendsItsResult(t *testing.T) {
 }
 
 func TestStopSaysByeAndTheSiteForgetsTheAgent(t *testing.T) {
+	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	welcomed := make(chan struct{}, 1)
@@ -275,6 +279,7 @@ func TestStopSaysByeAndTheSiteForgetsTheAgent(t *testing.T) {
 }
 
 func TestAnInvalidClientNameIsRefusedWithoutReconnecting(t *testing.T) {
+	t.Parallel()
 	site := sitetest.Start(t)
 	a, err := agent.New(agent.Options{Options: transport.Options{Site: site.Address}, ClientName: "not a name!", AgentID: "go-refused"})
 	if err != nil {
