@@ -2,6 +2,7 @@
 # Installs the external tools the tests drive, under .cache/, when missing:
 # - grpcurl (the debugging client our users reach for) into .cache/bin, built from the Go module proxy;
 # - protoc-gen-go and protoc-gen-go-grpc into .cache/bin (scripts/go-plugins.sh), for clients/go's stubs;
+# - Debian's grpc-java protoc plugin, where Java and Maven are installed, for clients/java;
 # - a Python venv in .cache/python with the pinned grpcio and grpcio-tools of
 #   test/interop/python/requirements.txt, for the Python agent interop test.
 # Idempotent: a second run installs nothing and prints only the versions.
@@ -21,6 +22,19 @@ fi
 
 # protoc-gen-go and protoc-gen-go-grpc, the local plugins of the Go client's stubs (clients/go).
 scripts/go-plugins.sh
+
+# The grpc-java protoc plugin for the Java admin example (clients/java), where Java and Maven are
+# here: Maven Central does not serve its executables to this machine, Debian does.
+if command -v java >/dev/null && command -v mvn >/dev/null && ! command -v protoc-gen-grpc-java >/dev/null && ! command -v grpc_java_plugin >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's protobuf-compiler-grpc-java-plugin (first run only)..."
+    apt-get install -y -qq protobuf-compiler-grpc-java-plugin >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq protobuf-compiler-grpc-java-plugin >/dev/null; } ||
+      echo "ensure-tools: could not install protobuf-compiler-grpc-java-plugin; the Java example test will be skipped" >&2
+  else
+    echo "ensure-tools: no grpc-java protoc plugin and no root apt-get to install one; the Java example test will be skipped" >&2
+  fi
+fi
 
 # The venv is (re)built when it is missing, when its interpreter no longer runs
 # (for example the Python it was made from is gone), or when the pinned
