@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 
 /**
- * The Go client (clients/go) as its users build it: `go vet` and `go test`
+ * The Go client (clients/go) as its users build it: gofmt, `go vet` and `go test`
  * run its own tests, which start real sites (`campfire site` on 127.0.0.1:0)
  * and drive them with the Go agent and admin packages. This test runs them and
  * requires every Go test function in clients/go to have passed, and prints the
@@ -63,6 +63,9 @@ describe.skipIf(!version)("the Go client module (clients/go)", () => {
   it("passes go vet and every go test against real sites", { timeout: 900_000 }, async () => {
     const vet = await go(["vet", "./..."]);
     expect(vet.code, vet.stderr).toBe(0);
+    const goroot = (await go(["env", "GOROOT"])).stdout.trim();
+    const unformatted = await promisify(execFile)(join(goroot, "bin", "gofmt"), ["-l", "."], { cwd: GO_MODULE });
+    expect(unformatted.stdout, "files gofmt would change").toBe("");
 
     const run = await go(["test", "-count=1", "-timeout=600s", "-json", "./..."]);
     const events = run.stdout

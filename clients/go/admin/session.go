@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"campfire.dev/clients/go/transport"
 	adminv1 "campfire.dev/clients/go/gen/campfire/admin/v1"
+	"campfire.dev/clients/go/transport"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"

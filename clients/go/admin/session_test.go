@@ -145,7 +145,6 @@ func TestLifecycleSubmitMonitorDownloadListCloneAbortDelete(t *testing.T) {
 	}
 }
 
-
 func TestErrorsCarryTheirStatusCodeAndName(t *testing.T) {
 	site := sitetest.Start(t)
 	ctx := context.Background()

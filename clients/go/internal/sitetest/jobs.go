@@ -31,7 +31,7 @@ func WriteFedAvgJob(t testing.TB, name string, minClients, rounds int, model Mod
 		args[key] = value
 	}
 	files := map[string]any{
-		"meta.json":                          map[string]any{"name": name, "deploy_map": map[string]any{"app": []string{"@ALL"}}, "min_clients": minClients},
+		"meta.json":                         map[string]any{"name": name, "deploy_map": map[string]any{"app": []string{"@ALL"}}, "min_clients": minClients},
 		"app/config/config_fed_server.json": map[string]any{"workflow": "fedavg", "args": args},
 		"app/config/config_fed_client.json": map[string]any{"epochs": 1},
 	}
