@@ -30,6 +30,15 @@ func newAgent(t *testing.T, site *sitetest.Site, client string, observe func(*ag
 	return a
 }
 
+// signalWelcomes is an Observe function that signals each welcome on the channel.
+func signalWelcomes(welcomes chan<- struct{}) func(*agentv1.ConnectResponse) {
+	return func(message *agentv1.ConnectResponse) {
+		if message.GetWelcome() != nil {
+			welcomes <- struct{}{}
+		}
+	}
+}
+
 func session(t *testing.T, site *sitetest.Site) *admin.Session {
 	t.Helper()
 	s, err := admin.Dial(admin.Options{Options: transport.Options{Site: site.Address}, Token: sitetest.Token})
@@ -194,11 +203,7 @@ func TestSiteRestartMidTaskTheAgentReconnectsAndResendsItsResult(t *testing.T) {
 	site := sitetest.Start(t)
 	s := session(t, site)
 	welcomes := make(chan struct{}, 8)
-	a := newAgent(t, site, "go-restart", func(message *agentv1.ConnectResponse) {
-		if message.GetWelcome() != nil {
-			welcomes <- struct{}{}
-		}
-	})
+	a := newAgent(t, site, "go-restart", signalWelcomes(welcomes))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go a.Run(ctx)
@@ -242,11 +247,7 @@ func TestStopSaysByeAndTheSiteForgetsTheAgent(t *testing.T) {
 	site := sitetest.Start(t)
 	s := session(t, site)
 	welcomed := make(chan struct{}, 1)
-	a := newAgent(t, site, "go-stop", func(message *agentv1.ConnectResponse) {
-		if message.GetWelcome() != nil {
-			welcomed <- struct{}{}
-		}
-	})
+	a := newAgent(t, site, "go-stop", signalWelcomes(welcomed))
 	ended := make(chan error, 1)
 	go func() { ended <- a.Run(context.Background()) }()
 	<-welcomed
