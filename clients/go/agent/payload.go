@@ -33,7 +33,8 @@ func Download(ctx context.Context, client agentv1.AgentServiceClient, ref *agent
 	if err != nil {
 		return nil, err
 	}
-	encoded := make([]byte, 0, ref.GetSizeBytes())
+	// The announced size is checked as chunks arrive, not trusted with one allocation.
+	encoded := make([]byte, 0, min(ref.GetSizeBytes(), 64<<20))
 	for {
 		response, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
