@@ -97,6 +97,9 @@ func main() {
 // handle runs one task and returns its outcome.
 func (t *trainer) handle(task *agent.Task) (commonv1.ReturnCode, *commonv1.DataExchange) {
 	m, err := modelFrom(task.Data.GetTensors())
+	if task.Name == "validate" && len(task.Data.GetTensors()) == 0 && t.latest != nil {
+		m = t.latest // nothing to judge: its latest local model, as the TypeScript trainer
+	}
 	if err != nil && task.Name != "submit_model" {
 		t.logger.Warn("bad task data", "task", task.ID, "error", err)
 		return commonv1.ReturnCode_RETURN_CODE_BAD_TASK_DATA, nil
@@ -120,7 +123,7 @@ func (t *trainer) handle(task *agent.Task) (commonv1.ReturnCode, *commonv1.DataE
 		}
 		return commonv1.ReturnCode_RETURN_CODE_OK, &commonv1.DataExchange{Kind: commonv1.DataKind_DATA_KIND_WEIGHTS, Tensors: t.latest.tensors()}
 	}
-	return commonv1.ReturnCode_RETURN_CODE_TASK_UNKNOWN, nil
+	return commonv1.ReturnCode_RETURN_CODE_TASK_UNSUPPORTED, nil
 }
 
 // readShard reads a client's train and validation data.
