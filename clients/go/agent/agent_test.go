@@ -107,7 +107,6 @@ func checkModel(t *testing.T, s *admin.Session, id string, initial sitetest.Mode
 }
 
 func TestFedAvgWithGoAgentsInlineAndOverTheDataPlane(t *testing.T) {
-	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -151,7 +150,6 @@ func TestFedAvgWithGoAgentsInlineAndOverTheDataPlane(t *testing.T) {
 }
 
 func TestAbortReachesTheTaskThenTheJobEndsWithBye(t *testing.T) {
-	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	a := newAgent(t, site, "go-abort", nil)
@@ -199,7 +197,6 @@ func TestAbortReachesTheTaskThenTheJobEndsWithBye(t *testing.T) {
 }
 
 func TestSiteRestartMidTaskTheAgentReconnectsAndResendsItsResult(t *testing.T) {
-	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	welcomes := make(chan struct{}, 8)
@@ -243,7 +240,6 @@ func TestSiteRestartMidTaskTheAgentReconnectsAndResendsItsResult(t *testing.T) {
 }
 
 func TestStopSaysByeAndTheSiteForgetsTheAgent(t *testing.T) {
-	t.Parallel()
 	site := sitetest.Start(t)
 	s := session(t, site)
 	welcomed := make(chan struct{}, 1)
@@ -280,7 +276,6 @@ func TestStopSaysByeAndTheSiteForgetsTheAgent(t *testing.T) {
 }
 
 func TestAnInvalidClientNameIsRefusedWithoutReconnecting(t *testing.T) {
-	t.Parallel()
 	site := sitetest.Start(t)
 	a, err := agent.New(agent.Options{Options: transport.Options{Site: site.Address}, ClientName: "not a name!", AgentID: "go-refused"})
 	if err != nil {
