@@ -145,3 +145,20 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	defer w.site.mu.Unlock()
 	return w.site.output.Write(p)
 }
+
+// Provision runs `campfire provision` on examples/project.yaml (a site on
+// localhost and 127.0.0.1; clients hospital-a and hospital-b; the project
+// admin alice@a.org) and returns the folder holding one kit per participant.
+func Provision(t testing.TB) string {
+	t.Helper()
+	root, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "kits")
+	command := exec.Command("node", filepath.Join(root, "bin", "campfire.mjs"), "provision", filepath.Join(root, "examples", "project.yaml"), "--out", out)
+	if output, err := command.CombinedOutput(); err != nil {
+		t.Fatalf("campfire provision: %v\n%s", err, output)
+	}
+	return out
+}
