@@ -74,7 +74,8 @@ type Task struct {
 	cancel context.CancelCauseFunc
 }
 
-// Context ends when the site aborts the task; context.Cause is then an *AbortedError.
+// Context ends when the site aborts the task (context.Cause is then an
+// *AbortedError) or when the agent ends (the cause is why, as Run returns it).
 func (t *Task) Context() context.Context { return t.ctx }
 
 // heldResult is a result the site has not acknowledged yet.
@@ -184,6 +185,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	defer func() {
 		cancel()
+		a.mu.Lock()
+		for _, task := range a.current {
+			task.cancel(a.endErr) // the trainer stops: nobody would take its answer
+		}
+		a.mu.Unlock()
 		a.control.Close()
 		a.data.Close()
 		close(a.ended)

@@ -40,48 +40,42 @@ func serveUntilBye(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer a.Stop()
-	go a.Run(ctx)
-	for {
-		task, err := a.NextTask(ctx)
-		var bye *agent.ByeError
-		if errors.As(err, &bye) && bye.Reason == agentv1.ByeReason_BYE_REASON_JOB_ENDED {
-			emit("bye", map[string]any{"reason": bye.Reason.String()})
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	handle := func(task *agent.Task) (commonv1.ReturnCode, *commonv1.DataExchange) {
 		emit("task", map[string]any{"task_id": task.ID, "task_name": task.Name})
 		if task.Name == "wait" {
-			select {
-			case <-task.Context().Done():
+			<-task.Context().Done()
+			var aborted *agent.AbortedError
+			if errors.As(context.Cause(task.Context()), &aborted) {
 				emit("aborted", map[string]any{"task_id": task.ID})
-			case <-ctx.Done():
-				return fmt.Errorf("task %s was never aborted", task.ID)
 			}
-			continue
+			return commonv1.ReturnCode_RETURN_CODE_TASK_ABORTED, nil
 		}
 		if delay, ok := task.Data.GetMeta().GetFields()["delay_ms"]; ok {
 			select {
 			case <-time.After(time.Duration(delay.GetNumberValue()) * time.Millisecond):
-			case <-ctx.Done():
-				return ctx.Err()
+			case <-task.Context().Done():
 			}
 		}
 		result, err := agent.PlusOne(task.Data)
-		code := commonv1.ReturnCode_RETURN_CODE_OK
 		if err != nil {
-			code, result = commonv1.ReturnCode_RETURN_CODE_EXECUTION_EXCEPTION, nil
+			return commonv1.ReturnCode_RETURN_CODE_EXECUTION_EXCEPTION, nil
 		}
-		disposition, err := a.Submit(ctx, task, code, result)
-		var aborted *agent.AbortedError
-		if err != nil && !errors.As(err, &aborted) {
-			return err
+		return commonv1.ReturnCode_RETURN_CODE_OK, result
+	}
+	settled := func(task *agent.Task, disposition agentv1.ResultDisposition, err error) {
+		if task.Name == "wait" {
+			return // aborted: never answered
 		}
-		accepted := disposition == agentv1.ResultDisposition_RESULT_DISPOSITION_ACCEPTED || disposition == agentv1.ResultDisposition_RESULT_DISPOSITION_DUPLICATE
+		accepted := err == nil && (disposition == agentv1.ResultDisposition_RESULT_DISPOSITION_ACCEPTED || disposition == agentv1.ResultDisposition_RESULT_DISPOSITION_DUPLICATE)
 		emit("result", map[string]any{"task_id": task.ID, "accepted": accepted})
 	}
+	err = a.Serve(ctx, handle, settled)
+	var bye *agent.ByeError
+	if errors.As(err, &bye) && bye.Reason == agentv1.ByeReason_BYE_REASON_JOB_ENDED {
+		emit("bye", map[string]any{"reason": bye.Reason.String()})
+		return nil
+	}
+	return fmt.Errorf("the agent ended without the job's bye: %w", err)
 }
 
 // agentHello joins with the library (protocol 2), then offers protocols 1

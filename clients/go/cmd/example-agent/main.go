@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -60,37 +59,28 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		a.Stop()
-	}()
-	go a.Run(context.Background())
-	for {
-		task, err := a.NextTask(ctx)
-		var bye *agent.ByeError
-		switch {
-		case errors.As(err, &bye), errors.Is(err, agent.ErrStopped), errors.Is(err, context.Canceled):
-			os.Exit(0)
-		case err != nil:
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
+	plusOne := func(task *agent.Task) (commonv1.ReturnCode, *commonv1.DataExchange) {
 		fmt.Printf("task %s name=%s job=%s tensors=%d\n", task.ID, task.Name, task.JobID, len(task.Data.GetTensors()))
 		select {
 		case <-time.After(delay):
 		case <-task.Context().Done():
-			continue // aborted: the site no longer waits for this result
+			return commonv1.ReturnCode_RETURN_CODE_TASK_ABORTED, nil // the site no longer waits for it
 		}
-		code := commonv1.ReturnCode_RETURN_CODE_OK
 		result, err := agent.PlusOne(task.Data)
 		if err != nil {
-			code, result = commonv1.ReturnCode_RETURN_CODE_EXECUTION_EXCEPTION, nil
+			return commonv1.ReturnCode_RETURN_CODE_EXECUTION_EXCEPTION, nil
 		}
-		disposition, err := a.Submit(ctx, task, code, result)
+		return commonv1.ReturnCode_RETURN_CODE_OK, result
+	}
+	report := func(task *agent.Task, disposition agentv1.ResultDisposition, err error) {
 		if err != nil {
 			fmt.Printf("result %s not acknowledged: %v\n", task.ID, err)
-			continue
+			return
 		}
 		fmt.Printf("result %s %s\n", task.ID, strings.TrimPrefix(disposition.String(), "RESULT_DISPOSITION_"))
+	}
+	if err := a.Serve(ctx, plusOne, report); !agent.EndedNormally(err) {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 }

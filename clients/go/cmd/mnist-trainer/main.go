@@ -15,7 +15,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -24,6 +23,7 @@ import (
 	"syscall"
 
 	"campfire.dev/clients/go/agent"
+	agentv1 "campfire.dev/clients/go/gen/campfire/agent/v1"
 	commonv1 "campfire.dev/clients/go/gen/campfire/common/v1"
 	"campfire.dev/clients/go/safetensors"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -71,26 +71,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		a.Stop()
-	}()
-	go a.Run(context.Background())
 	t.logger.Info("trainer ready", "client", options.ClientName, "train", t.train.size(), "validation", t.validation.size())
-	for {
-		task, err := a.NextTask(ctx)
-		var bye *agent.ByeError
-		switch {
-		case errors.As(err, &bye), errors.Is(err, agent.ErrStopped), errors.Is(err, context.Canceled):
-			return
-		case err != nil:
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		code, result := t.handle(task)
-		if _, err := a.Submit(ctx, task, code, result); err != nil {
+	unacknowledged := func(task *agent.Task, _ agentv1.ResultDisposition, err error) {
+		if err != nil {
 			t.logger.Warn("result not acknowledged", "task", task.ID, "error", err)
 		}
+	}
+	if err := a.Serve(ctx, t.handle, unacknowledged); !agent.EndedNormally(err) {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 }
 
