@@ -1165,9 +1165,19 @@ type MonitorJobResponse struct {
 	// Set on the last message only: why monitoring ended.
 	ReturnCode MonitorReturnCode `protobuf:"varint,2,opt,name=return_code,json=returnCode,proto3,enum=campfire.admin.v1.MonitorReturnCode" json:"return_code,omitempty"`
 	// When the site sent this message.
-	SentAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SentAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	// Rounds recorded since the previous message of this stream (the first
+	// message carries none: GetJobMetrics returns the history before it).
+	Rounds []*RoundRecord `protobuf:"bytes,4,rep,name=rounds,proto3" json:"rounds,omitempty"`
+	// Client metric records received since the previous message of this
+	// stream. A watcher reading slower than records come loses the oldest
+	// beyond 1,000 per message, counted in dropped_client_records.
+	ClientRecords []*ClientMetricRecord `protobuf:"bytes,5,rep,name=client_records,json=clientRecords,proto3" json:"client_records,omitempty"`
+	// Client records this stream left out since its previous message because
+	// the watcher read too slowly.
+	DroppedClientRecords uint32 `protobuf:"varint,6,opt,name=dropped_client_records,json=droppedClientRecords,proto3" json:"dropped_client_records,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *MonitorJobResponse) Reset() {
@@ -1221,11 +1231,32 @@ func (x *MonitorJobResponse) GetSentAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *MonitorJobResponse) GetRounds() []*RoundRecord {
+	if x != nil {
+		return x.Rounds
+	}
+	return nil
+}
+
+func (x *MonitorJobResponse) GetClientRecords() []*ClientMetricRecord {
+	if x != nil {
+		return x.ClientRecords
+	}
+	return nil
+}
+
+func (x *MonitorJobResponse) GetDroppedClientRecords() uint32 {
+	if x != nil {
+		return x.DroppedClientRecords
+	}
+	return 0
+}
+
 var File_campfire_admin_v1_session_service_proto protoreflect.FileDescriptor
 
 const file_campfire_admin_v1_session_service_proto_rawDesc = "" +
 	"\n" +
-	"'campfire/admin/v1/session_service.proto\x12\x11campfire.admin.v1\x1a\x1bcampfire/admin/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n" +
+	"'campfire/admin/v1/session_service.proto\x12\x11campfire.admin.v1\x1a\x1bcampfire/admin/v1/job.proto\x1a\x1fcampfire/admin/v1/metrics.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n" +
 	"\x10SubmitJobRequest\x12@\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2 .campfire.admin.v1.JobDefinitionR\n" +
@@ -1290,17 +1321,20 @@ const file_campfire_admin_v1_session_service_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\x0e2\x1c.campfire.admin.v1.RunStatusR\x06status\"_\n" +
 	"\x11MonitorJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x123\n" +
-	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xc0\x01\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xfc\x02\n" +
 	"\x12MonitorJobResponse\x12.\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1a.campfire.admin.v1.JobMetaR\x04meta\x12E\n" +
 	"\vreturn_code\x18\x02 \x01(\x0e2$.campfire.admin.v1.MonitorReturnCodeR\n" +
 	"returnCode\x123\n" +
-	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt*\xa4\x01\n" +
+	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x126\n" +
+	"\x06rounds\x18\x04 \x03(\v2\x1e.campfire.admin.v1.RoundRecordR\x06rounds\x12L\n" +
+	"\x0eclient_records\x18\x05 \x03(\v2%.campfire.admin.v1.ClientMetricRecordR\rclientRecords\x124\n" +
+	"\x16dropped_client_records\x18\x06 \x01(\rR\x14droppedClientRecords*\xa4\x01\n" +
 	"\x11MonitorReturnCode\x12#\n" +
 	"\x1fMONITOR_RETURN_CODE_UNSPECIFIED\x10\x00\x12$\n" +
 	" MONITOR_RETURN_CODE_JOB_FINISHED\x10\x01\x12\x1f\n" +
 	"\x1bMONITOR_RETURN_CODE_TIMEOUT\x10\x02\x12#\n" +
-	"\x1fMONITOR_RETURN_CODE_ENDED_BY_CB\x10\x032\xcd\x06\n" +
+	"\x1fMONITOR_RETURN_CODE_ENDED_BY_CB\x10\x032\x8e\b\n" +
 	"\x0eSessionService\x12V\n" +
 	"\tSubmitJob\x12#.campfire.admin.v1.SubmitJobRequest\x1a$.campfire.admin.v1.SubmitJobResponse\x12S\n" +
 	"\bCloneJob\x12\".campfire.admin.v1.CloneJobRequest\x1a#.campfire.admin.v1.CloneJobResponse\x12Y\n" +
@@ -1312,7 +1346,10 @@ const file_campfire_admin_v1_session_service_proto_rawDesc = "" +
 	"\tDeleteJob\x12#.campfire.admin.v1.DeleteJobRequest\x1a$.campfire.admin.v1.DeleteJobResponse\x12b\n" +
 	"\rGetSystemInfo\x12'.campfire.admin.v1.GetSystemInfoRequest\x1a(.campfire.admin.v1.GetSystemInfoResponse\x12[\n" +
 	"\n" +
-	"MonitorJob\x12$.campfire.admin.v1.MonitorJobRequest\x1a%.campfire.admin.v1.MonitorJobResponse0\x01B\xc9\x01\n" +
+	"MonitorJob\x12$.campfire.admin.v1.MonitorJobRequest\x1a%.campfire.admin.v1.MonitorJobResponse0\x01\x12b\n" +
+	"\rGetJobMetrics\x12'.campfire.admin.v1.GetJobMetricsRequest\x1a(.campfire.admin.v1.GetJobMetricsResponse\x12[\n" +
+	"\n" +
+	"GetJobLogs\x12$.campfire.admin.v1.GetJobLogsRequest\x1a%.campfire.admin.v1.GetJobLogsResponse0\x01B\xc9\x01\n" +
 	"\x15com.campfire.admin.v1B\x13SessionServiceProtoP\x01Z5campfire.dev/clients/go/gen/campfire/admin/v1;adminv1\xa2\x02\x03CAX\xaa\x02\x11Campfire.Admin.V1\xca\x02\x11Campfire\\Admin\\V1\xe2\x02\x1dCampfire\\Admin\\V1\\GPBMetadata\xea\x02\x13Campfire::Admin::V1b\x06proto3"
 
 var (
@@ -1358,6 +1395,12 @@ var file_campfire_admin_v1_session_service_proto_goTypes = []any{
 	(RunStatus)(0),                    // 25: campfire.admin.v1.RunStatus
 	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),       // 27: google.protobuf.Duration
+	(*RoundRecord)(nil),               // 28: campfire.admin.v1.RoundRecord
+	(*ClientMetricRecord)(nil),        // 29: campfire.admin.v1.ClientMetricRecord
+	(*GetJobMetricsRequest)(nil),      // 30: campfire.admin.v1.GetJobMetricsRequest
+	(*GetJobLogsRequest)(nil),         // 31: campfire.admin.v1.GetJobLogsRequest
+	(*GetJobMetricsResponse)(nil),     // 32: campfire.admin.v1.GetJobMetricsResponse
+	(*GetJobLogsResponse)(nil),        // 33: campfire.admin.v1.GetJobLogsResponse
 }
 var file_campfire_admin_v1_session_service_proto_depIdxs = []int32{
 	23, // 0: campfire.admin.v1.SubmitJobRequest.definition:type_name -> campfire.admin.v1.JobDefinition
@@ -1375,29 +1418,35 @@ var file_campfire_admin_v1_session_service_proto_depIdxs = []int32{
 	24, // 12: campfire.admin.v1.MonitorJobResponse.meta:type_name -> campfire.admin.v1.JobMeta
 	0,  // 13: campfire.admin.v1.MonitorJobResponse.return_code:type_name -> campfire.admin.v1.MonitorReturnCode
 	26, // 14: campfire.admin.v1.MonitorJobResponse.sent_at:type_name -> google.protobuf.Timestamp
-	1,  // 15: campfire.admin.v1.SessionService.SubmitJob:input_type -> campfire.admin.v1.SubmitJobRequest
-	3,  // 16: campfire.admin.v1.SessionService.CloneJob:input_type -> campfire.admin.v1.CloneJobRequest
-	5,  // 17: campfire.admin.v1.SessionService.GetJobMeta:input_type -> campfire.admin.v1.GetJobMetaRequest
-	7,  // 18: campfire.admin.v1.SessionService.ListJobs:input_type -> campfire.admin.v1.ListJobsRequest
-	9,  // 19: campfire.admin.v1.SessionService.DownloadJobResult:input_type -> campfire.admin.v1.DownloadJobResultRequest
-	11, // 20: campfire.admin.v1.SessionService.AbortJob:input_type -> campfire.admin.v1.AbortJobRequest
-	13, // 21: campfire.admin.v1.SessionService.DeleteJob:input_type -> campfire.admin.v1.DeleteJobRequest
-	15, // 22: campfire.admin.v1.SessionService.GetSystemInfo:input_type -> campfire.admin.v1.GetSystemInfoRequest
-	20, // 23: campfire.admin.v1.SessionService.MonitorJob:input_type -> campfire.admin.v1.MonitorJobRequest
-	2,  // 24: campfire.admin.v1.SessionService.SubmitJob:output_type -> campfire.admin.v1.SubmitJobResponse
-	4,  // 25: campfire.admin.v1.SessionService.CloneJob:output_type -> campfire.admin.v1.CloneJobResponse
-	6,  // 26: campfire.admin.v1.SessionService.GetJobMeta:output_type -> campfire.admin.v1.GetJobMetaResponse
-	8,  // 27: campfire.admin.v1.SessionService.ListJobs:output_type -> campfire.admin.v1.ListJobsResponse
-	10, // 28: campfire.admin.v1.SessionService.DownloadJobResult:output_type -> campfire.admin.v1.DownloadJobResultResponse
-	12, // 29: campfire.admin.v1.SessionService.AbortJob:output_type -> campfire.admin.v1.AbortJobResponse
-	14, // 30: campfire.admin.v1.SessionService.DeleteJob:output_type -> campfire.admin.v1.DeleteJobResponse
-	16, // 31: campfire.admin.v1.SessionService.GetSystemInfo:output_type -> campfire.admin.v1.GetSystemInfoResponse
-	21, // 32: campfire.admin.v1.SessionService.MonitorJob:output_type -> campfire.admin.v1.MonitorJobResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 15: campfire.admin.v1.MonitorJobResponse.rounds:type_name -> campfire.admin.v1.RoundRecord
+	29, // 16: campfire.admin.v1.MonitorJobResponse.client_records:type_name -> campfire.admin.v1.ClientMetricRecord
+	1,  // 17: campfire.admin.v1.SessionService.SubmitJob:input_type -> campfire.admin.v1.SubmitJobRequest
+	3,  // 18: campfire.admin.v1.SessionService.CloneJob:input_type -> campfire.admin.v1.CloneJobRequest
+	5,  // 19: campfire.admin.v1.SessionService.GetJobMeta:input_type -> campfire.admin.v1.GetJobMetaRequest
+	7,  // 20: campfire.admin.v1.SessionService.ListJobs:input_type -> campfire.admin.v1.ListJobsRequest
+	9,  // 21: campfire.admin.v1.SessionService.DownloadJobResult:input_type -> campfire.admin.v1.DownloadJobResultRequest
+	11, // 22: campfire.admin.v1.SessionService.AbortJob:input_type -> campfire.admin.v1.AbortJobRequest
+	13, // 23: campfire.admin.v1.SessionService.DeleteJob:input_type -> campfire.admin.v1.DeleteJobRequest
+	15, // 24: campfire.admin.v1.SessionService.GetSystemInfo:input_type -> campfire.admin.v1.GetSystemInfoRequest
+	20, // 25: campfire.admin.v1.SessionService.MonitorJob:input_type -> campfire.admin.v1.MonitorJobRequest
+	30, // 26: campfire.admin.v1.SessionService.GetJobMetrics:input_type -> campfire.admin.v1.GetJobMetricsRequest
+	31, // 27: campfire.admin.v1.SessionService.GetJobLogs:input_type -> campfire.admin.v1.GetJobLogsRequest
+	2,  // 28: campfire.admin.v1.SessionService.SubmitJob:output_type -> campfire.admin.v1.SubmitJobResponse
+	4,  // 29: campfire.admin.v1.SessionService.CloneJob:output_type -> campfire.admin.v1.CloneJobResponse
+	6,  // 30: campfire.admin.v1.SessionService.GetJobMeta:output_type -> campfire.admin.v1.GetJobMetaResponse
+	8,  // 31: campfire.admin.v1.SessionService.ListJobs:output_type -> campfire.admin.v1.ListJobsResponse
+	10, // 32: campfire.admin.v1.SessionService.DownloadJobResult:output_type -> campfire.admin.v1.DownloadJobResultResponse
+	12, // 33: campfire.admin.v1.SessionService.AbortJob:output_type -> campfire.admin.v1.AbortJobResponse
+	14, // 34: campfire.admin.v1.SessionService.DeleteJob:output_type -> campfire.admin.v1.DeleteJobResponse
+	16, // 35: campfire.admin.v1.SessionService.GetSystemInfo:output_type -> campfire.admin.v1.GetSystemInfoResponse
+	21, // 36: campfire.admin.v1.SessionService.MonitorJob:output_type -> campfire.admin.v1.MonitorJobResponse
+	32, // 37: campfire.admin.v1.SessionService.GetJobMetrics:output_type -> campfire.admin.v1.GetJobMetricsResponse
+	33, // 38: campfire.admin.v1.SessionService.GetJobLogs:output_type -> campfire.admin.v1.GetJobLogsResponse
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_campfire_admin_v1_session_service_proto_init() }
@@ -1406,6 +1455,7 @@ func file_campfire_admin_v1_session_service_proto_init() {
 		return
 	}
 	file_campfire_admin_v1_job_proto_init()
+	file_campfire_admin_v1_metrics_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -28,6 +28,8 @@ const (
 	SessionService_DeleteJob_FullMethodName         = "/campfire.admin.v1.SessionService/DeleteJob"
 	SessionService_GetSystemInfo_FullMethodName     = "/campfire.admin.v1.SessionService/GetSystemInfo"
 	SessionService_MonitorJob_FullMethodName        = "/campfire.admin.v1.SessionService/MonitorJob"
+	SessionService_GetJobMetrics_FullMethodName     = "/campfire.admin.v1.SessionService/GetJobMetrics"
+	SessionService_GetJobLogs_FullMethodName        = "/campfire.admin.v1.SessionService/GetJobLogs"
 )
 
 // SessionServiceClient is the client API for SessionService service.
@@ -66,6 +68,15 @@ type SessionServiceClient interface {
 	// Streams a job's status changes and progress until it finishes or the
 	// timeout passes. The last message carries the return code.
 	MonitorJob(ctx context.Context, in *MonitorJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MonitorJobResponse], error)
+	// Returns a job's metric history: the workflow's per-round figures and the
+	// metric records its clients' trainers logged, oldest first. It is kept
+	// with the job (and survives a site restart) until the job is deleted.
+	GetJobMetrics(ctx context.Context, in *GetJobMetricsRequest, opts ...grpc.CallOption) (*GetJobMetricsResponse, error)
+	// Streams the lines a job's trainers logged (TrainerLog on the agent
+	// stream), oldest first, in batches; with `follow`, then the new ones as
+	// they arrive, until the job finishes or the caller cancels. Lines are kept
+	// with the job until it is deleted.
+	GetJobLogs(ctx context.Context, in *GetJobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetJobLogsResponse], error)
 }
 
 type sessionServiceClient struct {
@@ -184,6 +195,35 @@ func (c *sessionServiceClient) MonitorJob(ctx context.Context, in *MonitorJobReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SessionService_MonitorJobClient = grpc.ServerStreamingClient[MonitorJobResponse]
 
+func (c *sessionServiceClient) GetJobMetrics(ctx context.Context, in *GetJobMetricsRequest, opts ...grpc.CallOption) (*GetJobMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetJobMetricsResponse)
+	err := c.cc.Invoke(ctx, SessionService_GetJobMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionServiceClient) GetJobLogs(ctx context.Context, in *GetJobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetJobLogsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[2], SessionService_GetJobLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetJobLogsRequest, GetJobLogsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionService_GetJobLogsClient = grpc.ServerStreamingClient[GetJobLogsResponse]
+
 // SessionServiceServer is the server API for SessionService service.
 // All implementations must embed UnimplementedSessionServiceServer
 // for forward compatibility.
@@ -220,6 +260,15 @@ type SessionServiceServer interface {
 	// Streams a job's status changes and progress until it finishes or the
 	// timeout passes. The last message carries the return code.
 	MonitorJob(*MonitorJobRequest, grpc.ServerStreamingServer[MonitorJobResponse]) error
+	// Returns a job's metric history: the workflow's per-round figures and the
+	// metric records its clients' trainers logged, oldest first. It is kept
+	// with the job (and survives a site restart) until the job is deleted.
+	GetJobMetrics(context.Context, *GetJobMetricsRequest) (*GetJobMetricsResponse, error)
+	// Streams the lines a job's trainers logged (TrainerLog on the agent
+	// stream), oldest first, in batches; with `follow`, then the new ones as
+	// they arrive, until the job finishes or the caller cancels. Lines are kept
+	// with the job until it is deleted.
+	GetJobLogs(*GetJobLogsRequest, grpc.ServerStreamingServer[GetJobLogsResponse]) error
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -256,6 +305,12 @@ func (UnimplementedSessionServiceServer) GetSystemInfo(context.Context, *GetSyst
 }
 func (UnimplementedSessionServiceServer) MonitorJob(*MonitorJobRequest, grpc.ServerStreamingServer[MonitorJobResponse]) error {
 	return status.Error(codes.Unimplemented, "method MonitorJob not implemented")
+}
+func (UnimplementedSessionServiceServer) GetJobMetrics(context.Context, *GetJobMetricsRequest) (*GetJobMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetJobMetrics not implemented")
+}
+func (UnimplementedSessionServiceServer) GetJobLogs(*GetJobLogsRequest, grpc.ServerStreamingServer[GetJobLogsResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetJobLogs not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 func (UnimplementedSessionServiceServer) testEmbeddedByValue()                        {}
@@ -426,6 +481,35 @@ func _SessionService_MonitorJob_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SessionService_MonitorJobServer = grpc.ServerStreamingServer[MonitorJobResponse]
 
+func _SessionService_GetJobMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJobMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).GetJobMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_GetJobMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).GetJobMetrics(ctx, req.(*GetJobMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionService_GetJobLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetJobLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SessionServiceServer).GetJobLogs(m, &grpc.GenericServerStream[GetJobLogsRequest, GetJobLogsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionService_GetJobLogsServer = grpc.ServerStreamingServer[GetJobLogsResponse]
+
 // SessionService_ServiceDesc is the grpc.ServiceDesc for SessionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -461,6 +545,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetSystemInfo",
 			Handler:    _SessionService_GetSystemInfo_Handler,
 		},
+		{
+			MethodName: "GetJobMetrics",
+			Handler:    _SessionService_GetJobMetrics_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -471,6 +559,11 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "MonitorJob",
 			Handler:       _SessionService_MonitorJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetJobLogs",
+			Handler:       _SessionService_GetJobLogs_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -149,6 +149,67 @@ func (ByeReason) EnumDescriptor() ([]byte, []int) {
 	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{1}
 }
 
+// How serious a trainer's log line is.
+type LogLevel int32
+
+const (
+	// Not set: read as INFO.
+	LogLevel_LOG_LEVEL_UNSPECIFIED LogLevel = 0
+	// Detail for debugging.
+	LogLevel_LOG_LEVEL_DEBUG LogLevel = 1
+	// Progress.
+	LogLevel_LOG_LEVEL_INFO LogLevel = 2
+	// Something looks wrong, work goes on.
+	LogLevel_LOG_LEVEL_WARN LogLevel = 3
+	// Something failed.
+	LogLevel_LOG_LEVEL_ERROR LogLevel = 4
+)
+
+// Enum value maps for LogLevel.
+var (
+	LogLevel_name = map[int32]string{
+		0: "LOG_LEVEL_UNSPECIFIED",
+		1: "LOG_LEVEL_DEBUG",
+		2: "LOG_LEVEL_INFO",
+		3: "LOG_LEVEL_WARN",
+		4: "LOG_LEVEL_ERROR",
+	}
+	LogLevel_value = map[string]int32{
+		"LOG_LEVEL_UNSPECIFIED": 0,
+		"LOG_LEVEL_DEBUG":       1,
+		"LOG_LEVEL_INFO":        2,
+		"LOG_LEVEL_WARN":        3,
+		"LOG_LEVEL_ERROR":       4,
+	}
+)
+
+func (x LogLevel) Enum() *LogLevel {
+	p := new(LogLevel)
+	*p = x
+	return p
+}
+
+func (x LogLevel) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LogLevel) Descriptor() protoreflect.EnumDescriptor {
+	return file_campfire_agent_v1_agent_service_proto_enumTypes[2].Descriptor()
+}
+
+func (LogLevel) Type() protoreflect.EnumType {
+	return &file_campfire_agent_v1_agent_service_proto_enumTypes[2]
+}
+
+func (x LogLevel) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LogLevel.Descriptor instead.
+func (LogLevel) EnumDescriptor() ([]byte, []int) {
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{2}
+}
+
 // A message from the agent to the site on the control stream.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -162,6 +223,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_Bye
 	//	*ConnectRequest_Metric
+	//	*ConnectRequest_TrainerLog
 	Kind          isConnectRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -258,6 +320,15 @@ func (x *ConnectRequest) GetMetric() *MetricRecord {
 	return nil
 }
 
+func (x *ConnectRequest) GetTrainerLog() *TrainerLog {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectRequest_TrainerLog); ok {
+			return x.TrainerLog
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Kind interface {
 	isConnectRequest_Kind()
 }
@@ -292,6 +363,11 @@ type ConnectRequest_Metric struct {
 	Metric *MetricRecord `protobuf:"bytes,6,opt,name=metric,proto3,oneof"`
 }
 
+type ConnectRequest_TrainerLog struct {
+	// A line of text the trainer logged (progress, warnings, errors).
+	TrainerLog *TrainerLog `protobuf:"bytes,7,opt,name=trainer_log,json=trainerLog,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_TaskAck) isConnectRequest_Kind() {}
@@ -303,6 +379,8 @@ func (*ConnectRequest_Heartbeat) isConnectRequest_Kind() {}
 func (*ConnectRequest_Bye) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_Metric) isConnectRequest_Kind() {}
+
+func (*ConnectRequest_TrainerLog) isConnectRequest_Kind() {}
 
 // A message from the site to the agent on the control stream.
 type ConnectResponse struct {
@@ -1217,6 +1295,82 @@ func (x *MetricRecord) GetLoggedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// A line of text the trainer logged. The site keeps it with the job of the
+// task (task_id, or the task in flight when empty) and the agent's client;
+// lines outside any job are not kept. A message over 8 KiB is cut to 8 KiB
+// (the site keeps what fits, marking the cut with "…").
+type TrainerLog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task during which the line was logged; empty for the task in flight.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// How serious it is.
+	Level LogLevel `protobuf:"varint,2,opt,name=level,proto3,enum=campfire.agent.v1.LogLevel" json:"level,omitempty"`
+	// The text, one line (UTF-8); line breaks are kept as they are.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// When the trainer logged it.
+	LoggedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=logged_at,json=loggedAt,proto3" json:"logged_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrainerLog) Reset() {
+	*x = TrainerLog{}
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrainerLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrainerLog) ProtoMessage() {}
+
+func (x *TrainerLog) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrainerLog.ProtoReflect.Descriptor instead.
+func (*TrainerLog) Descriptor() ([]byte, []int) {
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TrainerLog) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *TrainerLog) GetLevel() LogLevel {
+	if x != nil {
+		return x.Level
+	}
+	return LogLevel_LOG_LEVEL_UNSPECIFIED
+}
+
+func (x *TrainerLog) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TrainerLog) GetLoggedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LoggedAt
+	}
+	return nil
+}
+
 // Task or result data: inline when small, otherwise a reference to a payload
 // moved in chunks by UploadPayload / DownloadPayload.
 type Payload struct {
@@ -1234,7 +1388,7 @@ type Payload struct {
 
 func (x *Payload) Reset() {
 	*x = Payload{}
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[12]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1400,7 @@ func (x *Payload) String() string {
 func (*Payload) ProtoMessage() {}
 
 func (x *Payload) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[12]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1413,7 @@ func (x *Payload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Payload.ProtoReflect.Descriptor instead.
 func (*Payload) Descriptor() ([]byte, []int) {
-	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{12}
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Payload) GetBody() isPayload_Body {
@@ -1319,7 +1473,7 @@ type PayloadRef struct {
 
 func (x *PayloadRef) Reset() {
 	*x = PayloadRef{}
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[13]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1485,7 @@ func (x *PayloadRef) String() string {
 func (*PayloadRef) ProtoMessage() {}
 
 func (x *PayloadRef) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[13]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1498,7 @@ func (x *PayloadRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PayloadRef.ProtoReflect.Descriptor instead.
 func (*PayloadRef) Descriptor() ([]byte, []int) {
-	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{13}
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PayloadRef) GetPayloadId() string {
@@ -1377,7 +1531,7 @@ type UploadPayloadRequest struct {
 
 func (x *UploadPayloadRequest) Reset() {
 	*x = UploadPayloadRequest{}
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[14]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1543,7 @@ func (x *UploadPayloadRequest) String() string {
 func (*UploadPayloadRequest) ProtoMessage() {}
 
 func (x *UploadPayloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[14]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1556,7 @@ func (x *UploadPayloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadPayloadRequest.ProtoReflect.Descriptor instead.
 func (*UploadPayloadRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{14}
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UploadPayloadRequest) GetPart() isUploadPayloadRequest_Part {
@@ -1463,7 +1617,7 @@ type UploadHeader struct {
 
 func (x *UploadHeader) Reset() {
 	*x = UploadHeader{}
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[15]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1629,7 @@ func (x *UploadHeader) String() string {
 func (*UploadHeader) ProtoMessage() {}
 
 func (x *UploadHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[15]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1642,7 @@ func (x *UploadHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
 func (*UploadHeader) Descriptor() ([]byte, []int) {
-	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{15}
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UploadHeader) GetAgentId() string {
@@ -1516,7 +1670,7 @@ type UploadPayloadResponse struct {
 
 func (x *UploadPayloadResponse) Reset() {
 	*x = UploadPayloadResponse{}
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[16]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1682,7 @@ func (x *UploadPayloadResponse) String() string {
 func (*UploadPayloadResponse) ProtoMessage() {}
 
 func (x *UploadPayloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[16]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1695,7 @@ func (x *UploadPayloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadPayloadResponse.ProtoReflect.Descriptor instead.
 func (*UploadPayloadResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{16}
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UploadPayloadResponse) GetPayloadId() string {
@@ -1562,7 +1716,7 @@ type DownloadPayloadRequest struct {
 
 func (x *DownloadPayloadRequest) Reset() {
 	*x = DownloadPayloadRequest{}
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[17]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1728,7 @@ func (x *DownloadPayloadRequest) String() string {
 func (*DownloadPayloadRequest) ProtoMessage() {}
 
 func (x *DownloadPayloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[17]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1741,7 @@ func (x *DownloadPayloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPayloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadPayloadRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{17}
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DownloadPayloadRequest) GetPayloadId() string {
@@ -1608,7 +1762,7 @@ type DownloadPayloadResponse struct {
 
 func (x *DownloadPayloadResponse) Reset() {
 	*x = DownloadPayloadResponse{}
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[18]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1774,7 @@ func (x *DownloadPayloadResponse) String() string {
 func (*DownloadPayloadResponse) ProtoMessage() {}
 
 func (x *DownloadPayloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[18]
+	mi := &file_campfire_agent_v1_agent_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1787,7 @@ func (x *DownloadPayloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPayloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadPayloadResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{18}
+	return file_campfire_agent_v1_agent_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DownloadPayloadResponse) GetChunk() []byte {
@@ -1647,14 +1801,16 @@ var File_campfire_agent_v1_agent_service_proto protoreflect.FileDescriptor
 
 const file_campfire_agent_v1_agent_service_proto_rawDesc = "" +
 	"\n" +
-	"%campfire/agent/v1/agent_service.proto\x12\x11campfire.agent.v1\x1a!campfire/common/v1/exchange.proto\x1a&campfire/common/v1/job_signature.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x02\n" +
+	"%campfire/agent/v1/agent_service.proto\x12\x11campfire.agent.v1\x1a!campfire/common/v1/exchange.proto\x1a&campfire/common/v1/job_signature.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x03\n" +
 	"\x0eConnectRequest\x120\n" +
 	"\x05hello\x18\x01 \x01(\v2\x18.campfire.agent.v1.HelloH\x00R\x05hello\x127\n" +
 	"\btask_ack\x18\x02 \x01(\v2\x1a.campfire.agent.v1.TaskAckH\x00R\ataskAck\x127\n" +
 	"\x06result\x18\x03 \x01(\v2\x1d.campfire.agent.v1.TaskResultH\x00R\x06result\x12<\n" +
 	"\theartbeat\x18\x04 \x01(\v2\x1c.campfire.agent.v1.HeartbeatH\x00R\theartbeat\x12*\n" +
 	"\x03bye\x18\x05 \x01(\v2\x16.campfire.agent.v1.ByeH\x00R\x03bye\x129\n" +
-	"\x06metric\x18\x06 \x01(\v2\x1f.campfire.agent.v1.MetricRecordH\x00R\x06metricB\x06\n" +
+	"\x06metric\x18\x06 \x01(\v2\x1f.campfire.agent.v1.MetricRecordH\x00R\x06metric\x12@\n" +
+	"\vtrainer_log\x18\a \x01(\v2\x1d.campfire.agent.v1.TrainerLogH\x00R\n" +
+	"trainerLogB\x06\n" +
 	"\x04kind\"\xdf\x02\n" +
 	"\x0fConnectResponse\x126\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1a.campfire.agent.v1.WelcomeH\x00R\awelcome\x12-\n" +
@@ -1721,6 +1877,12 @@ const file_campfire_agent_v1_agent_service_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x128\n" +
 	"\x06record\x18\x03 \x01(\v2 .campfire.common.v1.DataExchangeR\x06record\x127\n" +
+	"\tlogged_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bloggedAt\"\xab\x01\n" +
+	"\n" +
+	"TrainerLog\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x121\n" +
+	"\x05level\x18\x02 \x01(\x0e2\x1b.campfire.agent.v1.LogLevelR\x05level\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x127\n" +
 	"\tlogged_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bloggedAt\"\x80\x01\n" +
 	"\aPayload\x12:\n" +
 	"\x06inline\x18\x01 \x01(\v2 .campfire.common.v1.DataExchangeH\x00R\x06inline\x121\n" +
@@ -1759,7 +1921,13 @@ const file_campfire_agent_v1_agent_service_proto_rawDesc = "" +
 	"\x14BYE_REASON_JOB_ENDED\x10\x01\x12!\n" +
 	"\x1dBYE_REASON_SITE_SHUTTING_DOWN\x10\x02\x12\x1d\n" +
 	"\x19BYE_REASON_AGENT_STOPPING\x10\x03\x12\x17\n" +
-	"\x13BYE_REASON_REPLACED\x10\x042\xb6\x02\n" +
+	"\x13BYE_REASON_REPLACED\x10\x04*w\n" +
+	"\bLogLevel\x12\x19\n" +
+	"\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n" +
+	"\x0eLOG_LEVEL_INFO\x10\x02\x12\x12\n" +
+	"\x0eLOG_LEVEL_WARN\x10\x03\x12\x13\n" +
+	"\x0fLOG_LEVEL_ERROR\x10\x042\xb6\x02\n" +
 	"\fAgentService\x12T\n" +
 	"\aConnect\x12!.campfire.agent.v1.ConnectRequest\x1a\".campfire.agent.v1.ConnectResponse(\x010\x01\x12d\n" +
 	"\rUploadPayload\x12'.campfire.agent.v1.UploadPayloadRequest\x1a(.campfire.agent.v1.UploadPayloadResponse(\x01\x12j\n" +
@@ -1778,79 +1946,84 @@ func file_campfire_agent_v1_agent_service_proto_rawDescGZIP() []byte {
 	return file_campfire_agent_v1_agent_service_proto_rawDescData
 }
 
-var file_campfire_agent_v1_agent_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_campfire_agent_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_campfire_agent_v1_agent_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_campfire_agent_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_campfire_agent_v1_agent_service_proto_goTypes = []any{
 	(ResultDisposition)(0),          // 0: campfire.agent.v1.ResultDisposition
 	(ByeReason)(0),                  // 1: campfire.agent.v1.ByeReason
-	(*ConnectRequest)(nil),          // 2: campfire.agent.v1.ConnectRequest
-	(*ConnectResponse)(nil),         // 3: campfire.agent.v1.ConnectResponse
-	(*Hello)(nil),                   // 4: campfire.agent.v1.Hello
-	(*Welcome)(nil),                 // 5: campfire.agent.v1.Welcome
-	(*Task)(nil),                    // 6: campfire.agent.v1.Task
-	(*TaskAck)(nil),                 // 7: campfire.agent.v1.TaskAck
-	(*TaskResult)(nil),              // 8: campfire.agent.v1.TaskResult
-	(*ResultAck)(nil),               // 9: campfire.agent.v1.ResultAck
-	(*Heartbeat)(nil),               // 10: campfire.agent.v1.Heartbeat
-	(*AbortTask)(nil),               // 11: campfire.agent.v1.AbortTask
-	(*Bye)(nil),                     // 12: campfire.agent.v1.Bye
-	(*MetricRecord)(nil),            // 13: campfire.agent.v1.MetricRecord
-	(*Payload)(nil),                 // 14: campfire.agent.v1.Payload
-	(*PayloadRef)(nil),              // 15: campfire.agent.v1.PayloadRef
-	(*UploadPayloadRequest)(nil),    // 16: campfire.agent.v1.UploadPayloadRequest
-	(*UploadHeader)(nil),            // 17: campfire.agent.v1.UploadHeader
-	(*UploadPayloadResponse)(nil),   // 18: campfire.agent.v1.UploadPayloadResponse
-	(*DownloadPayloadRequest)(nil),  // 19: campfire.agent.v1.DownloadPayloadRequest
-	(*DownloadPayloadResponse)(nil), // 20: campfire.agent.v1.DownloadPayloadResponse
-	nil,                             // 21: campfire.agent.v1.Hello.ResourcesEntry
-	(*durationpb.Duration)(nil),     // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
-	(*v1.JobSignature)(nil),         // 24: campfire.common.v1.JobSignature
-	(v1.ReturnCode)(0),              // 25: campfire.common.v1.ReturnCode
-	(*v1.DataExchange)(nil),         // 26: campfire.common.v1.DataExchange
+	(LogLevel)(0),                   // 2: campfire.agent.v1.LogLevel
+	(*ConnectRequest)(nil),          // 3: campfire.agent.v1.ConnectRequest
+	(*ConnectResponse)(nil),         // 4: campfire.agent.v1.ConnectResponse
+	(*Hello)(nil),                   // 5: campfire.agent.v1.Hello
+	(*Welcome)(nil),                 // 6: campfire.agent.v1.Welcome
+	(*Task)(nil),                    // 7: campfire.agent.v1.Task
+	(*TaskAck)(nil),                 // 8: campfire.agent.v1.TaskAck
+	(*TaskResult)(nil),              // 9: campfire.agent.v1.TaskResult
+	(*ResultAck)(nil),               // 10: campfire.agent.v1.ResultAck
+	(*Heartbeat)(nil),               // 11: campfire.agent.v1.Heartbeat
+	(*AbortTask)(nil),               // 12: campfire.agent.v1.AbortTask
+	(*Bye)(nil),                     // 13: campfire.agent.v1.Bye
+	(*MetricRecord)(nil),            // 14: campfire.agent.v1.MetricRecord
+	(*TrainerLog)(nil),              // 15: campfire.agent.v1.TrainerLog
+	(*Payload)(nil),                 // 16: campfire.agent.v1.Payload
+	(*PayloadRef)(nil),              // 17: campfire.agent.v1.PayloadRef
+	(*UploadPayloadRequest)(nil),    // 18: campfire.agent.v1.UploadPayloadRequest
+	(*UploadHeader)(nil),            // 19: campfire.agent.v1.UploadHeader
+	(*UploadPayloadResponse)(nil),   // 20: campfire.agent.v1.UploadPayloadResponse
+	(*DownloadPayloadRequest)(nil),  // 21: campfire.agent.v1.DownloadPayloadRequest
+	(*DownloadPayloadResponse)(nil), // 22: campfire.agent.v1.DownloadPayloadResponse
+	nil,                             // 23: campfire.agent.v1.Hello.ResourcesEntry
+	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
+	(*v1.JobSignature)(nil),         // 26: campfire.common.v1.JobSignature
+	(v1.ReturnCode)(0),              // 27: campfire.common.v1.ReturnCode
+	(*v1.DataExchange)(nil),         // 28: campfire.common.v1.DataExchange
 }
 var file_campfire_agent_v1_agent_service_proto_depIdxs = []int32{
-	4,  // 0: campfire.agent.v1.ConnectRequest.hello:type_name -> campfire.agent.v1.Hello
-	7,  // 1: campfire.agent.v1.ConnectRequest.task_ack:type_name -> campfire.agent.v1.TaskAck
-	8,  // 2: campfire.agent.v1.ConnectRequest.result:type_name -> campfire.agent.v1.TaskResult
-	10, // 3: campfire.agent.v1.ConnectRequest.heartbeat:type_name -> campfire.agent.v1.Heartbeat
-	12, // 4: campfire.agent.v1.ConnectRequest.bye:type_name -> campfire.agent.v1.Bye
-	13, // 5: campfire.agent.v1.ConnectRequest.metric:type_name -> campfire.agent.v1.MetricRecord
-	5,  // 6: campfire.agent.v1.ConnectResponse.welcome:type_name -> campfire.agent.v1.Welcome
-	6,  // 7: campfire.agent.v1.ConnectResponse.task:type_name -> campfire.agent.v1.Task
-	9,  // 8: campfire.agent.v1.ConnectResponse.result_ack:type_name -> campfire.agent.v1.ResultAck
-	10, // 9: campfire.agent.v1.ConnectResponse.heartbeat:type_name -> campfire.agent.v1.Heartbeat
-	11, // 10: campfire.agent.v1.ConnectResponse.abort:type_name -> campfire.agent.v1.AbortTask
-	12, // 11: campfire.agent.v1.ConnectResponse.bye:type_name -> campfire.agent.v1.Bye
-	21, // 12: campfire.agent.v1.Hello.resources:type_name -> campfire.agent.v1.Hello.ResourcesEntry
-	8,  // 13: campfire.agent.v1.Hello.held_result:type_name -> campfire.agent.v1.TaskResult
-	22, // 14: campfire.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	22, // 15: campfire.agent.v1.Welcome.heartbeat_timeout:type_name -> google.protobuf.Duration
-	14, // 16: campfire.agent.v1.Task.payload:type_name -> campfire.agent.v1.Payload
-	23, // 17: campfire.agent.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	9,  // 18: campfire.agent.v1.Task.result_ack:type_name -> campfire.agent.v1.ResultAck
-	24, // 19: campfire.agent.v1.Task.job_signature:type_name -> campfire.common.v1.JobSignature
-	25, // 20: campfire.agent.v1.TaskResult.return_code:type_name -> campfire.common.v1.ReturnCode
-	14, // 21: campfire.agent.v1.TaskResult.payload:type_name -> campfire.agent.v1.Payload
-	0,  // 22: campfire.agent.v1.ResultAck.disposition:type_name -> campfire.agent.v1.ResultDisposition
-	23, // 23: campfire.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	1,  // 24: campfire.agent.v1.Bye.reason:type_name -> campfire.agent.v1.ByeReason
-	26, // 25: campfire.agent.v1.MetricRecord.record:type_name -> campfire.common.v1.DataExchange
-	23, // 26: campfire.agent.v1.MetricRecord.logged_at:type_name -> google.protobuf.Timestamp
-	26, // 27: campfire.agent.v1.Payload.inline:type_name -> campfire.common.v1.DataExchange
-	15, // 28: campfire.agent.v1.Payload.ref:type_name -> campfire.agent.v1.PayloadRef
-	17, // 29: campfire.agent.v1.UploadPayloadRequest.header:type_name -> campfire.agent.v1.UploadHeader
-	2,  // 30: campfire.agent.v1.AgentService.Connect:input_type -> campfire.agent.v1.ConnectRequest
-	16, // 31: campfire.agent.v1.AgentService.UploadPayload:input_type -> campfire.agent.v1.UploadPayloadRequest
-	19, // 32: campfire.agent.v1.AgentService.DownloadPayload:input_type -> campfire.agent.v1.DownloadPayloadRequest
-	3,  // 33: campfire.agent.v1.AgentService.Connect:output_type -> campfire.agent.v1.ConnectResponse
-	18, // 34: campfire.agent.v1.AgentService.UploadPayload:output_type -> campfire.agent.v1.UploadPayloadResponse
-	20, // 35: campfire.agent.v1.AgentService.DownloadPayload:output_type -> campfire.agent.v1.DownloadPayloadResponse
-	33, // [33:36] is the sub-list for method output_type
-	30, // [30:33] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	5,  // 0: campfire.agent.v1.ConnectRequest.hello:type_name -> campfire.agent.v1.Hello
+	8,  // 1: campfire.agent.v1.ConnectRequest.task_ack:type_name -> campfire.agent.v1.TaskAck
+	9,  // 2: campfire.agent.v1.ConnectRequest.result:type_name -> campfire.agent.v1.TaskResult
+	11, // 3: campfire.agent.v1.ConnectRequest.heartbeat:type_name -> campfire.agent.v1.Heartbeat
+	13, // 4: campfire.agent.v1.ConnectRequest.bye:type_name -> campfire.agent.v1.Bye
+	14, // 5: campfire.agent.v1.ConnectRequest.metric:type_name -> campfire.agent.v1.MetricRecord
+	15, // 6: campfire.agent.v1.ConnectRequest.trainer_log:type_name -> campfire.agent.v1.TrainerLog
+	6,  // 7: campfire.agent.v1.ConnectResponse.welcome:type_name -> campfire.agent.v1.Welcome
+	7,  // 8: campfire.agent.v1.ConnectResponse.task:type_name -> campfire.agent.v1.Task
+	10, // 9: campfire.agent.v1.ConnectResponse.result_ack:type_name -> campfire.agent.v1.ResultAck
+	11, // 10: campfire.agent.v1.ConnectResponse.heartbeat:type_name -> campfire.agent.v1.Heartbeat
+	12, // 11: campfire.agent.v1.ConnectResponse.abort:type_name -> campfire.agent.v1.AbortTask
+	13, // 12: campfire.agent.v1.ConnectResponse.bye:type_name -> campfire.agent.v1.Bye
+	23, // 13: campfire.agent.v1.Hello.resources:type_name -> campfire.agent.v1.Hello.ResourcesEntry
+	9,  // 14: campfire.agent.v1.Hello.held_result:type_name -> campfire.agent.v1.TaskResult
+	24, // 15: campfire.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	24, // 16: campfire.agent.v1.Welcome.heartbeat_timeout:type_name -> google.protobuf.Duration
+	16, // 17: campfire.agent.v1.Task.payload:type_name -> campfire.agent.v1.Payload
+	25, // 18: campfire.agent.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	10, // 19: campfire.agent.v1.Task.result_ack:type_name -> campfire.agent.v1.ResultAck
+	26, // 20: campfire.agent.v1.Task.job_signature:type_name -> campfire.common.v1.JobSignature
+	27, // 21: campfire.agent.v1.TaskResult.return_code:type_name -> campfire.common.v1.ReturnCode
+	16, // 22: campfire.agent.v1.TaskResult.payload:type_name -> campfire.agent.v1.Payload
+	0,  // 23: campfire.agent.v1.ResultAck.disposition:type_name -> campfire.agent.v1.ResultDisposition
+	25, // 24: campfire.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	1,  // 25: campfire.agent.v1.Bye.reason:type_name -> campfire.agent.v1.ByeReason
+	28, // 26: campfire.agent.v1.MetricRecord.record:type_name -> campfire.common.v1.DataExchange
+	25, // 27: campfire.agent.v1.MetricRecord.logged_at:type_name -> google.protobuf.Timestamp
+	2,  // 28: campfire.agent.v1.TrainerLog.level:type_name -> campfire.agent.v1.LogLevel
+	25, // 29: campfire.agent.v1.TrainerLog.logged_at:type_name -> google.protobuf.Timestamp
+	28, // 30: campfire.agent.v1.Payload.inline:type_name -> campfire.common.v1.DataExchange
+	17, // 31: campfire.agent.v1.Payload.ref:type_name -> campfire.agent.v1.PayloadRef
+	19, // 32: campfire.agent.v1.UploadPayloadRequest.header:type_name -> campfire.agent.v1.UploadHeader
+	3,  // 33: campfire.agent.v1.AgentService.Connect:input_type -> campfire.agent.v1.ConnectRequest
+	18, // 34: campfire.agent.v1.AgentService.UploadPayload:input_type -> campfire.agent.v1.UploadPayloadRequest
+	21, // 35: campfire.agent.v1.AgentService.DownloadPayload:input_type -> campfire.agent.v1.DownloadPayloadRequest
+	4,  // 36: campfire.agent.v1.AgentService.Connect:output_type -> campfire.agent.v1.ConnectResponse
+	20, // 37: campfire.agent.v1.AgentService.UploadPayload:output_type -> campfire.agent.v1.UploadPayloadResponse
+	22, // 38: campfire.agent.v1.AgentService.DownloadPayload:output_type -> campfire.agent.v1.DownloadPayloadResponse
+	36, // [36:39] is the sub-list for method output_type
+	33, // [33:36] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_campfire_agent_v1_agent_service_proto_init() }
@@ -1865,6 +2038,7 @@ func file_campfire_agent_v1_agent_service_proto_init() {
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Bye)(nil),
 		(*ConnectRequest_Metric)(nil),
+		(*ConnectRequest_TrainerLog)(nil),
 	}
 	file_campfire_agent_v1_agent_service_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -1874,11 +2048,11 @@ func file_campfire_agent_v1_agent_service_proto_init() {
 		(*ConnectResponse_Abort)(nil),
 		(*ConnectResponse_Bye)(nil),
 	}
-	file_campfire_agent_v1_agent_service_proto_msgTypes[12].OneofWrappers = []any{
+	file_campfire_agent_v1_agent_service_proto_msgTypes[13].OneofWrappers = []any{
 		(*Payload_Inline)(nil),
 		(*Payload_Ref)(nil),
 	}
-	file_campfire_agent_v1_agent_service_proto_msgTypes[14].OneofWrappers = []any{
+	file_campfire_agent_v1_agent_service_proto_msgTypes[15].OneofWrappers = []any{
 		(*UploadPayloadRequest_Header)(nil),
 		(*UploadPayloadRequest_Chunk)(nil),
 	}
@@ -1887,8 +2061,8 @@ func file_campfire_agent_v1_agent_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campfire_agent_v1_agent_service_proto_rawDesc), len(file_campfire_agent_v1_agent_service_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
