@@ -1,10 +1,12 @@
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { clientTransport } from "./admin-commands.js";
 import type { Trainer } from "./agent-loop.js";
 import { EXIT, type Runner } from "./exit-codes.js";
 import { integer, resources } from "./parse.js";
+import type { Logger } from "../shared/logger.js";
+import type { JobStore } from "../site/jobs/store.js";
 
 /** Where `campfire site` keeps its jobs unless told otherwise (gitignored). */
 export const DEFAULT_DATA_DIR = ".campfire/site";
@@ -41,6 +43,7 @@ interface SiteCommandOptions {
   tokens?: string;
   tokensFile?: string;
   http?: string;
+  store?: string;
   policy?: string;
   scheduleIntervalMs: number;
   scheduleMaxIntervalMs: number;
@@ -60,6 +63,13 @@ interface AgentCommandOptions {
   heartbeatTimeoutMs: number;
 }
 
+/** The job store a --store URL names (PostgreSQL; workspaces under `dataDir`). */
+async function openStore(url: string, dataDir: string, logger: Logger): Promise<JobStore> {
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new InvalidArgumentError(`--store must be a postgres:// URL, got ${JSON.stringify(url.replace(/:[^:@/]*@/, ":***@"))}`);
+  const { PostgresJobStore } = await import("../postgres-store/store.js");
+  return PostgresJobStore.open({ url, blobDir: dataDir, logger });
+}
+
 export function addProcessCommands(program: Command, run: Runner): void {
   const env = (flags: string, description: string, variable: string) => new Option(flags, description).env(variable);
   program
@@ -67,7 +77,8 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .description("run a site: the agent service and the admin session service, with an embedded job store")
     .addOption(env("--listen <host:port>", "where to listen (default: 0.0.0.0:7443 with --tls-dir, so container probes reach it; 127.0.0.1:7443 without)", "CAMPFIRE_LISTEN"))
     .addOption(env("--name <name>", "the site's name", "CAMPFIRE_SITE_NAME").default("site"))
-    .addOption(env("--data-dir <dir>", "where jobs and their workspaces are kept", "CAMPFIRE_DATA_DIR").default(DEFAULT_DATA_DIR))
+    .addOption(env("--data-dir <dir>", "where jobs and their workspaces are kept (with --store: the workspaces only)", "CAMPFIRE_DATA_DIR").default(DEFAULT_DATA_DIR))
+    .addOption(env("--store <url>", "keep jobs in PostgreSQL (postgres://user:password@host:port/db) instead of the data directory's embedded store", "CAMPFIRE_STORE"))
     .addOption(env("--max-jobs <n>", "jobs that may run at once", "CAMPFIRE_MAX_JOBS").argParser(integer(1)).default(4))
     .addOption(env("--max-job-mb <mb>", "the largest job accepted", "CAMPFIRE_MAX_JOB_MB").argParser(integer(1)).default(16))
     .addOption(env("--tokens <list>", "admin tokens, comma separated: token=user (a lead), token=user:<role>[:<org>] (role project_admin, org_admin, lead, member; admin = project_admin)", "CAMPFIRE_TOKENS"))
@@ -122,6 +133,7 @@ Examples:
           timings: { heartbeatIntervalMs: options.heartbeatIntervalMs, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
           jobs: {
             dataDir: options.dataDir,
+            store: options.store ? await openStore(options.store, options.dataDir, logger) : undefined,
             maxConcurrentJobs: options.maxJobs,
             maxJobBytes: options.maxJobMb * 1024 * 1024,
             scheduleIntervalMs: options.scheduleIntervalMs,

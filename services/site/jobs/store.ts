@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { syncDir, writeSynced } from "../../shared/durable-file.js";
+import { KeyedQueue } from "../../shared/keyed-queue.js";
 import { join } from "node:path";
 import { JobDefinition, JobMeta, type RunStatus } from "../../../gen/campfire/admin/v1/job.js";
 import type { Logger } from "../../shared/logger.js";
@@ -57,7 +58,7 @@ export class FileJobStore implements JobStore {
   /** The status last written per job, for update()'s compare-and-set. */
   private readonly statuses = new Map<string, RunStatus>();
   /** Writes of one job's meta run one after another, so that an older state never lands after a newer one. */
-  private readonly queues = new Map<string, Promise<unknown>>();
+  private readonly queue = new KeyedQueue();
 
   private constructor(
     readonly dataDir: string,
@@ -109,7 +110,7 @@ export class FileJobStore implements JobStore {
   }
 
   update(meta: JobMeta, expected: RunStatus): Promise<void> {
-    return this.serialized(meta.jobId, async () => {
+    return this.queue.run(meta.jobId, async () => {
       const current = this.statuses.get(meta.jobId);
       if (current === undefined) throw new JobNotFound(`job ${meta.jobId} is not in the store (deleted?)`);
       if (current !== expected) {
@@ -134,7 +135,7 @@ export class FileJobStore implements JobStore {
   }
 
   delete(jobId: string): Promise<void> {
-    return this.serialized(jobId, async () => {
+    return this.queue.run(jobId, async () => {
       const doomed = join(this.jobsDir, `${SCRATCH_PREFIX}deleted-${jobId}-${randomBytes(4).toString("hex")}`);
       try {
         await rename(this.jobDir(jobId), doomed);
@@ -157,23 +158,12 @@ export class FileJobStore implements JobStore {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.queues.values());
+    await this.queue.idle();
     await rm(join(this.dataDir, LOCK_FILE), { force: true });
   }
 
   private jobDir(jobId: string): string {
     return join(this.jobsDir, jobId);
-  }
-
-  private serialized<T>(jobId: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.queues.get(jobId) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    const settled = next.catch(() => undefined);
-    this.queues.set(jobId, settled);
-    void settled.then(() => {
-      if (this.queues.get(jobId) === settled) this.queues.delete(jobId);
-    });
-    return next;
   }
 
   private async removeTempFiles(dir: string): Promise<void> {

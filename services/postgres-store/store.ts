@@ -1,0 +1,147 @@
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import pg from "pg";
+import { JobDefinition, JobMeta, type RunStatus } from "../../gen/campfire/admin/v1/job.js";
+import { KeyedQueue } from "../shared/keyed-queue.js";
+import type { Logger } from "../shared/logger.js";
+import { JobNotFound, StaleJobUpdate } from "../site/jobs/errors.js";
+import { statusName } from "../site/jobs/model.js";
+import type { JobStore } from "../site/jobs/store.js";
+import { migrate } from "./migrations.js";
+
+export interface PostgresStoreOptions {
+  /** postgres://user:password@host:port/database (the password never reaches a log or a job's meta). */
+  url: string;
+  /** Where job workspaces (checkpoints, models, metrics files) live: a folder every replica reaches. */
+  blobDir: string;
+  logger: Logger;
+  /** Connections in the pool. Default 10. */
+  poolSize?: number;
+}
+
+/**
+ * Jobs in PostgreSQL: meta (JSON) and definition (protobuf bytes) in
+ * campfire_jobs, every status change in campfire_job_transitions, written in
+ * one transaction; update() is a compare-and-set on the stored status, so two
+ * replicas can never both move a job on. Workspaces stay files under
+ * `blobDir` (checkpoints and models are large and written as streams; a
+ * database row is the wrong place for them).
+ */
+export class PostgresJobStore implements JobStore {
+  /** Writes of one job run one after another, so that an older meta never lands after a newer one. */
+  private readonly queue = new KeyedQueue();
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly blobDir: string,
+    private readonly where: string,
+  ) {}
+
+  static async open(options: PostgresStoreOptions): Promise<PostgresJobStore> {
+    const url = new URL(options.url);
+    const where = `postgres://${url.host}${url.pathname}`;
+    const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, connectionTimeoutMillis: 10_000, query_timeout: 30_000 });
+    // An idle connection that breaks (the server restarted) must not crash the site; the next query reconnects.
+    pool.on("error", (error) => options.logger.warn({ err: error, store: where }, "a PostgreSQL connection failed"));
+    try {
+      const client = await pool.connect();
+      try {
+        const version = await migrate(client);
+        options.logger.info({ store: where, schema: version }, "PostgreSQL store open");
+      } finally {
+        client.release();
+      }
+    } catch (error) {
+      await pool.end();
+      throw new Error(`cannot open the PostgreSQL store at ${where}: ${(error as Error).message}`, { cause: error });
+    }
+    await mkdir(join(options.blobDir, "jobs"), { recursive: true });
+    return new PostgresJobStore(pool, options.blobDir, where);
+  }
+
+  async load(): Promise<JobMeta[]> {
+    const { rows } = await this.pool.query<{ meta: unknown }>("SELECT meta FROM campfire_jobs");
+    return rows.map((row) => JobMeta.fromJSON(row.meta));
+  }
+
+  async create(meta: JobMeta, encodedDefinition: Uint8Array): Promise<void> {
+    await mkdir(this.workspace(meta.jobId), { recursive: true });
+    await this.transaction(async (client) => {
+      await client.query("INSERT INTO campfire_jobs (job_id, status, meta, definition, submitted_at) VALUES ($1, $2, $3, $4, $5)", [
+        meta.jobId,
+        meta.status,
+        JobMeta.toJSON(meta),
+        Buffer.from(encodedDefinition),
+        meta.submitTime ?? new Date(),
+      ]);
+      await client.query("INSERT INTO campfire_job_transitions (job_id, from_status, to_status) VALUES ($1, NULL, $2)", [meta.jobId, meta.status]);
+    });
+  }
+
+  update(meta: JobMeta, expected: RunStatus): Promise<void> {
+    return this.queue.run(meta.jobId, () => this.transaction(async (client) => {
+      const updated = await client.query("UPDATE campfire_jobs SET status = $2, meta = $3, updated_at = now() WHERE job_id = $1 AND status = $4", [
+        meta.jobId,
+        meta.status,
+        JobMeta.toJSON(meta),
+        expected,
+      ]);
+      if (updated.rowCount === 0) {
+        const { rows } = await client.query<{ status: number }>("SELECT status FROM campfire_jobs WHERE job_id = $1", [meta.jobId]);
+        if (!rows[0]) throw new JobNotFound(`job ${meta.jobId} is not in the store (deleted?)`);
+        throw new StaleJobUpdate(`job ${meta.jobId} is ${statusName(rows[0].status)}, not ${statusName(expected)} as the update expected`);
+      }
+      if (meta.status !== expected) await client.query("INSERT INTO campfire_job_transitions (job_id, from_status, to_status) VALUES ($1, $2, $3)", [meta.jobId, expected, meta.status]);
+    }));
+  }
+
+  async definition(jobId: string): Promise<JobDefinition> {
+    const { rows } = await this.pool.query<{ definition: Buffer }>("SELECT definition FROM campfire_jobs WHERE job_id = $1", [jobId]);
+    if (!rows[0]) throw new JobNotFound(`job ${jobId} has no stored definition (deleted?)`);
+    return JobDefinition.decode(rows[0].definition);
+  }
+
+  delete(jobId: string): Promise<void> {
+    return this.queue.run(jobId, async () => {
+      const deleted = await this.pool.query("DELETE FROM campfire_jobs WHERE job_id = $1", [jobId]);
+      if (deleted.rowCount === 0) throw new JobNotFound(`job ${jobId} is not in the store`);
+      await rm(join(this.blobDir, "jobs", jobId), { recursive: true, force: true });
+    });
+  }
+
+  /** The status changes of a job, oldest first (for audits and tests). */
+  async transitions(jobId: string): Promise<Array<{ from: RunStatus | undefined; to: RunStatus; at: Date }>> {
+    const { rows } = await this.pool.query<{ from_status: number | null; to_status: number; at: Date }>(
+      "SELECT from_status, to_status, at FROM campfire_job_transitions WHERE job_id = $1 ORDER BY id",
+      [jobId],
+    );
+    return rows.map((row) => ({ from: row.from_status ?? undefined, to: row.to_status, at: row.at }));
+  }
+
+  contentLocation(jobId: string): string {
+    return `${this.where}#campfire_jobs/${jobId}`;
+  }
+
+  workspace(jobId: string): string {
+    return join(this.blobDir, "jobs", jobId, "workspace");
+  }
+
+  async close(): Promise<void> {
+    await this.queue.idle();
+    await this.pool.end();
+  }
+
+  private async transaction(work: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query("BEGIN");
+      await work(client);
+      await client.query("COMMIT");
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+}
