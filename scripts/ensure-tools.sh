@@ -3,8 +3,8 @@
 # - grpcurl (the debugging client our users reach for) into .cache/bin, built from the Go module proxy;
 # - protoc-gen-go and protoc-gen-go-grpc into .cache/bin (scripts/go-plugins.sh), for clients/go's stubs;
 # - Debian's grpc-java protoc plugin, where Java and Maven are installed, for clients/java;
-# - a Python venv in .cache/python with the pinned grpcio and grpcio-tools of
-#   test/interop/python/requirements.txt, for the Python agent interop test.
+# - a Python venv in .cache/python with the pinned packages of clients/python/requirements.txt
+#   and the campfire Python package (scripts/ensure-python.sh).
 # Idempotent: a second run installs nothing and prints only the versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,27 +36,11 @@ if command -v java >/dev/null && command -v mvn >/dev/null && ! command -v proto
   fi
 fi
 
-# The venv is (re)built when it is missing, when its interpreter no longer runs
-# (for example the Python it was made from is gone), or when the pinned
-# requirements changed since it was installed (a copy is kept inside it).
+scripts/ensure-python.sh
 venv="$PWD/.cache/python"
-requirements="$PWD/test/interop/python/requirements.txt"
-installed="$venv/installed-requirements.txt"
-if ! "$venv/bin/python" -c "" >/dev/null 2>&1 || ! cmp -s "$requirements" "$installed"; then
-  python="${PYTHON:-python3}"
-  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
-    echo "ensure-tools: the Python interop test needs Python 3.9 or later as $python (set PYTHON to another interpreter)" >&2
-    exit 1
-  fi
-  echo "installing the pinned grpcio and grpcio-tools into .cache/python (first run, or the pins changed)..."
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$requirements"
-  cp "$requirements" "$installed"
-fi
 "$venv/bin/python" - <<'EOF'
 import sys, importlib.metadata as metadata
-versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("grpcio", "grpcio-tools", "protobuf"))
+versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("grpcio", "grpcio-tools", "protobuf", "numpy", "safetensors", "pytest", "campfire-fl"))
 print(f"python {sys.version.split()[0]}, {versions}")
 EOF
 
