@@ -24,7 +24,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Iterator, Mapping, Optional, Union
+from typing import Callable, Iterator, Mapping, Optional, Union
 
 import grpc
 import numpy as np
@@ -153,6 +153,7 @@ class Agent:
         submit_timeout: float = 300.0,
         reconnect_base_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
+        on_welcome: Optional[Callable[[agent_pb.Welcome], None]] = None,
     ) -> None:
         self.site = site
         self.client_name = client_name
@@ -166,6 +167,7 @@ class Agent:
         self.submit_timeout = submit_timeout
         self.reconnect_base_delay = reconnect_base_delay
         self.reconnect_max_delay = reconnect_max_delay
+        self.on_welcome = on_welcome  # called on the connection thread after every welcome (each reconnect too)
         kit = Kit.read(kit) if isinstance(kit, str) else kit
         base = [("grpc.initial_reconnect_backoff_ms", int(reconnect_base_delay * 1000)), ("grpc.max_reconnect_backoff_ms", int(reconnect_max_delay * 1000))]
         self._channel = open_channel(site, kit, server_name, insecure, base)
@@ -436,6 +438,8 @@ class Agent:
         interval = welcome.heartbeat_interval.ToTimedelta().total_seconds()
         if interval > 0:
             outbox.set_heartbeat_interval(min(interval, self.heartbeat_interval))
+        if self.on_welcome is not None:
+            self.on_welcome(welcome)  # before anything is resent on this stream
         with self._lock:
             self.welcome = welcome
             self.inline_limit = welcome.max_inline_payload_bytes or payloads.DEFAULT_INLINE_LIMIT
