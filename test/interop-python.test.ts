@@ -1,11 +1,8 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ByeReason } from "../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../gen/campfire/common/v1/exchange.js";
@@ -16,25 +13,18 @@ import { useKits } from "./helpers/kits.js";
 import { startTestSite } from "./helpers/site.js";
 
 /**
- * A Python agent built from nothing but our .proto files (stubs generated here
- * by grpcio-tools, as a Python team would) against a real site: the contract
- * works as documented for people who do not use our TypeScript runtime.
- * scripts/ensure-tools.sh installs the pinned grpcio and grpcio-tools into .cache/python.
+ * A Python agent made with the campfire Python package (clients/python: its
+ * example examples/plus_one_agent.py, campfire.Agent and nothing of our
+ * TypeScript) against a real site: protocol 2, heartbeats at the welcome's
+ * interval, tasks and results inline and over the chunked data plane, bye.
  * Over plain text on loopback, and over mutual TLS with a client's kit from
- * `campfire provision` (grpc.ssl_channel_credentials, nothing of ours).
+ * `campfire provision`. scripts/ensure-tools.sh installs the package into
+ * .cache/python; its own pytest runs in python-client.test.ts.
  */
 
-const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const PYTHON = join(ROOT, ".cache/python/bin/python");
-const AGENT = join(ROOT, "test/interop/python/agent.py");
-const PROTO = join(ROOT, "proto");
-
-/** Every .proto under proto/campfire, relative to proto/ (as protoc wants them with -I proto). */
-async function campfireProtos(): Promise<string[]> {
-  const entries = await readdir(join(PROTO, "campfire"), { recursive: true, withFileTypes: true });
-  return entries.filter((entry) => entry.isFile() && entry.name.endsWith(".proto")).map((entry) => relative(PROTO, join(entry.parentPath, entry.name)));
-}
+const AGENT = join(ROOT, "clients/python/examples/plus_one_agent.py");
 
 /** The Python agent process, whose stdout lines the test waits on. */
 class PythonAgent {
@@ -43,8 +33,8 @@ class PythonAgent {
   readonly exited: Promise<number | null>;
   private readonly child: ChildProcess;
 
-  constructor(stubs: string, args: string[]) {
-    this.child = spawn(PYTHON, [AGENT, ...args], { cwd: ROOT, env: { ...process.env, PYTHONPATH: stubs }, stdio: ["ignore", "pipe", "pipe"] });
+  constructor(args: string[]) {
+    this.child = spawn(PYTHON, [AGENT, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     createInterface({ input: this.child.stdout! }).on("line", (line) => {
       this.lines.push(line);
       this.output += `${line}\n`;
@@ -83,28 +73,23 @@ class PythonAgent {
 
 const kits = useKits();
 let site: SiteServer;
-let stubs: string;
 const agents: PythonAgent[] = [];
 
 /** A Python agent of the plain-text site, or of `target` (host:port) when given. */
 function startAgent(args: string[], target = `127.0.0.1:${site.port}`): PythonAgent {
-  const agent = new PythonAgent(stubs, ["--site", target, ...args]);
+  const agent = new PythonAgent(["--site", target, ...args]);
   agents.push(agent);
   return agent;
 }
 
 beforeAll(async () => {
   if (!existsSync(PYTHON)) throw new Error(`${PYTHON} is missing: run scripts/ensure-tools.sh (npm test does)`);
-  stubs = await mkdtemp(join(tmpdir(), "campfire-python-stubs-"));
-  // Exactly what the agent's docstring tells a Python team to run.
-  await run(PYTHON, ["-m", "grpc_tools.protoc", "-I", PROTO, `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...(await campfireProtos())], { cwd: PROTO, timeout: 20_000 });
   site = await startTestSite();
 });
 
 afterAll(async () => {
   agents.forEach((agent) => agent.kill());
   await site?.stop(100);
-  if (stubs) await rm(stubs, { recursive: true, force: true });
 });
 
 /** Sends a FLOAT32 training task and returns the result's tensors, checked for the agent's +1 on every element. */
@@ -127,13 +112,13 @@ async function trainRound(clientName: string, tensors: Tensor[], on: SiteServer 
   return { taskId: outcome.taskId, tensors: returned };
 }
 
-describe("a Python agent built from the .proto files", () => {
+describe("a Python agent made with the campfire package", () => {
   it("says hello, serves several tasks in a row (inline and by reference), heartbeats, and leaves on bye", async () => {
     const heartbeats = new Set<string>();
     const stopListening = site.hub.onHeartbeat((event) => heartbeats.add(event.agentId));
     const agent = startAgent(["--client-name", "py-hospital", "--agent-id", "py-agent-1"]);
     try {
-      expect(await agent.waitForLine(/^welcomed /)).toContain("agent=py-agent-1");
+      expect(await agent.waitForLine(/^welcomed /)).toMatch(/agent=py-agent-1 protocol=2 heartbeat_interval=0\.1s$/);
       await site.hub.waitForClient("py-hospital", { timeoutMs: 10_000 });
       expect(site.hub.agents()).toContainEqual(expect.objectContaining({ agentId: "py-agent-1", clientName: "py-hospital", connected: true }));
       // Idle after the welcome, the agent heartbeats at the interval the welcome gave it (100 ms in tests,
@@ -159,11 +144,10 @@ describe("a Python agent built from the .proto files", () => {
 
       for (const taskId of taskIds.slice(0, 3)) {
         await agent.waitForLine(new RegExp(`^task ${taskId} name=train job=j payload=inline$`));
-        await agent.waitForLine(new RegExp(`^result ${taskId} RETURN_CODE_OK payload=inline$`));
+        await agent.waitForLine(new RegExp(`^result ${taskId} ACCEPTED$`));
       }
       await agent.waitForLine(new RegExp(`^task ${taskIds[3]} name=train job=j payload=ref$`));
-      await agent.waitForLine(new RegExp(`^result ${taskIds[3]} RETURN_CODE_OK payload=ref$`));
-      await agent.waitForLine(new RegExp(`^result_ack ${taskIds[0]} RESULT_DISPOSITION_ACCEPTED$`));
+      await agent.waitForLine(new RegExp(`^result ${taskIds[3]} ACCEPTED$`));
 
       site.hub.sayBye("py-hospital", ByeReason.BYE_REASON_JOB_ENDED, "done");
       await agent.waitForLine(/^bye BYE_REASON_JOB_ENDED done$/);
@@ -192,7 +176,7 @@ describe("a Python agent over mutual TLS, with a client's kit from campfire prov
 
   it("joins as the client its certificate names and serves tasks inline and by reference", async () => {
     // The site's certificate names localhost and 127.0.0.1 (the test project's site.hosts): dial one of them.
-    const agent = startAgent(["--client-name", "hospital-a", "--agent-id", "py-tls-1", "--tls-dir", kits.path("hospital-a")], `localhost:${tlsSite.port}`);
+    const agent = startAgent(["--client-name", "hospital-a", "--agent-id", "py-tls-1", "--kit", kits.path("hospital-a")], `localhost:${tlsSite.port}`);
     expect(await agent.waitForLine(/^welcomed /)).toContain("agent=py-tls-1");
     await tlsSite.hub.waitForClient("hospital-a", { timeoutMs: 10_000 });
     // The site knows the agent from its certificate: the resources are the kit's (participants.json), not hello's.
@@ -202,9 +186,9 @@ describe("a Python agent over mutual TLS, with a client's kit from campfire prov
     // Over the 512 KiB inline limit both ways: DownloadPayload and UploadPayload over the same TLS channel, each call checked against the certificate.
     const { taskId: byRef } = await trainRound("hospital-a", [float32Tensor("big", [512, 300], Float32Array.from({ length: 512 * 300 }, (_, i) => (i % 1000) / 8))], tlsSite);
     await agent.waitForLine(new RegExp(`^task ${inline} name=train job=j payload=inline$`));
-    await agent.waitForLine(new RegExp(`^result ${inline} RETURN_CODE_OK payload=inline$`));
+    await agent.waitForLine(new RegExp(`^result ${inline} ACCEPTED$`));
     await agent.waitForLine(new RegExp(`^task ${byRef} name=train job=j payload=ref$`));
-    await agent.waitForLine(new RegExp(`^result ${byRef} RETURN_CODE_OK payload=ref$`));
+    await agent.waitForLine(new RegExp(`^result ${byRef} ACCEPTED$`));
 
     tlsSite.hub.sayBye("hospital-a", ByeReason.BYE_REASON_JOB_ENDED, "done");
     await agent.waitForLine(/^bye BYE_REASON_JOB_ENDED done$/);
@@ -213,7 +197,7 @@ describe("a Python agent over mutual TLS, with a client's kit from campfire prov
   });
 
   it("is refused with PERMISSION_DENIED naming its certificate's client when it says hello as another client", async () => {
-    const agent = startAgent(["--client-name", "hospital-b", "--agent-id", "py-tls-2", "--tls-dir", kits.path("hospital-a")], `127.0.0.1:${tlsSite.port}`);
+    const agent = startAgent(["--client-name", "hospital-b", "--agent-id", "py-tls-2", "--kit", kits.path("hospital-a")], `127.0.0.1:${tlsSite.port}`);
     const line = await agent.waitForLine(/^error /);
     expect(line).toMatch(/^error PERMISSION_DENIED hello\.client_name "hospital-b" is not this agent's identity: its certificate names [^;]*hospital-a/);
     expect(await agent.exitCode()).toBe(2);
