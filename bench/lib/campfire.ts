@@ -3,7 +3,7 @@ import type { TaskSpec } from "../../services/site/agent-hub.js";
 import type { TaskOutcome } from "../../services/site/agent-session.js";
 import { SiteServer, type SiteOptions } from "../../services/site/site-server.js";
 import type { BenchKits } from "./kits.js";
-import { type Peer, startPeer } from "./peer.js";
+import { type Peer, type PeerOptions, startPeer } from "./peer.js";
 
 export const EMPTY_TASK_DATA = { kind: DataKind.DATA_KIND_WEIGHTS, tensors: [], values: undefined, meta: {} };
 
@@ -20,11 +20,14 @@ export interface EchoSite {
   stop(): Promise<void>;
 }
 
-export async function startEchoSite(count: number, options: { site?: SiteOptions; agentEnv?: Record<string, string>; tls?: BenchKits } = {}): Promise<EchoSite> {
+export async function startEchoSite(
+  count: number,
+  options: { site?: SiteOptions; agentEnv?: Record<string, string>; tls?: BenchKits; agents?: PeerOptions } = {},
+): Promise<EchoSite> {
   const { tls } = options;
   if (tls && tls.clients < count) throw new Error(`the bench kits have ${tls.clients} clients, ${count} agents need one each`);
   const site = await SiteServer.start({ address: "127.0.0.1:0", jobs: undefined, tls: tls?.site, ...options.site });
-  const agents = await startPeer("echo-agents", { SITE_ADDRESS: `127.0.0.1:${site.port}`, AGENTS: String(count), ...(tls ? { TLS_KITS: tls.dir } : {}), ...options.agentEnv });
+  const agents = await startPeer("echo-agents", { SITE_ADDRESS: `127.0.0.1:${site.port}`, AGENTS: String(count), ...(tls ? { TLS_KITS: tls.dir } : {}), ...options.agentEnv }, options.agents);
   await waitForAgents(site, count);
   return {
     site,

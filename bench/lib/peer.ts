@@ -20,13 +20,16 @@ export interface PeerOptions {
   nodeArgs?: string[];
   /** The file to run; default bench/peers/<name>.ts. */
   file?: string;
+  /** A program to run instead of node (for example a Python peer), with its arguments. */
+  command?: string[];
 }
 
 export async function startPeer(name: string, env: Record<string, string> = {}, options: PeerOptions = {}): Promise<Peer> {
   const file = options.file ?? fileURLToPath(new URL(`../peers/${name}.ts`, import.meta.url));
   // BENCH_PEER_NODE_ARGS passes flags to peers, for example "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeArgs = [...(options.nodeArgs ?? []), ...(process.env.BENCH_PEER_NODE_ARGS ?? "").split(" ").filter(Boolean)];
-  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", file], { env: { ...process.env, LOG_LEVEL: "warn", ...env }, stdio: ["pipe", "pipe", "inherit"] });
+  const [program, ...args] = options.command ?? [process.execPath, ...nodeArgs, "--import", "tsx", file];
+  const child = spawn(program!, args, { env: { ...process.env, LOG_LEVEL: "warn", ...env }, stdio: ["pipe", "pipe", "inherit"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const lines: string[] = [];
   const listeners = new Set<() => void>();
