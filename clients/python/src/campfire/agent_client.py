@@ -292,10 +292,11 @@ class Agent:
         result = agent_pb.TaskResult(task_id=task_id, return_code=return_code, message=message)
         encoded: Optional[bytes] = None
         if data is not None:
-            if data.ByteSize() > self.inline_limit:
-                encoded = data.SerializeToString()
-            else:
+            # Encoded once: upb's ByteSize() encodes too, so measuring first would double the cost of a large result.
+            encoded = data.SerializeToString()
+            if len(encoded) <= self.inline_limit:
                 result.payload.inline.CopyFrom(data)
+                encoded = None
         held = _Held(task_id, result, encoded)
         with self._lock:
             self._held = held

@@ -9,7 +9,7 @@ refused, never trusted.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import grpc
 
@@ -38,7 +38,7 @@ def upload(stub: agent_grpc.AgentServiceStub, agent_id: str, encoded: bytes, tim
     return agent_pb.PayloadRef(payload_id=response.payload_id, size_bytes=len(encoded))
 
 
-def download(stub: agent_grpc.AgentServiceStub, ref: agent_pb.PayloadRef, timeout: Optional[float], on_chunk=None) -> bytes:
+def download(stub: agent_grpc.AgentServiceStub, ref: agent_pb.PayloadRef, timeout: Optional[float], on_chunk: Optional[Callable[[], None]] = None) -> bytearray:
     """The payload `ref` names, assembled; `on_chunk()` is called per chunk (a sign of life)."""
     expected = ref.size_bytes
     assembled = bytearray(expected)
@@ -58,4 +58,4 @@ def download(stub: agent_grpc.AgentServiceStub, ref: agent_pb.PayloadRef, timeou
         raise error_from_rpc(error, "DownloadPayload") from error
     if received != expected:
         raise CampfireError(f"payload {ref.payload_id}: received {received} bytes, but {expected} were announced")
-    return bytes(assembled)
+    return assembled  # a bytearray: DataExchange.FromString takes it without another copy
