@@ -40,7 +40,7 @@ scripts/ensure-python.sh
 venv="$PWD/.cache/python"
 "$venv/bin/python" - <<'EOF'
 import sys, importlib.metadata as metadata
-versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("grpcio", "grpcio-tools", "protobuf", "numpy", "safetensors", "pytest", "campfire-fl"))
+versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("grpcio", "grpcio-tools", "protobuf", "numpy", "safetensors", "cryptography", "pytest", "campfire-fl"))
 print(f"python {sys.version.split()[0]}, {versions}")
 EOF
 

@@ -34,7 +34,7 @@ NODE = shutil.which("node")
 START_TIMEOUT = 60.0
 
 
-def _node(script: list[str], env: dict[str, str]) -> subprocess.Popen:
+def node_process(script: list[str], env: dict[str, str]) -> subprocess.Popen:
     if NODE is None or not (REPO / "node_modules" / "tsx").exists():
         pytest.skip(f"the real site needs node and the repository's node_modules (run npm install in {REPO})")
     return subprocess.Popen(
@@ -88,7 +88,7 @@ class Driver:
     """test/fixtures/site-driver.ts: one command line at a time, answers matched by id."""
 
     def __init__(self) -> None:
-        self.process = _node(["test/fixtures/site-driver.ts"], {"LOG_LEVEL": os.environ.get("LOG_LEVEL", "warn")})
+        self.process = node_process(["test/fixtures/site-driver.ts"], {"LOG_LEVEL": os.environ.get("LOG_LEVEL", "warn")})
         ports = _first_json_line(self.process, lambda value: "port" in value)
         self.port: int = ports["port"]
         self.proxy_port: int = ports["proxy_port"]
@@ -138,21 +138,16 @@ def driver() -> Iterator[Driver]:
     site.close()
 
 
-class AdminSite:
-    TOKEN = "py-admin-token"
-    VIEWER_TOKEN = "py-viewer-token"
+class BackgroundProcess:
+    """A node process of the repository (a site, an agent) that is ready once it logs the JSON line `accept` takes."""
 
-    def __init__(self, data_dir: Path) -> None:
-        tokens = f"{self.TOKEN}=py-admin:project_admin,{self.VIEWER_TOKEN}=py-viewer:member"
-        self.process = _node(
-            ["bin/campfire.mjs", "site", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--tokens", tokens, "--heartbeat-interval-ms", "200", "--schedule-interval-ms", "100"],
-            {"LOG_LEVEL": "info"},
-        )
-        listening = _first_json_line(self.process, lambda value: value.get("msg") == "site listening")
-        self.address = f"127.0.0.1:{listening['port']}"
-        # Keep reading the logs, so that a full pipe never stalls the site.
-        threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()  # type: ignore[union-attr]
-        threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()  # type: ignore[union-attr]
+    def __init__(self, process: subprocess.Popen, accept) -> None:
+        self.process = process
+        self.ready = _first_json_line(process, accept)
+        self.address = ""
+        # Keep reading its output, so that a full pipe never stalls it.
+        threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+        threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.process.terminate()
@@ -160,6 +155,19 @@ class AdminSite:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class AdminSite(BackgroundProcess):
+    """`campfire site` with two admin tokens: a project_admin and a member."""
+
+    TOKEN = "py-admin-token"
+    VIEWER_TOKEN = "py-viewer-token"
+
+    def __init__(self, data_dir: Path) -> None:
+        tokens = f"{self.TOKEN}=py-admin:project_admin,{self.VIEWER_TOKEN}=py-viewer:member"
+        command = ["bin/campfire.mjs", "site", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--tokens", tokens, "--heartbeat-interval-ms", "200", "--schedule-interval-ms", "100"]
+        super().__init__(node_process(command, {"LOG_LEVEL": "info"}), lambda line: line.get("msg") == "site listening")
+        self.address = f"127.0.0.1:{self.ready['port']}"
 
 
 @pytest.fixture(scope="session")

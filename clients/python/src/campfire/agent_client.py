@@ -70,6 +70,8 @@ class Task:
         self.data = data
         self.deadline: Optional[datetime.datetime] = message.deadline.ToDatetime(datetime.timezone.utc) if message.HasField("deadline") else None
         self.payload_kind: str = message.payload.WhichOneof("body") or "none"
+        # The admin's signature of the job, when it is signed. This agent does not verify it (yet): the site did, at submit.
+        self.job_signature = message.job_signature if message.HasField("job_signature") else None
         self._aborted = threading.Event()
         self.abort_reason = ""
         self.submitted = False

@@ -7,7 +7,8 @@
         session.download_job_result(job_id, "results")
 
 Callers identify with a bearer token ("authorization: Bearer <token>") or an
-admin kit (mutual TLS). Every call but monitor has a deadline; every failure
+admin kit (mutual TLS); with a kit, submitted jobs are signed with its key
+(campfire.job_signing). Every call but monitor has a deadline; every failure
 is one of campfire.errors' typed exceptions (JobNotFound, JobNotDone,
 InvalidJobDefinition, PermissionDenied, ...).
 """
@@ -27,6 +28,7 @@ from campfire.admin.v1 import session_service_pb2_grpc as session_grpc
 from campfire.channels import Kit, open_channel
 from campfire.errors import CampfireError, Internal, error_from_rpc
 from campfire.job_folder import read_job_folder
+from campfire.job_signing import sign_job_definition
 
 DEFAULT_SITE = "127.0.0.1:7443"
 FINISHED = frozenset(
@@ -65,11 +67,14 @@ class Session:
         insecure: bool = False,
         timeout: float = 30.0,
         download_timeout: float = 1800.0,
+        sign_jobs: bool = True,
     ) -> None:
         self.site = site
         self.timeout = timeout
         self.download_timeout = download_timeout
         kit = Kit.read(kit) if isinstance(kit, str) else kit
+        # An admin's kit signs what it submits, so that agents can tell the job is the one this admin sent.
+        self._signing_kit = kit if sign_jobs else None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         # A job definition can be large (the site's --max-job-mb); results arrive in 1 MiB chunks.
         self._channel = open_channel(site, kit, server_name, insecure, [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", 8 * 1024 * 1024)])
@@ -95,6 +100,12 @@ class Session:
         return self.submit_definition(read_job_folder(folder))
 
     def submit_definition(self, definition: job_pb2.JobDefinition) -> str:
+        """Submits a definition; with a kit (and sign_jobs), signed with its key first unless it carries a signature."""
+        if self._signing_kit is not None and not definition.HasField("signature"):
+            signed = job_pb2.JobDefinition()
+            signed.CopyFrom(definition)
+            signed.signature.CopyFrom(sign_job_definition(definition, self._signing_kit))
+            definition = signed
         return self._unary("SubmitJob", session_pb.SubmitJobRequest(definition=definition)).job_id
 
     def clone_job(self, job_id: str) -> str:

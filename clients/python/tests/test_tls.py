@@ -1,0 +1,93 @@
+"""Mutual TLS with kits from `campfire provision`: a Python admin's signed job, served by a
+TypeScript agent that requires signed jobs and by a Python agent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import campfire
+from conftest import REPO, BackgroundProcess, node_process
+from test_session import job_folder
+
+PROJECT = {
+    "name": "pyproj",
+    "site": {"name": "site", "hosts": ["localhost", "127.0.0.1"]},
+    "clients": [{"name": "hospital-a", "org": "a"}, {"name": "hospital-b", "org": "b"}],
+    "admins": [{"name": "alice@a.org", "org": "a", "role": "project_admin"}],
+}
+
+
+@pytest.fixture(scope="module")
+def kits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kits")
+    (root / "project.json").write_text(json.dumps(PROJECT))
+    subprocess.run(["node", "--import", "tsx", "bin/campfire.mjs", "provision", str(root / "project.json"), "--out", str(root / "out")], cwd=REPO, check=True, capture_output=True, timeout=120)
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def tls_site(kits: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundProcess]:
+    site = BackgroundProcess(
+        node_process(["bin/campfire.mjs", "--tls-dir", str(kits / "site"), "site", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path_factory.mktemp("tls-data")), "--schedule-interval-ms", "100"], {"LOG_LEVEL": "info"}),
+        lambda line: line.get("msg") == "site listening",
+    )
+    site.address = f"localhost:{site.ready['port']}"
+    yield site
+    site.close()
+
+
+def test_a_job_signed_with_an_admin_kit_runs_on_an_agent_that_requires_signed_jobs(kits: Path, tls_site: BackgroundProcess, tmp_path: Path) -> None:
+    # The TypeScript agent of hospital-b: by default, with a kit, it runs only jobs whose signature it verified.
+    checking = BackgroundProcess(
+        node_process(["bin/campfire.mjs", "--site", tls_site.address, "--tls-dir", str(kits / "hospital-b"), "agent", "--client", "hospital-b", "--once", "--heartbeat-interval-ms", "200"], {"LOG_LEVEL": "info"}),
+        lambda line: line.get("msg") == "connected to site",
+    )
+    python_agent = campfire.Agent(tls_site.address, "hospital-a", kit=str(kits / "hospital-a"), heartbeat_interval=0.2).start()
+    signatures: list[bool] = []
+
+    def train() -> None:
+        for task in python_agent.tasks():
+            signatures.append(task.job_signature is not None)
+            task.submit({name: weights + 1 for name, weights in task.arrays().items()}, meta={"NUM_STEPS_CURRENT_ROUND": 1})
+
+    trainer = threading.Thread(target=train, daemon=True)
+    trainer.start()
+    try:
+        assert python_agent.wait_until_connected(20)
+        folder = job_folder(tmp_path)
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta, "min_clients": 2}))
+        with campfire.Session(tls_site.address, kit=str(kits / "alice@a.org")) as session:
+            job_id = session.submit_job(folder)
+            final = session.wait_for_job(job_id, timeout=120)
+            assert campfire.status_name(final.status) == "FINISHED:COMPLETED", (final.end_reason, list(final.refusals))
+            assert final.submitter == "alice@a.org" and not final.refusals
+            assert sorted(final.clients) == ["hospital-a", "hospital-b"]
+            assert signatures and all(signatures)
+
+            # A signature over another definition is refused at submit, naming what differs.
+            tampered = campfire.read_job_folder(folder)
+            tampered.signature.CopyFrom(campfire.job_signing.sign_job_definition(tampered, campfire.Kit.read(kits / "alice@a.org")))
+            tampered.min_clients = 1
+            with pytest.raises(campfire.InvalidJobDefinition, match="min_clients"):
+                session.submit_definition(tampered)
+        trainer.join(30)
+    finally:
+        python_agent.close()
+        checking.close()
+
+
+def test_an_agent_saying_hello_as_another_client_is_refused(kits: Path, tls_site: BackgroundProcess) -> None:
+    agent = campfire.Agent(tls_site.address, "hospital-b", kit=str(kits / "hospital-a")).start()
+    try:
+        with pytest.raises(campfire.PermissionDenied, match="hospital-a"):
+            agent.wait_until_connected(20)
+    finally:
+        agent.close()
+
