@@ -182,6 +182,9 @@ class Agent:
         self._inbox: collections.deque[Task] = collections.deque()
         self._live: dict[str, Task] = {}
         self._known = collections.OrderedDict[str, None]()
+        # Tasks whose data is being downloaded, and those of them the site aborted meanwhile.
+        self._fetching: set[str] = set()
+        self._aborted_while_fetching: set[str] = set()
         self._held: Optional[_Held] = None
         self._outbox: Optional[Outbox] = None
         self._call: Optional[grpc.Future] = None
@@ -464,6 +467,8 @@ class Agent:
             self._remember(message.task_id)
         body = message.payload.WhichOneof("body")
         if body == "ref":
+            with self._lock:
+                self._fetching.add(message.task_id)
             threading.Thread(target=self._fetch, args=(message,), name=f"campfire-download-{message.task_id}", daemon=True).start()
             return
         self._accept(message, message.payload.inline if body == "inline" else exchange_pb2.DataExchange())
@@ -479,12 +484,18 @@ class Agent:
             log.warning("could not fetch the data of task %s, waiting for the site to resend it: %s", message.task_id, error)
             with self._lock:
                 self._known.pop(message.task_id, None)
+                self._fetching.discard(message.task_id)
+                self._aborted_while_fetching.discard(message.task_id)
             return
         self._accept(message, data)
 
     def _accept(self, message: agent_pb.Task, data: exchange_pb2.DataExchange) -> None:
         task = Task(self, message, data)
         with self._lock:
+            self._fetching.discard(task.task_id)
+            if task.task_id in self._aborted_while_fetching:
+                self._aborted_while_fetching.discard(task.task_id)
+                return  # the site stopped waiting before the trainer could see it
             if self._outbox is not None:
                 self._outbox.put(agent_pb.ConnectRequest(task_ack=agent_pb.TaskAck(task_id=message.task_id)))
             self._live[task.task_id] = task
@@ -506,6 +517,8 @@ class Agent:
                 task._abort(reason)
                 if task in self._inbox:
                     self._inbox.remove(task)
+            if task_id in self._fetching:
+                self._aborted_while_fetching.add(task_id)
             if self._held is not None and self._held.task_id == task_id:
                 self._held.aborted = reason
             self._lock.notify_all()
