@@ -176,7 +176,8 @@ describe("a Python agent over mutual TLS, with a client's kit from campfire prov
 
   it("joins as the client its certificate names and serves tasks inline and by reference", async () => {
     // The site's certificate names localhost and 127.0.0.1 (the test project's site.hosts): dial one of them.
-    const agent = startAgent(["--client-name", "hospital-a", "--agent-id", "py-tls-1", "--kit", kits.path("hospital-a")], `localhost:${tlsSite.port}`);
+    // The hub's tasks here belong to no submitted job, hence no signature: the agent must take unsigned ones (as the bench's agents do).
+    const agent = startAgent(["--client-name", "hospital-a", "--agent-id", "py-tls-1", "--kit", kits.path("hospital-a"), "--allow-unsigned"], `localhost:${tlsSite.port}`);
     expect(await agent.waitForLine(/^welcomed /)).toContain("agent=py-tls-1");
     await tlsSite.hub.waitForClient("hospital-a", { timeoutMs: 10_000 });
     // The site knows the agent from its certificate: the resources are the kit's (participants.json), not hello's.
@@ -197,7 +198,7 @@ describe("a Python agent over mutual TLS, with a client's kit from campfire prov
   });
 
   it("is refused with PERMISSION_DENIED naming its certificate's client when it says hello as another client", async () => {
-    const agent = startAgent(["--client-name", "hospital-b", "--agent-id", "py-tls-2", "--kit", kits.path("hospital-a")], `127.0.0.1:${tlsSite.port}`);
+    const agent = startAgent(["--client-name", "hospital-b", "--agent-id", "py-tls-2", "--kit", kits.path("hospital-a"), "--allow-unsigned"], `127.0.0.1:${tlsSite.port}`);
     const line = await agent.waitForLine(/^error /);
     expect(line).toMatch(/^error PERMISSION_DENIED hello\.client_name "hospital-b" is not this agent's identity: its certificate names [^;]*hospital-a/);
     expect(await agent.exitCode()).toBe(2);

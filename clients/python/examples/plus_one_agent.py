@@ -32,9 +32,10 @@ def main() -> int:
     parser.add_argument("--agent-id", help="unique per agent process (default: the client name and a random suffix)")
     parser.add_argument("--kit", help="the client's kit folder: mutual TLS; without it, plain text (loopback only)")
     parser.add_argument("--server-name", help="the name to check the site's certificate against, when it is not the host dialled")
+    parser.add_argument("--allow-unsigned", action="store_true", help="with a kit, run jobs that no admin signed too (by default they are refused)")
     args = parser.parse_args()
     try:
-        agent = campfire.Agent(args.site, args.client_name, agent_id=args.agent_id, kit=args.kit, server_name=args.server_name)
+        agent = campfire.Agent(args.site, args.client_name, agent_id=args.agent_id, kit=args.kit, server_name=args.server_name, require_signed_jobs=False if args.allow_unsigned else None)
     except campfire.InvalidArgument as error:
         say(f"error kit {error}")
         return 3

@@ -83,6 +83,25 @@ def test_a_job_signed_with_an_admin_kit_runs_on_an_agent_that_requires_signed_jo
         checking.close()
 
 
+def test_an_agent_with_a_kit_refuses_an_unsigned_job_before_its_trainer_sees_it(kits: Path, tls_site: BackgroundProcess, tmp_path: Path) -> None:
+    agent = campfire.Agent(tls_site.address, "hospital-a", kit=str(kits / "hospital-a"), heartbeat_interval=0.2).start()
+    try:
+        assert agent.wait_until_connected(20)
+        folder = job_folder(tmp_path)
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta, "deploy_map": {"app": ["server", "hospital-a"]}}))
+        with campfire.Session(tls_site.address, kit=str(kits / "alice@a.org"), sign_jobs=False) as session:
+            job_id = session.submit_job(folder)
+            final = session.wait_for_job(job_id, timeout=120)
+        assert campfire.status_name(final.status) != "FINISHED:COMPLETED"
+        assert [refusal.client for refusal in final.refusals] == ["hospital-a"]
+        assert final.refusals[0].reason.startswith(f"hospital-a refused the job: job {job_id} is not signed"), final.refusals[0].reason
+        with pytest.raises(campfire.JobEnded):  # the job ended, and the trainer never saw a task of it
+            agent.get_task(timeout=10)
+    finally:
+        agent.close()
+
+
 def test_an_agent_saying_hello_as_another_client_is_refused(kits: Path, tls_site: BackgroundProcess) -> None:
     agent = campfire.Agent(tls_site.address, "hospital-b", kit=str(kits / "hospital-a")).start()
     try:

@@ -24,7 +24,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Callable, Iterator, Mapping, Optional, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import grpc
 import numpy as np
@@ -46,6 +46,7 @@ from campfire.errors import (
     TaskAborted,
     error_from_rpc,
 )
+from campfire.job_gate import DEFAULT_ROLES, JobGate
 from campfire.outbox import Outbox
 from campfire.tensors import arrays_of, data_exchange
 
@@ -156,6 +157,9 @@ class Agent:
         reconnect_base_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
         on_welcome: Optional[Callable[[agent_pb.Welcome], None]] = None,
+        require_signed_jobs: Optional[bool] = None,
+        allowed_orgs: Sequence[str] = ("*",),
+        allowed_roles: Sequence[str] = DEFAULT_ROLES,
     ) -> None:
         self.site = site
         self.client_name = client_name
@@ -171,6 +175,8 @@ class Agent:
         self.reconnect_max_delay = reconnect_max_delay
         self.on_welcome = on_welcome  # called on the connection thread after every welcome (each reconnect too)
         kit = Kit.read(kit) if isinstance(kit, str) else kit
+        # With a kit, by default only jobs signed by an admin of the project (and whom allowed_* allow) reach the trainer.
+        self._gate = JobGate(kit, client_name, require_signed_jobs, allowed_orgs, allowed_roles)
         base = [("grpc.initial_reconnect_backoff_ms", int(reconnect_base_delay * 1000)), ("grpc.max_reconnect_backoff_ms", int(reconnect_max_delay * 1000))]
         self._channel = open_channel(site, kit, server_name, insecure, base)
         # Payloads on a connection of their own: a model's bytes never hold up a heartbeat.
@@ -182,6 +188,8 @@ class Agent:
         self._inbox: collections.deque[Task] = collections.deque()
         self._live: dict[str, Task] = {}
         self._known = collections.OrderedDict[str, None]()
+        # Refused task id -> the refusal sent, to send again when the site resends the task.
+        self._refusals = collections.OrderedDict[str, str]()
         # Tasks whose data is being downloaded, and those of them the site aborted meanwhile.
         self._fetching: set[str] = set()
         self._aborted_while_fetching: set[str] = set()
@@ -461,10 +469,25 @@ class Agent:
     def _task(self, message: agent_pb.Task) -> None:
         ack = agent_pb.ConnectRequest(task_ack=agent_pb.TaskAck(task_id=message.task_id))
         with self._lock:
-            if message.task_id in self._known:
+            refused = self._refusals.get(message.task_id)
+            if refused is None and message.task_id in self._known:
                 self._outbox and self._outbox.put(ack)  # a resent task: acknowledged again, not run twice
                 return
-            self._remember(message.task_id)
+            if refused is None:
+                self._remember(message.task_id)
+        if refused is None:
+            reason = self._gate.refusal(message)
+            if reason is not None:
+                refused = f"{self.client_name} refused the job: {reason}"
+                log.warning("task %s of job %s refused: %s", message.task_id, message.job_id, reason)
+                with self._lock:
+                    self._refusals[message.task_id] = refused
+                    while len(self._refusals) > REMEMBERED_TASKS:
+                        self._refusals.popitem(last=False)
+        if refused is not None:
+            # Answered at once, without the trainer; the site records the reason in the job.
+            self._send(agent_pb.ConnectRequest(result=agent_pb.TaskResult(task_id=message.task_id, return_code=return_code_pb2.RETURN_CODE_UNAUTHORIZED, message=refused)))
+            return
         body = message.payload.WhichOneof("body")
         if body == "ref":
             with self._lock:
