@@ -12,6 +12,10 @@ from typing import Iterator
 import pytest
 
 import campfire
+from campfire.admin.v1 import job_pb2
+from campfire.agent.v1 import agent_service_pb2 as agent_pb
+from campfire.common.v1 import exchange_pb2
+from campfire.job_gate import JobGate
 from conftest import REPO, BackgroundProcess, node_process
 from test_session import job_folder
 
@@ -110,3 +114,40 @@ def test_an_agent_saying_hello_as_another_client_is_refused(kits: Path, tls_site
     finally:
         agent.close()
 
+
+
+def signed_task(kits: Path, tmp_path: Path, task_name: str = "train", signer: str = "alice@a.org", deploy: tuple[str, ...] = ("server", "hospital-a")) -> tuple[agent_pb.Task, job_pb2.JobDefinition]:
+    definition = campfire.read_job_folder(job_folder(tmp_path))
+    del definition.deploy_map[:]
+    definition.deploy_map.add(app_name="app", sites=list(deploy))
+    task = agent_pb.Task(task_id="t-1", task_name=task_name, job_id="j-1")
+    task.job_signature.CopyFrom(campfire.job_signing.sign_job_definition(definition, campfire.Kit.read(kits / signer)))
+    return task, definition
+
+
+def test_the_job_gate_takes_what_an_admin_signed_and_names_what_does_not_hold(kits: Path, tmp_path: Path) -> None:
+    gate = JobGate(campfire.Kit.read(kits / "hospital-a"), "hospital-a")
+    task, definition = signed_task(kits, tmp_path / "ok")
+    assert gate.refusal(task) is None
+    data = exchange_pb2.DataExchange()
+    data.meta.update({"current_round": 1, "total_rounds": 2, "client_config": {"epochs": 1}})
+    assert gate.data_refusal(task, data) is None
+    # What the site could alter under the admin's signature:
+    other = agent_pb.Task(); other.CopyFrom(task); other.task_name = "exfiltrate"
+    assert "task 'exfiltrate' is not one the signed workflow fedavg sends (train)" in gate.refusal(other)
+    for meta, named in (({"total_rounds": 5}, "total_rounds 5"), ({"current_round": 2}, "round 2"), ({"client_config": {"epochs": 100}}, "client_config")):
+        altered = exchange_pb2.DataExchange()
+        altered.meta.update(meta)
+        assert named in gate.data_refusal(task, altered)
+    tampered = agent_pb.Task(); tampered.CopyFrom(task); tampered.job_id = "j-2"
+    tampered.job_signature.manifest = tampered.job_signature.manifest.replace(b'"min_clients":1', b'"min_clients":0')
+    assert "does not verify over the manifest" in gate.refusal(tampered)
+    # Who signed, and for whom:
+    by_client, _ = signed_task(kits, tmp_path / "client", signer="hospital-b")
+    assert "only an admin's certificate may sign jobs" in gate.refusal(by_client)
+    elsewhere, _ = signed_task(kits, tmp_path / "elsewhere", deploy=("server", "hospital-b"))
+    assert "does not deploy this client: hospital-a" in gate.refusal(elsewhere)
+    assert "organisation a, and this client's policy allows jobs from organisations b" in JobGate(campfire.Kit.read(kits / "hospital-a"), "hospital-a", orgs=("b",)).refusal(task)
+    unsigned = agent_pb.Task(task_id="t-3", task_name="train", job_id="j-3")
+    assert "is not signed" in gate.refusal(unsigned)
+    assert JobGate(campfire.Kit.read(kits / "hospital-a"), "hospital-a", require_signed_jobs=False).refusal(unsigned) is None

@@ -475,18 +475,12 @@ class Agent:
                 return
             if refused is None:
                 self._remember(message.task_id)
-        if refused is None:
-            reason = self._gate.refusal(message)
-            if reason is not None:
-                refused = f"{self.client_name} refused the job: {reason}"
-                log.warning("task %s of job %s refused: %s", message.task_id, message.job_id, reason)
-                with self._lock:
-                    self._refusals[message.task_id] = refused
-                    while len(self._refusals) > REMEMBERED_TASKS:
-                        self._refusals.popitem(last=False)
         if refused is not None:
-            # Answered at once, without the trainer; the site records the reason in the job.
-            self._send(agent_pb.ConnectRequest(result=agent_pb.TaskResult(task_id=message.task_id, return_code=return_code_pb2.RETURN_CODE_UNAUTHORIZED, message=refused)))
+            self._send_refusal(message.task_id, refused)
+            return
+        reason = self._gate.refusal(message)
+        if reason is not None:
+            self._refuse(message, reason)
             return
         body = message.payload.WhichOneof("body")
         if body == "ref":
@@ -512,7 +506,25 @@ class Agent:
             return
         self._accept(message, data)
 
+    def _refuse(self, message: agent_pb.Task, reason: str) -> None:
+        """Answers a task this client will not run, at once and without the trainer; the site records why in the job."""
+        refused = f"{self.client_name} refused the job: {reason}"
+        log.warning("task %s of job %s refused: %s", message.task_id, message.job_id, reason)
+        with self._lock:
+            self._fetching.discard(message.task_id)
+            self._refusals[message.task_id] = refused
+            while len(self._refusals) > REMEMBERED_TASKS:
+                self._refusals.popitem(last=False)
+        self._send_refusal(message.task_id, refused)
+
+    def _send_refusal(self, task_id: str, refused: str) -> None:
+        self._send(agent_pb.ConnectRequest(result=agent_pb.TaskResult(task_id=task_id, return_code=return_code_pb2.RETURN_CODE_UNAUTHORIZED, message=refused)))
+
     def _accept(self, message: agent_pb.Task, data: exchange_pb2.DataExchange) -> None:
+        mismatch = self._gate.data_refusal(message, data)
+        if mismatch is not None:
+            self._refuse(message, mismatch)
+            return
         task = Task(self, message, data)
         with self._lock:
             self._fetching.discard(task.task_id)

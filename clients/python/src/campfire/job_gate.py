@@ -7,10 +7,10 @@ signature over the manifest, the signer an admin of this project whose
 organisation and role the client allows, and this client in the signed
 deploy_map. A job that fails is answered RETURN_CODE_UNAUTHORIZED with the
 reason ("<client> refused the job: ..."), which the site records in the job.
-The verdict is kept per job and signature. Not checked here (the TypeScript
-agent checks them too): that each task's name is one the signed workflow
-sends, and that the task's meta (total_rounds, client_config) matches the
-manifest.
+The verdict is kept per job and signature. Then, per task: its name must be
+one the signed workflow sends, and what its data's meta says of the job
+(total_rounds, current_round, client_config) must match the manifest, so a
+site cannot run other tasks or another config under an admin's signature.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import collections
 import datetime
 import hashlib
 import json
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+from google.protobuf import json_format
 
 from campfire.agent.v1 import agent_service_pb2 as agent_pb
 from campfire.channels import Kit
-from campfire.common.v1 import job_signature_pb2
+from campfire.common.v1 import exchange_pb2, job_signature_pb2
 from campfire.errors import InvalidArgument
 
 MANIFEST_FORMAT = "campfire.job-manifest.v1"
@@ -37,6 +40,55 @@ _URN = "urn:campfire:"
 
 class _Refused(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class SignedJob:
+    """A job whose signature held: what its admin signed."""
+
+    manifest: dict
+    workflow: Optional[str]
+    app: str
+    client_config: Optional[dict]
+
+
+def _app_of(deploy_map: dict, site: str) -> Optional[str]:
+    """The app a site runs under a deploy map: the entry naming it, else the "@ALL" one."""
+    for wanted in (site, "@ALL"):
+        for app, sites in deploy_map.items():
+            if isinstance(sites, list) and wanted in sites:
+                return app
+    return None
+
+
+def workflow_facts(job: SignedJob) -> tuple[Optional[list[str]], Optional[tuple[int, int]]]:
+    """The task names a built-in workflow's signed config sends and the rounds [first, end) it runs, with the workflows' defaults."""
+    server_app = _app_of(job.manifest["deploy_map"], "server")
+    config = (job.manifest.get("apps", {}).get(server_app) or {}).get("server_config") or {} if server_app else {}
+    args = config.get("args") if isinstance(config.get("args"), dict) else {}
+
+    def text(key: str, default: str) -> str:
+        return args[key] if isinstance(args.get(key), str) else default
+
+    def count(key: str, default: int) -> int:
+        value = args.get(key)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+    if job.workflow == "fedavg":
+        names = [text("train_task_name", "train")]
+        if isinstance(args.get("validation_task_name"), str):
+            names.append(args["validation_task_name"])
+        if args.get("cross_site_eval") is True:
+            names += ["submit_model", "validate"]
+        first = count("start_round", 0)
+        return list(dict.fromkeys(names)), (first, first + count("num_rounds", 5))
+    if job.workflow == "cyclic":
+        return [text("train_task_name", "train")], (0, count("num_rounds", 3))
+    if job.workflow == "cross_site_eval":
+        return list(dict.fromkeys([text("submit_model_task_name", "submit_model"), text("validation_task_name", "validate")])), None
+    if job.workflow == "broadcast" and isinstance(args.get("task_name"), str):
+        return [args["task_name"]], None
+    return None, None
 
 
 def _identity(certificate) -> dict:  # noqa: ANN001 - a cryptography x509.Certificate
@@ -74,7 +126,7 @@ class JobGate:
         self.roles = tuple(roles)
         self._ca = None
         self._project: Optional[str] = None
-        self._verdicts: collections.OrderedDict[str, Optional[str]] = collections.OrderedDict()
+        self._verdicts: collections.OrderedDict[str, Union[SignedJob, str]] = collections.OrderedDict()
         if kit is None:
             if self.require_signed_jobs:
                 raise InvalidArgument("require_signed_jobs needs the agent's kit, to check signatures against its project's CA")
@@ -88,24 +140,58 @@ class JobGate:
         self._ca = x509.load_pem_x509_certificate(kit.ca_certificate)
         self._project = _identity(x509.load_pem_x509_certificate(kit.certificate))["project"]
 
+    def _verdict(self, task: agent_pb.Task) -> Union[SignedJob, str, None]:
+        """The signed job, why its signature does not hold, or None for an unsigned task."""
+        if not task.HasField("job_signature") or self._ca is None:
+            return None
+        signature = task.job_signature
+        key = f"{task.job_id}\n{hashlib.sha256(signature.SerializeToString(deterministic=True)).hexdigest()}"
+        if key not in self._verdicts:
+            try:
+                self._verdicts[key] = self._check(signature)
+            except _Refused as refused:
+                self._verdicts[key] = str(refused)
+            while len(self._verdicts) > REMEMBERED_JOBS:
+                self._verdicts.popitem(last=False)
+        return self._verdicts[key]
+
     def refusal(self, task: agent_pb.Task) -> Optional[str]:
-        """Why this client will not run the task's job, or None when it may."""
-        if task.HasField("job_signature") and self._ca is not None:
-            signature = task.job_signature
-            key = f"{task.job_id}\n{hashlib.sha256(signature.SerializeToString(deterministic=True)).hexdigest()}"
-            if key not in self._verdicts:
-                try:
-                    self._verdicts[key] = self._check(signature)
-                except _Refused as refused:
-                    self._verdicts[key] = str(refused)
-                while len(self._verdicts) > REMEMBERED_JOBS:
-                    self._verdicts.popitem(last=False)
-            return self._verdicts[key]
-        if self.require_signed_jobs:
-            return f"job {task.job_id} is not signed, and this client runs only jobs signed by an admin of the project (require_signed_jobs); submit it with an admin's kit"
+        """Why this client will not run the task (its job's signature, signer, deploy map, the task's name), or None."""
+        verdict = self._verdict(task)
+        if isinstance(verdict, str):
+            return verdict
+        if verdict is None:
+            if self.require_signed_jobs:
+                return f"job {task.job_id} is not signed, and this client runs only jobs signed by an admin of the project (require_signed_jobs); submit it with an admin's kit"
+            return None
+        names, _ = workflow_facts(verdict)
+        if names is not None and task.task_name not in names:
+            return f"the task does not match the signed job: task {task.task_name!r} is not one the signed workflow {verdict.workflow} sends ({', '.join(names)}); the site altered the job or sent a task of its own"
         return None
 
-    def _check(self, signature: job_signature_pb2.JobSignature) -> Optional[str]:
+    def data_refusal(self, task: agent_pb.Task, data: exchange_pb2.DataExchange) -> Optional[str]:
+        """Why the task's data contradicts its signed job (rounds, client config), or None."""
+        job = self._verdict(task)
+        if not isinstance(job, SignedJob):
+            return None
+        meta = json_format.MessageToDict(data.meta) if data.HasField("meta") else {}
+
+        def mismatch(what: str) -> str:
+            return f"the task does not match the signed job: {what}; the site altered the job after it was signed"
+
+        _, rounds = workflow_facts(job)
+        if rounds is not None:
+            first, end = rounds
+            if "total_rounds" in meta and meta["total_rounds"] != end:
+                return mismatch(f"the task says total_rounds {meta['total_rounds']}, the signed {job.workflow} config gives {end}")
+            current = meta.get("current_round")
+            if current is not None and (not isinstance(current, (int, float)) or not first <= current < end):
+                return mismatch(f"the task is for round {current}, the signed {job.workflow} config runs rounds {first} to {end - 1}")
+        if "client_config" in meta and meta["client_config"] != job.client_config:
+            return mismatch(f"its meta client_config is {json.dumps(meta['client_config'])}, the signed config_fed_client.json of app {job.app} has {json.dumps(job.client_config)}")
+        return None
+
+    def _check(self, signature: job_signature_pb2.JobSignature) -> Union[SignedJob, str]:
         from cryptography import exceptions, x509
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -151,6 +237,11 @@ class JobGate:
             return f"{submitter} is of organisation {who['org']}, and this client's policy allows jobs from organisations {', '.join(self.orgs)}"
         if "*" not in self.roles and who["role"] not in self.roles:
             return f"{submitter} has the role {who['role']}, and this client's policy allows jobs from the roles {', '.join(self.roles)}"
-        if not any(self.client_name in sites or "@ALL" in sites for sites in deploy_map.values() if isinstance(sites, list)):
+        app = _app_of(deploy_map, self.client_name)
+        if app is None:
             return f"the signed job does not deploy this client: {self.client_name} is not in its deploy_map ({json.dumps(deploy_map)}); the site altered the job or sent a task of another"
-        return None
+        apps = manifest.get("apps") if isinstance(manifest.get("apps"), dict) else {}
+        server_app = _app_of(deploy_map, "server")
+        server_config = (apps.get(server_app) or {}).get("server_config") if server_app else None
+        workflow = server_config.get("workflow") if isinstance(server_config, dict) and isinstance(server_config.get("workflow"), str) else None
+        return SignedJob(manifest=manifest, workflow=workflow, app=app, client_config=(apps.get(app) or {}).get("client_config"))
