@@ -17,7 +17,6 @@ import logging
 import os
 import queue
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path

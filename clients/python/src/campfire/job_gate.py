@@ -28,6 +28,7 @@ from campfire.agent.v1 import agent_service_pb2 as agent_pb
 from campfire.channels import Kit
 from campfire.common.v1 import exchange_pb2, job_signature_pb2
 from campfire.errors import InvalidArgument
+from campfire.identity import NotProvisioned, identity_of, identity_of_pem
 
 MANIFEST_FORMAT = "campfire.job-manifest.v1"
 ADMIN_ROLES = ("project_admin", "org_admin", "lead", "member")
@@ -35,7 +36,6 @@ ADMIN_ROLES = ("project_admin", "org_admin", "lead", "member")
 DEFAULT_ROLES = ("project_admin", "lead")
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 REMEMBERED_JOBS = 32
-_URN = "urn:campfire:"
 
 
 class _Refused(Exception):
@@ -91,28 +91,6 @@ def workflow_facts(job: SignedJob) -> tuple[Optional[list[str]], Optional[tuple[
     return None, None
 
 
-def _identity(certificate) -> dict:  # noqa: ANN001 - a cryptography x509.Certificate
-    """name, org, role, project of a certificate `campfire provision` issued."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    def field(oid) -> str:  # noqa: ANN001
-        values = certificate.subject.get_attributes_for_oid(oid)
-        return str(values[0].value) if values else ""
-
-    name, org, role = field(NameOID.COMMON_NAME), field(NameOID.ORGANIZATION_NAME), field(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    try:
-        uris = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
-    for uri in uris:
-        if uri.startswith(_URN):
-            project, uri_role, uri_name = uri[len(_URN) :].split(":", 2)
-            if uri_role == role and uri_name == name and name and org:
-                return {"name": name, "org": org, "role": role, "project": project}
-    raise _Refused(f"the certificate of {name or '(no CN)'} does not say {_URN}<project>:{role}:{name}: it was not issued by campfire provision")
-
-
 def _utc(certificate, attribute: str) -> datetime.datetime:  # noqa: ANN001
     value = getattr(certificate, f"{attribute}_utc", None)
     return value if value is not None else getattr(certificate, attribute).replace(tzinfo=datetime.timezone.utc)
@@ -138,7 +116,7 @@ class JobGate:
                 raise InvalidArgument("an agent with a kit checks signed jobs, which needs the cryptography package: pip install 'campfire-fl[signing]' (or require_signed_jobs=False)") from error
             return
         self._ca = x509.load_pem_x509_certificate(kit.ca_certificate)
-        self._project = _identity(x509.load_pem_x509_certificate(kit.certificate))["project"]
+        self._project = identity_of_pem(kit.certificate).project
 
     def _verdict(self, task: agent_pb.Task) -> Union[SignedJob, str, None]:
         """The signed job, why its signature does not hold, or None for an unsigned task."""
@@ -220,23 +198,26 @@ class JobGate:
             assert isinstance(deploy_map, dict)
         except (ValueError, KeyError, AssertionError, UnicodeDecodeError) as error:
             raise _Refused(f"{prefix}the manifest is not a {MANIFEST_FORMAT} manifest") from error
-        who = _identity(signer)
-        if who["role"] not in ADMIN_ROLES:
-            raise _Refused(f"{prefix}the job is signed by {who['name']} ({who['role']}): only an admin's certificate may sign jobs")
-        if who["project"] != self._project or manifest.get("project") != self._project:
-            raise _Refused(f"{prefix}it was signed for project {manifest.get('project')!r} by a certificate of project {who['project']!r}, not this client's {self._project!r}")
-        if manifest.get("signer") != who["name"]:
-            raise _Refused(f"{prefix}manifest.signer {manifest.get('signer')!r} is not the signer's certificate's name {who['name']!r}")
+        try:
+            who = identity_of(signer)
+        except NotProvisioned as error:
+            raise _Refused(f"{prefix}{error}") from error
+        if who.role not in ADMIN_ROLES:
+            raise _Refused(f"{prefix}the job is signed by {who.name} ({who.role}): only an admin's certificate may sign jobs")
+        if who.project != self._project or manifest.get("project") != self._project:
+            raise _Refused(f"{prefix}it was signed for project {manifest.get('project')!r} by a certificate of project {who.project!r}, not this client's {self._project!r}")
+        if manifest.get("signer") != who.name:
+            raise _Refused(f"{prefix}manifest.signer {manifest.get('signer')!r} is not the signer's certificate's name {who.name!r}")
         if signed_at > datetime.datetime.now(datetime.timezone.utc) + CLOCK_SKEW:
             raise _Refused(f"{prefix}manifest.signed_at {manifest['signed_at']} is in the future; check the signer's clock")
         for what, certificate in (("the signer's certificate", signer), ("the project CA", self._ca)):
             if not _utc(certificate, "not_valid_before") <= signed_at <= _utc(certificate, "not_valid_after"):
                 raise _Refused(f"{prefix}{what} was not valid at manifest.signed_at {manifest['signed_at']}")
-        submitter = f"its submitter {who['name']} (org {who['org']}, {who['role']})"
-        if "*" not in self.orgs and who["org"] not in self.orgs:
-            return f"{submitter} is of organisation {who['org']}, and this client's policy allows jobs from organisations {', '.join(self.orgs)}"
-        if "*" not in self.roles and who["role"] not in self.roles:
-            return f"{submitter} has the role {who['role']}, and this client's policy allows jobs from the roles {', '.join(self.roles)}"
+        submitter = f"its submitter {who.name} (org {who.org}, {who.role})"
+        if "*" not in self.orgs and who.org not in self.orgs:
+            return f"{submitter} is of organisation {who.org}, and this client's policy allows jobs from organisations {', '.join(self.orgs)}"
+        if "*" not in self.roles and who.role not in self.roles:
+            return f"{submitter} has the role {who.role}, and this client's policy allows jobs from the roles {', '.join(self.roles)}"
         app = _app_of(deploy_map, self.client_name)
         if app is None:
             return f"the signed job does not deploy this client: {self.client_name} is not in its deploy_map ({json.dumps(deploy_map)}); the site altered the job or sent a task of another"

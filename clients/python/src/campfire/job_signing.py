@@ -24,25 +24,18 @@ from campfire.admin.v1 import job_pb2
 from campfire.channels import Kit
 from campfire.common.v1 import job_signature_pb2
 from campfire.errors import InvalidJobDefinition
+from campfire.identity import NotProvisioned, identity_of_pem
 
 MANIFEST_FORMAT = "campfire.job-manifest.v1"
-_URN = "urn:campfire:"
 
 
 def _signer(kit: Kit) -> tuple[str, str]:
     """(project, name) from the kit's certificate."""
-    from cryptography import x509
-
-    certificate = x509.load_pem_x509_certificate(kit.certificate)
     try:
-        uris = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
-    for uri in uris:
-        if uri.startswith(_URN):
-            project, _role, name = uri[len(_URN) :].split(":", 2)
-            return project, name
-    raise InvalidJobDefinition(f"kit {kit.name}: its certificate names no {_URN}<project>:<role>:<name>; was it issued by campfire provision?")
+        who = identity_of_pem(kit.certificate)
+    except NotProvisioned as error:
+        raise InvalidJobDefinition(f"kit {kit.name}: {error}") from error
+    return who.project, who.name
 
 
 def _struct(app: job_pb2.App, field: str) -> object:
