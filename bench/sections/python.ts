@@ -17,9 +17,9 @@ const PEER = fileURLToPath(new URL("../peers/python-echo-agents.py", import.meta
 
 await runSection("Python agent against the TypeScript agent", async ({ quick }) => {
   if (!existsSync(PYTHON)) throw new Error(`${PYTHON} is missing: run scripts/ensure-tools.sh`);
-  const durationMs = quick ? 1_000 : 4_000;
+  const durationMs = quick ? 500 : 4_000;
   const repeats = quick ? 1 : 3;
-  const size = quick ? 16 * MiB : 256 * MiB;
+  const size = quick ? 8 * MiB : 256 * MiB;
   const typescript = await startEchoSite(AGENTS);
   const python = await startEchoSite(AGENTS, { agents: { command: [PYTHON, PEER] } });
   const tasksPerSecond = (site: EchoSite, ms = durationMs) => throughput(AGENTS, ms, (worker) => site.task(`bench-${worker}`));
@@ -38,7 +38,7 @@ await runSection("Python agent against the TypeScript agent", async ({ quick }) 
   // Warm both up: connections, payload channels, JIT, allocators.
   for (const site of [typescript, python]) {
     await tasksPerSecond(site, durationMs / 4);
-    await transfer(site, makeModel(4 * MiB));
+    await transfer(site, makeModel(quick ? MiB : 4 * MiB));
   }
   const runs: Array<{ pythonTasks: number; typescriptTasks: number; pythonMs: number; typescriptMs: number }> = [];
   // Alternating keeps a burst of load from the machine's other users out of one side only.
