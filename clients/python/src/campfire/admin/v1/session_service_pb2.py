@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from campfire.admin.v1 import job_pb2 as campfire_dot_admin_dot_v1_dot_job__pb2
+from campfire.admin.v1 import metrics_pb2 as campfire_dot_admin_dot_v1_dot_metrics__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'campfire/admin/v1/session_service.proto\x12\x11\x63\x61mpfire.admin.v1\x1a\x1b\x63\x61mpfire/admin/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n\x10SubmitJobRequest\x12\x34\n\ndefinition\x18\x01 \x01(\x0b\x32 .campfire.admin.v1.JobDefinition\"#\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0f\x43loneJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43loneJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"#\n\x11GetJobMetaRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\">\n\x12GetJobMetaResponse\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.campfire.admin.v1.JobMeta\"\x84\x01\n\x0fListJobsRequest\x12\x10\n\x08\x64\x65tailed\x18\x01 \x01(\x08\x12\x16\n\x0e\x61ll_submitters\x18\x02 \x01(\x08\x12\x13\n\x0bname_prefix\x18\x03 \x01(\t\x12\x11\n\tid_prefix\x18\x04 \x01(\t\x12\x0e\n\x06newest\x18\x05 \x01(\r\x12\x0f\n\x07reverse\x18\x06 \x01(\x08\"<\n\x10ListJobsResponse\x12(\n\x04jobs\x18\x01 \x03(\x0b\x32\x1a.campfire.admin.v1.JobMeta\"*\n\x18\x44ownloadJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"[\n\x19\x44ownloadJobResultResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tfile_size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\r\n\x05\x63hunk\x18\x04 \x01(\x0c\"1\n\x0f\x41\x62ortJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x10\x41\x62ortJobResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.campfire.admin.v1.RunStatus\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"\x16\n\x14GetSystemInfoRequest\"\xa3\x01\n\x15GetSystemInfoResponse\x12)\n\x04site\x18\x01 \x01(\x0b\x32\x1b.campfire.admin.v1.SiteInfo\x12.\n\x07\x63lients\x18\x02 \x03(\x0b\x32\x1d.campfire.admin.v1.ClientInfo\x12/\n\x04jobs\x18\x03 \x03(\x0b\x32!.campfire.admin.v1.RunningJobInfo\"X\n\x08SiteInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\nClientInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x11last_connect_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tagent_ids\x18\x03 \x03(\t\x12?\n\tresources\x18\x04 \x03(\x0b\x32,.campfire.admin.v1.ClientInfo.ResourcesEntry\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"`\n\x0eRunningJobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pp_name\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.campfire.admin.v1.RunStatus\"O\n\x11MonitorJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa6\x01\n\x12MonitorJobResponse\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.campfire.admin.v1.JobMeta\x12\x39\n\x0breturn_code\x18\x02 \x01(\x0e\x32$.campfire.admin.v1.MonitorReturnCode\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa4\x01\n\x11MonitorReturnCode\x12#\n\x1fMONITOR_RETURN_CODE_UNSPECIFIED\x10\x00\x12$\n MONITOR_RETURN_CODE_JOB_FINISHED\x10\x01\x12\x1f\n\x1bMONITOR_RETURN_CODE_TIMEOUT\x10\x02\x12#\n\x1fMONITOR_RETURN_CODE_ENDED_BY_CB\x10\x03\x32\xcd\x06\n\x0eSessionService\x12V\n\tSubmitJob\x12#.campfire.admin.v1.SubmitJobRequest\x1a$.campfire.admin.v1.SubmitJobResponse\x12S\n\x08\x43loneJob\x12\".campfire.admin.v1.CloneJobRequest\x1a#.campfire.admin.v1.CloneJobResponse\x12Y\n\nGetJobMeta\x12$.campfire.admin.v1.GetJobMetaRequest\x1a%.campfire.admin.v1.GetJobMetaResponse\x12S\n\x08ListJobs\x12\".campfire.admin.v1.ListJobsRequest\x1a#.campfire.admin.v1.ListJobsResponse\x12p\n\x11\x44ownloadJobResult\x12+.campfire.admin.v1.DownloadJobResultRequest\x1a,.campfire.admin.v1.DownloadJobResultResponse0\x01\x12S\n\x08\x41\x62ortJob\x12\".campfire.admin.v1.AbortJobRequest\x1a#.campfire.admin.v1.AbortJobResponse\x12V\n\tDeleteJob\x12#.campfire.admin.v1.DeleteJobRequest\x1a$.campfire.admin.v1.DeleteJobResponse\x12\x62\n\rGetSystemInfo\x12\'.campfire.admin.v1.GetSystemInfoRequest\x1a(.campfire.admin.v1.GetSystemInfoResponse\x12[\n\nMonitorJob\x12$.campfire.admin.v1.MonitorJobRequest\x1a%.campfire.admin.v1.MonitorJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'campfire/admin/v1/session_service.proto\x12\x11\x63\x61mpfire.admin.v1\x1a\x1b\x63\x61mpfire/admin/v1/job.proto\x1a\x1f\x63\x61mpfire/admin/v1/metrics.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n\x10SubmitJobRequest\x12\x34\n\ndefinition\x18\x01 \x01(\x0b\x32 .campfire.admin.v1.JobDefinition\"#\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0f\x43loneJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43loneJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"#\n\x11GetJobMetaRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\">\n\x12GetJobMetaResponse\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.campfire.admin.v1.JobMeta\"\x84\x01\n\x0fListJobsRequest\x12\x10\n\x08\x64\x65tailed\x18\x01 \x01(\x08\x12\x16\n\x0e\x61ll_submitters\x18\x02 \x01(\x08\x12\x13\n\x0bname_prefix\x18\x03 \x01(\t\x12\x11\n\tid_prefix\x18\x04 \x01(\t\x12\x0e\n\x06newest\x18\x05 \x01(\r\x12\x0f\n\x07reverse\x18\x06 \x01(\x08\"<\n\x10ListJobsResponse\x12(\n\x04jobs\x18\x01 \x03(\x0b\x32\x1a.campfire.admin.v1.JobMeta\"*\n\x18\x44ownloadJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"[\n\x19\x44ownloadJobResultResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tfile_size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\r\n\x05\x63hunk\x18\x04 \x01(\x0c\"1\n\x0f\x41\x62ortJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x10\x41\x62ortJobResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.campfire.admin.v1.RunStatus\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"\x16\n\x14GetSystemInfoRequest\"\xa3\x01\n\x15GetSystemInfoResponse\x12)\n\x04site\x18\x01 \x01(\x0b\x32\x1b.campfire.admin.v1.SiteInfo\x12.\n\x07\x63lients\x18\x02 \x03(\x0b\x32\x1d.campfire.admin.v1.ClientInfo\x12/\n\x04jobs\x18\x03 \x03(\x0b\x32!.campfire.admin.v1.RunningJobInfo\"X\n\x08SiteInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x01\n\nClientInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x11last_connect_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tagent_ids\x18\x03 \x03(\t\x12?\n\tresources\x18\x04 \x03(\x0b\x32,.campfire.admin.v1.ClientInfo.ResourcesEntry\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"`\n\x0eRunningJobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pp_name\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.campfire.admin.v1.RunStatus\"O\n\x11MonitorJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb5\x02\n\x12MonitorJobResponse\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.campfire.admin.v1.JobMeta\x12\x39\n\x0breturn_code\x18\x02 \x01(\x0e\x32$.campfire.admin.v1.MonitorReturnCode\x12+\n\x07sent_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06rounds\x18\x04 \x03(\x0b\x32\x1e.campfire.admin.v1.RoundRecord\x12=\n\x0e\x63lient_records\x18\x05 \x03(\x0b\x32%.campfire.admin.v1.ClientMetricRecord\x12\x1e\n\x16\x64ropped_client_records\x18\x06 \x01(\r*\xa4\x01\n\x11MonitorReturnCode\x12#\n\x1fMONITOR_RETURN_CODE_UNSPECIFIED\x10\x00\x12$\n MONITOR_RETURN_CODE_JOB_FINISHED\x10\x01\x12\x1f\n\x1bMONITOR_RETURN_CODE_TIMEOUT\x10\x02\x12#\n\x1fMONITOR_RETURN_CODE_ENDED_BY_CB\x10\x03\x32\x8e\x08\n\x0eSessionService\x12V\n\tSubmitJob\x12#.campfire.admin.v1.SubmitJobRequest\x1a$.campfire.admin.v1.SubmitJobResponse\x12S\n\x08\x43loneJob\x12\".campfire.admin.v1.CloneJobRequest\x1a#.campfire.admin.v1.CloneJobResponse\x12Y\n\nGetJobMeta\x12$.campfire.admin.v1.GetJobMetaRequest\x1a%.campfire.admin.v1.GetJobMetaResponse\x12S\n\x08ListJobs\x12\".campfire.admin.v1.ListJobsRequest\x1a#.campfire.admin.v1.ListJobsResponse\x12p\n\x11\x44ownloadJobResult\x12+.campfire.admin.v1.DownloadJobResultRequest\x1a,.campfire.admin.v1.DownloadJobResultResponse0\x01\x12S\n\x08\x41\x62ortJob\x12\".campfire.admin.v1.AbortJobRequest\x1a#.campfire.admin.v1.AbortJobResponse\x12V\n\tDeleteJob\x12#.campfire.admin.v1.DeleteJobRequest\x1a$.campfire.admin.v1.DeleteJobResponse\x12\x62\n\rGetSystemInfo\x12\'.campfire.admin.v1.GetSystemInfoRequest\x1a(.campfire.admin.v1.GetSystemInfoResponse\x12[\n\nMonitorJob\x12$.campfire.admin.v1.MonitorJobRequest\x1a%.campfire.admin.v1.MonitorJobResponse0\x01\x12\x62\n\rGetJobMetrics\x12\'.campfire.admin.v1.GetJobMetricsRequest\x1a(.campfire.admin.v1.GetJobMetricsResponse\x12[\n\nGetJobLogs\x12$.campfire.admin.v1.GetJobLogsRequest\x1a%.campfire.admin.v1.GetJobLogsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,52 +37,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLIENTINFO_RESOURCESENTRY']._loaded_options = None
   _globals['_CLIENTINFO_RESOURCESENTRY']._serialized_options = b'8\001'
-  _globals['_MONITORRETURNCODE']._serialized_start=1794
-  _globals['_MONITORRETURNCODE']._serialized_end=1958
-  _globals['_SUBMITJOBREQUEST']._serialized_start=156
-  _globals['_SUBMITJOBREQUEST']._serialized_end=228
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=230
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=265
-  _globals['_CLONEJOBREQUEST']._serialized_start=267
-  _globals['_CLONEJOBREQUEST']._serialized_end=300
-  _globals['_CLONEJOBRESPONSE']._serialized_start=302
-  _globals['_CLONEJOBRESPONSE']._serialized_end=336
-  _globals['_GETJOBMETAREQUEST']._serialized_start=338
-  _globals['_GETJOBMETAREQUEST']._serialized_end=373
-  _globals['_GETJOBMETARESPONSE']._serialized_start=375
-  _globals['_GETJOBMETARESPONSE']._serialized_end=437
-  _globals['_LISTJOBSREQUEST']._serialized_start=440
-  _globals['_LISTJOBSREQUEST']._serialized_end=572
-  _globals['_LISTJOBSRESPONSE']._serialized_start=574
-  _globals['_LISTJOBSRESPONSE']._serialized_end=634
-  _globals['_DOWNLOADJOBRESULTREQUEST']._serialized_start=636
-  _globals['_DOWNLOADJOBRESULTREQUEST']._serialized_end=678
-  _globals['_DOWNLOADJOBRESULTRESPONSE']._serialized_start=680
-  _globals['_DOWNLOADJOBRESULTRESPONSE']._serialized_end=771
-  _globals['_ABORTJOBREQUEST']._serialized_start=773
-  _globals['_ABORTJOBREQUEST']._serialized_end=822
-  _globals['_ABORTJOBRESPONSE']._serialized_start=824
-  _globals['_ABORTJOBRESPONSE']._serialized_end=888
-  _globals['_DELETEJOBREQUEST']._serialized_start=890
-  _globals['_DELETEJOBREQUEST']._serialized_end=924
-  _globals['_DELETEJOBRESPONSE']._serialized_start=926
-  _globals['_DELETEJOBRESPONSE']._serialized_end=945
-  _globals['_GETSYSTEMINFOREQUEST']._serialized_start=947
-  _globals['_GETSYSTEMINFOREQUEST']._serialized_end=969
-  _globals['_GETSYSTEMINFORESPONSE']._serialized_start=972
-  _globals['_GETSYSTEMINFORESPONSE']._serialized_end=1135
-  _globals['_SITEINFO']._serialized_start=1137
-  _globals['_SITEINFO']._serialized_end=1225
-  _globals['_CLIENTINFO']._serialized_start=1228
-  _globals['_CLIENTINFO']._serialized_end=1443
-  _globals['_CLIENTINFO_RESOURCESENTRY']._serialized_start=1395
-  _globals['_CLIENTINFO_RESOURCESENTRY']._serialized_end=1443
-  _globals['_RUNNINGJOBINFO']._serialized_start=1445
-  _globals['_RUNNINGJOBINFO']._serialized_end=1541
-  _globals['_MONITORJOBREQUEST']._serialized_start=1543
-  _globals['_MONITORJOBREQUEST']._serialized_end=1622
-  _globals['_MONITORJOBRESPONSE']._serialized_start=1625
-  _globals['_MONITORJOBRESPONSE']._serialized_end=1791
-  _globals['_SESSIONSERVICE']._serialized_start=1961
-  _globals['_SESSIONSERVICE']._serialized_end=2806
+  _globals['_MONITORRETURNCODE']._serialized_start=1970
+  _globals['_MONITORRETURNCODE']._serialized_end=2134
+  _globals['_SUBMITJOBREQUEST']._serialized_start=189
+  _globals['_SUBMITJOBREQUEST']._serialized_end=261
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=263
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=298
+  _globals['_CLONEJOBREQUEST']._serialized_start=300
+  _globals['_CLONEJOBREQUEST']._serialized_end=333
+  _globals['_CLONEJOBRESPONSE']._serialized_start=335
+  _globals['_CLONEJOBRESPONSE']._serialized_end=369
+  _globals['_GETJOBMETAREQUEST']._serialized_start=371
+  _globals['_GETJOBMETAREQUEST']._serialized_end=406
+  _globals['_GETJOBMETARESPONSE']._serialized_start=408
+  _globals['_GETJOBMETARESPONSE']._serialized_end=470
+  _globals['_LISTJOBSREQUEST']._serialized_start=473
+  _globals['_LISTJOBSREQUEST']._serialized_end=605
+  _globals['_LISTJOBSRESPONSE']._serialized_start=607
+  _globals['_LISTJOBSRESPONSE']._serialized_end=667
+  _globals['_DOWNLOADJOBRESULTREQUEST']._serialized_start=669
+  _globals['_DOWNLOADJOBRESULTREQUEST']._serialized_end=711
+  _globals['_DOWNLOADJOBRESULTRESPONSE']._serialized_start=713
+  _globals['_DOWNLOADJOBRESULTRESPONSE']._serialized_end=804
+  _globals['_ABORTJOBREQUEST']._serialized_start=806
+  _globals['_ABORTJOBREQUEST']._serialized_end=855
+  _globals['_ABORTJOBRESPONSE']._serialized_start=857
+  _globals['_ABORTJOBRESPONSE']._serialized_end=921
+  _globals['_DELETEJOBREQUEST']._serialized_start=923
+  _globals['_DELETEJOBREQUEST']._serialized_end=957
+  _globals['_DELETEJOBRESPONSE']._serialized_start=959
+  _globals['_DELETEJOBRESPONSE']._serialized_end=978
+  _globals['_GETSYSTEMINFOREQUEST']._serialized_start=980
+  _globals['_GETSYSTEMINFOREQUEST']._serialized_end=1002
+  _globals['_GETSYSTEMINFORESPONSE']._serialized_start=1005
+  _globals['_GETSYSTEMINFORESPONSE']._serialized_end=1168
+  _globals['_SITEINFO']._serialized_start=1170
+  _globals['_SITEINFO']._serialized_end=1258
+  _globals['_CLIENTINFO']._serialized_start=1261
+  _globals['_CLIENTINFO']._serialized_end=1476
+  _globals['_CLIENTINFO_RESOURCESENTRY']._serialized_start=1428
+  _globals['_CLIENTINFO_RESOURCESENTRY']._serialized_end=1476
+  _globals['_RUNNINGJOBINFO']._serialized_start=1478
+  _globals['_RUNNINGJOBINFO']._serialized_end=1574
+  _globals['_MONITORJOBREQUEST']._serialized_start=1576
+  _globals['_MONITORJOBREQUEST']._serialized_end=1655
+  _globals['_MONITORJOBRESPONSE']._serialized_start=1658
+  _globals['_MONITORJOBRESPONSE']._serialized_end=1967
+  _globals['_SESSIONSERVICE']._serialized_start=2137
+  _globals['_SESSIONSERVICE']._serialized_end=3175
 # @@protoc_insertion_point(module_scope)

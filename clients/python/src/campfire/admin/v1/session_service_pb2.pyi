@@ -1,6 +1,7 @@
 import datetime
 
 from campfire.admin.v1 import job_pb2 as _job_pb2
+from campfire.admin.v1 import metrics_pb2 as _metrics_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -185,11 +186,17 @@ class MonitorJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class MonitorJobResponse(_message.Message):
-    __slots__ = ("meta", "return_code", "sent_at")
+    __slots__ = ("meta", "return_code", "sent_at", "rounds", "client_records", "dropped_client_records")
     META_FIELD_NUMBER: _ClassVar[int]
     RETURN_CODE_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CLIENT_RECORDS_FIELD_NUMBER: _ClassVar[int]
     meta: _job_pb2.JobMeta
     return_code: MonitorReturnCode
     sent_at: _timestamp_pb2.Timestamp
-    def __init__(self, meta: _Optional[_Union[_job_pb2.JobMeta, _Mapping]] = ..., return_code: _Optional[_Union[MonitorReturnCode, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    rounds: _containers.RepeatedCompositeFieldContainer[_metrics_pb2.RoundRecord]
+    client_records: _containers.RepeatedCompositeFieldContainer[_metrics_pb2.ClientMetricRecord]
+    dropped_client_records: int
+    def __init__(self, meta: _Optional[_Union[_job_pb2.JobMeta, _Mapping]] = ..., return_code: _Optional[_Union[MonitorReturnCode, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rounds: _Optional[_Iterable[_Union[_metrics_pb2.RoundRecord, _Mapping]]] = ..., client_records: _Optional[_Iterable[_Union[_metrics_pb2.ClientMetricRecord, _Mapping]]] = ..., dropped_client_records: _Optional[int] = ...) -> None: ...

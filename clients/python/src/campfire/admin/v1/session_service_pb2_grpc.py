@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from campfire.admin.v1 import metrics_pb2 as campfire_dot_admin_dot_v1_dot_metrics__pb2
 from campfire.admin.v1 import session_service_pb2 as campfire_dot_admin_dot_v1_dot_session__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -86,6 +87,16 @@ class SessionServiceStub:
                 request_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.MonitorJobRequest.SerializeToString,
                 response_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.MonitorJobResponse.FromString,
                 _registered_method=True)
+        self.GetJobMetrics = channel.unary_unary(
+                '/campfire.admin.v1.SessionService/GetJobMetrics',
+                request_serializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobMetricsRequest.SerializeToString,
+                response_deserializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobMetricsResponse.FromString,
+                _registered_method=True)
+        self.GetJobLogs = channel.unary_stream(
+                '/campfire.admin.v1.SessionService/GetJobLogs',
+                request_serializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobLogsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -167,6 +178,25 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobMetrics(self, request, context):
+        """Returns a job's metric history: the workflow's per-round figures and the
+        metric records its clients' trainers logged, oldest first. It is kept
+        with the job (and survives a site restart) until the job is deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobLogs(self, request, context):
+        """Streams the lines a job's trainers logged (TrainerLog on the agent
+        stream), oldest first, in batches; with `follow`, then the new ones as
+        they arrive, until the job finishes or the caller cancels. Lines are kept
+        with the job until it is deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +244,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.MonitorJob,
                     request_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.MonitorJobRequest.FromString,
                     response_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.MonitorJobResponse.SerializeToString,
+            ),
+            'GetJobMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobMetrics,
+                    request_deserializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobMetricsRequest.FromString,
+                    response_serializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobMetricsResponse.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -466,6 +506,60 @@ class SessionService:
             '/campfire.admin.v1.SessionService/MonitorJob',
             campfire_dot_admin_dot_v1_dot_session__service__pb2.MonitorJobRequest.SerializeToString,
             campfire_dot_admin_dot_v1_dot_session__service__pb2.MonitorJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campfire.admin.v1.SessionService/GetJobMetrics',
+            campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobMetricsRequest.SerializeToString,
+            campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/campfire.admin.v1.SessionService/GetJobLogs',
+            campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobLogsRequest.SerializeToString,
+            campfire_dot_admin_dot_v1_dot_metrics__pb2.GetJobLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

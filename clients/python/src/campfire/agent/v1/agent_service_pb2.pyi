@@ -29,6 +29,14 @@ class ByeReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BYE_REASON_SITE_SHUTTING_DOWN: _ClassVar[ByeReason]
     BYE_REASON_AGENT_STOPPING: _ClassVar[ByeReason]
     BYE_REASON_REPLACED: _ClassVar[ByeReason]
+
+class LogLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOG_LEVEL_UNSPECIFIED: _ClassVar[LogLevel]
+    LOG_LEVEL_DEBUG: _ClassVar[LogLevel]
+    LOG_LEVEL_INFO: _ClassVar[LogLevel]
+    LOG_LEVEL_WARN: _ClassVar[LogLevel]
+    LOG_LEVEL_ERROR: _ClassVar[LogLevel]
 RESULT_DISPOSITION_UNSPECIFIED: ResultDisposition
 RESULT_DISPOSITION_ACCEPTED: ResultDisposition
 RESULT_DISPOSITION_DUPLICATE: ResultDisposition
@@ -39,22 +47,29 @@ BYE_REASON_JOB_ENDED: ByeReason
 BYE_REASON_SITE_SHUTTING_DOWN: ByeReason
 BYE_REASON_AGENT_STOPPING: ByeReason
 BYE_REASON_REPLACED: ByeReason
+LOG_LEVEL_UNSPECIFIED: LogLevel
+LOG_LEVEL_DEBUG: LogLevel
+LOG_LEVEL_INFO: LogLevel
+LOG_LEVEL_WARN: LogLevel
+LOG_LEVEL_ERROR: LogLevel
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "task_ack", "result", "heartbeat", "bye", "metric")
+    __slots__ = ("hello", "task_ack", "result", "heartbeat", "bye", "metric", "trainer_log")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     TASK_ACK_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     BYE_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_LOG_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     task_ack: TaskAck
     result: TaskResult
     heartbeat: Heartbeat
     bye: Bye
     metric: MetricRecord
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., task_ack: _Optional[_Union[TaskAck, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., bye: _Optional[_Union[Bye, _Mapping]] = ..., metric: _Optional[_Union[MetricRecord, _Mapping]] = ...) -> None: ...
+    trainer_log: TrainerLog
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., task_ack: _Optional[_Union[TaskAck, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., bye: _Optional[_Union[Bye, _Mapping]] = ..., metric: _Optional[_Union[MetricRecord, _Mapping]] = ..., trainer_log: _Optional[_Union[TrainerLog, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
     __slots__ = ("welcome", "task", "result_ack", "heartbeat", "abort", "bye")
@@ -194,6 +209,18 @@ class MetricRecord(_message.Message):
     record: _exchange_pb2.DataExchange
     logged_at: _timestamp_pb2.Timestamp
     def __init__(self, task_id: _Optional[str] = ..., sequence: _Optional[int] = ..., record: _Optional[_Union[_exchange_pb2.DataExchange, _Mapping]] = ..., logged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TrainerLog(_message.Message):
+    __slots__ = ("task_id", "level", "message", "logged_at")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LOGGED_AT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    level: LogLevel
+    message: str
+    logged_at: _timestamp_pb2.Timestamp
+    def __init__(self, task_id: _Optional[str] = ..., level: _Optional[_Union[LogLevel, str]] = ..., message: _Optional[str] = ..., logged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Payload(_message.Message):
     __slots__ = ("inline", "ref")
