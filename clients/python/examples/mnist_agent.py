@@ -1,6 +1,6 @@
 """The MNIST example trainer in Python with numpy: a drop-in for examples/mnist/trainer.ts.
 
-    node --import tsx examples/mnist/export-shard.ts --client-index 0 --num-clients 3 --out shard.safetensors
+    node --import tsx examples/mnist/write-shard.ts --client-index 0 --num-clients 3 --out shard.safetensors
     python mnist_agent.py --site 127.0.0.1:7443 --client-name site-1 --shard shard.safetensors
 
 It answers the tasks the TypeScript trainer answers, with the same models on
@@ -91,7 +91,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", default="127.0.0.1:7443")
     parser.add_argument("--client-name", required=True)
-    parser.add_argument("--shard", required=True, help="this client's data, from examples/mnist/export-shard.ts")
+    parser.add_argument("--shard", required=True, help="this client's data, from examples/mnist/write-shard.ts")
     parser.add_argument("--kit", help="the client's kit folder: mutual TLS")
     parser.add_argument("--model", choices=["softmax", "mlp"], default="softmax", help="the kind of fresh weights, when a first round sends none")
     parser.add_argument("--epochs", type=int, default=1)

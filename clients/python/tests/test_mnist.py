@@ -16,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_agent.py"
 
 def test_a_python_and_a_typescript_trainer_finish_a_fedavg_job_together(admin_site: AdminSite, tmp_path: Path) -> None:
     shard = tmp_path / "shard-0.safetensors"
-    subprocess.run(["node", "--import", "tsx", "examples/mnist/export-shard.ts", "--client-index", "0", "--num-clients", "2", "--out", str(shard)], cwd=REPO, check=True, capture_output=True, timeout=120)
+    subprocess.run(["node", "--import", "tsx", "examples/mnist/write-shard.ts", "--client-index", "0", "--num-clients", "2", "--out", str(shard)], cwd=REPO, check=True, capture_output=True, timeout=120)
     python = subprocess.Popen([sys.executable, str(EXAMPLE), "--site", admin_site.address, "--client-name", "mnist-1", "--shard", str(shard)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     typescript = BackgroundProcess(
         node_process(["examples/mnist/trainer.ts", "--site-address", admin_site.address, "--client-name", "mnist-2", "--client-index", "1", "--num-clients", "2"], {"LOG_LEVEL": "info"}),
