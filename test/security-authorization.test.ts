@@ -133,7 +133,7 @@ describe("roles over real TLS, identities from certificates", () => {
     const missing = await campfire(["audit", "--data-dir", join(site.dataDir, "nowhere")]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("no audit log at");
-  });
+  }, 60_000);
 });
 
 describe("a policy file", () => {
