@@ -40,6 +40,7 @@ interface SiteCommandOptions {
   dataDir: string;
   maxJobs: number;
   maxJobMb: number;
+  maxArtifactGb: number;
   tokens?: string;
   tokensFile?: string;
   http?: string;
@@ -80,7 +81,8 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .addOption(env("--data-dir <dir>", "where jobs and their workspaces are kept (with --store: the workspaces only)", "CAMPFIRE_DATA_DIR").default(DEFAULT_DATA_DIR))
     .addOption(env("--store <url>", "keep jobs in PostgreSQL (postgres://user:password@host:port/db) instead of the data directory's embedded store", "CAMPFIRE_STORE"))
     .addOption(env("--max-jobs <n>", "jobs that may run at once", "CAMPFIRE_MAX_JOBS").argParser(integer(1)).default(4))
-    .addOption(env("--max-job-mb <mb>", "the largest job accepted", "CAMPFIRE_MAX_JOB_MB").argParser(integer(1)).default(16))
+    .addOption(env("--max-job-mb <mb>", "the largest job definition accepted (large app files travel as artifacts, outside it)", "CAMPFIRE_MAX_JOB_MB").argParser(integer(1)).default(16))
+    .addOption(env("--max-artifact-gb <gb>", "the largest job artifact (an uploaded app file, such as an initial model) accepted", "CAMPFIRE_MAX_ARTIFACT_GB").argParser(integer(1)).default(64))
     .addOption(env("--tokens <list>", "admin tokens, comma separated: token=user (a lead), token=user:<role>[:<org>] (role project_admin, org_admin, lead, member; admin = project_admin)", "CAMPFIRE_TOKENS"))
     .addOption(env("--tokens-file <path>", "admin tokens, one token=user[:<role>[:<org>]] per line", "CAMPFIRE_TOKENS_FILE"))
     .addOption(env("--http <host:port>", "also serve the web dashboard here (HTTPS with --tls-dir; beyond loopback only then, or with --insecure)", "CAMPFIRE_HTTP"))
@@ -136,6 +138,7 @@ Examples:
             store: options.store ? await openStore(options.store, options.dataDir, logger) : undefined,
             maxConcurrentJobs: options.maxJobs,
             maxJobBytes: options.maxJobMb * 1024 * 1024,
+            maxArtifactBytes: options.maxArtifactGb * 1024 ** 3,
             scheduleIntervalMs: options.scheduleIntervalMs,
             maxScheduleIntervalMs: options.scheduleMaxIntervalMs,
             maxScheduleAttempts: options.scheduleAttempts,

@@ -28,6 +28,9 @@ export interface AuditRecord {
   peer?: string;
   /** For agent events: the agent id. */
   agentId?: string;
+  /** For artifact calls (UploadArtifact, GetArtifactStatus): the artifact's SHA-256, and for uploads the bytes received in the call. */
+  artifact?: string;
+  bytes?: number;
 }
 
 export type AuditEntry = Omit<AuditRecord, "time" | "identity" | "org" | "role" | "via"> & { identity: Identity | undefined };

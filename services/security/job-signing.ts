@@ -36,7 +36,7 @@ export interface ManifestContent {
 export interface ManifestApp {
   server_config: JsonObject | null;
   client_config: JsonObject | null;
-  /** Path -> lower-case hex SHA-256 of the file's content. */
+  /** Path -> lower-case hex SHA-256 of the file's content (inline, or the uploaded artifact's). */
   files: Record<string, string>;
 }
 
@@ -101,7 +101,8 @@ export function manifestContentOf(definition: JobDefinition): ManifestContent {
     const files: Record<string, string> = {};
     for (const file of app.files) {
       if (Object.hasOwn(files, file.path)) throw new JobSignatureProblem("invalid", `apps.${app.name}.files: ${JSON.stringify(file.path)} appears twice`);
-      files[file.path] = createHash("sha256").update(file.content).digest("hex");
+      // An uploaded artifact is covered by its digest: the site checked the bytes against it, and anyone holding them can again.
+      files[file.path] = file.artifact ? file.artifact.sha256 : createHash("sha256").update(file.content).digest("hex");
     }
     apps[app.name] = { server_config: asJson(app.serverConfig), client_config: asJson(app.clientConfig), files };
   }

@@ -34,8 +34,12 @@ export class AuthenticationError extends SessionError {}
 /** The token's user may not do this. */
 export class AuthorizationError extends SessionError {}
 
-/** Calls that carry a job definition: INVALID_ARGUMENT there means the definition. */
-const DEFINITION_METHODS = new Set(["submitJob", "cloneJob"]);
+/** An artifact upload that could not complete: it was superseded, or kept failing to resume. */
+export class ArtifactUploadError extends SessionError {}
+
+/** Calls that carry a job definition or its artifacts: INVALID_ARGUMENT there means the definition. */
+const DEFINITION_METHODS = new Set(["submitJob", "cloneJob", "uploadArtifact", "getArtifactStatus"]);
+const ARTIFACT_METHODS = new Set(["uploadArtifact", "getArtifactStatus"]);
 
 /** The one place where gRPC status codes become the session's typed errors. */
 export function sessionErrorOf(error: ServiceError, method: string, site: string): SessionError {
@@ -55,7 +59,9 @@ export function sessionErrorOf(error: ServiceError, method: string, site: string
     case Status.NOT_FOUND:
       return new JobNotFound(details, options);
     case Status.FAILED_PRECONDITION:
-      return new JobNotDone(details, options);
+      return ARTIFACT_METHODS.has(method) ? new ArtifactUploadError(details, options) : new JobNotDone(details, options);
+    case Status.ABORTED:
+      return new ArtifactUploadError(details, options);
     case Status.UNAUTHENTICATED:
       return new AuthenticationError(details, options);
     case Status.PERMISSION_DENIED:

@@ -1,7 +1,8 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve, sep } from "node:path";
 import { z } from "zod";
 import type { App, AppFile, JobDefinition } from "../../gen/campfire/admin/v1/job.js";
+import { ARTIFACT_THRESHOLD_BYTES, type ArtifactSource, fileSource } from "./artifacts.js";
 import { InvalidJobDefinition } from "./errors.js";
 
 export const META_FILE = "meta.json";
@@ -17,6 +18,12 @@ const MetaJson = z.looseObject({
   mandatory_clients: z.array(z.string()).optional(),
 });
 
+/** A job folder read for submission: the definition, and the files it references as artifacts, to upload first. */
+export interface JobFolder {
+  definition: JobDefinition;
+  artifacts: ArtifactSource[];
+}
+
 /**
  * Reads an NVFLARE-style job folder into a JobDefinition:
  *
@@ -25,15 +32,19 @@ const MetaJson = z.looseObject({
  *   <folder>/<app>/config/config_fed_client.json passed to the clients that run the app
  *   <folder>/<app>/**                            other files of the app, sent along
  *
- * Only the apps named in deploy_map are read. Throws InvalidJobDefinition
- * naming the file and the problem. The site checks the rest.
+ * Only the apps named in deploy_map are read. Files of `artifactThresholdBytes`
+ * or more are not read into the definition: they are hashed (streaming) and
+ * referenced as artifacts (AppFile.artifact), to be uploaded before the job.
+ * Throws InvalidJobDefinition naming the file and the problem. The site
+ * checks the rest.
  */
-export async function readJobFolder(folder: string): Promise<JobDefinition> {
+export async function readJobFolder(folder: string, artifactThresholdBytes = ARTIFACT_THRESHOLD_BYTES): Promise<JobFolder> {
   const root = resolve(folder);
   const meta = parseMeta(await readText(join(root, META_FILE), `${folder} has no ${META_FILE}: a job folder needs one with at least "deploy_map"`), folder);
   const apps: App[] = [];
-  for (const appName of Object.keys(meta.deploy_map)) apps.push(await readApp(root, appName, folder));
-  return {
+  const artifacts: ArtifactSource[] = [];
+  for (const appName of Object.keys(meta.deploy_map)) apps.push(await readApp(root, appName, folder, artifactThresholdBytes, artifacts));
+  const definition: JobDefinition = {
     name: meta.name ?? basename(root),
     deployMap: Object.entries(meta.deploy_map).map(([appName, sites]) => ({ appName, sites })),
     resourceSpec: Object.fromEntries(Object.entries(meta.resource_spec ?? {}).map(([client, resources]) => [client, { resources }])),
@@ -43,6 +54,7 @@ export async function readJobFolder(folder: string): Promise<JobDefinition> {
     jobFolderName: basename(root),
     signature: undefined,
   };
+  return { definition, artifacts };
 }
 
 function parseMeta(text: string, folder: string): z.infer<typeof MetaJson> {
@@ -58,7 +70,7 @@ function parseMeta(text: string, folder: string): z.infer<typeof MetaJson> {
   throw new InvalidJobDefinition(`${join(folder, META_FILE)}: ${issue.path.join(".") || "the file"}: ${issue.message}`);
 }
 
-async function readApp(root: string, appName: string, folder: string): Promise<App> {
+async function readApp(root: string, appName: string, folder: string, artifactThresholdBytes: number, artifacts: ArtifactSource[]): Promise<App> {
   const appDir = join(root, appName);
   let entries;
   try {
@@ -75,7 +87,11 @@ async function readApp(root: string, appName: string, folder: string): Promise<A
     if (!entry.isFile()) continue;
     if (path === SERVER_CONFIG) app.serverConfig = await readConfig(join(appDir, path), `${appName}/${path}`);
     else if (path === CLIENT_CONFIG) app.clientConfig = await readConfig(join(appDir, path), `${appName}/${path}`);
-    else files.push({ path, content: await readFile(join(appDir, path)) });
+    else if ((await stat(join(appDir, path))).size >= artifactThresholdBytes) {
+      const source = await fileSource(`${appName}/${path}`, join(appDir, path));
+      artifacts.push(source);
+      files.push({ path, content: new Uint8Array(0), artifact: source.ref });
+    } else files.push({ path, content: await readFile(join(appDir, path)), artifact: undefined });
   }
   if (!app.serverConfig && !app.clientConfig) {
     throw new InvalidJobDefinition(`app "${appName}" in ${folder} has neither ${SERVER_CONFIG} nor ${CLIENT_CONFIG}; add the one(s) its sites need`);

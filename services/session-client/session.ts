@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { type CallOptions, type ClientReadableStream, Metadata, type ServiceError, status as Status, type StatusObject } from "@grpc/grpc-js";
-import type { JobDefinition, JobMeta, RunStatus } from "../../gen/campfire/admin/v1/job.js";
+import type { ArtifactRef, JobDefinition, JobMeta, RunStatus } from "../../gen/campfire/admin/v1/job.js";
 import type {
   AbortJobRequest,
   AbortJobResponse,
@@ -10,6 +12,8 @@ import type {
   CloneJobResponse,
   DeleteJobRequest,
   DeleteJobResponse,
+  GetArtifactStatusRequest,
+  GetArtifactStatusResponse,
   GetJobMetaRequest,
   GetJobMetaResponse,
   GetSystemInfoRequest,
@@ -19,15 +23,18 @@ import type {
   MonitorJobResponse,
   SubmitJobRequest,
   SubmitJobResponse,
+  UploadArtifactResponse,
 } from "../../gen/campfire/admin/v1/session_service.js";
 import type { GetJobLogsResponse, GetJobMetricsRequest, GetJobMetricsResponse, RoundRecord, TrainerLogLine } from "../../gen/campfire/admin/v1/metrics.js";
-import { MonitorReturnCode, SessionServiceClient } from "../../gen/campfire/admin/v1/session_service.js";
+import { ArtifactState, MonitorReturnCode, SessionServiceClient } from "../../gen/campfire/admin/v1/session_service.js";
 import { backoffDelay, delay } from "../shared/wait.js";
 import { type ClientTransportOptions, siteChannelCredentials } from "../security/client-transport.js";
 import { signJobDefinition } from "../security/job-signing.js";
 import { certifyKit, type TlsKit } from "../security/kit.js";
+import { CHUNK_BYTES } from "../shared/payload.js";
 import { relativePathProblem } from "../site/jobs/validation.js";
-import { InternalError, InvalidJobDefinition, NoConnection, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
+import { ARTIFACT_THRESHOLD_BYTES, type ArtifactSource, bytesSource, type UploadProgress } from "./artifacts.js";
+import { ArtifactUploadError, InternalError, InvalidJobDefinition, NoConnection, SessionClosed, SessionError, sessionErrorOf } from "./errors.js";
 import { readJobFolder } from "./job-folder.js";
 
 export { MonitorReturnCode };
@@ -41,8 +48,21 @@ export interface SessionOptions extends ClientTransportOptions {
   token?: string;
   /** The deadline of each call that is not a stream. Default 30 s. */
   callTimeoutMs?: number;
-  /** The deadline of a whole result download. Default 30 min. */
+  /** The deadline of a whole result download, and of each attempt of an artifact upload. Default 30 min. */
   downloadTimeoutMs?: number;
+}
+
+export interface SubmitOptions {
+  /** Told how each artifact upload progresses (every 1 % or 1 MiB, whichever is more, and at its end). */
+  onProgress?: (progress: UploadProgress) => void;
+  /** App files at least this large are uploaded as artifacts ahead of the job. Default 1 MiB. */
+  artifactThresholdBytes?: number;
+}
+
+export interface UploadOptions {
+  onProgress?: (progress: UploadProgress) => void;
+  /** Attempts before giving up when the connection keeps dropping; each resumes where the site's bytes end. Default 5. */
+  maxAttempts?: number;
 }
 
 export interface ListJobsOptions {
@@ -114,10 +134,16 @@ export class Session {
     });
   }
 
-  /** Reads the job folder (see readJobFolder) and submits it. Returns the job's id. */
-  async submitJob(folder: string): Promise<string> {
+  /**
+   * Reads the job folder (see readJobFolder), uploads its large files as
+   * artifacts (resuming across dropped connections), and submits it.
+   * Returns the job's id.
+   */
+  async submitJob(folder: string, options: SubmitOptions = {}): Promise<string> {
     this.ensureOpen();
-    return this.submitJobDefinition(await readJobFolder(folder));
+    const { definition, artifacts } = await readJobFolder(folder, options.artifactThresholdBytes);
+    for (const source of artifacts) await this.uploadArtifact(source, options);
+    return this.submitJobDefinition(definition, options);
   }
 
   /**
@@ -125,12 +151,96 @@ export class Session {
    * kit that has a certificate and key (`tls`), the definition is signed
    * with that key first (JobDefinition.signature), so that agents can check
    * that the job they run is the one this admin submitted; a definition that
-   * already carries a signature is sent as it is.
+   * already carries a signature is sent as it is (a signature covers a file
+   * by its digest, so it holds whether the file travels inline or as an
+   * artifact). Inline files of `artifactThresholdBytes` or more are uploaded
+   * as artifacts first and referenced, so the job message stays small.
    */
-  async submitJobDefinition(definition: JobDefinition): Promise<string> {
+  async submitJobDefinition(definition: JobDefinition, options: SubmitOptions = {}): Promise<string> {
     this.ensureOpen();
-    const signed = this.signingKit && !definition.signature ? { ...definition, signature: this.sign(definition, this.signingKit) } : definition;
+    const threshold = options.artifactThresholdBytes ?? ARTIFACT_THRESHOLD_BYTES;
+    const apps = [];
+    for (const app of definition.apps) {
+      const files = [];
+      for (const file of app.files) {
+        if (file.artifact || file.content.length < threshold) files.push(file);
+        else files.push({ path: file.path, content: new Uint8Array(0), artifact: await this.uploadArtifact(bytesSource(`${app.name}/${file.path}`, file.content), options) });
+      }
+      apps.push({ ...app, files });
+    }
+    const referenced = { ...definition, apps };
+    const signed = this.signingKit && !referenced.signature ? { ...referenced, signature: this.sign(referenced, this.signingKit) } : referenced;
     return (await this.unary("submitJob", { definition: signed })).jobId;
+  }
+
+  /**
+   * Makes sure the site holds the artifact: asks how much it has, then
+   * uploads the rest in chunks; when the connection drops, asks again and
+   * resumes from there (up to `maxAttempts`). Resolves with the reference a
+   * job definition names it by.
+   */
+  async uploadArtifact(source: ArtifactSource, options: UploadOptions = {}): Promise<ArtifactRef> {
+    const maxAttempts = options.maxAttempts ?? 5;
+    const { sha256, sizeBytes } = source.ref;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const status = await this.unary("getArtifactStatus", { sha256 });
+        const progress = { path: source.path, sha256, totalBytes: sizeBytes, attempt };
+        if (status.state === ArtifactState.ARTIFACT_STATE_COMPLETE && status.sizeBytes === sizeBytes) {
+          options.onProgress?.({ ...progress, sentBytes: sizeBytes, resumedFrom: sizeBytes, done: true });
+          return source.ref;
+        }
+        const offset = status.state === ArtifactState.ARTIFACT_STATE_PARTIAL && status.sizeBytes === sizeBytes ? status.receivedBytes : 0;
+        await this.sendArtifact(source, offset, (sentBytes, done) => options.onProgress?.({ ...progress, sentBytes, resumedFrom: offset, done }));
+        return source.ref;
+      } catch (error) {
+        const translated = this.translate(error, "uploadArtifact");
+        const retryable = translated instanceof NoConnection || translated instanceof ArtifactUploadError || translated.name === "SessionClosed" && !this.closed;
+        if (!retryable || attempt >= maxAttempts) throw translated;
+        await sleep(Math.min(5_000, 200 * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
+  /** One upload attempt from `offset`: the header, then the chunks, waiting for the stream to drain when it is full. */
+  private async sendArtifact(source: ArtifactSource, offset: number, progress: (sentBytes: number, done: boolean) => void): Promise<void> {
+    this.ensureOpen();
+    let settled = false;
+    let call!: ReturnType<SessionServiceClient["uploadArtifact"]>;
+    const response = new Promise<UploadArtifactResponse>((resolve, reject) => {
+      call = this.client.uploadArtifact(this.metadata, this.deadline(this.downloadTimeoutMs), (error, reply) => {
+        settled = true;
+        if (error) reject(error);
+        else resolve(reply);
+      });
+    });
+    const tracked = { cancel: () => call.cancel() };
+    this.inFlight.add(tracked);
+    try {
+      call.write({ body: { $case: "header", value: { ...source.ref, offset } } });
+      let sent = offset;
+      let reported = offset;
+      const step = Math.max(CHUNK_BYTES, source.ref.sizeBytes / 100);
+      for await (const chunk of source.chunks(offset)) {
+        if (settled) break;
+        if (!call.write({ body: { $case: "chunk", value: chunk } })) await Promise.race([once(call, "drain"), response]);
+        sent += chunk.length;
+        if (sent - reported >= step) {
+          reported = sent;
+          progress(sent, false);
+        }
+      }
+      call.end();
+      const { artifact } = await response;
+      if (artifact?.sha256 !== source.ref.sha256) throw new InternalError(`the site stored artifact ${artifact?.sha256} for ${source.path}, expected ${source.ref.sha256}`);
+      progress(source.ref.sizeBytes, true);
+    } catch (error) {
+      call.cancel();
+      // The site's answer says why; a local read error or a drain cut short by it is secondary.
+      throw settled ? await response.then(() => error, (reason: unknown) => reason) : error;
+    } finally {
+      this.inFlight.delete(tracked);
+    }
   }
 
   private sign(definition: JobDefinition, kit: TlsKit) {
@@ -398,6 +508,7 @@ export class Session {
 /** The calls that are not streams: request and response types. */
 interface UnaryCalls {
   submitJob: [SubmitJobRequest, SubmitJobResponse];
+  getArtifactStatus: [GetArtifactStatusRequest, GetArtifactStatusResponse];
   cloneJob: [CloneJobRequest, CloneJobResponse];
   getJobMeta: [GetJobMetaRequest, GetJobMetaResponse];
   getJobMetrics: [GetJobMetricsRequest, GetJobMetricsResponse];

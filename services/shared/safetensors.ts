@@ -1,3 +1,4 @@
+import { type FileHandle, open } from "node:fs/promises";
 import { DType, type Tensor } from "../../gen/campfire/common/v1/tensor.js";
 import { bytesPerElement, elementCount } from "./tensor.js";
 
@@ -59,34 +60,82 @@ export function encodeSafetensors(tensors: readonly Tensor[], metadata: Record<s
 /** Decodes a file; tensor data are views of `bytes` (no copies). Throws SafetensorsError naming what is wrong. */
 export function decodeSafetensors(bytes: Uint8Array): { tensors: Tensor[]; metadata: Record<string, string> } {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.length < 8) throw new SafetensorsError(`file of ${view.length} bytes is too short for a safetensors header`);
-  const headerLength = Number(view.readBigUInt64LE(0));
-  if (headerLength > MAX_HEADER_BYTES || 8 + headerLength > view.length) {
-    throw new SafetensorsError(`header length ${headerLength} does not fit the file of ${view.length} bytes`);
+  const headerLength = headerLengthOf(view, view.length);
+  const data = view.subarray(8 + headerLength);
+  const { entries, metadata } = parseHeader(view.subarray(8, 8 + headerLength), data.length);
+  return { tensors: entries.map(({ begin, end, ...tensor }) => ({ ...tensor, data: data.subarray(begin, end) })), metadata };
+}
+
+/**
+ * Reads a safetensors file of any size (also past the 2 GiB a single read
+ * takes): each tensor's bytes land in a buffer of their own, read straight
+ * from the file, never through one file-sized buffer.
+ */
+export async function readSafetensorsFile(path: string): Promise<{ tensors: Tensor[]; metadata: Record<string, string> }> {
+  const handle = await open(path, "r");
+  try {
+    const fileSize = (await handle.stat()).size;
+    const prefix = Buffer.alloc(8);
+    await handle.read(prefix, 0, Math.min(8, fileSize), 0);
+    const headerLength = headerLengthOf(prefix, fileSize);
+    const header = Buffer.alloc(headerLength);
+    await readFully(handle, header, 8);
+    const dataStart = 8 + headerLength;
+    const { entries, metadata } = parseHeader(header, fileSize - dataStart);
+    const tensors: Tensor[] = [];
+    for (const { begin, end, ...tensor } of entries) {
+      const data = Buffer.allocUnsafe(end - begin);
+      await readFully(handle, data, dataStart + begin);
+      tensors.push({ ...tensor, data });
+    }
+    return { tensors, metadata };
+  } finally {
+    await handle.close();
   }
+}
+
+/** Reads `into.length` bytes from `position`, in reads of at most 1 GiB (one read takes at most 2 GiB). */
+async function readFully(handle: FileHandle, into: Buffer, position: number): Promise<void> {
+  for (let at = 0; at < into.length; ) {
+    const { bytesRead } = await handle.read(into, at, Math.min(into.length - at, 1024 ** 3), position + at);
+    if (bytesRead === 0) throw new SafetensorsError(`the file ended at ${position + at} bytes, inside a tensor or the header`);
+    at += bytesRead;
+  }
+}
+
+function headerLengthOf(prefix: Buffer, fileSize: number): number {
+  if (fileSize < 8) throw new SafetensorsError(`file of ${fileSize} bytes is too short for a safetensors header`);
+  const headerLength = Number(prefix.readBigUInt64LE(0));
+  if (headerLength > MAX_HEADER_BYTES || 8 + headerLength > fileSize) {
+    throw new SafetensorsError(`header length ${headerLength} does not fit the file of ${fileSize} bytes`);
+  }
+  return headerLength;
+}
+
+/** The header's tensors (sorted by where their bytes start, offsets relative to the data section) and metadata. */
+function parseHeader(headerBytes: Buffer, dataLength: number): { entries: Array<Omit<Tensor, "data"> & { begin: number; end: number }>; metadata: Record<string, string> } {
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(view.subarray(8, 8 + headerLength).toString("utf8")) as Record<string, unknown>;
+    header = JSON.parse(headerBytes.toString("utf8")) as Record<string, unknown>;
   } catch (error) {
     throw new SafetensorsError(`header is not JSON: ${(error as Error).message}`);
   }
-  const data = view.subarray(8 + headerLength);
   const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
-  const tensors: Tensor[] = [];
+  const entries: Array<Omit<Tensor, "data"> & { begin: number; end: number }> = [];
   for (const [name, value] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const entry = value as HeaderEntry;
     const dtype = DTYPE_BY_NAME.get(entry?.dtype);
     if (dtype === undefined) throw new SafetensorsError(`tensor ${JSON.stringify(name)}: unsupported dtype ${JSON.stringify(entry?.dtype)}`);
     const [begin, end] = entry.data_offsets ?? [];
-    if (!Array.isArray(entry.shape) || !Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin! < 0 || end! < begin! || end! > data.length) {
+    if (!Array.isArray(entry.shape) || !Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin! < 0 || end! < begin! || end! > dataLength) {
       throw new SafetensorsError(`tensor ${JSON.stringify(name)}: shape or data_offsets out of range`);
     }
     if (elementCount(entry.shape) * bytesPerElement(dtype) !== end! - begin!) {
       throw new SafetensorsError(`tensor ${JSON.stringify(name)}: ${end! - begin!} bytes do not match shape [${entry.shape.join(", ")}] of ${entry.dtype}`);
     }
-    tensors.push({ name, dtype, shape: entry.shape, data: data.subarray(begin, end) });
+    entries.push({ name, dtype, shape: entry.shape, begin: begin!, end: end! });
   }
-  tensors.sort((a, b) => a.data.byteOffset - b.data.byteOffset);
-  return { tensors, metadata };
+  entries.sort((a, b) => a.begin - b.begin);
+  return { entries, metadata };
 }

@@ -10,7 +10,7 @@ import { AUDIT_FILE, AuditLog } from "../security/audit.js";
 import { Authorizer, type Policy } from "../security/authorization.js";
 import { SiteTrust } from "../security/site-trust.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
-import { MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { CHUNK_BYTES, MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { AgentHub } from "./agent-hub.js";
 import type { ExchangeTimings } from "./agent-session.js";
 import { type JobOptions, JobManager } from "./jobs/manager.js";
@@ -116,8 +116,8 @@ export class SiteServer {
     const jobs = await JobManager.open(hub, logger, options.jobs);
     signatureOf = (jobId) => jobs.signatureOf(jobId);
     hub.onRefusal(({ jobId, clientName, taskName, reason }) => jobs.recordRefusal(jobId, { client: clientName, reason, taskName, time: new Date() }));
-    // A submitted job arrives in one message: the session service takes up to the job limit (plus framing), the agent service chunks.
-    const maxSessionMessageBytes = jobs.maxJobBytes + 64 * 1024;
+    // A submitted job arrives in one message: the session service takes up to the job limit (or an artifact chunk) plus framing; the agent service chunks.
+    const maxSessionMessageBytes = Math.max(jobs.maxJobBytes, CHUNK_BYTES) + 64 * 1024;
     const gate: AdminGate = { jobs, auth: new Authenticator(options.tokens, trust), authorizer: new Authorizer(options.policy), audit, logger };
     const server = new Server({
       "grpc.max_receive_message_length": Math.max(MAX_MESSAGE_BYTES, maxSessionMessageBytes + 1024 * 1024),

@@ -48,7 +48,7 @@ export function jobDefinition(spec: JobSpec = {}): JobDefinition {
       name,
       serverConfig: app.server,
       clientConfig: app.client,
-      files: Object.entries(app.files ?? {}).map(([path, content]) => ({ path, content: Buffer.from(content) })),
+      files: Object.entries(app.files ?? {}).map(([path, content]) => ({ path, content: Buffer.from(content), artifact: undefined })),
     })),
     jobFolderName: job.name,
     signature: undefined,

@@ -12,12 +12,14 @@ import type { AgentHub } from "../agent-hub.js";
 import { type SiteError, SiteShuttingDown } from "../errors.js";
 import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.js";
 import type { WorkflowContext } from "../workflows/workflow.js";
-import { JobNotFound, JobStillRunning } from "./errors.js";
+import { InvalidJobDefinition, JobNotFound, JobStillRunning } from "./errors.js";
 import { bySubmitTime, type ListFilter, selectJobs } from "./listing.js";
 import { ACTIVE, appOf, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
 import { decide, retryDelay, type ScheduleRequest } from "./scheduler.js";
 import { FileJobStore, type JobStore } from "./store.js";
-import { DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
+import { artifactRefsOf, DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
+import { ArtifactStore, type StoredArtifact } from "../artifacts/store.js";
+import type { AppFile } from "../../../gen/campfire/admin/v1/job.js";
 
 export interface JobOptions {
   /**
@@ -37,8 +39,10 @@ export interface JobOptions {
   maxScheduleIntervalMs?: number;
   /** After this many failed attempts a job ends FINISHED:CAN_NOT_SCHEDULE. Default 10. */
   maxScheduleAttempts?: number;
-  /** The largest job (encoded definition) the site accepts. Default 16 MiB. */
+  /** The largest job (encoded definition, without its uploaded artifacts) the site accepts. Default 16 MiB. */
   maxJobBytes?: number;
+  /** The largest artifact (UploadArtifact) the site accepts. Default 64 GiB. */
+  maxArtifactBytes?: number;
   /** How long an aborted workflow gets to stop before its job ends regardless. Default 5 s. */
   abortGraceMs?: number;
   /** The workflows jobs may name. Default: the built-in ones. */
@@ -101,10 +105,12 @@ export class JobManager {
   private closing = false;
   private temporaryDir: string | undefined;
   readonly workflows: WorkflowRegistry;
-  private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows">>;
+  private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows" | "maxArtifactBytes">>;
 
   private constructor(
     private readonly store: JobStore,
+    /** Large job files, uploaded ahead of the job and referenced by digest (<dataDir>/artifacts). */
+    readonly artifacts: ArtifactStore,
     private readonly hub: AgentHub,
     private readonly logger: Logger,
     options: JobOptions,
@@ -133,9 +139,11 @@ export class JobManager {
    * again on their clients; other running jobs end FINISHED:ABNORMAL.
    */
   static async open(hub: AgentHub, logger: Logger, options: JobOptions = {}): Promise<JobManager> {
-    const temporary = options.store || options.dataDir ? undefined : await mkdtemp(join(tmpdir(), "campfire-site-"));
-    const store = options.store ?? (await FileJobStore.open(options.dataDir ?? temporary!, logger));
-    const manager = new JobManager(store, hub, logger, options);
+    const temporary = options.dataDir ? undefined : await mkdtemp(join(tmpdir(), "campfire-site-"));
+    const dataDir = options.dataDir ?? temporary!;
+    const store = options.store ?? (await FileJobStore.open(dataDir, logger));
+    const artifacts = await ArtifactStore.open(join(dataDir, "artifacts"), logger, { maxArtifactBytes: options.maxArtifactBytes });
+    const manager = new JobManager(store, artifacts, hub, logger, options);
     manager.temporaryDir = temporary;
     await manager.recover();
     return manager;
@@ -153,6 +161,7 @@ export class JobManager {
   async submit(definition: JobDefinition, submitter: Identity, clonedFrom = ""): Promise<string> {
     if (this.closing) throw new SiteShuttingDown("the site is shutting down; submit the job again once it is back");
     const validated = validateJob(definition, this.workflows, this.settings.maxJobBytes);
+    await this.checkArtifacts(definition);
     const jobId = randomUUID();
     const now = new Date();
     const meta: JobMeta = {
@@ -189,6 +198,28 @@ export class JobManager {
     this.notify(jobId);
     void this.approve(jobId);
     return jobId;
+  }
+
+  /** Every artifact the definition references must be stored complete, with the size it says. */
+  private async checkArtifacts(definition: JobDefinition): Promise<void> {
+    for (const ref of artifactRefsOf(definition)) {
+      const stored = await this.artifacts.stored(ref.sha256);
+      if (!stored) {
+        throw new InvalidJobDefinition(`${ref.field}.sha256: ${ref.sha256} (${JSON.stringify(ref.path)}) is not stored on this site; upload it with UploadArtifact first (campfire submit does)`);
+      }
+      if (stored.size !== ref.sizeBytes) throw new InvalidJobDefinition(`${ref.field}.size_bytes: ${ref.sizeBytes}, but the stored artifact ${ref.sha256} has ${stored.size} bytes`);
+    }
+  }
+
+  /** The server app's files as stored artifacts (inline ones are stored on first use), by path. */
+  private async storedFiles(files: readonly AppFile[]): Promise<Map<string, StoredArtifact>> {
+    const stored = new Map<string, StoredArtifact>();
+    for (const file of files) {
+      const artifact = file.artifact ? await this.artifacts.stored(file.artifact.sha256) : await this.artifacts.putBytes(file.content);
+      if (!artifact) throw new Error(`app file ${JSON.stringify(file.path)}: its artifact ${file.artifact!.sha256} is no longer stored on this site`);
+      stored.set(file.path, artifact);
+    }
+    return stored;
   }
 
   /** The signature of a running job's definition (see HubOptions.jobSignature); undefined when it is unsigned or not running. */
@@ -488,6 +519,7 @@ export class JobManager {
       const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
       if (validated.definition.signature) this.signatures.set(jobId, validated.definition.signature);
       resumable = validated.workflow.resumable === true;
+      const appFiles = await this.storedFiles(validated.serverFiles);
       const workspace = this.store.workspace(jobId);
       await mkdir(workspace, { recursive: true });
       signal.throwIfAborted();
@@ -501,7 +533,7 @@ export class JobManager {
         clients,
         minClients: this.jobs.get(jobId)!.minClients || clients.length,
         clientConfigs: new Map(clients.map((client) => [client, validated.clientConfigs.get(appOf(plan, client) ?? "") ?? {}])),
-        appFiles: validated.serverFiles,
+        appFiles,
         workspace,
         hub: this.hub,
         signal,

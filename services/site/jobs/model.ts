@@ -115,7 +115,9 @@ export function jobDefinitionToDict(definition: JobDefinition): Record<string, u
         {
           config_fed_server: app.serverConfig,
           config_fed_client: app.clientConfig,
-          files: Object.fromEntries(app.files.map((file) => [file.path, { size_bytes: file.content.length }])),
+          files: Object.fromEntries(
+            app.files.map((file) => [file.path, file.artifact ? { size_bytes: file.artifact.sizeBytes, artifact_sha256: file.artifact.sha256 } : { size_bytes: file.content.length }]),
+          ),
         },
       ]),
     ),

@@ -1,4 +1,5 @@
-import { type App, type AppDeployment, JobDefinition } from "../../../gen/campfire/admin/v1/job.js";
+import { type App, type AppDeployment, type AppFile, JobDefinition } from "../../../gen/campfire/admin/v1/job.js";
+import { sha256Problem } from "../artifacts/store.js";
 import { nameProblem } from "../../shared/names.js";
 import type { WorkflowRegistry } from "../workflows/registry.js";
 import type { Workflow } from "../workflows/workflow.js";
@@ -16,8 +17,8 @@ export interface ValidatedJob {
   args: unknown;
   /** The client config of each app, by app name. */
   clientConfigs: ReadonlyMap<string, Record<string, unknown>>;
-  /** The files of the server's app. */
-  serverFiles: ReadonlyMap<string, Buffer>;
+  /** The files of the server's app (inline, or referencing stored artifacts). */
+  serverFiles: readonly AppFile[];
 }
 
 const MAX_NAME_LENGTH = 256;
@@ -36,7 +37,7 @@ export function validateJob(definition: JobDefinition, workflows: WorkflowRegist
   if (encoded.byteLength > maxJobBytes) {
     throw new JobTooLarge(
       `the job is ${mib(encoded.byteLength)}, more than this site accepts (${mib(maxJobBytes)}, set with campfire site --max-job-mb): ` +
-        "keep large data out of the job folder and let the clients load it locally",
+        "upload large app files as artifacts (UploadArtifact; campfire submit does), keep configs small, and let the clients load their data locally",
     );
   }
   checkName(definition);
@@ -46,7 +47,7 @@ export function validateJob(definition: JobDefinition, workflows: WorkflowRegist
   const serverApp = apps.get(plan.serverApp)!;
   const { workflow, args } = checkServerConfig(serverApp.app, serverApp.index, workflows);
   const clientConfigs = new Map([...apps].map(([name, { app }]) => [name, app.clientConfig ?? {}]));
-  const serverFiles = new Map(serverApp.app.files.map((file) => [file.path, Buffer.from(file.content)]));
+  const serverFiles = serverApp.app.files;
   return { definition, encoded, plan, workflow, args, clientConfigs, serverFiles };
 }
 
@@ -88,10 +89,27 @@ function checkApps(definition: JobDefinition): Map<string, { app: App; index: nu
       if (pathProblem) throw new InvalidJobDefinition(`${field}.files[${fileIndex}].path: ${q(file.path)} ${pathProblem}`);
       if (paths.has(file.path)) throw new InvalidJobDefinition(`${field}.files[${fileIndex}].path: ${q(file.path)} appears twice in app ${q(app.name)}`);
       paths.add(file.path);
+      if (file.artifact) checkArtifactRef(file, `${field}.files[${fileIndex}]`);
     }
     apps.set(app.name, { app, index });
   }
   return apps;
+}
+
+function checkArtifactRef(file: AppFile, field: string): void {
+  const problem = sha256Problem(file.artifact!.sha256);
+  if (problem) throw new InvalidJobDefinition(`${field}.artifact.sha256: ${problem}`);
+  if (!(file.artifact!.sizeBytes > 0)) throw new InvalidJobDefinition(`${field}.artifact.size_bytes: ${file.artifact!.sizeBytes} must be at least 1`);
+  if (file.content.length > 0) {
+    throw new InvalidJobDefinition(`${field}.content: ${file.content.length} bytes beside an artifact reference; a file is either inline (content) or uploaded (artifact), not both`);
+  }
+}
+
+/** The files of a definition that reference artifacts, with the field that names each. */
+export function artifactRefsOf(definition: JobDefinition): Array<{ field: string; path: string; sha256: string; sizeBytes: number }> {
+  return definition.apps.flatMap((app, appIndex) =>
+    app.files.flatMap((file, fileIndex) => (file.artifact ? [{ field: `apps[${appIndex}].files[${fileIndex}].artifact`, path: file.path, ...file.artifact }] : [])),
+  );
 }
 
 function checkDeployMap(definition: JobDefinition, apps: ReadonlyMap<string, unknown>): DeployPlan {

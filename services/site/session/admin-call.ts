@@ -27,6 +27,7 @@ export interface AdminGate {
 export class AdminCall {
   private identity: Identity | undefined;
   private jobId: string | undefined;
+  private artifact: { sha256: string; bytes?: number } | undefined;
 
   constructor(
     private readonly gate: AdminGate,
@@ -76,9 +77,14 @@ export class AdminCall {
     this.jobId = jobId;
   }
 
+  /** The artifact the call is about (and, for an upload, the bytes it received), for its audit line. */
+  concerns(artifact: { sha256: string; bytes?: number }): void {
+    this.artifact = artifact;
+  }
+
   /** Records that the call was carried out. */
   allowed(): Promise<void> {
-    return this.record({ identity: this.identity, action: this.method, jobId: this.jobId, outcome: "allowed", peer: this.peer.address });
+    return this.record({ identity: this.identity, action: this.method, jobId: this.jobId, outcome: "allowed", peer: this.peer.address, ...this.artifactFields() });
   }
 
   /** Records, and logs with who and from where, that the call was denied (no identity, or no right) or failed. */
@@ -91,13 +97,18 @@ export class AdminCall {
       org: this.identity?.org || undefined,
       role: this.identity?.role,
       job: this.jobId,
+      artifact: this.artifact?.sha256,
       peer: this.peer.address,
       err: error instanceof Error ? { type: error.name, message: error.message } : error,
     };
     if (denied) this.gate.logger.warn(fields, "session call denied");
     else if (statusOf(error) === Status.INTERNAL) this.gate.logger.error({ ...fields, err: error }, "session call failed");
     else this.gate.logger.info(fields, "session call refused");
-    return this.record({ identity: this.identity, action: this.method, jobId: this.jobId, outcome: denied ? "denied" : "failed", reason, peer: this.peer.address });
+    return this.record({ identity: this.identity, action: this.method, jobId: this.jobId, outcome: denied ? "denied" : "failed", reason, peer: this.peer.address, ...this.artifactFields() });
+  }
+
+  private artifactFields(): { artifact?: string; bytes?: number } {
+    return this.artifact ? { artifact: this.artifact.sha256, bytes: this.artifact.bytes } : {};
   }
 
   /**

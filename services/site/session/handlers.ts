@@ -1,9 +1,10 @@
 import { once } from "node:events";
 import { open, readdir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
-import type { handleUnaryCall, Metadata, sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import type { handleUnaryCall, Metadata, sendUnaryData, ServerReadableStream, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import { JobMeta } from "../../../gen/campfire/admin/v1/job.js";
 import {
+  ArtifactState,
   type ClientInfo,
   type DownloadJobResultRequest,
   type DownloadJobResultResponse,
@@ -11,6 +12,8 @@ import {
   type MonitorJobRequest,
   type MonitorJobResponse,
   type SessionServiceServer,
+  type UploadArtifactRequest,
+  type UploadArtifactResponse,
 } from "../../../gen/campfire/admin/v1/session_service.js";
 import type { AuditLog } from "../../security/audit.js";
 import type { Authorizer } from "../../security/authorization.js";
@@ -27,9 +30,12 @@ import { isFinished, jobDefinitionToDict, jobMetaToDict, statusName } from "../j
 import { RefusedMessage } from "../transport/decoding.js";
 import { toServiceError } from "../transport/grpc-status.js";
 import { peerOf } from "../transport/peer.js";
+import { sha256Problem } from "../artifacts/store.js";
+import { UploadInterrupted } from "../artifacts/errors.js";
 import { AdminCall, type AdminGate } from "./admin-call.js";
 import { streamJobLogs } from "./job-logs.js";
 import { monitorJob } from "./monitor.js";
+import { receiveArtifact, uploadOwner } from "./artifact-upload.js";
 import type { Authenticator } from "./auth.js";
 
 export interface SessionServiceOptions {
@@ -83,7 +89,7 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
     admin.authenticate(metadata);
     if (request instanceof RefusedMessage) {
       if (request.reason === "oversized") {
-        throw new JobTooLarge(`${request.description}: this site accepts jobs of up to ${jobs.maxJobBytes} bytes (campfire site --max-job-mb); keep large data out of the job folder`);
+        throw new JobTooLarge(`${request.description}: this site accepts job definitions of up to ${jobs.maxJobBytes} bytes (campfire site --max-job-mb); upload large app files as artifacts (UploadArtifact; campfire submit does) and keep configs small`);
       }
       throw new InvalidArgument(request.description);
     }
@@ -127,6 +133,42 @@ export function sessionServiceHandlers(options: SessionServiceOptions): SessionS
       const jobId = await jobs.submit(request.definition, call.caller);
       call.made(jobId);
       return { jobId };
+    }),
+
+    uploadArtifact(call: ServerReadableStream<UploadArtifactRequest, UploadArtifactResponse>, callback: sendUnaryData<UploadArtifactResponse>) {
+      const gone = new AbortController();
+      call.once("cancelled", () => gone.abort(new UploadInterrupted("the caller went away mid-upload; the bytes received are kept for a resume")));
+      void (async () => {
+        const admin = new AdminCall(gate, "UploadArtifact", peerOf(call));
+        let response: UploadArtifactResponse;
+        try {
+          admin.authenticate(call.metadata);
+          admin.require("submit");
+          const stored = await receiveArtifact(call as AsyncIterable<UploadArtifactRequest | RefusedMessage>, jobs.artifacts, admin, gone.signal);
+          response = { artifact: { sha256: stored.sha256, sizeBytes: stored.size } };
+        } catch (error) {
+          await admin.refused(error);
+          return callback(toServiceError(error));
+        }
+        await admin.allowed();
+        callback(null, response);
+      })();
+    },
+
+    getArtifactStatus: unary("GetArtifactStatus", async (request, call) => {
+      call.require("submit");
+      const problem = sha256Problem(request.sha256);
+      if (problem) throw new InvalidArgument(`sha256: ${problem}`);
+      call.concerns({ sha256: request.sha256 });
+      const status = await jobs.artifacts.status(request.sha256, uploadOwner(call.caller));
+      switch (status.state) {
+        case "complete":
+          return { state: ArtifactState.ARTIFACT_STATE_COMPLETE, receivedBytes: status.artifact.size, sizeBytes: status.artifact.size };
+        case "partial":
+          return { state: ArtifactState.ARTIFACT_STATE_PARTIAL, receivedBytes: status.received, sizeBytes: status.size };
+        default:
+          return { state: ArtifactState.ARTIFACT_STATE_ABSENT, receivedBytes: 0, sizeBytes: 0 };
+      }
     }),
 
     cloneJob: unary("CloneJob", async (request, call) => {

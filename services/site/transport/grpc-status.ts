@@ -1,5 +1,6 @@
 import { type ServiceError, status as Status, Metadata } from "@grpc/grpc-js";
 import * as errors from "../errors.js";
+import * as artifactErrors from "../artifacts/errors.js";
 import * as jobErrors from "../jobs/errors.js";
 import * as securityErrors from "../../security/errors.js";
 
@@ -22,6 +23,13 @@ const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError
   [jobErrors.JobNotDone, Status.FAILED_PRECONDITION],
   [jobErrors.JobStillRunning, Status.FAILED_PRECONDITION],
   [errors.HelloTimeout, Status.DEADLINE_EXCEEDED],
+  [artifactErrors.ArtifactTooLarge, Status.RESOURCE_EXHAUSTED],
+  [artifactErrors.TooManyUploads, Status.RESOURCE_EXHAUSTED],
+  [artifactErrors.UploadOffsetMismatch, Status.FAILED_PRECONDITION],
+  [artifactErrors.InvalidUpload, Status.INVALID_ARGUMENT],
+  [artifactErrors.UploadSuperseded, Status.ABORTED],
+  [artifactErrors.UploadStalled, Status.DEADLINE_EXCEEDED],
+  [artifactErrors.UploadInterrupted, Status.CANCELLED],
   [securityErrors.Unauthenticated, Status.UNAUTHENTICATED],
   [securityErrors.PermissionDenied, Status.PERMISSION_DENIED],
   [securityErrors.TooManyStreams, Status.RESOURCE_EXHAUSTED],

@@ -2,7 +2,7 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { writeFileAtomic } from "../../shared/durable-file.js";
-import { decodeSafetensors } from "../../shared/safetensors.js";
+import { readSafetensorsFile } from "../../shared/safetensors.js";
 import { RESULT_LAYOUT, saveModel } from "./model-files.js";
 
 const CHECKPOINT_DIR = dirname(RESULT_LAYOUT.checkpointState);
@@ -22,7 +22,7 @@ export async function readCheckpoint<State>(workspace: string): Promise<Checkpoi
   });
   if (text === undefined) return undefined;
   const { model, ...state } = JSON.parse(text) as { model?: string };
-  return { state: state as State, model: model === undefined ? undefined : decodeSafetensors(await readFile(join(workspace, CHECKPOINT_DIR, model))).tensors };
+  return { state: state as State, model: model === undefined ? undefined : (await readSafetensorsFile(join(workspace, CHECKPOINT_DIR, model))).tensors };
 }
 
 /**

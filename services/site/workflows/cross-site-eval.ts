@@ -2,10 +2,9 @@ import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { writeFileAtomic } from "../../shared/durable-file.js";
-import { decodeSafetensors } from "../../shared/safetensors.js";
 import { join } from "node:path";
 import { scatterGather } from "./gather.js";
-import { requiredFile, RESULT_LAYOUT } from "./model-files.js";
+import { loadAppModel, RESULT_LAYOUT } from "./model-files.js";
 import { parseArgs } from "./arguments.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow, WorkflowContext } from "./workflow.js";
@@ -47,7 +46,7 @@ export const crossSiteEvalWorkflow: Workflow<CrossSiteEvalArgs> = {
   resumable: true,
 
   async run(context) {
-    const globalModel = context.args.global_model ? decodeSafetensors(requiredFile(context.appFiles, context.args.global_model, "global_model")).tensors : undefined;
+    const globalModel = context.args.global_model ? await loadAppModel(context.appFiles, context.args.global_model, "global_model") : undefined;
     await crossSiteEvaluate(context, context.args, globalModel);
   },
 };

@@ -2,12 +2,11 @@ import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { carriesData } from "../../shared/return-codes.js";
-import { decodeSafetensors } from "../../shared/safetensors.js";
 import { failureOf } from "../agent-session.js";
 import { SiteError } from "../errors.js";
 import { WeightedAverage } from "./aggregation.js";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
-import { requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
+import { loadAppModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
 import { parseArgs } from "./arguments.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow } from "./workflow.js";
@@ -62,7 +61,7 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
     try {
       const saved = await readCheckpoint<CyclicState>(workspace);
       const state: CyclicState = saved?.state ?? { seed: args.seed ?? Math.floor(Math.random() * 2 ** 31), nextStep: 0, orders: [] };
-      let model: Tensor[] | undefined = saved ? saved.model : args.initial_model ? decodeSafetensors(requiredFile(context.appFiles, args.initial_model)).tensors : undefined;
+      let model: Tensor[] | undefined = saved ? saved.model : args.initial_model ? await loadAppModel(context.appFiles, args.initial_model) : undefined;
       if (saved) {
         context.logger.info({ job: context.jobId, step: state.nextStep }, "resuming from checkpoint");
         await recorder.resumeAt(Math.floor(state.nextStep / clients.length));

@@ -2,13 +2,12 @@ import { join } from "node:path";
 import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
-import { decodeSafetensors } from "../../shared/safetensors.js";
 import { float32Values } from "../../shared/tensor.js";
 import { WeightedAverage } from "./aggregation.js";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import { crossSiteEvaluate, crossSiteEvalWorkflow } from "./cross-site-eval.js";
 import { type GatherOptions, scatterGather } from "./gather.js";
-import { loadModel, requiredFile, RESULT_LAYOUT, saveModel } from "./model-files.js";
+import { loadAppModel, loadModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
 import { parseArgs } from "./arguments.js";
 import { JobRecorder } from "./recorder.js";
 import type { Workflow, WorkflowContext } from "./workflow.js";
@@ -79,7 +78,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
     try {
       const saved = await readCheckpoint<FedAvgState>(workspace);
       let state: FedAvgState = saved?.state ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
-      let global = saved ? saved.model : initialModel(context);
+      let global = saved ? saved.model : await initialModel(context);
       const saveBest = (best: NonNullable<FedAvgState["best"]>) => saveModel(workspace, RESULT_LAYOUT.bestModel, global!, { round: String(best.round), [args.key_metric]: String(best.value) });
       if (saved) {
         logger.info({ job: context.jobId, round: state.nextRound }, "resuming from checkpoint");
@@ -197,10 +196,9 @@ function roundOptions(context: WorkflowContext<FedAvgArgs>, minResults: number):
   };
 }
 
-function initialModel(context: WorkflowContext<FedAvgArgs>): Tensor[] | undefined {
+async function initialModel(context: WorkflowContext<FedAvgArgs>): Promise<Tensor[] | undefined> {
   const path = context.args.initial_model;
-  if (!path) return undefined;
-  return decodeSafetensors(requiredFile(context.appFiles, path)).tensors;
+  return path ? loadAppModel(context.appFiles, path) : undefined;
 }
 
 function stopConditionHolds(condition: string | undefined, metrics: Record<string, number>): boolean {

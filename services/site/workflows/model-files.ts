@@ -1,8 +1,8 @@
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { writeFileAtomic } from "../../shared/durable-file.js";
-import { decodeSafetensors, encodeSafetensors } from "../../shared/safetensors.js";
+import { encodeSafetensors, readSafetensorsFile } from "../../shared/safetensors.js";
+import type { StoredArtifact } from "../artifacts/store.js";
 
 /**
  * Where a job's results live in its workspace. download_job_result returns them
@@ -34,18 +34,23 @@ export async function saveModel(workspace: string, relativePath: string, tensors
   await writeFileAtomic(join(workspace, relativePath), encodeSafetensors(tensors, metadata));
 }
 
-/** Loads a safetensors model; undefined when the file does not exist. */
+/** Loads a safetensors model (of any size); undefined when the file does not exist. */
 export async function loadModel(path: string): Promise<Tensor[] | undefined> {
-  const bytes = await readFile(path).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === "ENOENT") return undefined;
+  try {
+    return (await readSafetensorsFile(path)).tensors;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw error;
-  });
-  return bytes && decodeSafetensors(bytes).tensors;
+  }
 }
 
-/** An app file a workflow argument names; the error names the argument. */
-export function requiredFile(files: ReadonlyMap<string, Buffer>, path: string, argument = "initial_model"): Buffer {
+/** Loads the model in the app file a workflow argument names (a stored artifact); errors name the argument. */
+export async function loadAppModel(files: ReadonlyMap<string, StoredArtifact>, path: string, argument = "initial_model"): Promise<Tensor[]> {
   const file = files.get(path);
   if (!file) throw new Error(`${argument}: the app has no file ${JSON.stringify(path)}`);
-  return file;
+  try {
+    return (await readSafetensorsFile(file.path)).tensors;
+  } catch (error) {
+    throw new Error(`${argument}: ${JSON.stringify(path)} is not a readable safetensors model: ${(error as Error).message}`, { cause: error });
+  }
 }

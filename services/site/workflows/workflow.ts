@@ -1,6 +1,7 @@
 import type { JobProgress } from "../../../gen/campfire/admin/v1/job.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AgentHub } from "../agent-hub.js";
+import type { StoredArtifact } from "../artifacts/store.js";
 
 /** What a workflow gets to run one job. */
 export interface WorkflowContext<Args> {
@@ -13,8 +14,12 @@ export interface WorkflowContext<Args> {
   minClients: number;
   /** The client config of the app each client runs (config_fed_client.json), by client name. */
   clientConfigs: ReadonlyMap<string, Record<string, unknown>>;
-  /** The server app's files (for example an initial model), by path relative to the app folder. */
-  appFiles: ReadonlyMap<string, Buffer>;
+  /**
+   * The server app's files (for example an initial model), by path relative
+   * to the app folder: stored files on the site's disk, to be read (or
+   * streamed) from their path, never held in memory whole for long.
+   */
+  appFiles: ReadonlyMap<string, StoredArtifact>;
   /** The job's own workspace folder: write results (models, metrics) under it. */
   workspace: string;
   hub: AgentHub;

@@ -217,12 +217,33 @@ export interface App {
   files: AppFile[];
 }
 
-/** A file of an app. */
+/**
+ * A file of an app: its bytes inline (small files), or a reference to an
+ * artifact uploaded beforehand with SessionService.UploadArtifact (large
+ * files: the job message stays small, and a file may exceed 2 GB).
+ */
 export interface AppFile {
   /** The path relative to the app folder, with '/' separators, no '..'. */
   path: string;
-  /** The file's bytes. */
+  /** The file's bytes. Empty when `artifact` is set. */
   content: Uint8Array;
+  /**
+   * The stored artifact holding the file's bytes, instead of `content`. The
+   * site must hold it complete when the job is submitted. A job signature
+   * covers it by this digest (see campfire.common.v1.JobSignature).
+   */
+  artifact: ArtifactRef | undefined;
+}
+
+/**
+ * A job artifact the site stores by content: a large file uploaded once
+ * with SessionService.UploadArtifact and referenced by its digest.
+ */
+export interface ArtifactRef {
+  /** The lower-case hex SHA-256 of the file's bytes (64 characters). */
+  sha256: string;
+  /** The file's size in bytes. */
+  sizeBytes: number;
 }
 
 /**
@@ -1106,7 +1127,7 @@ export const App: MessageFns<App> = {
 };
 
 function createBaseAppFile(): AppFile {
-  return { path: "", content: new Uint8Array(0) };
+  return { path: "", content: new Uint8Array(0), artifact: undefined };
 }
 
 export const AppFile: MessageFns<AppFile> = {
@@ -1116,6 +1137,9 @@ export const AppFile: MessageFns<AppFile> = {
     }
     if (message.content.length !== 0) {
       writer.uint32(18).bytes(message.content);
+    }
+    if (message.artifact !== undefined) {
+      ArtifactRef.encode(message.artifact, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1149,6 +1173,14 @@ export const AppFile: MessageFns<AppFile> = {
             message.content = reader.bytes();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.artifact = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1165,6 +1197,7 @@ export const AppFile: MessageFns<AppFile> = {
     return {
       path: isSet(object.path) ? globalThis.String(object.path) : "",
       content: isSet(object.content) ? bytesFromBase64(object.content) : new Uint8Array(0),
+      artifact: isSet(object.artifact) ? ArtifactRef.fromJSON(object.artifact) : undefined,
     };
   },
 
@@ -1176,6 +1209,9 @@ export const AppFile: MessageFns<AppFile> = {
     if (message.content.length !== 0) {
       obj.content = base64FromBytes(message.content);
     }
+    if (message.artifact !== undefined) {
+      obj.artifact = ArtifactRef.toJSON(message.artifact);
+    }
     return obj;
   },
 
@@ -1186,6 +1222,98 @@ export const AppFile: MessageFns<AppFile> = {
     const message = createBaseAppFile();
     message.path = object.path ?? "";
     message.content = object.content ?? new Uint8Array(0);
+    message.artifact = (object.artifact !== undefined && object.artifact !== null)
+      ? ArtifactRef.fromPartial(object.artifact)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseArtifactRef(): ArtifactRef {
+  return { sha256: "", sizeBytes: 0 };
+}
+
+export const ArtifactRef: MessageFns<ArtifactRef> = {
+  encode(message: ArtifactRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sha256 !== "") {
+      writer.uint32(10).string(message.sha256);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).uint64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ArtifactRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseArtifactRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ArtifactRef {
+    return {
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ArtifactRef): unknown {
+    const obj: any = {};
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ArtifactRef>, I>>(base?: I): ArtifactRef {
+    return ArtifactRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ArtifactRef>, I>>(object: I): ArtifactRef {
+    const message = createBaseArtifactRef();
+    message.sha256 = object.sha256 ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };
@@ -2330,6 +2458,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isObject(value: any): boolean {

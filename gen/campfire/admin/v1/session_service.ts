@@ -13,6 +13,8 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -22,7 +24,7 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
-import { JobDefinition, JobMeta, RunStatus, runStatusFromJSON, runStatusToJSON } from "./job.js";
+import { ArtifactRef, JobDefinition, JobMeta, RunStatus, runStatusFromJSON, runStatusToJSON } from "./job.js";
 import {
   ClientMetricRecord,
   GetJobLogsRequest,
@@ -31,6 +33,56 @@ import {
   GetJobMetricsResponse,
   RoundRecord,
 } from "./metrics.js";
+
+/** How far an artifact has come at the site. */
+export enum ArtifactState {
+  /** ARTIFACT_STATE_UNSPECIFIED - Not set; never reported. */
+  ARTIFACT_STATE_UNSPECIFIED = 0,
+  /** ARTIFACT_STATE_ABSENT - The site holds none of it: upload from offset 0. */
+  ARTIFACT_STATE_ABSENT = 1,
+  /** ARTIFACT_STATE_PARTIAL - The caller uploaded part of it: resume from received_bytes. */
+  ARTIFACT_STATE_PARTIAL = 2,
+  /** ARTIFACT_STATE_COMPLETE - The site holds all of it, checked: reference it without uploading. */
+  ARTIFACT_STATE_COMPLETE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function artifactStateFromJSON(object: any): ArtifactState {
+  switch (object) {
+    case 0:
+    case "ARTIFACT_STATE_UNSPECIFIED":
+      return ArtifactState.ARTIFACT_STATE_UNSPECIFIED;
+    case 1:
+    case "ARTIFACT_STATE_ABSENT":
+      return ArtifactState.ARTIFACT_STATE_ABSENT;
+    case 2:
+    case "ARTIFACT_STATE_PARTIAL":
+      return ArtifactState.ARTIFACT_STATE_PARTIAL;
+    case 3:
+    case "ARTIFACT_STATE_COMPLETE":
+      return ArtifactState.ARTIFACT_STATE_COMPLETE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ArtifactState.UNRECOGNIZED;
+  }
+}
+
+export function artifactStateToJSON(object: ArtifactState): string {
+  switch (object) {
+    case ArtifactState.ARTIFACT_STATE_UNSPECIFIED:
+      return "ARTIFACT_STATE_UNSPECIFIED";
+    case ArtifactState.ARTIFACT_STATE_ABSENT:
+      return "ARTIFACT_STATE_ABSENT";
+    case ArtifactState.ARTIFACT_STATE_PARTIAL:
+      return "ARTIFACT_STATE_PARTIAL";
+    case ArtifactState.ARTIFACT_STATE_COMPLETE:
+      return "ARTIFACT_STATE_COMPLETE";
+    case ArtifactState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /**
  * Why monitoring ended. Values map onto the reference system's
@@ -98,6 +150,70 @@ export interface SubmitJobRequest {
 export interface SubmitJobResponse {
   /** The new job's id. */
   jobId: string;
+}
+
+/** One message of an artifact upload: the header first, then the chunks. */
+export interface UploadArtifactRequest {
+  /** What this message carries. */
+  body:
+    | //
+    /**
+     * The first message, and only the first: which artifact, and where this
+     * upload starts.
+     */
+    { $case: "header"; value: ArtifactUploadHeader }
+    | //
+    /**
+     * The next bytes of the artifact, following the previous chunk (the
+     * first chunk starts at header.offset). At most 1 MiB (1048576 bytes).
+     */
+    { $case: "chunk"; value: Uint8Array }
+    | undefined;
+}
+
+/** Which artifact an upload carries, and from where. */
+export interface ArtifactUploadHeader {
+  /**
+   * The lower-case hex SHA-256 of the whole artifact (64 characters). The
+   * site checks the bytes against it before it stores them.
+   */
+  sha256: string;
+  /** The whole artifact's size in bytes; at least 1. */
+  sizeBytes: number;
+  /**
+   * Where this upload starts: 0 for a new upload, or the received_bytes
+   * GetArtifactStatus reports for a partial one. Any other value is refused
+   * with FAILED_PRECONDITION.
+   */
+  offset: number;
+}
+
+/** The artifact is stored. */
+export interface UploadArtifactResponse {
+  /** The stored artifact, as job definitions reference it. */
+  artifact: ArtifactRef | undefined;
+}
+
+/** Asks how much of an artifact the site holds. */
+export interface GetArtifactStatusRequest {
+  /** The artifact's lower-case hex SHA-256. */
+  sha256: string;
+}
+
+/** How much of an artifact the site holds. */
+export interface GetArtifactStatusResponse {
+  /** Absent, partial or complete. */
+  state: ArtifactState;
+  /**
+   * The bytes the site holds: 0 when absent, the whole size when complete,
+   * and where to resume when partial.
+   */
+  receivedBytes: number;
+  /**
+   * The artifact's size: the stored size when complete, the size its
+   * interrupted upload announced when partial, 0 when absent.
+   */
+  sizeBytes: number;
 }
 
 /** Clones a job. */
@@ -425,6 +541,457 @@ export const SubmitJobResponse: MessageFns<SubmitJobResponse> = {
   fromPartial<I extends Exact<DeepPartial<SubmitJobResponse>, I>>(object: I): SubmitJobResponse {
     const message = createBaseSubmitJobResponse();
     message.jobId = object.jobId ?? "";
+    return message;
+  },
+};
+
+function createBaseUploadArtifactRequest(): UploadArtifactRequest {
+  return { body: undefined };
+}
+
+export const UploadArtifactRequest: MessageFns<UploadArtifactRequest> = {
+  encode(message: UploadArtifactRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.body?.$case) {
+      case "header":
+        ArtifactUploadHeader.encode(message.body.value, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.body.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadArtifactRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadArtifactRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.body = { $case: "header", value: ArtifactUploadHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.body = { $case: "chunk", value: reader.bytes() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadArtifactRequest {
+    return {
+      body: isSet(object.header)
+        ? { $case: "header", value: ArtifactUploadHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", value: bytesFromBase64(object.chunk) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: UploadArtifactRequest): unknown {
+    const obj: any = {};
+    if (message.body?.$case === "header") {
+      obj.header = ArtifactUploadHeader.toJSON(message.body.value);
+    } else if (message.body?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.body.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadArtifactRequest>, I>>(base?: I): UploadArtifactRequest {
+    return UploadArtifactRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadArtifactRequest>, I>>(object: I): UploadArtifactRequest {
+    const message = createBaseUploadArtifactRequest();
+    switch (object.body?.$case) {
+      case "header": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "header", value: ArtifactUploadHeader.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "chunk", value: object.body.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseArtifactUploadHeader(): ArtifactUploadHeader {
+  return { sha256: "", sizeBytes: 0, offset: 0 };
+}
+
+export const ArtifactUploadHeader: MessageFns<ArtifactUploadHeader> = {
+  encode(message: ArtifactUploadHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sha256 !== "") {
+      writer.uint32(10).string(message.sha256);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).uint64(message.sizeBytes);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(24).uint64(message.offset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ArtifactUploadHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseArtifactUploadHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ArtifactUploadHeader {
+    return {
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+    };
+  },
+
+  toJSON(message: ArtifactUploadHeader): unknown {
+    const obj: any = {};
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ArtifactUploadHeader>, I>>(base?: I): ArtifactUploadHeader {
+    return ArtifactUploadHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ArtifactUploadHeader>, I>>(object: I): ArtifactUploadHeader {
+    const message = createBaseArtifactUploadHeader();
+    message.sha256 = object.sha256 ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.offset = object.offset ?? 0;
+    return message;
+  },
+};
+
+function createBaseUploadArtifactResponse(): UploadArtifactResponse {
+  return { artifact: undefined };
+}
+
+export const UploadArtifactResponse: MessageFns<UploadArtifactResponse> = {
+  encode(message: UploadArtifactResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.artifact !== undefined) {
+      ArtifactRef.encode(message.artifact, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadArtifactResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadArtifactResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.artifact = ArtifactRef.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadArtifactResponse {
+    return { artifact: isSet(object.artifact) ? ArtifactRef.fromJSON(object.artifact) : undefined };
+  },
+
+  toJSON(message: UploadArtifactResponse): unknown {
+    const obj: any = {};
+    if (message.artifact !== undefined) {
+      obj.artifact = ArtifactRef.toJSON(message.artifact);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadArtifactResponse>, I>>(base?: I): UploadArtifactResponse {
+    return UploadArtifactResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadArtifactResponse>, I>>(object: I): UploadArtifactResponse {
+    const message = createBaseUploadArtifactResponse();
+    message.artifact = (object.artifact !== undefined && object.artifact !== null)
+      ? ArtifactRef.fromPartial(object.artifact)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetArtifactStatusRequest(): GetArtifactStatusRequest {
+  return { sha256: "" };
+}
+
+export const GetArtifactStatusRequest: MessageFns<GetArtifactStatusRequest> = {
+  encode(message: GetArtifactStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sha256 !== "") {
+      writer.uint32(10).string(message.sha256);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetArtifactStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetArtifactStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetArtifactStatusRequest {
+    return { sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "" };
+  },
+
+  toJSON(message: GetArtifactStatusRequest): unknown {
+    const obj: any = {};
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetArtifactStatusRequest>, I>>(base?: I): GetArtifactStatusRequest {
+    return GetArtifactStatusRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetArtifactStatusRequest>, I>>(object: I): GetArtifactStatusRequest {
+    const message = createBaseGetArtifactStatusRequest();
+    message.sha256 = object.sha256 ?? "";
+    return message;
+  },
+};
+
+function createBaseGetArtifactStatusResponse(): GetArtifactStatusResponse {
+  return { state: 0, receivedBytes: 0, sizeBytes: 0 };
+}
+
+export const GetArtifactStatusResponse: MessageFns<GetArtifactStatusResponse> = {
+  encode(message: GetArtifactStatusResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== 0) {
+      writer.uint32(8).int32(message.state);
+    }
+    if (message.receivedBytes !== 0) {
+      writer.uint32(16).uint64(message.receivedBytes);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(24).uint64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetArtifactStatusResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetArtifactStatusResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.receivedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetArtifactStatusResponse {
+    return {
+      state: isSet(object.state) ? artifactStateFromJSON(object.state) : 0,
+      receivedBytes: isSet(object.receivedBytes)
+        ? globalThis.Number(object.receivedBytes)
+        : isSet(object.received_bytes)
+        ? globalThis.Number(object.received_bytes)
+        : 0,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: GetArtifactStatusResponse): unknown {
+    const obj: any = {};
+    if (message.state !== 0) {
+      obj.state = artifactStateToJSON(message.state);
+    }
+    if (message.receivedBytes !== 0) {
+      obj.receivedBytes = Math.round(message.receivedBytes);
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetArtifactStatusResponse>, I>>(base?: I): GetArtifactStatusResponse {
+    return GetArtifactStatusResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetArtifactStatusResponse>, I>>(object: I): GetArtifactStatusResponse {
+    const message = createBaseGetArtifactStatusResponse();
+    message.state = object.state ?? 0;
+    message.receivedBytes = object.receivedBytes ?? 0;
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };
@@ -2295,7 +2862,10 @@ export const SessionServiceService = {
   /**
    * Submits a job. The job is stored durably before the reply. Fails with
    * INVALID_ARGUMENT, naming the field and value, when the definition is
-   * invalid or names a workflow the site does not know.
+   * invalid, names a workflow the site does not know, or references an
+   * artifact (AppFile.artifact) the site does not hold complete. Large files
+   * go up first with UploadArtifact; the site's job limit (campfire site
+   * --max-job-mb) bounds only this message.
    */
   submitJob: {
     path: "/campfire.admin.v1.SessionService/SubmitJob" as const,
@@ -2305,6 +2875,56 @@ export const SessionServiceService = {
     requestDeserialize: (value: Buffer): SubmitJobRequest => SubmitJobRequest.decode(value),
     responseSerialize: (value: SubmitJobResponse): Buffer => Buffer.from(SubmitJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubmitJobResponse => SubmitJobResponse.decode(value),
+  },
+  /**
+   * Uploads one job artifact (a large app file, for example an initial
+   * model) in chunks, for job definitions to reference by its SHA-256
+   * (AppFile.artifact). The first message is the header (digest, size and
+   * where this upload starts); the chunks follow in order. The site stores
+   * each artifact once, by digest, under its data directory, and replies once
+   * the whole artifact is on disk and its digest checked.
+   *
+   * Resuming: the bytes of an interrupted upload are kept. Ask
+   * GetArtifactStatus how many the site holds, then upload again with
+   * header.offset set to that number and only the bytes from there. A new
+   * upload of the same artifact by the same caller replaces one still in
+   * progress (the old stream ends with ABORTED).
+   *
+   * Requires the submit right. Fails with INVALID_ARGUMENT naming the field
+   * (a header that is not first, a malformed digest, a chunk past size_bytes,
+   * bytes whose SHA-256 is not header.sha256: the partial upload is then
+   * discarded), FAILED_PRECONDITION when header.offset is not the number of
+   * bytes the site holds (the message says how many), RESOURCE_EXHAUSTED
+   * when the artifact is larger than the site accepts, its disk lacks the
+   * room, or too many uploads are in progress, and DEADLINE_EXCEEDED when no
+   * message arrives for a minute.
+   */
+  uploadArtifact: {
+    path: "/campfire.admin.v1.SessionService/UploadArtifact" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: UploadArtifactRequest): Buffer =>
+      Buffer.from(UploadArtifactRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UploadArtifactRequest => UploadArtifactRequest.decode(value),
+    responseSerialize: (value: UploadArtifactResponse): Buffer =>
+      Buffer.from(UploadArtifactResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UploadArtifactResponse => UploadArtifactResponse.decode(value),
+  },
+  /**
+   * Tells how much of an artifact the site holds: nothing, part of it (an
+   * interrupted upload by the caller, to resume), or all of it. Requires the
+   * submit right.
+   */
+  getArtifactStatus: {
+    path: "/campfire.admin.v1.SessionService/GetArtifactStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetArtifactStatusRequest): Buffer =>
+      Buffer.from(GetArtifactStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetArtifactStatusRequest => GetArtifactStatusRequest.decode(value),
+    responseSerialize: (value: GetArtifactStatusResponse): Buffer =>
+      Buffer.from(GetArtifactStatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetArtifactStatusResponse => GetArtifactStatusResponse.decode(value),
   },
   /** Submits a new job with the definition of an existing one. */
   cloneJob: {
@@ -2437,9 +3057,42 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
   /**
    * Submits a job. The job is stored durably before the reply. Fails with
    * INVALID_ARGUMENT, naming the field and value, when the definition is
-   * invalid or names a workflow the site does not know.
+   * invalid, names a workflow the site does not know, or references an
+   * artifact (AppFile.artifact) the site does not hold complete. Large files
+   * go up first with UploadArtifact; the site's job limit (campfire site
+   * --max-job-mb) bounds only this message.
    */
   submitJob: handleUnaryCall<SubmitJobRequest, SubmitJobResponse>;
+  /**
+   * Uploads one job artifact (a large app file, for example an initial
+   * model) in chunks, for job definitions to reference by its SHA-256
+   * (AppFile.artifact). The first message is the header (digest, size and
+   * where this upload starts); the chunks follow in order. The site stores
+   * each artifact once, by digest, under its data directory, and replies once
+   * the whole artifact is on disk and its digest checked.
+   *
+   * Resuming: the bytes of an interrupted upload are kept. Ask
+   * GetArtifactStatus how many the site holds, then upload again with
+   * header.offset set to that number and only the bytes from there. A new
+   * upload of the same artifact by the same caller replaces one still in
+   * progress (the old stream ends with ABORTED).
+   *
+   * Requires the submit right. Fails with INVALID_ARGUMENT naming the field
+   * (a header that is not first, a malformed digest, a chunk past size_bytes,
+   * bytes whose SHA-256 is not header.sha256: the partial upload is then
+   * discarded), FAILED_PRECONDITION when header.offset is not the number of
+   * bytes the site holds (the message says how many), RESOURCE_EXHAUSTED
+   * when the artifact is larger than the site accepts, its disk lacks the
+   * room, or too many uploads are in progress, and DEADLINE_EXCEEDED when no
+   * message arrives for a minute.
+   */
+  uploadArtifact: handleClientStreamingCall<UploadArtifactRequest, UploadArtifactResponse>;
+  /**
+   * Tells how much of an artifact the site holds: nothing, part of it (an
+   * interrupted upload by the caller, to resume), or all of it. Requires the
+   * submit right.
+   */
+  getArtifactStatus: handleUnaryCall<GetArtifactStatusRequest, GetArtifactStatusResponse>;
   /** Submits a new job with the definition of an existing one. */
   cloneJob: handleUnaryCall<CloneJobRequest, CloneJobResponse>;
   /** Returns a job's meta. */
@@ -2487,7 +3140,10 @@ export interface SessionServiceClient extends Client {
   /**
    * Submits a job. The job is stored durably before the reply. Fails with
    * INVALID_ARGUMENT, naming the field and value, when the definition is
-   * invalid or names a workflow the site does not know.
+   * invalid, names a workflow the site does not know, or references an
+   * artifact (AppFile.artifact) the site does not hold complete. Large files
+   * go up first with UploadArtifact; the site's job limit (campfire site
+   * --max-job-mb) bounds only this message.
    */
   submitJob(
     request: SubmitJobRequest,
@@ -2503,6 +3159,65 @@ export interface SessionServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SubmitJobResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Uploads one job artifact (a large app file, for example an initial
+   * model) in chunks, for job definitions to reference by its SHA-256
+   * (AppFile.artifact). The first message is the header (digest, size and
+   * where this upload starts); the chunks follow in order. The site stores
+   * each artifact once, by digest, under its data directory, and replies once
+   * the whole artifact is on disk and its digest checked.
+   *
+   * Resuming: the bytes of an interrupted upload are kept. Ask
+   * GetArtifactStatus how many the site holds, then upload again with
+   * header.offset set to that number and only the bytes from there. A new
+   * upload of the same artifact by the same caller replaces one still in
+   * progress (the old stream ends with ABORTED).
+   *
+   * Requires the submit right. Fails with INVALID_ARGUMENT naming the field
+   * (a header that is not first, a malformed digest, a chunk past size_bytes,
+   * bytes whose SHA-256 is not header.sha256: the partial upload is then
+   * discarded), FAILED_PRECONDITION when header.offset is not the number of
+   * bytes the site holds (the message says how many), RESOURCE_EXHAUSTED
+   * when the artifact is larger than the site accepts, its disk lacks the
+   * room, or too many uploads are in progress, and DEADLINE_EXCEEDED when no
+   * message arrives for a minute.
+   */
+  uploadArtifact(
+    callback: (error: ServiceError | null, response: UploadArtifactResponse) => void,
+  ): ClientWritableStream<UploadArtifactRequest>;
+  uploadArtifact(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UploadArtifactResponse) => void,
+  ): ClientWritableStream<UploadArtifactRequest>;
+  uploadArtifact(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UploadArtifactResponse) => void,
+  ): ClientWritableStream<UploadArtifactRequest>;
+  uploadArtifact(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UploadArtifactResponse) => void,
+  ): ClientWritableStream<UploadArtifactRequest>;
+  /**
+   * Tells how much of an artifact the site holds: nothing, part of it (an
+   * interrupted upload by the caller, to resume), or all of it. Requires the
+   * submit right.
+   */
+  getArtifactStatus(
+    request: GetArtifactStatusRequest,
+    callback: (error: ServiceError | null, response: GetArtifactStatusResponse) => void,
+  ): ClientUnaryCall;
+  getArtifactStatus(
+    request: GetArtifactStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetArtifactStatusResponse) => void,
+  ): ClientUnaryCall;
+  getArtifactStatus(
+    request: GetArtifactStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetArtifactStatusResponse) => void,
   ): ClientUnaryCall;
   /** Submits a new job with the definition of an existing one. */
   cloneJob(

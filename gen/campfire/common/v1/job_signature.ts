@@ -32,7 +32,9 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
  *   "apps"              app name -> {"server_config": <the App.server_config
  *                       Struct as a JSON object, or null when unset>,
  *                       "client_config": <likewise>, "files": {<AppFile.path>
- *                       -> the lower-case hex SHA-256 of AppFile.content}}.
+ *                       -> the lower-case hex SHA-256 of AppFile.content, or
+ *                       AppFile.artifact.sha256 for a file uploaded as an
+ *                       artifact: the same digest of the same bytes}}.
  *                       File contents are not in the manifest, only digests,
  *                       so it stays small.
  *   "signer"            the signer's name: its certificate's subject CN

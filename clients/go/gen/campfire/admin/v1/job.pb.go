@@ -416,13 +416,19 @@ func (x *App) GetFiles() []*AppFile {
 	return nil
 }
 
-// A file of an app.
+// A file of an app: its bytes inline (small files), or a reference to an
+// artifact uploaded beforehand with SessionService.UploadArtifact (large
+// files: the job message stays small, and a file may exceed 2 GB).
 type AppFile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The path relative to the app folder, with '/' separators, no '..'.
 	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	// The file's bytes.
-	Content       []byte `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// The file's bytes. Empty when `artifact` is set.
+	Content []byte `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// The stored artifact holding the file's bytes, instead of `content`. The
+	// site must hold it complete when the job is submitted. A job signature
+	// covers it by this digest (see campfire.common.v1.JobSignature).
+	Artifact      *ArtifactRef `protobuf:"bytes,3,opt,name=artifact,proto3" json:"artifact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -469,6 +475,69 @@ func (x *AppFile) GetContent() []byte {
 		return x.Content
 	}
 	return nil
+}
+
+func (x *AppFile) GetArtifact() *ArtifactRef {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+// A job artifact the site stores by content: a large file uploaded once
+// with SessionService.UploadArtifact and referenced by its digest.
+type ArtifactRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lower-case hex SHA-256 of the file's bytes (64 characters).
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The file's size in bytes.
+	SizeBytes     uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactRef) Reset() {
+	*x = ArtifactRef{}
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactRef) ProtoMessage() {}
+
+func (x *ArtifactRef) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactRef.ProtoReflect.Descriptor instead.
+func (*ArtifactRef) Descriptor() ([]byte, []int) {
+	return file_campfire_admin_v1_job_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ArtifactRef) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ArtifactRef) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
 }
 
 // Everything the site knows about a job. Field names follow the reference
@@ -545,7 +614,7 @@ type JobMeta struct {
 
 func (x *JobMeta) Reset() {
 	*x = JobMeta{}
-	mi := &file_campfire_admin_v1_job_proto_msgTypes[5]
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +626,7 @@ func (x *JobMeta) String() string {
 func (*JobMeta) ProtoMessage() {}
 
 func (x *JobMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_job_proto_msgTypes[5]
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +639,7 @@ func (x *JobMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobMeta.ProtoReflect.Descriptor instead.
 func (*JobMeta) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_campfire_admin_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JobMeta) GetJobId() string {
@@ -776,7 +845,7 @@ type ClientRefusal struct {
 
 func (x *ClientRefusal) Reset() {
 	*x = ClientRefusal{}
-	mi := &file_campfire_admin_v1_job_proto_msgTypes[6]
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +857,7 @@ func (x *ClientRefusal) String() string {
 func (*ClientRefusal) ProtoMessage() {}
 
 func (x *ClientRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_job_proto_msgTypes[6]
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +870,7 @@ func (x *ClientRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRefusal.ProtoReflect.Descriptor instead.
 func (*ClientRefusal) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_campfire_admin_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClientRefusal) GetClient() string {
@@ -850,7 +919,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_campfire_admin_v1_job_proto_msgTypes[7]
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +931,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_job_proto_msgTypes[7]
+	mi := &file_campfire_admin_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +944,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_campfire_admin_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobProgress) GetCurrentRound() uint32 {
@@ -937,10 +1006,15 @@ const file_campfire_admin_v1_job_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
 	"\rserver_config\x18\x02 \x01(\v2\x17.google.protobuf.StructR\fserverConfig\x12<\n" +
 	"\rclient_config\x18\x03 \x01(\v2\x17.google.protobuf.StructR\fclientConfig\x120\n" +
-	"\x05files\x18\x04 \x03(\v2\x1a.campfire.admin.v1.AppFileR\x05files\"7\n" +
+	"\x05files\x18\x04 \x03(\v2\x1a.campfire.admin.v1.AppFileR\x05files\"s\n" +
 	"\aAppFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\fR\acontent\"\xeb\t\n" +
+	"\acontent\x18\x02 \x01(\fR\acontent\x12:\n" +
+	"\bartifact\x18\x03 \x01(\v2\x1e.campfire.admin.v1.ArtifactRefR\bartifact\"D\n" +
+	"\vArtifactRef\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\"\xeb\t\n" +
 	"\aJobMeta\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12&\n" +
@@ -1019,7 +1093,7 @@ func file_campfire_admin_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_campfire_admin_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_campfire_admin_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_campfire_admin_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_campfire_admin_v1_job_proto_goTypes = []any{
 	(RunStatus)(0),                // 0: campfire.admin.v1.RunStatus
 	(*JobDefinition)(nil),         // 1: campfire.admin.v1.JobDefinition
@@ -1027,45 +1101,47 @@ var file_campfire_admin_v1_job_proto_goTypes = []any{
 	(*ResourceRequirement)(nil),   // 3: campfire.admin.v1.ResourceRequirement
 	(*App)(nil),                   // 4: campfire.admin.v1.App
 	(*AppFile)(nil),               // 5: campfire.admin.v1.AppFile
-	(*JobMeta)(nil),               // 6: campfire.admin.v1.JobMeta
-	(*ClientRefusal)(nil),         // 7: campfire.admin.v1.ClientRefusal
-	(*JobProgress)(nil),           // 8: campfire.admin.v1.JobProgress
-	nil,                           // 9: campfire.admin.v1.JobDefinition.ResourceSpecEntry
-	nil,                           // 10: campfire.admin.v1.ResourceRequirement.ResourcesEntry
-	nil,                           // 11: campfire.admin.v1.JobMeta.ResourceSpecEntry
-	nil,                           // 12: campfire.admin.v1.JobProgress.LatestMetricsEntry
-	(*v1.JobSignature)(nil),       // 13: campfire.common.v1.JobSignature
-	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*ArtifactRef)(nil),           // 6: campfire.admin.v1.ArtifactRef
+	(*JobMeta)(nil),               // 7: campfire.admin.v1.JobMeta
+	(*ClientRefusal)(nil),         // 8: campfire.admin.v1.ClientRefusal
+	(*JobProgress)(nil),           // 9: campfire.admin.v1.JobProgress
+	nil,                           // 10: campfire.admin.v1.JobDefinition.ResourceSpecEntry
+	nil,                           // 11: campfire.admin.v1.ResourceRequirement.ResourcesEntry
+	nil,                           // 12: campfire.admin.v1.JobMeta.ResourceSpecEntry
+	nil,                           // 13: campfire.admin.v1.JobProgress.LatestMetricsEntry
+	(*v1.JobSignature)(nil),       // 14: campfire.common.v1.JobSignature
+	(*structpb.Struct)(nil),       // 15: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_campfire_admin_v1_job_proto_depIdxs = []int32{
 	2,  // 0: campfire.admin.v1.JobDefinition.deploy_map:type_name -> campfire.admin.v1.AppDeployment
-	9,  // 1: campfire.admin.v1.JobDefinition.resource_spec:type_name -> campfire.admin.v1.JobDefinition.ResourceSpecEntry
+	10, // 1: campfire.admin.v1.JobDefinition.resource_spec:type_name -> campfire.admin.v1.JobDefinition.ResourceSpecEntry
 	4,  // 2: campfire.admin.v1.JobDefinition.apps:type_name -> campfire.admin.v1.App
-	13, // 3: campfire.admin.v1.JobDefinition.signature:type_name -> campfire.common.v1.JobSignature
-	10, // 4: campfire.admin.v1.ResourceRequirement.resources:type_name -> campfire.admin.v1.ResourceRequirement.ResourcesEntry
-	14, // 5: campfire.admin.v1.App.server_config:type_name -> google.protobuf.Struct
-	14, // 6: campfire.admin.v1.App.client_config:type_name -> google.protobuf.Struct
+	14, // 3: campfire.admin.v1.JobDefinition.signature:type_name -> campfire.common.v1.JobSignature
+	11, // 4: campfire.admin.v1.ResourceRequirement.resources:type_name -> campfire.admin.v1.ResourceRequirement.ResourcesEntry
+	15, // 5: campfire.admin.v1.App.server_config:type_name -> google.protobuf.Struct
+	15, // 6: campfire.admin.v1.App.client_config:type_name -> google.protobuf.Struct
 	5,  // 7: campfire.admin.v1.App.files:type_name -> campfire.admin.v1.AppFile
-	0,  // 8: campfire.admin.v1.JobMeta.status:type_name -> campfire.admin.v1.RunStatus
-	2,  // 9: campfire.admin.v1.JobMeta.deploy_map:type_name -> campfire.admin.v1.AppDeployment
-	11, // 10: campfire.admin.v1.JobMeta.resource_spec:type_name -> campfire.admin.v1.JobMeta.ResourceSpecEntry
-	15, // 11: campfire.admin.v1.JobMeta.submit_time:type_name -> google.protobuf.Timestamp
-	15, // 12: campfire.admin.v1.JobMeta.start_time:type_name -> google.protobuf.Timestamp
-	16, // 13: campfire.admin.v1.JobMeta.duration:type_name -> google.protobuf.Duration
-	8,  // 14: campfire.admin.v1.JobMeta.progress:type_name -> campfire.admin.v1.JobProgress
-	15, // 15: campfire.admin.v1.JobMeta.end_time:type_name -> google.protobuf.Timestamp
-	7,  // 16: campfire.admin.v1.JobMeta.refusals:type_name -> campfire.admin.v1.ClientRefusal
-	15, // 17: campfire.admin.v1.ClientRefusal.time:type_name -> google.protobuf.Timestamp
-	12, // 18: campfire.admin.v1.JobProgress.latest_metrics:type_name -> campfire.admin.v1.JobProgress.LatestMetricsEntry
-	3,  // 19: campfire.admin.v1.JobDefinition.ResourceSpecEntry.value:type_name -> campfire.admin.v1.ResourceRequirement
-	3,  // 20: campfire.admin.v1.JobMeta.ResourceSpecEntry.value:type_name -> campfire.admin.v1.ResourceRequirement
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	6,  // 8: campfire.admin.v1.AppFile.artifact:type_name -> campfire.admin.v1.ArtifactRef
+	0,  // 9: campfire.admin.v1.JobMeta.status:type_name -> campfire.admin.v1.RunStatus
+	2,  // 10: campfire.admin.v1.JobMeta.deploy_map:type_name -> campfire.admin.v1.AppDeployment
+	12, // 11: campfire.admin.v1.JobMeta.resource_spec:type_name -> campfire.admin.v1.JobMeta.ResourceSpecEntry
+	16, // 12: campfire.admin.v1.JobMeta.submit_time:type_name -> google.protobuf.Timestamp
+	16, // 13: campfire.admin.v1.JobMeta.start_time:type_name -> google.protobuf.Timestamp
+	17, // 14: campfire.admin.v1.JobMeta.duration:type_name -> google.protobuf.Duration
+	9,  // 15: campfire.admin.v1.JobMeta.progress:type_name -> campfire.admin.v1.JobProgress
+	16, // 16: campfire.admin.v1.JobMeta.end_time:type_name -> google.protobuf.Timestamp
+	8,  // 17: campfire.admin.v1.JobMeta.refusals:type_name -> campfire.admin.v1.ClientRefusal
+	16, // 18: campfire.admin.v1.ClientRefusal.time:type_name -> google.protobuf.Timestamp
+	13, // 19: campfire.admin.v1.JobProgress.latest_metrics:type_name -> campfire.admin.v1.JobProgress.LatestMetricsEntry
+	3,  // 20: campfire.admin.v1.JobDefinition.ResourceSpecEntry.value:type_name -> campfire.admin.v1.ResourceRequirement
+	3,  // 21: campfire.admin.v1.JobMeta.ResourceSpecEntry.value:type_name -> campfire.admin.v1.ResourceRequirement
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_campfire_admin_v1_job_proto_init() }
@@ -1079,7 +1155,7 @@ func file_campfire_admin_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campfire_admin_v1_job_proto_rawDesc), len(file_campfire_admin_v1_job_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -23,6 +23,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How far an artifact has come at the site.
+type ArtifactState int32
+
+const (
+	// Not set; never reported.
+	ArtifactState_ARTIFACT_STATE_UNSPECIFIED ArtifactState = 0
+	// The site holds none of it: upload from offset 0.
+	ArtifactState_ARTIFACT_STATE_ABSENT ArtifactState = 1
+	// The caller uploaded part of it: resume from received_bytes.
+	ArtifactState_ARTIFACT_STATE_PARTIAL ArtifactState = 2
+	// The site holds all of it, checked: reference it without uploading.
+	ArtifactState_ARTIFACT_STATE_COMPLETE ArtifactState = 3
+)
+
+// Enum value maps for ArtifactState.
+var (
+	ArtifactState_name = map[int32]string{
+		0: "ARTIFACT_STATE_UNSPECIFIED",
+		1: "ARTIFACT_STATE_ABSENT",
+		2: "ARTIFACT_STATE_PARTIAL",
+		3: "ARTIFACT_STATE_COMPLETE",
+	}
+	ArtifactState_value = map[string]int32{
+		"ARTIFACT_STATE_UNSPECIFIED": 0,
+		"ARTIFACT_STATE_ABSENT":      1,
+		"ARTIFACT_STATE_PARTIAL":     2,
+		"ARTIFACT_STATE_COMPLETE":    3,
+	}
+)
+
+func (x ArtifactState) Enum() *ArtifactState {
+	p := new(ArtifactState)
+	*p = x
+	return p
+}
+
+func (x ArtifactState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ArtifactState) Descriptor() protoreflect.EnumDescriptor {
+	return file_campfire_admin_v1_session_service_proto_enumTypes[0].Descriptor()
+}
+
+func (ArtifactState) Type() protoreflect.EnumType {
+	return &file_campfire_admin_v1_session_service_proto_enumTypes[0]
+}
+
+func (x ArtifactState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ArtifactState.Descriptor instead.
+func (ArtifactState) EnumDescriptor() ([]byte, []int) {
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{0}
+}
+
 // Why monitoring ended. Values map onto the reference system's
 // MonitorReturnCode.
 type MonitorReturnCode int32
@@ -66,11 +123,11 @@ func (x MonitorReturnCode) String() string {
 }
 
 func (MonitorReturnCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_campfire_admin_v1_session_service_proto_enumTypes[0].Descriptor()
+	return file_campfire_admin_v1_session_service_proto_enumTypes[1].Descriptor()
 }
 
 func (MonitorReturnCode) Type() protoreflect.EnumType {
-	return &file_campfire_admin_v1_session_service_proto_enumTypes[0]
+	return &file_campfire_admin_v1_session_service_proto_enumTypes[1]
 }
 
 func (x MonitorReturnCode) Number() protoreflect.EnumNumber {
@@ -79,7 +136,7 @@ func (x MonitorReturnCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MonitorReturnCode.Descriptor instead.
 func (MonitorReturnCode) EnumDescriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{0}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{1}
 }
 
 // Submits a job.
@@ -174,6 +231,320 @@ func (x *SubmitJobResponse) GetJobId() string {
 	return ""
 }
 
+// One message of an artifact upload: the header first, then the chunks.
+type UploadArtifactRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message carries.
+	//
+	// Types that are valid to be assigned to Body:
+	//
+	//	*UploadArtifactRequest_Header
+	//	*UploadArtifactRequest_Chunk
+	Body          isUploadArtifactRequest_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadArtifactRequest) Reset() {
+	*x = UploadArtifactRequest{}
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadArtifactRequest) ProtoMessage() {}
+
+func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
+func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UploadArtifactRequest) GetBody() isUploadArtifactRequest_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *UploadArtifactRequest) GetHeader() *ArtifactUploadHeader {
+	if x != nil {
+		if x, ok := x.Body.(*UploadArtifactRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UploadArtifactRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Body.(*UploadArtifactRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isUploadArtifactRequest_Body interface {
+	isUploadArtifactRequest_Body()
+}
+
+type UploadArtifactRequest_Header struct {
+	// The first message, and only the first: which artifact, and where this
+	// upload starts.
+	Header *ArtifactUploadHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UploadArtifactRequest_Chunk struct {
+	// The next bytes of the artifact, following the previous chunk (the
+	// first chunk starts at header.offset). At most 1 MiB (1048576 bytes).
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*UploadArtifactRequest_Header) isUploadArtifactRequest_Body() {}
+
+func (*UploadArtifactRequest_Chunk) isUploadArtifactRequest_Body() {}
+
+// Which artifact an upload carries, and from where.
+type ArtifactUploadHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lower-case hex SHA-256 of the whole artifact (64 characters). The
+	// site checks the bytes against it before it stores them.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The whole artifact's size in bytes; at least 1.
+	SizeBytes uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Where this upload starts: 0 for a new upload, or the received_bytes
+	// GetArtifactStatus reports for a partial one. Any other value is refused
+	// with FAILED_PRECONDITION.
+	Offset        uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactUploadHeader) Reset() {
+	*x = ArtifactUploadHeader{}
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactUploadHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactUploadHeader) ProtoMessage() {}
+
+func (x *ArtifactUploadHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactUploadHeader.ProtoReflect.Descriptor instead.
+func (*ArtifactUploadHeader) Descriptor() ([]byte, []int) {
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ArtifactUploadHeader) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ArtifactUploadHeader) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *ArtifactUploadHeader) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// The artifact is stored.
+type UploadArtifactResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored artifact, as job definitions reference it.
+	Artifact      *ArtifactRef `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadArtifactResponse) Reset() {
+	*x = UploadArtifactResponse{}
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadArtifactResponse) ProtoMessage() {}
+
+func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
+func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UploadArtifactResponse) GetArtifact() *ArtifactRef {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+// Asks how much of an artifact the site holds.
+type GetArtifactStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifact's lower-case hex SHA-256.
+	Sha256        string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetArtifactStatusRequest) Reset() {
+	*x = GetArtifactStatusRequest{}
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetArtifactStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetArtifactStatusRequest) ProtoMessage() {}
+
+func (x *GetArtifactStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetArtifactStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetArtifactStatusRequest) Descriptor() ([]byte, []int) {
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetArtifactStatusRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// How much of an artifact the site holds.
+type GetArtifactStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent, partial or complete.
+	State ArtifactState `protobuf:"varint,1,opt,name=state,proto3,enum=campfire.admin.v1.ArtifactState" json:"state,omitempty"`
+	// The bytes the site holds: 0 when absent, the whole size when complete,
+	// and where to resume when partial.
+	ReceivedBytes uint64 `protobuf:"varint,2,opt,name=received_bytes,json=receivedBytes,proto3" json:"received_bytes,omitempty"`
+	// The artifact's size: the stored size when complete, the size its
+	// interrupted upload announced when partial, 0 when absent.
+	SizeBytes     uint64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetArtifactStatusResponse) Reset() {
+	*x = GetArtifactStatusResponse{}
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetArtifactStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetArtifactStatusResponse) ProtoMessage() {}
+
+func (x *GetArtifactStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetArtifactStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetArtifactStatusResponse) Descriptor() ([]byte, []int) {
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetArtifactStatusResponse) GetState() ArtifactState {
+	if x != nil {
+		return x.State
+	}
+	return ArtifactState_ARTIFACT_STATE_UNSPECIFIED
+}
+
+func (x *GetArtifactStatusResponse) GetReceivedBytes() uint64 {
+	if x != nil {
+		return x.ReceivedBytes
+	}
+	return 0
+}
+
+func (x *GetArtifactStatusResponse) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
 // Clones a job.
 type CloneJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -185,7 +556,7 @@ type CloneJobRequest struct {
 
 func (x *CloneJobRequest) Reset() {
 	*x = CloneJobRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[2]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +568,7 @@ func (x *CloneJobRequest) String() string {
 func (*CloneJobRequest) ProtoMessage() {}
 
 func (x *CloneJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[2]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +581,7 @@ func (x *CloneJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloneJobRequest.ProtoReflect.Descriptor instead.
 func (*CloneJobRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{2}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CloneJobRequest) GetJobId() string {
@@ -231,7 +602,7 @@ type CloneJobResponse struct {
 
 func (x *CloneJobResponse) Reset() {
 	*x = CloneJobResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[3]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -243,7 +614,7 @@ func (x *CloneJobResponse) String() string {
 func (*CloneJobResponse) ProtoMessage() {}
 
 func (x *CloneJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[3]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -256,7 +627,7 @@ func (x *CloneJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloneJobResponse.ProtoReflect.Descriptor instead.
 func (*CloneJobResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{3}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CloneJobResponse) GetJobId() string {
@@ -277,7 +648,7 @@ type GetJobMetaRequest struct {
 
 func (x *GetJobMetaRequest) Reset() {
 	*x = GetJobMetaRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[4]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +660,7 @@ func (x *GetJobMetaRequest) String() string {
 func (*GetJobMetaRequest) ProtoMessage() {}
 
 func (x *GetJobMetaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[4]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +673,7 @@ func (x *GetJobMetaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobMetaRequest.ProtoReflect.Descriptor instead.
 func (*GetJobMetaRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{4}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetJobMetaRequest) GetJobId() string {
@@ -323,7 +694,7 @@ type GetJobMetaResponse struct {
 
 func (x *GetJobMetaResponse) Reset() {
 	*x = GetJobMetaResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[5]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +706,7 @@ func (x *GetJobMetaResponse) String() string {
 func (*GetJobMetaResponse) ProtoMessage() {}
 
 func (x *GetJobMetaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[5]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +719,7 @@ func (x *GetJobMetaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobMetaResponse.ProtoReflect.Descriptor instead.
 func (*GetJobMetaResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{5}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetJobMetaResponse) GetMeta() *JobMeta {
@@ -380,7 +751,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[6]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +763,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[6]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +776,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{6}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListJobsRequest) GetDetailed() bool {
@@ -461,7 +832,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[7]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +844,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[7]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +857,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{7}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobMeta {
@@ -507,7 +878,7 @@ type DownloadJobResultRequest struct {
 
 func (x *DownloadJobResultRequest) Reset() {
 	*x = DownloadJobResultRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[8]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +890,7 @@ func (x *DownloadJobResultRequest) String() string {
 func (*DownloadJobResultRequest) ProtoMessage() {}
 
 func (x *DownloadJobResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[8]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +903,7 @@ func (x *DownloadJobResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadJobResultRequest.ProtoReflect.Descriptor instead.
 func (*DownloadJobResultRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{8}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DownloadJobResultRequest) GetJobId() string {
@@ -560,7 +931,7 @@ type DownloadJobResultResponse struct {
 
 func (x *DownloadJobResultResponse) Reset() {
 	*x = DownloadJobResultResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[9]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +943,7 @@ func (x *DownloadJobResultResponse) String() string {
 func (*DownloadJobResultResponse) ProtoMessage() {}
 
 func (x *DownloadJobResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[9]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +956,7 @@ func (x *DownloadJobResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadJobResultResponse.ProtoReflect.Descriptor instead.
 func (*DownloadJobResultResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{9}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DownloadJobResultResponse) GetPath() string {
@@ -629,7 +1000,7 @@ type AbortJobRequest struct {
 
 func (x *AbortJobRequest) Reset() {
 	*x = AbortJobRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[10]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +1012,7 @@ func (x *AbortJobRequest) String() string {
 func (*AbortJobRequest) ProtoMessage() {}
 
 func (x *AbortJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[10]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +1025,7 @@ func (x *AbortJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortJobRequest.ProtoReflect.Descriptor instead.
 func (*AbortJobRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{10}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AbortJobRequest) GetJobId() string {
@@ -682,7 +1053,7 @@ type AbortJobResponse struct {
 
 func (x *AbortJobResponse) Reset() {
 	*x = AbortJobResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[11]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1065,7 @@ func (x *AbortJobResponse) String() string {
 func (*AbortJobResponse) ProtoMessage() {}
 
 func (x *AbortJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[11]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1078,7 @@ func (x *AbortJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortJobResponse.ProtoReflect.Descriptor instead.
 func (*AbortJobResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{11}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AbortJobResponse) GetStatus() RunStatus {
@@ -728,7 +1099,7 @@ type DeleteJobRequest struct {
 
 func (x *DeleteJobRequest) Reset() {
 	*x = DeleteJobRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[12]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +1111,7 @@ func (x *DeleteJobRequest) String() string {
 func (*DeleteJobRequest) ProtoMessage() {}
 
 func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[12]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +1124,7 @@ func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{12}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteJobRequest) GetJobId() string {
@@ -772,7 +1143,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[13]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1155,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[13]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1168,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{13}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{18}
 }
 
 // Asks for a description of the system.
@@ -809,7 +1180,7 @@ type GetSystemInfoRequest struct {
 
 func (x *GetSystemInfoRequest) Reset() {
 	*x = GetSystemInfoRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[14]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +1192,7 @@ func (x *GetSystemInfoRequest) String() string {
 func (*GetSystemInfoRequest) ProtoMessage() {}
 
 func (x *GetSystemInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[14]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1205,7 @@ func (x *GetSystemInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemInfoRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{14}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{19}
 }
 
 // The site, its clients and its running jobs.
@@ -852,7 +1223,7 @@ type GetSystemInfoResponse struct {
 
 func (x *GetSystemInfoResponse) Reset() {
 	*x = GetSystemInfoResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[15]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1235,7 @@ func (x *GetSystemInfoResponse) String() string {
 func (*GetSystemInfoResponse) ProtoMessage() {}
 
 func (x *GetSystemInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[15]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1248,7 @@ func (x *GetSystemInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemInfoResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{15}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetSystemInfoResponse) GetSite() *SiteInfo {
@@ -916,7 +1287,7 @@ type SiteInfo struct {
 
 func (x *SiteInfo) Reset() {
 	*x = SiteInfo{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[16]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1299,7 @@ func (x *SiteInfo) String() string {
 func (*SiteInfo) ProtoMessage() {}
 
 func (x *SiteInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[16]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1312,7 @@ func (x *SiteInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteInfo.ProtoReflect.Descriptor instead.
 func (*SiteInfo) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{16}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SiteInfo) GetName() string {
@@ -982,7 +1353,7 @@ type ClientInfo struct {
 
 func (x *ClientInfo) Reset() {
 	*x = ClientInfo{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[17]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1365,7 @@ func (x *ClientInfo) String() string {
 func (*ClientInfo) ProtoMessage() {}
 
 func (x *ClientInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[17]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1378,7 @@ func (x *ClientInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientInfo.ProtoReflect.Descriptor instead.
 func (*ClientInfo) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{17}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClientInfo) GetName() string {
@@ -1053,7 +1424,7 @@ type RunningJobInfo struct {
 
 func (x *RunningJobInfo) Reset() {
 	*x = RunningJobInfo{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[18]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1436,7 @@ func (x *RunningJobInfo) String() string {
 func (*RunningJobInfo) ProtoMessage() {}
 
 func (x *RunningJobInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[18]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1449,7 @@ func (x *RunningJobInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningJobInfo.ProtoReflect.Descriptor instead.
 func (*RunningJobInfo) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{18}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunningJobInfo) GetJobId() string {
@@ -1115,7 +1486,7 @@ type MonitorJobRequest struct {
 
 func (x *MonitorJobRequest) Reset() {
 	*x = MonitorJobRequest{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[19]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1498,7 @@ func (x *MonitorJobRequest) String() string {
 func (*MonitorJobRequest) ProtoMessage() {}
 
 func (x *MonitorJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[19]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1511,7 @@ func (x *MonitorJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonitorJobRequest.ProtoReflect.Descriptor instead.
 func (*MonitorJobRequest) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{19}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MonitorJobRequest) GetJobId() string {
@@ -1182,7 +1553,7 @@ type MonitorJobResponse struct {
 
 func (x *MonitorJobResponse) Reset() {
 	*x = MonitorJobResponse{}
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[20]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1565,7 @@ func (x *MonitorJobResponse) String() string {
 func (*MonitorJobResponse) ProtoMessage() {}
 
 func (x *MonitorJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[20]
+	mi := &file_campfire_admin_v1_session_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1578,7 @@ func (x *MonitorJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonitorJobResponse.ProtoReflect.Descriptor instead.
 func (*MonitorJobResponse) Descriptor() ([]byte, []int) {
-	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{20}
+	return file_campfire_admin_v1_session_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MonitorJobResponse) GetMeta() *JobMeta {
@@ -1262,7 +1633,25 @@ const file_campfire_admin_v1_session_service_proto_rawDesc = "" +
 	"definition\x18\x01 \x01(\v2 .campfire.admin.v1.JobDefinitionR\n" +
 	"definition\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"(\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"z\n" +
+	"\x15UploadArtifactRequest\x12A\n" +
+	"\x06header\x18\x01 \x01(\v2'.campfire.admin.v1.ArtifactUploadHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04body\"e\n" +
+	"\x14ArtifactUploadHeader\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"T\n" +
+	"\x16UploadArtifactResponse\x12:\n" +
+	"\bartifact\x18\x01 \x01(\v2\x1e.campfire.admin.v1.ArtifactRefR\bartifact\"2\n" +
+	"\x18GetArtifactStatusRequest\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x99\x01\n" +
+	"\x19GetArtifactStatusResponse\x126\n" +
+	"\x05state\x18\x01 \x01(\x0e2 .campfire.admin.v1.ArtifactStateR\x05state\x12%\n" +
+	"\x0ereceived_bytes\x18\x02 \x01(\x04R\rreceivedBytes\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x04R\tsizeBytes\"(\n" +
 	"\x0fCloneJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\")\n" +
 	"\x10CloneJobResponse\x12\x15\n" +
@@ -1329,14 +1718,21 @@ const file_campfire_admin_v1_session_service_proto_rawDesc = "" +
 	"\asent_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x126\n" +
 	"\x06rounds\x18\x04 \x03(\v2\x1e.campfire.admin.v1.RoundRecordR\x06rounds\x12L\n" +
 	"\x0eclient_records\x18\x05 \x03(\v2%.campfire.admin.v1.ClientMetricRecordR\rclientRecords\x124\n" +
-	"\x16dropped_client_records\x18\x06 \x01(\rR\x14droppedClientRecords*\xa4\x01\n" +
+	"\x16dropped_client_records\x18\x06 \x01(\rR\x14droppedClientRecords*\x83\x01\n" +
+	"\rArtifactState\x12\x1e\n" +
+	"\x1aARTIFACT_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ARTIFACT_STATE_ABSENT\x10\x01\x12\x1a\n" +
+	"\x16ARTIFACT_STATE_PARTIAL\x10\x02\x12\x1b\n" +
+	"\x17ARTIFACT_STATE_COMPLETE\x10\x03*\xa4\x01\n" +
 	"\x11MonitorReturnCode\x12#\n" +
 	"\x1fMONITOR_RETURN_CODE_UNSPECIFIED\x10\x00\x12$\n" +
 	" MONITOR_RETURN_CODE_JOB_FINISHED\x10\x01\x12\x1f\n" +
 	"\x1bMONITOR_RETURN_CODE_TIMEOUT\x10\x02\x12#\n" +
-	"\x1fMONITOR_RETURN_CODE_ENDED_BY_CB\x10\x032\x8e\b\n" +
+	"\x1fMONITOR_RETURN_CODE_ENDED_BY_CB\x10\x032\xe7\t\n" +
 	"\x0eSessionService\x12V\n" +
-	"\tSubmitJob\x12#.campfire.admin.v1.SubmitJobRequest\x1a$.campfire.admin.v1.SubmitJobResponse\x12S\n" +
+	"\tSubmitJob\x12#.campfire.admin.v1.SubmitJobRequest\x1a$.campfire.admin.v1.SubmitJobResponse\x12g\n" +
+	"\x0eUploadArtifact\x12(.campfire.admin.v1.UploadArtifactRequest\x1a).campfire.admin.v1.UploadArtifactResponse(\x01\x12n\n" +
+	"\x11GetArtifactStatus\x12+.campfire.admin.v1.GetArtifactStatusRequest\x1a,.campfire.admin.v1.GetArtifactStatusResponse\x12S\n" +
 	"\bCloneJob\x12\".campfire.admin.v1.CloneJobRequest\x1a#.campfire.admin.v1.CloneJobResponse\x12Y\n" +
 	"\n" +
 	"GetJobMeta\x12$.campfire.admin.v1.GetJobMetaRequest\x1a%.campfire.admin.v1.GetJobMetaResponse\x12S\n" +
@@ -1364,89 +1760,103 @@ func file_campfire_admin_v1_session_service_proto_rawDescGZIP() []byte {
 	return file_campfire_admin_v1_session_service_proto_rawDescData
 }
 
-var file_campfire_admin_v1_session_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_campfire_admin_v1_session_service_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_campfire_admin_v1_session_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_campfire_admin_v1_session_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_campfire_admin_v1_session_service_proto_goTypes = []any{
-	(MonitorReturnCode)(0),            // 0: campfire.admin.v1.MonitorReturnCode
-	(*SubmitJobRequest)(nil),          // 1: campfire.admin.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),         // 2: campfire.admin.v1.SubmitJobResponse
-	(*CloneJobRequest)(nil),           // 3: campfire.admin.v1.CloneJobRequest
-	(*CloneJobResponse)(nil),          // 4: campfire.admin.v1.CloneJobResponse
-	(*GetJobMetaRequest)(nil),         // 5: campfire.admin.v1.GetJobMetaRequest
-	(*GetJobMetaResponse)(nil),        // 6: campfire.admin.v1.GetJobMetaResponse
-	(*ListJobsRequest)(nil),           // 7: campfire.admin.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 8: campfire.admin.v1.ListJobsResponse
-	(*DownloadJobResultRequest)(nil),  // 9: campfire.admin.v1.DownloadJobResultRequest
-	(*DownloadJobResultResponse)(nil), // 10: campfire.admin.v1.DownloadJobResultResponse
-	(*AbortJobRequest)(nil),           // 11: campfire.admin.v1.AbortJobRequest
-	(*AbortJobResponse)(nil),          // 12: campfire.admin.v1.AbortJobResponse
-	(*DeleteJobRequest)(nil),          // 13: campfire.admin.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),         // 14: campfire.admin.v1.DeleteJobResponse
-	(*GetSystemInfoRequest)(nil),      // 15: campfire.admin.v1.GetSystemInfoRequest
-	(*GetSystemInfoResponse)(nil),     // 16: campfire.admin.v1.GetSystemInfoResponse
-	(*SiteInfo)(nil),                  // 17: campfire.admin.v1.SiteInfo
-	(*ClientInfo)(nil),                // 18: campfire.admin.v1.ClientInfo
-	(*RunningJobInfo)(nil),            // 19: campfire.admin.v1.RunningJobInfo
-	(*MonitorJobRequest)(nil),         // 20: campfire.admin.v1.MonitorJobRequest
-	(*MonitorJobResponse)(nil),        // 21: campfire.admin.v1.MonitorJobResponse
-	nil,                               // 22: campfire.admin.v1.ClientInfo.ResourcesEntry
-	(*JobDefinition)(nil),             // 23: campfire.admin.v1.JobDefinition
-	(*JobMeta)(nil),                   // 24: campfire.admin.v1.JobMeta
-	(RunStatus)(0),                    // 25: campfire.admin.v1.RunStatus
-	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 27: google.protobuf.Duration
-	(*RoundRecord)(nil),               // 28: campfire.admin.v1.RoundRecord
-	(*ClientMetricRecord)(nil),        // 29: campfire.admin.v1.ClientMetricRecord
-	(*GetJobMetricsRequest)(nil),      // 30: campfire.admin.v1.GetJobMetricsRequest
-	(*GetJobLogsRequest)(nil),         // 31: campfire.admin.v1.GetJobLogsRequest
-	(*GetJobMetricsResponse)(nil),     // 32: campfire.admin.v1.GetJobMetricsResponse
-	(*GetJobLogsResponse)(nil),        // 33: campfire.admin.v1.GetJobLogsResponse
+	(ArtifactState)(0),                // 0: campfire.admin.v1.ArtifactState
+	(MonitorReturnCode)(0),            // 1: campfire.admin.v1.MonitorReturnCode
+	(*SubmitJobRequest)(nil),          // 2: campfire.admin.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),         // 3: campfire.admin.v1.SubmitJobResponse
+	(*UploadArtifactRequest)(nil),     // 4: campfire.admin.v1.UploadArtifactRequest
+	(*ArtifactUploadHeader)(nil),      // 5: campfire.admin.v1.ArtifactUploadHeader
+	(*UploadArtifactResponse)(nil),    // 6: campfire.admin.v1.UploadArtifactResponse
+	(*GetArtifactStatusRequest)(nil),  // 7: campfire.admin.v1.GetArtifactStatusRequest
+	(*GetArtifactStatusResponse)(nil), // 8: campfire.admin.v1.GetArtifactStatusResponse
+	(*CloneJobRequest)(nil),           // 9: campfire.admin.v1.CloneJobRequest
+	(*CloneJobResponse)(nil),          // 10: campfire.admin.v1.CloneJobResponse
+	(*GetJobMetaRequest)(nil),         // 11: campfire.admin.v1.GetJobMetaRequest
+	(*GetJobMetaResponse)(nil),        // 12: campfire.admin.v1.GetJobMetaResponse
+	(*ListJobsRequest)(nil),           // 13: campfire.admin.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 14: campfire.admin.v1.ListJobsResponse
+	(*DownloadJobResultRequest)(nil),  // 15: campfire.admin.v1.DownloadJobResultRequest
+	(*DownloadJobResultResponse)(nil), // 16: campfire.admin.v1.DownloadJobResultResponse
+	(*AbortJobRequest)(nil),           // 17: campfire.admin.v1.AbortJobRequest
+	(*AbortJobResponse)(nil),          // 18: campfire.admin.v1.AbortJobResponse
+	(*DeleteJobRequest)(nil),          // 19: campfire.admin.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),         // 20: campfire.admin.v1.DeleteJobResponse
+	(*GetSystemInfoRequest)(nil),      // 21: campfire.admin.v1.GetSystemInfoRequest
+	(*GetSystemInfoResponse)(nil),     // 22: campfire.admin.v1.GetSystemInfoResponse
+	(*SiteInfo)(nil),                  // 23: campfire.admin.v1.SiteInfo
+	(*ClientInfo)(nil),                // 24: campfire.admin.v1.ClientInfo
+	(*RunningJobInfo)(nil),            // 25: campfire.admin.v1.RunningJobInfo
+	(*MonitorJobRequest)(nil),         // 26: campfire.admin.v1.MonitorJobRequest
+	(*MonitorJobResponse)(nil),        // 27: campfire.admin.v1.MonitorJobResponse
+	nil,                               // 28: campfire.admin.v1.ClientInfo.ResourcesEntry
+	(*JobDefinition)(nil),             // 29: campfire.admin.v1.JobDefinition
+	(*ArtifactRef)(nil),               // 30: campfire.admin.v1.ArtifactRef
+	(*JobMeta)(nil),                   // 31: campfire.admin.v1.JobMeta
+	(RunStatus)(0),                    // 32: campfire.admin.v1.RunStatus
+	(*timestamppb.Timestamp)(nil),     // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 34: google.protobuf.Duration
+	(*RoundRecord)(nil),               // 35: campfire.admin.v1.RoundRecord
+	(*ClientMetricRecord)(nil),        // 36: campfire.admin.v1.ClientMetricRecord
+	(*GetJobMetricsRequest)(nil),      // 37: campfire.admin.v1.GetJobMetricsRequest
+	(*GetJobLogsRequest)(nil),         // 38: campfire.admin.v1.GetJobLogsRequest
+	(*GetJobMetricsResponse)(nil),     // 39: campfire.admin.v1.GetJobMetricsResponse
+	(*GetJobLogsResponse)(nil),        // 40: campfire.admin.v1.GetJobLogsResponse
 }
 var file_campfire_admin_v1_session_service_proto_depIdxs = []int32{
-	23, // 0: campfire.admin.v1.SubmitJobRequest.definition:type_name -> campfire.admin.v1.JobDefinition
-	24, // 1: campfire.admin.v1.GetJobMetaResponse.meta:type_name -> campfire.admin.v1.JobMeta
-	24, // 2: campfire.admin.v1.ListJobsResponse.jobs:type_name -> campfire.admin.v1.JobMeta
-	25, // 3: campfire.admin.v1.AbortJobResponse.status:type_name -> campfire.admin.v1.RunStatus
-	17, // 4: campfire.admin.v1.GetSystemInfoResponse.site:type_name -> campfire.admin.v1.SiteInfo
-	18, // 5: campfire.admin.v1.GetSystemInfoResponse.clients:type_name -> campfire.admin.v1.ClientInfo
-	19, // 6: campfire.admin.v1.GetSystemInfoResponse.jobs:type_name -> campfire.admin.v1.RunningJobInfo
-	26, // 7: campfire.admin.v1.SiteInfo.start_time:type_name -> google.protobuf.Timestamp
-	26, // 8: campfire.admin.v1.ClientInfo.last_connect_time:type_name -> google.protobuf.Timestamp
-	22, // 9: campfire.admin.v1.ClientInfo.resources:type_name -> campfire.admin.v1.ClientInfo.ResourcesEntry
-	25, // 10: campfire.admin.v1.RunningJobInfo.status:type_name -> campfire.admin.v1.RunStatus
-	27, // 11: campfire.admin.v1.MonitorJobRequest.timeout:type_name -> google.protobuf.Duration
-	24, // 12: campfire.admin.v1.MonitorJobResponse.meta:type_name -> campfire.admin.v1.JobMeta
-	0,  // 13: campfire.admin.v1.MonitorJobResponse.return_code:type_name -> campfire.admin.v1.MonitorReturnCode
-	26, // 14: campfire.admin.v1.MonitorJobResponse.sent_at:type_name -> google.protobuf.Timestamp
-	28, // 15: campfire.admin.v1.MonitorJobResponse.rounds:type_name -> campfire.admin.v1.RoundRecord
-	29, // 16: campfire.admin.v1.MonitorJobResponse.client_records:type_name -> campfire.admin.v1.ClientMetricRecord
-	1,  // 17: campfire.admin.v1.SessionService.SubmitJob:input_type -> campfire.admin.v1.SubmitJobRequest
-	3,  // 18: campfire.admin.v1.SessionService.CloneJob:input_type -> campfire.admin.v1.CloneJobRequest
-	5,  // 19: campfire.admin.v1.SessionService.GetJobMeta:input_type -> campfire.admin.v1.GetJobMetaRequest
-	7,  // 20: campfire.admin.v1.SessionService.ListJobs:input_type -> campfire.admin.v1.ListJobsRequest
-	9,  // 21: campfire.admin.v1.SessionService.DownloadJobResult:input_type -> campfire.admin.v1.DownloadJobResultRequest
-	11, // 22: campfire.admin.v1.SessionService.AbortJob:input_type -> campfire.admin.v1.AbortJobRequest
-	13, // 23: campfire.admin.v1.SessionService.DeleteJob:input_type -> campfire.admin.v1.DeleteJobRequest
-	15, // 24: campfire.admin.v1.SessionService.GetSystemInfo:input_type -> campfire.admin.v1.GetSystemInfoRequest
-	20, // 25: campfire.admin.v1.SessionService.MonitorJob:input_type -> campfire.admin.v1.MonitorJobRequest
-	30, // 26: campfire.admin.v1.SessionService.GetJobMetrics:input_type -> campfire.admin.v1.GetJobMetricsRequest
-	31, // 27: campfire.admin.v1.SessionService.GetJobLogs:input_type -> campfire.admin.v1.GetJobLogsRequest
-	2,  // 28: campfire.admin.v1.SessionService.SubmitJob:output_type -> campfire.admin.v1.SubmitJobResponse
-	4,  // 29: campfire.admin.v1.SessionService.CloneJob:output_type -> campfire.admin.v1.CloneJobResponse
-	6,  // 30: campfire.admin.v1.SessionService.GetJobMeta:output_type -> campfire.admin.v1.GetJobMetaResponse
-	8,  // 31: campfire.admin.v1.SessionService.ListJobs:output_type -> campfire.admin.v1.ListJobsResponse
-	10, // 32: campfire.admin.v1.SessionService.DownloadJobResult:output_type -> campfire.admin.v1.DownloadJobResultResponse
-	12, // 33: campfire.admin.v1.SessionService.AbortJob:output_type -> campfire.admin.v1.AbortJobResponse
-	14, // 34: campfire.admin.v1.SessionService.DeleteJob:output_type -> campfire.admin.v1.DeleteJobResponse
-	16, // 35: campfire.admin.v1.SessionService.GetSystemInfo:output_type -> campfire.admin.v1.GetSystemInfoResponse
-	21, // 36: campfire.admin.v1.SessionService.MonitorJob:output_type -> campfire.admin.v1.MonitorJobResponse
-	32, // 37: campfire.admin.v1.SessionService.GetJobMetrics:output_type -> campfire.admin.v1.GetJobMetricsResponse
-	33, // 38: campfire.admin.v1.SessionService.GetJobLogs:output_type -> campfire.admin.v1.GetJobLogsResponse
-	28, // [28:39] is the sub-list for method output_type
-	17, // [17:28] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	29, // 0: campfire.admin.v1.SubmitJobRequest.definition:type_name -> campfire.admin.v1.JobDefinition
+	5,  // 1: campfire.admin.v1.UploadArtifactRequest.header:type_name -> campfire.admin.v1.ArtifactUploadHeader
+	30, // 2: campfire.admin.v1.UploadArtifactResponse.artifact:type_name -> campfire.admin.v1.ArtifactRef
+	0,  // 3: campfire.admin.v1.GetArtifactStatusResponse.state:type_name -> campfire.admin.v1.ArtifactState
+	31, // 4: campfire.admin.v1.GetJobMetaResponse.meta:type_name -> campfire.admin.v1.JobMeta
+	31, // 5: campfire.admin.v1.ListJobsResponse.jobs:type_name -> campfire.admin.v1.JobMeta
+	32, // 6: campfire.admin.v1.AbortJobResponse.status:type_name -> campfire.admin.v1.RunStatus
+	23, // 7: campfire.admin.v1.GetSystemInfoResponse.site:type_name -> campfire.admin.v1.SiteInfo
+	24, // 8: campfire.admin.v1.GetSystemInfoResponse.clients:type_name -> campfire.admin.v1.ClientInfo
+	25, // 9: campfire.admin.v1.GetSystemInfoResponse.jobs:type_name -> campfire.admin.v1.RunningJobInfo
+	33, // 10: campfire.admin.v1.SiteInfo.start_time:type_name -> google.protobuf.Timestamp
+	33, // 11: campfire.admin.v1.ClientInfo.last_connect_time:type_name -> google.protobuf.Timestamp
+	28, // 12: campfire.admin.v1.ClientInfo.resources:type_name -> campfire.admin.v1.ClientInfo.ResourcesEntry
+	32, // 13: campfire.admin.v1.RunningJobInfo.status:type_name -> campfire.admin.v1.RunStatus
+	34, // 14: campfire.admin.v1.MonitorJobRequest.timeout:type_name -> google.protobuf.Duration
+	31, // 15: campfire.admin.v1.MonitorJobResponse.meta:type_name -> campfire.admin.v1.JobMeta
+	1,  // 16: campfire.admin.v1.MonitorJobResponse.return_code:type_name -> campfire.admin.v1.MonitorReturnCode
+	33, // 17: campfire.admin.v1.MonitorJobResponse.sent_at:type_name -> google.protobuf.Timestamp
+	35, // 18: campfire.admin.v1.MonitorJobResponse.rounds:type_name -> campfire.admin.v1.RoundRecord
+	36, // 19: campfire.admin.v1.MonitorJobResponse.client_records:type_name -> campfire.admin.v1.ClientMetricRecord
+	2,  // 20: campfire.admin.v1.SessionService.SubmitJob:input_type -> campfire.admin.v1.SubmitJobRequest
+	4,  // 21: campfire.admin.v1.SessionService.UploadArtifact:input_type -> campfire.admin.v1.UploadArtifactRequest
+	7,  // 22: campfire.admin.v1.SessionService.GetArtifactStatus:input_type -> campfire.admin.v1.GetArtifactStatusRequest
+	9,  // 23: campfire.admin.v1.SessionService.CloneJob:input_type -> campfire.admin.v1.CloneJobRequest
+	11, // 24: campfire.admin.v1.SessionService.GetJobMeta:input_type -> campfire.admin.v1.GetJobMetaRequest
+	13, // 25: campfire.admin.v1.SessionService.ListJobs:input_type -> campfire.admin.v1.ListJobsRequest
+	15, // 26: campfire.admin.v1.SessionService.DownloadJobResult:input_type -> campfire.admin.v1.DownloadJobResultRequest
+	17, // 27: campfire.admin.v1.SessionService.AbortJob:input_type -> campfire.admin.v1.AbortJobRequest
+	19, // 28: campfire.admin.v1.SessionService.DeleteJob:input_type -> campfire.admin.v1.DeleteJobRequest
+	21, // 29: campfire.admin.v1.SessionService.GetSystemInfo:input_type -> campfire.admin.v1.GetSystemInfoRequest
+	26, // 30: campfire.admin.v1.SessionService.MonitorJob:input_type -> campfire.admin.v1.MonitorJobRequest
+	37, // 31: campfire.admin.v1.SessionService.GetJobMetrics:input_type -> campfire.admin.v1.GetJobMetricsRequest
+	38, // 32: campfire.admin.v1.SessionService.GetJobLogs:input_type -> campfire.admin.v1.GetJobLogsRequest
+	3,  // 33: campfire.admin.v1.SessionService.SubmitJob:output_type -> campfire.admin.v1.SubmitJobResponse
+	6,  // 34: campfire.admin.v1.SessionService.UploadArtifact:output_type -> campfire.admin.v1.UploadArtifactResponse
+	8,  // 35: campfire.admin.v1.SessionService.GetArtifactStatus:output_type -> campfire.admin.v1.GetArtifactStatusResponse
+	10, // 36: campfire.admin.v1.SessionService.CloneJob:output_type -> campfire.admin.v1.CloneJobResponse
+	12, // 37: campfire.admin.v1.SessionService.GetJobMeta:output_type -> campfire.admin.v1.GetJobMetaResponse
+	14, // 38: campfire.admin.v1.SessionService.ListJobs:output_type -> campfire.admin.v1.ListJobsResponse
+	16, // 39: campfire.admin.v1.SessionService.DownloadJobResult:output_type -> campfire.admin.v1.DownloadJobResultResponse
+	18, // 40: campfire.admin.v1.SessionService.AbortJob:output_type -> campfire.admin.v1.AbortJobResponse
+	20, // 41: campfire.admin.v1.SessionService.DeleteJob:output_type -> campfire.admin.v1.DeleteJobResponse
+	22, // 42: campfire.admin.v1.SessionService.GetSystemInfo:output_type -> campfire.admin.v1.GetSystemInfoResponse
+	27, // 43: campfire.admin.v1.SessionService.MonitorJob:output_type -> campfire.admin.v1.MonitorJobResponse
+	39, // 44: campfire.admin.v1.SessionService.GetJobMetrics:output_type -> campfire.admin.v1.GetJobMetricsResponse
+	40, // 45: campfire.admin.v1.SessionService.GetJobLogs:output_type -> campfire.admin.v1.GetJobLogsResponse
+	33, // [33:46] is the sub-list for method output_type
+	20, // [20:33] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_campfire_admin_v1_session_service_proto_init() }
@@ -1456,13 +1866,17 @@ func file_campfire_admin_v1_session_service_proto_init() {
 	}
 	file_campfire_admin_v1_job_proto_init()
 	file_campfire_admin_v1_metrics_proto_init()
+	file_campfire_admin_v1_session_service_proto_msgTypes[2].OneofWrappers = []any{
+		(*UploadArtifactRequest_Header)(nil),
+		(*UploadArtifactRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campfire_admin_v1_session_service_proto_rawDesc), len(file_campfire_admin_v1_session_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   22,
+			NumEnums:      2,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

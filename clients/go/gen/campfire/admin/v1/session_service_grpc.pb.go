@@ -20,6 +20,8 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	SessionService_SubmitJob_FullMethodName         = "/campfire.admin.v1.SessionService/SubmitJob"
+	SessionService_UploadArtifact_FullMethodName    = "/campfire.admin.v1.SessionService/UploadArtifact"
+	SessionService_GetArtifactStatus_FullMethodName = "/campfire.admin.v1.SessionService/GetArtifactStatus"
 	SessionService_CloneJob_FullMethodName          = "/campfire.admin.v1.SessionService/CloneJob"
 	SessionService_GetJobMeta_FullMethodName        = "/campfire.admin.v1.SessionService/GetJobMeta"
 	SessionService_ListJobs_FullMethodName          = "/campfire.admin.v1.SessionService/ListJobs"
@@ -46,8 +48,37 @@ const (
 type SessionServiceClient interface {
 	// Submits a job. The job is stored durably before the reply. Fails with
 	// INVALID_ARGUMENT, naming the field and value, when the definition is
-	// invalid or names a workflow the site does not know.
+	// invalid, names a workflow the site does not know, or references an
+	// artifact (AppFile.artifact) the site does not hold complete. Large files
+	// go up first with UploadArtifact; the site's job limit (campfire site
+	// --max-job-mb) bounds only this message.
 	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error)
+	// Uploads one job artifact (a large app file, for example an initial
+	// model) in chunks, for job definitions to reference by its SHA-256
+	// (AppFile.artifact). The first message is the header (digest, size and
+	// where this upload starts); the chunks follow in order. The site stores
+	// each artifact once, by digest, under its data directory, and replies once
+	// the whole artifact is on disk and its digest checked.
+	//
+	// Resuming: the bytes of an interrupted upload are kept. Ask
+	// GetArtifactStatus how many the site holds, then upload again with
+	// header.offset set to that number and only the bytes from there. A new
+	// upload of the same artifact by the same caller replaces one still in
+	// progress (the old stream ends with ABORTED).
+	//
+	// Requires the submit right. Fails with INVALID_ARGUMENT naming the field
+	// (a header that is not first, a malformed digest, a chunk past size_bytes,
+	// bytes whose SHA-256 is not header.sha256: the partial upload is then
+	// discarded), FAILED_PRECONDITION when header.offset is not the number of
+	// bytes the site holds (the message says how many), RESOURCE_EXHAUSTED
+	// when the artifact is larger than the site accepts, its disk lacks the
+	// room, or too many uploads are in progress, and DEADLINE_EXCEEDED when no
+	// message arrives for a minute.
+	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
+	// Tells how much of an artifact the site holds: nothing, part of it (an
+	// interrupted upload by the caller, to resume), or all of it. Requires the
+	// submit right.
+	GetArtifactStatus(ctx context.Context, in *GetArtifactStatusRequest, opts ...grpc.CallOption) (*GetArtifactStatusResponse, error)
 	// Submits a new job with the definition of an existing one.
 	CloneJob(ctx context.Context, in *CloneJobRequest, opts ...grpc.CallOption) (*CloneJobResponse, error)
 	// Returns a job's meta.
@@ -97,6 +128,29 @@ func (c *sessionServiceClient) SubmitJob(ctx context.Context, in *SubmitJobReque
 	return out, nil
 }
 
+func (c *sessionServiceClient) UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[0], SessionService_UploadArtifact_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadArtifactRequest, UploadArtifactResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionService_UploadArtifactClient = grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse]
+
+func (c *sessionServiceClient) GetArtifactStatus(ctx context.Context, in *GetArtifactStatusRequest, opts ...grpc.CallOption) (*GetArtifactStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetArtifactStatusResponse)
+	err := c.cc.Invoke(ctx, SessionService_GetArtifactStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sessionServiceClient) CloneJob(ctx context.Context, in *CloneJobRequest, opts ...grpc.CallOption) (*CloneJobResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CloneJobResponse)
@@ -129,7 +183,7 @@ func (c *sessionServiceClient) ListJobs(ctx context.Context, in *ListJobsRequest
 
 func (c *sessionServiceClient) DownloadJobResult(ctx context.Context, in *DownloadJobResultRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadJobResultResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[0], SessionService_DownloadJobResult_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[1], SessionService_DownloadJobResult_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +232,7 @@ func (c *sessionServiceClient) GetSystemInfo(ctx context.Context, in *GetSystemI
 
 func (c *sessionServiceClient) MonitorJob(ctx context.Context, in *MonitorJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MonitorJobResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[1], SessionService_MonitorJob_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[2], SessionService_MonitorJob_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +261,7 @@ func (c *sessionServiceClient) GetJobMetrics(ctx context.Context, in *GetJobMetr
 
 func (c *sessionServiceClient) GetJobLogs(ctx context.Context, in *GetJobLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetJobLogsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[2], SessionService_GetJobLogs_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[3], SessionService_GetJobLogs_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -238,8 +292,37 @@ type SessionService_GetJobLogsClient = grpc.ServerStreamingClient[GetJobLogsResp
 type SessionServiceServer interface {
 	// Submits a job. The job is stored durably before the reply. Fails with
 	// INVALID_ARGUMENT, naming the field and value, when the definition is
-	// invalid or names a workflow the site does not know.
+	// invalid, names a workflow the site does not know, or references an
+	// artifact (AppFile.artifact) the site does not hold complete. Large files
+	// go up first with UploadArtifact; the site's job limit (campfire site
+	// --max-job-mb) bounds only this message.
 	SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error)
+	// Uploads one job artifact (a large app file, for example an initial
+	// model) in chunks, for job definitions to reference by its SHA-256
+	// (AppFile.artifact). The first message is the header (digest, size and
+	// where this upload starts); the chunks follow in order. The site stores
+	// each artifact once, by digest, under its data directory, and replies once
+	// the whole artifact is on disk and its digest checked.
+	//
+	// Resuming: the bytes of an interrupted upload are kept. Ask
+	// GetArtifactStatus how many the site holds, then upload again with
+	// header.offset set to that number and only the bytes from there. A new
+	// upload of the same artifact by the same caller replaces one still in
+	// progress (the old stream ends with ABORTED).
+	//
+	// Requires the submit right. Fails with INVALID_ARGUMENT naming the field
+	// (a header that is not first, a malformed digest, a chunk past size_bytes,
+	// bytes whose SHA-256 is not header.sha256: the partial upload is then
+	// discarded), FAILED_PRECONDITION when header.offset is not the number of
+	// bytes the site holds (the message says how many), RESOURCE_EXHAUSTED
+	// when the artifact is larger than the site accepts, its disk lacks the
+	// room, or too many uploads are in progress, and DEADLINE_EXCEEDED when no
+	// message arrives for a minute.
+	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
+	// Tells how much of an artifact the site holds: nothing, part of it (an
+	// interrupted upload by the caller, to resume), or all of it. Requires the
+	// submit right.
+	GetArtifactStatus(context.Context, *GetArtifactStatusRequest) (*GetArtifactStatusResponse, error)
 	// Submits a new job with the definition of an existing one.
 	CloneJob(context.Context, *CloneJobRequest) (*CloneJobResponse, error)
 	// Returns a job's meta.
@@ -281,6 +364,12 @@ type UnimplementedSessionServiceServer struct{}
 
 func (UnimplementedSessionServiceServer) SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SubmitJob not implemented")
+}
+func (UnimplementedSessionServiceServer) UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadArtifact not implemented")
+}
+func (UnimplementedSessionServiceServer) GetArtifactStatus(context.Context, *GetArtifactStatusRequest) (*GetArtifactStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetArtifactStatus not implemented")
 }
 func (UnimplementedSessionServiceServer) CloneJob(context.Context, *CloneJobRequest) (*CloneJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CloneJob not implemented")
@@ -347,6 +436,31 @@ func _SessionService_SubmitJob_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SessionServiceServer).SubmitJob(ctx, req.(*SubmitJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionService_UploadArtifact_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SessionServiceServer).UploadArtifact(&grpc.GenericServerStream[UploadArtifactRequest, UploadArtifactResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionService_UploadArtifactServer = grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]
+
+func _SessionService_GetArtifactStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetArtifactStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).GetArtifactStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_GetArtifactStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).GetArtifactStatus(ctx, req.(*GetArtifactStatusRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -522,6 +636,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _SessionService_SubmitJob_Handler,
 		},
 		{
+			MethodName: "GetArtifactStatus",
+			Handler:    _SessionService_GetArtifactStatus_Handler,
+		},
+		{
 			MethodName: "CloneJob",
 			Handler:    _SessionService_CloneJob_Handler,
 		},
@@ -551,6 +669,11 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "UploadArtifact",
+			Handler:       _SessionService_UploadArtifact_Handler,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "DownloadJobResult",
 			Handler:       _SessionService_DownloadJobResult_Handler,
