@@ -13,6 +13,7 @@ import { levelName } from "../site/history/records.js";
 import { historyTables } from "./metrics-output.js";
 import { describeMeta, describeSystem, jobsTable, output, type Output, ProgressView } from "./output.js";
 import { integer } from "./parse.js";
+import { UploadView } from "./upload-view.js";
 
 /** The options every admin command takes (declared on the root program). */
 export interface AdminOptions {
@@ -57,7 +58,7 @@ async function withSession(command: Command, body: (session: Session, out: Outpu
 export function addAdminCommands(program: Command, run: Runner): void {
   program
     .command("submit")
-    .description("submit a job folder (meta.json plus one folder per app); prints the new job's id")
+    .description("submit a job folder (meta.json plus one folder per app); files of 1 MiB or more are uploaded first as artifacts (resumed if the connection drops); prints the new job's id")
     .argument("<folder>", "the job folder")
     .addHelpText(
       "after",
@@ -74,7 +75,8 @@ Examples:
     .action(
       run(async (folder: string, _options: unknown, command: Command) =>
         withSession(command, async (session, out) => {
-          const jobId = await session.submitJob(folder);
+          const view = await UploadView.create();
+          const jobId = await session.submitJob(folder, { onProgress: (progress) => view.update(progress) });
           if (out.json) out.data({ job_id: jobId });
           else out.line(jobId);
           out.hint(`submitted; follow it with: campfire monitor ${jobId}`);
