@@ -85,6 +85,17 @@ describe("campfire, driven as a user would", () => {
     expect(jobId).toMatch(UUID);
   });
 
+  it("uploads a large app file as an artifact first, one line on stderr when it is not a terminal, then submits", async () => {
+    const folder = await writeJobFolder(work, { name: "cli-artifact", deployMap: { app: ["server", "cli-absent"] }, apps: { app: { server: broadcast({ task_name: "t" }), files: { "model.bin": Buffer.alloc(3 * 1024 * 1024, 7) } } } });
+    const submitted = await run("submit", folder);
+    expect(submitted.code).toBe(0);
+    expect(submitted.stdout.trim()).toMatch(UUID);
+    expect(submitted.stderr).toMatch(/^uploaded app\/model\.bin \(3\.0 MiB, sha256 [0-9a-f]{12}…\): [\d.]+ s, [\d.]+ \w+\/s$/m);
+    const again = await run("submit", folder);
+    expect(again.stderr).toMatch(/^uploaded app\/model\.bin \(3\.0 MiB, sha256 [0-9a-f]{12}…\): already on the site$/m);
+    for (const id of [submitted.stdout.trim(), again.stdout.trim()]) await session.abortJob(id);
+  });
+
   it("monitors the job to its end, one plain line per change when stdout is not a terminal", async () => {
     const monitored = await run("monitor", jobId);
     expect(monitored.code).toBe(0);
