@@ -214,6 +214,8 @@ export class Session {
         else resolve(reply);
       });
     });
+    // Read below when it matters; a failure after this attempt was given up must not go unhandled.
+    response.catch(() => undefined);
     const tracked = { cancel: () => call.cancel() };
     this.inFlight.add(tracked);
     try {
