@@ -94,7 +94,7 @@ it("runs one FedAvg round of that job with two agent processes to completion", a
   const { site, session, jobId, folder } = submitted;
   const roundStarted = Date.now();
   const agents: FixtureProcess[] = ["big-1", "big-2"].map((client) =>
-    spawnFixture("echo-trainer", { SITE_ADDRESS: `127.0.0.1:${site.port}`, CLIENT_NAME: client, HEARTBEAT_INTERVAL_MS: "1000", HEARTBEAT_TIMEOUT_MS: "60000" }),
+    spawnFixture("echo-trainer", { SITE_ADDRESS: `127.0.0.1:${site.port}`, CLIENT_NAME: client, HEARTBEAT_INTERVAL_MS: "1000", HEARTBEAT_TIMEOUT_MS: "60000", SUBMIT_RESULT_TIMEOUT_MS: "600000" }),
   );
   cleanups.push(() => Promise.all(agents.map((agent) => agent.kill())));
   const meta = await waitForJob(session, jobId, hasStatus(RunStatus.RUN_STATUS_FINISHED_COMPLETED, RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION, RunStatus.RUN_STATUS_FAILED_TO_RUN), 900_000);
