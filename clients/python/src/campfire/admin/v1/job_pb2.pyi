@@ -99,12 +99,22 @@ class App(_message.Message):
     def __init__(self, name: _Optional[str] = ..., server_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., client_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., files: _Optional[_Iterable[_Union[AppFile, _Mapping]]] = ...) -> None: ...
 
 class AppFile(_message.Message):
-    __slots__ = ("path", "content")
+    __slots__ = ("path", "content", "artifact")
     PATH_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     path: str
     content: bytes
-    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
+    artifact: ArtifactRef
+    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., artifact: _Optional[_Union[ArtifactRef, _Mapping]] = ...) -> None: ...
+
+class ArtifactRef(_message.Message):
+    __slots__ = ("sha256", "size_bytes")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class JobMeta(_message.Message):
     __slots__ = ("job_id", "name", "job_folder_name", "status", "deploy_map", "resource_spec", "content_location", "result_location", "approvals", "min_clients", "mandatory_clients", "submit_time", "submit_time_iso", "start_time", "duration", "submitter", "end_reason", "schedule_attempts", "cloned_from", "progress", "clients", "end_time", "resume_count", "submitter_org", "submitter_role", "refusals")

@@ -13,12 +13,23 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ArtifactState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARTIFACT_STATE_UNSPECIFIED: _ClassVar[ArtifactState]
+    ARTIFACT_STATE_ABSENT: _ClassVar[ArtifactState]
+    ARTIFACT_STATE_PARTIAL: _ClassVar[ArtifactState]
+    ARTIFACT_STATE_COMPLETE: _ClassVar[ArtifactState]
+
 class MonitorReturnCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MONITOR_RETURN_CODE_UNSPECIFIED: _ClassVar[MonitorReturnCode]
     MONITOR_RETURN_CODE_JOB_FINISHED: _ClassVar[MonitorReturnCode]
     MONITOR_RETURN_CODE_TIMEOUT: _ClassVar[MonitorReturnCode]
     MONITOR_RETURN_CODE_ENDED_BY_CB: _ClassVar[MonitorReturnCode]
+ARTIFACT_STATE_UNSPECIFIED: ArtifactState
+ARTIFACT_STATE_ABSENT: ArtifactState
+ARTIFACT_STATE_PARTIAL: ArtifactState
+ARTIFACT_STATE_COMPLETE: ArtifactState
 MONITOR_RETURN_CODE_UNSPECIFIED: MonitorReturnCode
 MONITOR_RETURN_CODE_JOB_FINISHED: MonitorReturnCode
 MONITOR_RETURN_CODE_TIMEOUT: MonitorReturnCode
@@ -35,6 +46,46 @@ class SubmitJobResponse(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class UploadArtifactRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ArtifactUploadHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[ArtifactUploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ArtifactUploadHeader(_message.Message):
+    __slots__ = ("sha256", "size_bytes", "offset")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size_bytes: int
+    offset: int
+    def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class UploadArtifactResponse(_message.Message):
+    __slots__ = ("artifact",)
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    artifact: _job_pb2.ArtifactRef
+    def __init__(self, artifact: _Optional[_Union[_job_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
+
+class GetArtifactStatusRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class GetArtifactStatusResponse(_message.Message):
+    __slots__ = ("state", "received_bytes", "size_bytes")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    state: ArtifactState
+    received_bytes: int
+    size_bytes: int
+    def __init__(self, state: _Optional[_Union[ArtifactState, str]] = ..., received_bytes: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class CloneJobRequest(_message.Message):
     __slots__ = ("job_id",)

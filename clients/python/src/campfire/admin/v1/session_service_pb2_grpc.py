@@ -47,6 +47,16 @@ class SessionServiceStub:
                 request_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.UploadArtifact = channel.stream_unary(
+                '/campfire.admin.v1.SessionService/UploadArtifact',
+                request_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.UploadArtifactRequest.SerializeToString,
+                response_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.UploadArtifactResponse.FromString,
+                _registered_method=True)
+        self.GetArtifactStatus = channel.unary_unary(
+                '/campfire.admin.v1.SessionService/GetArtifactStatus',
+                request_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.GetArtifactStatusRequest.SerializeToString,
+                response_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.GetArtifactStatusResponse.FromString,
+                _registered_method=True)
         self.CloneJob = channel.unary_unary(
                 '/campfire.admin.v1.SessionService/CloneJob',
                 request_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.CloneJobRequest.SerializeToString,
@@ -112,7 +122,46 @@ class SessionServiceServicer:
     def SubmitJob(self, request, context):
         """Submits a job. The job is stored durably before the reply. Fails with
         INVALID_ARGUMENT, naming the field and value, when the definition is
-        invalid or names a workflow the site does not know.
+        invalid, names a workflow the site does not know, or references an
+        artifact (AppFile.artifact) the site does not hold complete. Large files
+        go up first with UploadArtifact; the site's job limit (campfire site
+        --max-job-mb) bounds only this message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadArtifact(self, request_iterator, context):
+        """Uploads one job artifact (a large app file, for example an initial
+        model) in chunks, for job definitions to reference by its SHA-256
+        (AppFile.artifact). The first message is the header (digest, size and
+        where this upload starts); the chunks follow in order. The site stores
+        each artifact once, by digest, under its data directory, and replies once
+        the whole artifact is on disk and its digest checked.
+
+        Resuming: the bytes of an interrupted upload are kept. Ask
+        GetArtifactStatus how many the site holds, then upload again with
+        header.offset set to that number and only the bytes from there. A new
+        upload of the same artifact by the same caller replaces one still in
+        progress (the old stream ends with ABORTED).
+
+        Requires the submit right. Fails with INVALID_ARGUMENT naming the field
+        (a header that is not first, a malformed digest, a chunk past size_bytes,
+        bytes whose SHA-256 is not header.sha256: the partial upload is then
+        discarded), FAILED_PRECONDITION when header.offset is not the number of
+        bytes the site holds (the message says how many), RESOURCE_EXHAUSTED
+        when the artifact is larger than the site accepts, its disk lacks the
+        room, or too many uploads are in progress, and DEADLINE_EXCEEDED when no
+        message arrives for a minute.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArtifactStatus(self, request, context):
+        """Tells how much of an artifact the site holds: nothing, part of it (an
+        interrupted upload by the caller, to resume), or all of it. Requires the
+        submit right.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +254,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.SubmitJobRequest.FromString,
                     response_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.SubmitJobResponse.SerializeToString,
             ),
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.UploadArtifactRequest.FromString,
+                    response_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.UploadArtifactResponse.SerializeToString,
+            ),
+            'GetArtifactStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArtifactStatus,
+                    request_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.GetArtifactStatusRequest.FromString,
+                    response_serializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.GetArtifactStatusResponse.SerializeToString,
+            ),
             'CloneJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CloneJob,
                     request_deserializer=campfire_dot_admin_dot_v1_dot_session__service__pb2.CloneJobRequest.FromString,
@@ -290,6 +349,60 @@ class SessionService:
             '/campfire.admin.v1.SessionService/SubmitJob',
             campfire_dot_admin_dot_v1_dot_session__service__pb2.SubmitJobRequest.SerializeToString,
             campfire_dot_admin_dot_v1_dot_session__service__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/campfire.admin.v1.SessionService/UploadArtifact',
+            campfire_dot_admin_dot_v1_dot_session__service__pb2.UploadArtifactRequest.SerializeToString,
+            campfire_dot_admin_dot_v1_dot_session__service__pb2.UploadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtifactStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campfire.admin.v1.SessionService/GetArtifactStatus',
+            campfire_dot_admin_dot_v1_dot_session__service__pb2.GetArtifactStatusRequest.SerializeToString,
+            campfire_dot_admin_dot_v1_dot_session__service__pb2.GetArtifactStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
