@@ -3,6 +3,7 @@ import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
 import { type DataExchange, decodeDataExchange, encodingIfLarge } from "../shared/payload.js";
 import { ReturnCode, returnCodeName } from "../shared/return-codes.js";
+import { delay } from "../shared/wait.js";
 import { CallState } from "./call-state.js";
 import { SiteConnection } from "./connection.js";
 import { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone } from "./errors.js";
@@ -106,6 +107,8 @@ class ReceivedTask implements AgentTask {
 
 /** How many finished task ids the agent remembers, so that a resent task is acknowledged, not run again. */
 const REMEMBERED_TASKS = 64;
+/** How often drain() looks whether the trainer's task is done. */
+const DRAIN_POLL_MS = 20;
 
 /**
  * The agent runtime: joins a site on behalf of a training process, receives
@@ -128,6 +131,8 @@ export class Agent {
   /** The task whose result was sent last. */
   private resultSentFor: string | undefined;
   private closedWith: AgentClosed | undefined;
+  /** drain() began: no new task is handed out. */
+  private draining = false;
   private metricSequence = 0;
   private readonly logger: Logger;
 
@@ -163,6 +168,11 @@ export class Agent {
     return this.connection.connected;
   }
 
+  /** True once the agent closed (stopped, drained, refused, or its job ended): it takes no more calls. */
+  get closed(): boolean {
+    return this.closedWith !== undefined;
+  }
+
   /**
    * Resolves true once the site has welcomed this agent (now, if it already
    * has), false if that takes longer than `timeoutMs`; throws the reason once
@@ -186,9 +196,27 @@ export class Agent {
     this.connection.start();
   }
 
+  /**
+   * Stops gracefully (for SIGTERM), within `timeoutMs`: hands out no new task
+   * (getTask throws AgentClosed), lets the trainer finish the task it holds and
+   * waits for the site to acknowledge its result, then says bye
+   * (BYE_REASON_AGENT_STOPPING) and closes. A task still unfinished at the
+   * deadline is handed back: its signal fires, and the site, told by the bye,
+   * fails it at once rather than after a heartbeat timeout.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    this.wakeWaiters();
+    const deadline = Date.now() + timeoutMs;
+    while (this.holdsTask && Date.now() < deadline) await delay(Math.min(DRAIN_POLL_MS, deadline - Date.now()));
+    const handedBack = this.holdsTask ? (this.callState.heldTaskId ?? this.held?.taskId) : undefined;
+    if (handedBack) this.logger.warn({ task: handedBack, timeoutMs }, "the task did not finish in time: handing it back to the site");
+    await this.stop(handedBack ? `the agent is stopping and hands back task ${handedBack}` : "the agent is stopping");
+  }
+
   /** Says bye to the site and closes the agent. Pending and later calls fail with AgentClosed. */
-  async stop(): Promise<void> {
-    const stopped = this.connection.stop({ reason: ByeReason.BYE_REASON_AGENT_STOPPING, message: "the agent is stopping" });
+  async stop(message = "the agent is stopping"): Promise<void> {
+    const stopped = this.connection.stop({ reason: ByeReason.BYE_REASON_AGENT_STOPPING, message });
     this.close(new AgentClosed("the agent was stopped"));
     await stopped;
   }
@@ -205,6 +233,7 @@ export class Agent {
     this.callState.beginGetTask();
     const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
     for (;;) {
+      if (this.draining) throw new AgentClosed("the agent is stopping: it takes no new task");
       const task = this.inbox.shift();
       if (task) {
         this.callState.handOut(task.taskId);
@@ -270,6 +299,11 @@ export class Agent {
         throw error;
       }
     }
+  }
+
+  /** The trainer holds a task, or its result awaits the site's acknowledgement. */
+  private get holdsTask(): boolean {
+    return this.callState.heldTaskId !== undefined || this.held !== undefined;
   }
 
   private receive(message: ConnectResponse): void {

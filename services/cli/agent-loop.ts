@@ -35,8 +35,12 @@ export const echoTrainer: Trainer = (task) => ({ data: task.data, returnCode: Re
 export interface AgentLoopOptions extends AgentOptions {
   /** Return when the first job ends instead of joining again for the next. */
   once?: boolean;
-  /** Stops the agent (it says bye to the site) and ends the loop. */
+  /**
+   * Stops the agent and ends the loop: the trainer may finish the task it
+   * holds within `drainMs` (default 0), then the agent says bye (see Agent.drain).
+   */
   signal: AbortSignal;
+  drainMs?: number;
 }
 
 /**
@@ -47,11 +51,11 @@ export interface AgentLoopOptions extends AgentOptions {
  * job with `once`), or when the agent closes for another reason.
  */
 export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer): Promise<void> {
-  const { once, signal, ...agentOptions } = options;
+  const { once, signal, drainMs = 0, ...agentOptions } = options;
   const logger = options.logger ?? silentLogger;
   while (!signal.aborted) {
     const agent = new Agent(agentOptions);
-    const stop = () => void agent.stop();
+    const stop = () => void agent.drain(drainMs);
     signal.addEventListener("abort", stop, { once: true });
     try {
       agent.start();
@@ -64,6 +68,8 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
           logger.warn({ err: error, task: task.taskId, job: task.jobId }, "the trainer failed");
           result = { returnCode: ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION };
         }
+        // The agent closed while the trainer worked (the job ended, or a drain's deadline passed and the task was handed back).
+        if (agent.closed) break;
         await agent.submitResult(result.data, result.returnCode ?? ReturnCode.RETURN_CODE_OK);
       }
       const jobEnded = await agent.getTask(0).then(

@@ -21,12 +21,16 @@ function onHangup(reload: () => Promise<void>, logger: { error(fields: object, m
   return () => process.off("SIGHUP", listener);
 }
 
-/** Resolves when the process is asked to stop (SIGINT or SIGTERM). */
-function stopRequested(): Promise<NodeJS.Signals> {
+/** How long `campfire site` and `campfire agent` drain on SIGTERM by default: under Kubernetes' default 30 s grace period. */
+const DRAIN_SECONDS = 25;
+
+/** Resolves when the process is asked to stop (SIGINT or SIGTERM); `again` is called on a second request. */
+function stopRequested(again: () => void = () => undefined): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
+    let requested = false;
     const stop = (signal: NodeJS.Signals) => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
+      if (requested) return again();
+      requested = true;
       resolve(signal);
     };
     process.on("SIGINT", stop);
@@ -51,6 +55,8 @@ interface SiteCommandOptions {
   scheduleAttempts: number;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  scheduleRejoinMs: number;
+  drainSeconds: number;
 }
 
 interface AgentCommandOptions {
@@ -62,6 +68,7 @@ interface AgentCommandOptions {
   once: boolean;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  drainSeconds: number;
 }
 
 /** The job store a --store URL names (PostgreSQL; workspaces under `dataDir`). */
@@ -90,11 +97,19 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .addOption(env("--schedule-interval-ms <ms>", "first wait after a job could not start; doubles per attempt", "CAMPFIRE_SCHEDULE_INTERVAL_MS").argParser(integer(1)).default(1_000))
     .addOption(env("--schedule-max-interval-ms <ms>", "longest wait between scheduling attempts", "CAMPFIRE_SCHEDULE_MAX_INTERVAL_MS").argParser(integer(1)).default(60_000))
     .addOption(env("--schedule-attempts <n>", "attempts before a job ends FINISHED:CAN_NOT_SCHEDULE", "CAMPFIRE_SCHEDULE_ATTEMPTS").argParser(integer(1)).default(10))
+    .addOption(env("--schedule-rejoin-ms <ms>", "after the site starts, failed scheduling attempts do not count for this long, while agents rejoin", "CAMPFIRE_SCHEDULE_REJOIN_MS").argParser(integer(0)).default(30_000))
     .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards agents", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which an agent is gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
+    .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long running jobs may finish their tasks in flight and checkpoint before the site exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
     .addHelpText(
       "after",
       `
+On SIGTERM (or SIGINT) the site drains: health turns NOT_SERVING, new jobs
+are refused UNAVAILABLE, running jobs finish the tasks in flight and stop at
+their next checkpoint, agents are told to reconnect, and the site exits 0
+within --drain-seconds; a second signal stops it at once. Restarted on the
+same --data-dir it resumes the jobs.
+
 With --tls-dir <kit> (the site's kit from campfire provision) the site speaks
 TLS, and agents and admins must present certificates of the project's CA
 (admins may use a token instead); SIGHUP re-reads the kit (renewed
@@ -142,14 +157,20 @@ Examples:
             scheduleIntervalMs: options.scheduleIntervalMs,
             maxScheduleIntervalMs: options.scheduleMaxIntervalMs,
             maxScheduleAttempts: options.scheduleAttempts,
+            rejoinWindowMs: options.scheduleRejoinMs,
           },
         });
         if (!tokens && !tlsDir) logger.warn('no admin tokens and no TLS configured: every session caller is the user "admin" (set CAMPFIRE_TOKENS, --tokens-file or --tls-dir)');
         const stopReloading = onHangup(() => site.reload(), logger);
-        const signal = await stopRequested();
+        const signal = await stopRequested(() => {
+          logger.warn("asked again: stopping now");
+          void site.stop(500, 1_000).then(() => process.exit(EXIT.OK));
+        });
         stopReloading();
-        logger.info({ signal }, "stopping");
-        await site.stop();
+        const started = Date.now();
+        logger.info({ signal, drainSeconds: options.drainSeconds }, "draining");
+        await site.drain(options.drainSeconds * 1000);
+        logger.info({ ms: Date.now() - started }, "drained");
         return EXIT.OK;
       }),
     );
@@ -165,9 +186,14 @@ Examples:
     .option("--once", "exit when the first job ends, instead of waiting for the next", false)
     .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards the site", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which the site counts as gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
+    .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long the trainer may finish its task before the agent hands it back, says bye and exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
     .addHelpText(
       "after",
       `
+On SIGTERM (or SIGINT) the agent takes no new task, lets the trainer finish
+the one it holds (its result delivered) for up to --drain-seconds, hands it
+back to the site otherwise (task.signal fires), says bye and exits 0.
+
 A trainer module, an ES module in TypeScript or JavaScript (.mts/.mjs anywhere,
 .ts/.js in a package with "type": "module"):
   // trainer.mts
@@ -190,7 +216,17 @@ Examples:
         const trainer = options.trainer ? await loadTrainer(options.trainer) : echoTrainer;
         const policy = options.policy ? await (await import("../agent/job-policy.js")).loadJobPolicy(options.policy) : undefined;
         const stop = new AbortController();
-        void stopRequested().then(() => stop.abort());
+        const logger = createLogger("agent");
+        const drainMs = options.drainSeconds * 1000;
+        void stopRequested(() => process.exit(EXIT.OK)).then((signal) => {
+          logger.info({ signal, drainSeconds: options.drainSeconds }, "draining");
+          stop.abort();
+          // A trainer that ignores task.signal must not keep the process past its grace period.
+          setTimeout(() => {
+            logger.warn("the trainer did not return after its task was handed back: exiting");
+            process.exit(EXIT.OK);
+          }, drainMs + 2_000).unref();
+        });
         await runAgentLoop(
           {
             siteAddress: site,
@@ -201,9 +237,10 @@ Examples:
             policy,
             heartbeatIntervalMs: options.heartbeatIntervalMs,
             heartbeatTimeoutMs: options.heartbeatTimeoutMs,
-            logger: createLogger("agent"),
+            logger,
             once: options.once,
             signal: stop.signal,
+            drainMs,
           },
           trainer,
         );

@@ -135,6 +135,11 @@ export class AgentHub {
         onHeartbeat: (agentId, heartbeat, receivedAt) => {
           for (const listener of this.heartbeatListeners) listener({ agentId, sentAt: heartbeat.sentAt, receivedAt });
         },
+        // A stopping agent hands its task back: the workflow hears of it now, not after a heartbeat timeout.
+        onAgentStopping: (stopping, message) => {
+          const task = stopping.currentTaskId;
+          this.remove(stopping, new AgentGone(`agent ${stopping.agentId} of client ${stopping.clientName} stopped${task ? ` and handed back task ${task}` : ""}: ${message || "no reason given"}`));
+        },
       });
       this.sessions.set(hello.agentId, session);
       const ofClient = this.sessionsByClient.get(session.clientName);
@@ -209,6 +214,12 @@ export class AgentHub {
   onTrainerLog(listener: (event: TrainerLogEvent) => void): () => void {
     this.trainerLogListeners.add(listener);
     return () => this.trainerLogListeners.delete(listener);
+  }
+
+  /** Called after every agent's hello is accepted (a new agent, or one that reconnected). */
+  onAgentConnected(listener: () => void): () => void {
+    this.attachListeners.add(listener);
+    return () => this.attachListeners.delete(listener);
   }
 
   /** Every refusal of a task by an agent, as it arrives (the site records them in the job: JobMeta.refusals). */

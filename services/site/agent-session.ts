@@ -101,6 +101,8 @@ export interface SessionContext {
   onMetric(event: MetricEvent): void;
   onTrainerLog(event: TrainerLogEvent): void;
   onHeartbeat(agentId: string, heartbeat: Heartbeat, receivedAt: number): void;
+  /** The agent said it is stopping (BYE_REASON_AGENT_STOPPING): it will not come back for its task. */
+  onAgentStopping(session: AgentSession, message: string): void;
 }
 
 /** How many finished task ids a session remembers, to tell duplicates from strangers. */
@@ -224,7 +226,8 @@ export class AgentSession {
       case "heartbeat":
         return this.context.onHeartbeat(this.agentId, kind.value, this.lastSeenAt);
       case "bye":
-        this.logger.info({ reason: ByeReason[kind.value.reason], message: kind.value.message }, "agent said bye");
+        this.logger.info({ reason: ByeReason[kind.value.reason], message: kind.value.message, task: this.currentTaskId }, "agent said bye");
+        if (kind.value.reason === ByeReason.BYE_REASON_AGENT_STOPPING) this.context.onAgentStopping(this, kind.value.message);
         return;
       case "metric":
         this.context.onMetric({ clientName: this.clientName, agentId: this.agentId, jobId: this.jobOf(kind.value.taskId), record: kind.value });

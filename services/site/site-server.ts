@@ -79,6 +79,8 @@ export class SiteServer {
     readonly startTime: Date,
     private readonly server: Server,
     private readonly health: HealthImplementation,
+    /** The names health reports: "" (the whole site) and every service. */
+    private readonly healthNames: readonly string[],
     private readonly logger: Logger,
     readonly audit: AuditLog,
     readonly trust: SiteTrust | undefined,
@@ -143,7 +145,8 @@ export class SiteServer {
       ],
     ];
     for (const [, definition, implementation] of services) server.addService(definition, implementation);
-    const health = new HealthImplementation(Object.fromEntries([["", "SERVING"], ...services.map(([name]) => [name, "SERVING"])]));
+    const healthNames = ["", ...services.map(([name]) => name)];
+    const health = new HealthImplementation(Object.fromEntries(healthNames.map((name) => [name, "SERVING"])));
     health.addToServer(server);
     const listed = [...services.map(([name]) => name), "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
     for (const [definition, implementation] of reflectionServices(listed)) server.addService(definition, implementation);
@@ -158,9 +161,13 @@ export class SiteServer {
     // No connection can be accepted before this runs: only microtasks lie between bindAsync's callback and here.
     widenReceiveWindows(server);
     logger.info({ address, port, tls: Boolean(trust), project: trust?.project, audit: audit.path }, "site listening");
-    const site = new SiteServer(hub, jobs, port, startTime, server, health, logger, audit, trust, temporaryDir);
+    const site = new SiteServer(hub, jobs, port, startTime, server, health, healthNames, logger, audit, trust, temporaryDir);
     if (options.dashboard) site.dashboard = await Dashboard.start(options.dashboard, { siteName, startTime, hub, jobs, trust }, gate, logger);
     return site;
+  }
+
+  private setHealth(status: "SERVING" | "NOT_SERVING"): void {
+    for (const name of this.healthNames) this.health.setStatus(name, status);
   }
 
   /**
@@ -174,17 +181,37 @@ export class SiteServer {
   }
 
   /**
+   * The graceful stop (SIGTERM), within `drainMs`: health turns NOT_SERVING
+   * at once for every service name (probes and load balancers look
+   * elsewhere), SubmitJob is refused UNAVAILABLE, no queued job starts, and
+   * running jobs let their dispatched tasks finish and stop at their next
+   * checkpoint (JobManager.drain), so a round that completes in time is kept.
+   * Whatever has not stopped by then is stopped as by stop(); agents are told
+   * BYE_REASON_SITE_SHUTTING_DOWN and reconnect to the site's successor.
+   */
+  async drain(drainMs: number): Promise<void> {
+    const deadline = Date.now() + drainMs;
+    this.setHealth("NOT_SERVING");
+    // A share of the period is kept for stopping what did not drain, saying bye and closing the server.
+    const reserveMs = Math.min(3_000, drainMs / 4);
+    await this.jobs.drain(deadline - reserveMs);
+    const remaining = Math.max(0, deadline - Date.now());
+    await this.stop(Math.min(2_000, remaining / 2), Math.max(0, remaining / 2));
+  }
+
+  /**
    * Stops the site: health turns NOT_SERVING, running jobs stop (those whose
    * workflow can resume stay RUNNING for the next start on the same data
    * directory; others end FINISHED:ABNORMAL and their agents are told the job
-   * ended), the job store is closed, other agents are told the site is
-   * shutting down (they will reconnect to its successor), in-flight calls get
-   * `graceMs` to finish before they are cut.
+   * ended) within `jobsGraceMs` (default: the jobs' abort grace plus 5 s), the
+   * job store is closed, other agents are told the site is shutting down
+   * (they will reconnect to its successor), in-flight calls get `graceMs` to
+   * finish before they are cut.
    */
-  async stop(graceMs = 2_000): Promise<void> {
-    this.health.setStatus("", "NOT_SERVING");
+  async stop(graceMs = 2_000, jobsGraceMs?: number): Promise<void> {
+    this.setHealth("NOT_SERVING");
     await this.dashboard?.stop();
-    await this.jobs.close();
+    await this.jobs.close(jobsGraceMs);
     this.hub.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

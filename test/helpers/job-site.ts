@@ -17,8 +17,8 @@ import type { Kits } from "./kits.js";
 
 /** Heartbeats fast enough that a dead agent is noticed in a second or two. */
 export const FAST_EXCHANGE = { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 3_000, resendIntervalMs: 200 };
-/** Scheduling retries every few tens of milliseconds, for several seconds before giving up. */
-export const FAST_SCHEDULING = { scheduleIntervalMs: 20, maxScheduleIntervalMs: 100, maxScheduleAttempts: 100 };
+/** Scheduling retries every few tens of milliseconds, for several seconds before giving up; attempts count from the start. */
+export const FAST_SCHEDULING = { scheduleIntervalMs: 20, maxScheduleIntervalMs: 100, maxScheduleAttempts: 100, rejoinWindowMs: 0 };
 
 export async function tempDir(prefix = "campfire-test-"): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));

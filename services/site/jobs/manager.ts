@@ -15,7 +15,8 @@ import type { WorkflowContext } from "../workflows/workflow.js";
 import { InvalidJobDefinition, JobNotFound, JobStillRunning } from "./errors.js";
 import { bySubmitTime, type ListFilter, selectJobs } from "./listing.js";
 import { ACTIVE, appOf, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
-import { decide, retryDelay, type ScheduleRequest } from "./scheduler.js";
+import { ScheduleQueue } from "./schedule-queue.js";
+import { decide, type ScheduleRequest } from "./scheduler.js";
 import { FileJobStore, type JobStore } from "./store.js";
 import { artifactRefsOf, DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
 import { ArtifactStore, type StoredArtifact } from "../artifacts/store.js";
@@ -39,6 +40,12 @@ export interface JobOptions {
   maxScheduleIntervalMs?: number;
   /** After this many failed attempts a job ends FINISHED:CAN_NOT_SCHEDULE. Default 10. */
   maxScheduleAttempts?: number;
+  /**
+   * For this long after the site opens, failed scheduling attempts are not
+   * counted: the agents of a restarted site need a moment to rejoin. Default 30 s
+   * (agents reconnect within their 5 s backoff cap, or their 30 s heartbeat timeout after a silent cut).
+   */
+  rejoinWindowMs?: number;
   /** The largest job (encoded definition, without its uploaded artifacts) the site accepts. Default 16 MiB. */
   maxJobBytes?: number;
   /** The largest artifact (UploadArtifact) the site accepts. Default 64 GiB. */
@@ -47,6 +54,14 @@ export interface JobOptions {
   abortGraceMs?: number;
   /** The workflows jobs may name. Default: the built-in ones. */
   workflows?: WorkflowRegistry;
+  /** Told of job events (status changes, store writes), for metrics. */
+  observer?: JobObserver;
+}
+
+/** What a metrics exporter (services/metrics) learns from the jobs; every method is optional. */
+export interface JobObserver {
+  /** A change of a job was written to the store, taking `seconds`. */
+  storeWritten?(operation: "create" | "update" | "delete", seconds: number): void;
 }
 
 export interface RunningJobSummary {
@@ -65,10 +80,15 @@ export interface JobWatcher {
 
 interface RunningJob {
   controller: AbortController;
+  /** Fires when the site begins a graceful stop: the workflow stops at its next checkpoint (WorkflowContext.draining). */
+  drain: AbortController;
   clients: string[];
   appName: string;
   done: Promise<void>;
 }
+
+/** How soon after agents connect the scheduler looks at the queue again (one pass for a burst of connections). */
+const AGENT_PASS_DELAY_MS = 100;
 
 /** The reason an admin's abort gives the job's signal. */
 class AbortRequested extends Error {}
@@ -85,14 +105,7 @@ export class JobManager {
   private readonly jobs = new Map<string, JobMeta>();
   /** Live progress of running jobs: published to watchers at once, stored with the next transition. */
   private readonly progress = new Map<string, JobProgress>();
-  /** Approved jobs waiting to start, in submit order. */
-  private readonly queue: string[] = [];
-  /** Queued jobs being aborted or deleted: never to be started, whatever transition is still in flight. */
-  private readonly withdrawn = new Set<string>();
-  /** Queued jobs that a site restart interrupted: they keep their DISPATCHED or RUNNING status and wait for their clients to run again. */
-  private readonly resuming = new Set<string>();
-  private readonly attempts = new Map<string, number>();
-  private readonly nextAttemptAt = new Map<string, number>();
+  private readonly queue: ScheduleQueue;
   private readonly running = new Map<string, RunningJob>();
   /** The signatures of running signed jobs, for the hub to attach to their tasks. */
   private readonly signatures = new Map<string, JobSignature>();
@@ -101,11 +114,17 @@ export class JobManager {
   private readonly watchers = new Map<string, Set<JobWatcher>>();
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly stopMetrics: () => void;
+  private readonly stopWatchingAgents: () => void;
   private timer: NodeJS.Timeout | undefined;
+  /** A pass soon after agents connected: a waiting job starts as soon as its clients are back. */
+  private agentPass: NodeJS.Timeout | undefined;
+  /** No new jobs are taken or started: a graceful stop (drain) or close began. */
+  private draining = false;
   private closing = false;
   private temporaryDir: string | undefined;
   readonly workflows: WorkflowRegistry;
-  private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows" | "maxArtifactBytes">>;
+  private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows" | "observer" | "rejoinWindowMs" | "maxArtifactBytes">>;
+  private readonly observer: JobObserver;
 
   private constructor(
     private readonly store: JobStore,
@@ -124,6 +143,20 @@ export class JobManager {
       maxJobBytes: options.maxJobBytes ?? DEFAULT_MAX_JOB_BYTES,
       abortGraceMs: options.abortGraceMs ?? 5_000,
     };
+    this.observer = options.observer ?? {};
+    this.queue = new ScheduleQueue({
+      intervalMs: this.settings.scheduleIntervalMs,
+      maxIntervalMs: this.settings.maxScheduleIntervalMs,
+      maxAttempts: this.settings.maxScheduleAttempts,
+      countFrom: Date.now() + (options.rejoinWindowMs ?? 30_000),
+    });
+    this.stopWatchingAgents = hub.onAgentConnected(() => {
+      if (this.queue.size === 0 || this.agentPass) return;
+      this.agentPass = setTimeout(() => {
+        this.agentPass = undefined;
+        this.schedule();
+      }, AGENT_PASS_DELAY_MS).unref();
+    });
     this.stopMetrics = hub.onMetric((event) => {
       const values = event.record.record?.values;
       if (!event.jobId || !this.running.has(event.jobId) || !values) return;
@@ -153,13 +186,14 @@ export class JobManager {
     return this.settings.maxJobBytes;
   }
 
+  /** True once a graceful stop (drain) or close began: no new jobs are taken. */
   get stopping(): boolean {
-    return this.closing;
+    return this.draining || this.closing;
   }
 
   /** Validates and stores a job, durably, then queues it, recording `submitter` (name, organisation, role). Returns its id. */
   async submit(definition: JobDefinition, submitter: Identity, clonedFrom = ""): Promise<string> {
-    if (this.closing) throw new SiteShuttingDown("the site is shutting down; submit the job again once it is back");
+    if (this.stopping) throw new SiteShuttingDown("the site is shutting down and takes no new jobs; submit the job again once it is back");
     const validated = validateJob(definition, this.workflows, this.settings.maxJobBytes);
     await this.checkArtifacts(definition);
     const jobId = randomUUID();
@@ -192,7 +226,9 @@ export class JobManager {
       resumeCount: 0,
       refusals: [],
     };
+    const writing = performance.now();
     await this.store.create(meta, validated.encoded);
+    this.observer.storeWritten?.("create", (performance.now() - writing) / 1000);
     this.jobs.set(jobId, meta);
     this.logger.info({ job: jobId, name: meta.name, submitter: submitter.name, workflow: validated.workflow.name, clonedFrom: clonedFrom || undefined }, "job submitted");
     this.notify(jobId);
@@ -273,15 +309,15 @@ export class JobManager {
       running.controller.abort(new AbortRequested(why));
       await withDeadline(running.done, this.settings.abortGraceMs + 5_000);
     } else {
-      this.withdraw(jobId);
-      const resuming = this.resuming.has(jobId);
+      this.queue.withdraw(jobId);
+      const resuming = this.queue.isResuming(jobId);
       try {
         const when = resuming ? "while it waited to resume after a site restart" : "before it started";
         const ended = await this.transition(jobId, resuming ? ACTIVE : QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABORTED, endReason: `${why} ${when}`, endTime: new Date() }));
         if (ended) this.logger.info({ job: jobId, by: caller.name, reason }, "queued job aborted");
       } finally {
-        this.withdrawn.delete(jobId);
-        this.resuming.delete(jobId);
+        this.queue.release(jobId);
+        this.queue.stopResuming(jobId);
       }
     }
     return this.require(jobId).status;
@@ -293,12 +329,16 @@ export class JobManager {
     if (ACTIVE.has(meta.status) || this.running.has(jobId)) {
       throw new JobStillRunning(`job ${jobId} is ${statusName(meta.status)}: abort it first (campfire abort ${jobId}), then delete it`);
     }
-    this.withdraw(jobId);
+    this.queue.withdraw(jobId);
     try {
-      await this.serialized(jobId, () => this.store.delete(jobId));
+      await this.serialized(jobId, async () => {
+        const writing = performance.now();
+        await this.store.delete(jobId);
+        this.observer.storeWritten?.("delete", (performance.now() - writing) / 1000);
+      });
       this.forget(jobId);
     } finally {
-      this.withdrawn.delete(jobId);
+      this.queue.release(jobId);
     }
     this.logger.info({ job: jobId, by: caller.name }, "job deleted");
     this.endWatchers(jobId, new JobNotFound(`job ${jobId} was deleted by ${caller.name}`));
@@ -326,31 +366,54 @@ export class JobManager {
   }
 
   /**
+   * The first half of a graceful stop: takes no new jobs and starts none, and
+   * asks every running workflow to stop at its next checkpoint
+   * (WorkflowContext.draining), so that tasks already dispatched finish and
+   * the round in flight is kept. Resolves when every running job has stopped
+   * or ended, or at `deadline` (epoch ms), whichever comes first; close()
+   * then stops what is left.
+   */
+  async drain(deadline: number): Promise<void> {
+    this.draining = true;
+    this.stopScheduling();
+    const running = [...this.running.values()];
+    this.logger.info({ jobs: running.length, withinMs: Math.max(0, deadline - Date.now()) }, "draining: running jobs stop at their next checkpoint");
+    for (const job of running) job.drain.abort(new SiteShuttingDown("the site is shutting down: the job stopped after its last checkpoint and resumes when the site is back"));
+    await withDeadline(Promise.allSettled(running.map((job) => job.done)), deadline - Date.now());
+  }
+
+  /**
    * Stops scheduling and the running jobs, and closes the store. A job whose
    * workflow is resumable (or had not started) stays DISPATCHED or RUNNING, for
    * the next start to resume; others end FINISHED:ABNORMAL (their agents are
-   * told the job ended).
+   * told the job ended). Waits for the workflows to stop at most `graceMs`
+   * (default: the abort grace plus 5 s).
    */
-  async close(): Promise<void> {
+  async close(graceMs = this.settings.abortGraceMs + 5_000): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    clearTimeout(this.timer);
+    this.stopScheduling();
     this.stopMetrics();
     const running = [...this.running.values()];
     for (const job of running) job.controller.abort(new SiteShuttingDown("the site stopped while the job ran"));
-    await withDeadline(Promise.allSettled(running.map((job) => job.done)), this.settings.abortGraceMs + 5_000);
-    await withDeadline(Promise.allSettled(this.chains.values()), 10_000);
+    const deadline = Date.now() + graceMs;
+    await withDeadline(Promise.allSettled(running.map((job) => job.done)), graceMs);
+    await withDeadline(Promise.allSettled(this.chains.values()), Math.max(1_000, deadline - Date.now()));
     for (const jobId of [...this.watchers.keys()]) this.endWatchers(jobId, new SiteShuttingDown("the site is shutting down; monitor the job again once it is back"));
     await this.store.close();
     if (this.temporaryDir) await rm(this.temporaryDir, { recursive: true, force: true });
   }
 
+  private stopScheduling(): void {
+    clearTimeout(this.timer);
+    clearTimeout(this.agentPass);
+    this.stopWatchingAgents();
+  }
+
+  /** Queued jobs start with a fresh scheduling window: the attempts of the previous run are not carried over. */
   private async recover(): Promise<void> {
     const metas = (await this.store.load()).sort(bySubmitTime);
-    for (const meta of metas) {
-      this.jobs.set(meta.jobId, meta);
-      this.attempts.set(meta.jobId, meta.scheduleAttempts);
-    }
+    for (const meta of metas) this.jobs.set(meta.jobId, meta);
     const restartedAt = new Date();
     const resumed: string[] = [];
     for (const meta of metas) {
@@ -360,11 +423,12 @@ export class JobManager {
         void this.approve(meta.jobId);
       } else if (meta.status === RunStatus.RUN_STATUS_APPROVED) {
         this.queue.push(meta.jobId);
+        if (meta.scheduleAttempts > 0) void this.persistQuietly(meta.jobId, QUEUED, () => ({ scheduleAttempts: 0 }));
       }
     }
     // They ran before the site stopped: their clients go back to them before a queued job can take them.
-    this.queue.unshift(...resumed);
-    this.logger.info({ jobs: metas.length, queued: this.queue.length, resuming: resumed.length }, "jobs recovered from the store");
+    this.queue.pushResuming(resumed);
+    this.logger.info({ jobs: metas.length, queued: this.queue.size, resuming: resumed.length }, "jobs recovered from the store");
     this.schedule();
   }
 
@@ -381,8 +445,6 @@ export class JobManager {
     if (obstacle === undefined) {
       const phase = `resuming after a site restart: waiting for its clients ${meta.clients.join(", ")}`;
       await this.transition(jobId, ACTIVE, () => ({ scheduleAttempts: 0, progress: { ...(meta.progress ?? emptyProgress()), phase } }));
-      this.attempts.set(jobId, 0);
-      this.resuming.add(jobId);
       this.logger.info({ job: jobId, was, clients: meta.clients }, "job will resume once its clients are back");
       return true;
     }
@@ -406,7 +468,7 @@ export class JobManager {
   private async approve(jobId: string): Promise<void> {
     try {
       const approved = await this.transition(jobId, new Set([RunStatus.RUN_STATUS_SUBMITTED]), () => ({ status: RunStatus.RUN_STATUS_APPROVED, approvals: ["auto"] }));
-      if (!approved || this.withdrawn.has(jobId)) return;
+      if (!approved || this.queue.isWithdrawn(jobId)) return;
       this.queue.push(jobId);
       this.schedule();
     } catch (error) {
@@ -415,37 +477,34 @@ export class JobManager {
   }
 
   /**
-   * One scheduling pass over the queue, in submit order: starts every due job
-   * that can start, counts a failed attempt for the others (ending them
-   * FINISHED:CAN_NOT_SCHEDULE past the limit), and sets a timer for the next
-   * due attempt. A job that waits only for clients another job holds, or for
-   * a free slot, is not charged an attempt: it is looked at again when a job ends.
+   * One scheduling pass over the queue, in submit order: starts every job that
+   * can start, counts a failed attempt for those whose attempt is due (ending
+   * them FINISHED:CAN_NOT_SCHEDULE past the limit), and sets a timer for the
+   * next due attempt. A job that waits only for clients another job holds, or
+   * for a free slot, is not charged an attempt: it is looked at again when a
+   * job ends. Passes also run soon after agents connect, so a job starts as
+   * soon as its clients are there, whenever its next attempt is due.
    */
   private schedule(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.closing) return;
+    if (this.stopping) return;
     const now = Date.now();
     let soonest = Infinity;
-    for (const jobId of [...this.queue]) {
+    for (const jobId of this.queue.jobs()) {
       const meta = this.jobs.get(jobId);
-      const resuming = this.resuming.has(jobId);
+      const resuming = this.queue.isResuming(jobId);
       const waiting = resuming ? meta && ACTIVE.has(meta.status) : meta?.status === RunStatus.RUN_STATUS_APPROVED;
-      if (!meta || !waiting || this.withdrawn.has(jobId)) {
-        this.dequeue(jobId);
+      if (!meta || !waiting || this.queue.isWithdrawn(jobId)) {
+        this.queue.remove(jobId);
         continue;
       }
       if (this.running.size >= this.settings.maxConcurrentJobs) break;
-      const due = this.nextAttemptAt.get(jobId) ?? 0;
-      if (due > now) {
-        soonest = Math.min(soonest, due);
-        continue;
-      }
       const request = resuming ? resumeRequest(meta) : { plan: deployPlanOf(meta.deployMap), minClients: meta.minClients, mandatoryClients: meta.mandatoryClients, resourceSpec: meta.resourceSpec };
       const agents = this.hub.agents();
       const decision = decide(request, agents, this.heldBy);
       if (decision.start) {
-        this.dequeue(jobId);
+        this.queue.remove(jobId);
         this.start(jobId, request.plan, decision.clients);
         continue;
       }
@@ -453,22 +512,31 @@ export class JobManager {
         this.reportProgress(jobId, { phase: `waiting for clients held by other jobs: ${decision.reason}` });
         continue;
       }
-      const attempts = (this.attempts.get(jobId) ?? 0) + 1;
-      this.attempts.set(jobId, attempts);
+      const due = this.queue.dueAt(jobId);
+      if (due > now) {
+        soonest = Math.min(soonest, due);
+        continue;
+      }
+      const verdict = this.queue.failed(jobId, now);
+      const waitingFor = resuming ? "resuming after a site restart: waiting for its clients" : "waiting to be scheduled";
+      if (verdict.kind === "uncounted") {
+        soonest = Math.min(soonest, verdict.retryAt);
+        const until = new Date(verdict.retryAt).toISOString();
+        this.reportProgress(jobId, { phase: `${waitingFor} (the site has just started: agents may rejoin until ${until} before attempts count): ${decision.reason}` });
+        continue;
+      }
+      const attempts = verdict.attempts;
       this.logger.debug({ job: jobId, attempts, reason: decision.reason }, "job cannot start yet");
       const from = resuming ? ACTIVE : QUEUED;
-      if (attempts >= this.settings.maxScheduleAttempts) {
-        this.dequeue(jobId);
-        this.resuming.delete(jobId);
+      if (verdict.kind === "exhausted") {
+        this.queue.remove(jobId);
+        this.queue.stopResuming(jobId);
         const reason = `${resuming ? "could not resume after a site restart: " : ""}gave up after ${attempts} scheduling attempts: ${decision.reason}`;
         this.logger.warn({ job: jobId, reason }, "job cannot be scheduled");
         void this.persistQuietly(jobId, from, () => ({ status: RunStatus.RUN_STATUS_FINISHED_CAN_NOT_SCHEDULE, endReason: reason, endTime: new Date(), scheduleAttempts: attempts }));
         continue;
       }
-      const next = now + retryDelay(attempts, this.settings.scheduleIntervalMs, this.settings.maxScheduleIntervalMs);
-      this.nextAttemptAt.set(jobId, next);
-      soonest = Math.min(soonest, next);
-      const waitingFor = resuming ? "resuming after a site restart: waiting for its clients" : "waiting to be scheduled";
+      soonest = Math.min(soonest, verdict.retryAt);
       this.reportProgress(jobId, { phase: `${waitingFor} (attempt ${attempts} of ${this.settings.maxScheduleAttempts}): ${decision.reason}` });
       void this.persistQuietly(jobId, from, () => ({ scheduleAttempts: attempts }));
     }
@@ -478,11 +546,12 @@ export class JobManager {
   /** Holds the clients and runs the job in the background; the next pass follows its end. */
   private start(jobId: string, plan: DeployPlan, clients: string[]): void {
     const controller = new AbortController();
+    const drain = new AbortController();
     for (const client of clients) this.heldBy.set(client, jobId);
-    const job: RunningJob = { controller, clients, appName: plan.serverApp, done: Promise.resolve() };
+    const job: RunningJob = { controller, drain, clients, appName: plan.serverApp, done: Promise.resolve() };
     this.running.set(jobId, job);
-    const resumed = this.resuming.delete(jobId);
-    job.done = this.run(jobId, plan, clients, controller.signal, resumed)
+    const resumed = this.queue.stopResuming(jobId);
+    job.done = this.run(jobId, plan, clients, { signal: controller.signal, draining: drain.signal }, resumed)
       .catch((error: unknown) => this.logger.error({ err: error, job: jobId }, "the job runner failed"))
       .finally(() => {
         for (const client of clients) if (this.heldBy.get(client) === jobId) this.heldBy.delete(client);
@@ -495,10 +564,11 @@ export class JobManager {
   /**
    * Takes the job through DISPATCHED and RUNNING to its end. A resumed job
    * (`resumed`: a site restart interrupted it) keeps its status and start time
-   * and counts the resume. A job stopped by the site's shutdown does not end
-   * when it can resume: it stays as it is for the next start.
+   * and counts the resume. A job stopped by the site's shutdown (aborted, or
+   * stopped at a checkpoint while the site drained) does not end when it can
+   * resume: it stays as it is for the next start.
    */
-  private async run(jobId: string, plan: DeployPlan, clients: string[], signal: AbortSignal, resumed: boolean): Promise<void> {
+  private async run(jobId: string, plan: DeployPlan, clients: string[], { signal, draining }: { signal: AbortSignal; draining: AbortSignal }, resumed: boolean): Promise<void> {
     const logger = this.logger.child({ job: jobId });
     let started = false;
     let resumable = false;
@@ -537,14 +607,17 @@ export class JobManager {
         workspace,
         hub: this.hub,
         signal,
+        draining,
         logger,
         reportProgress: (progress) => this.reportProgress(jobId, progress),
       };
       await settledOrAborted(validated.workflow.run(context), signal, this.settings.abortGraceMs);
       signal.throwIfAborted();
     } catch (error) {
-      if (signal.aborted) {
-        const reason = signal.reason as unknown;
+      // A workflow that stopped at a checkpoint because the site drains rejects with the drain's reason.
+      const drained = draining.aborted && error === draining.reason;
+      if (signal.aborted || drained) {
+        const reason = (drained ? error : signal.reason) as unknown;
         if (reason instanceof SiteShuttingDown && (resumable || !started)) {
           await this.transition(jobId, ACTIVE, () => ({ progress: { ...this.liveProgress(jobId), phase: "the site stopped; the job resumes when it starts again" } }));
           this.progress.delete(jobId);
@@ -588,7 +661,9 @@ export class JobManager {
       const current = this.jobs.get(jobId);
       if (!current || !from.has(current.status)) return undefined;
       const next: JobMeta = { ...current, progress: this.liveProgress(jobId), ...change(current) };
+      const writing = performance.now();
       await this.store.update(next, current.status);
+      this.observer.storeWritten?.("update", (performance.now() - writing) / 1000);
       this.jobs.set(jobId, next);
       this.notify(jobId);
       return next;
@@ -632,23 +707,10 @@ export class JobManager {
     return meta;
   }
 
-  /** Takes a queued job out of scheduling for good (it is being aborted or deleted). */
-  private withdraw(jobId: string): void {
-    this.withdrawn.add(jobId);
-    this.dequeue(jobId);
-  }
-
-  private dequeue(jobId: string): void {
-    const index = this.queue.indexOf(jobId);
-    if (index >= 0) this.queue.splice(index, 1);
-  }
-
   private forget(jobId: string): void {
     this.jobs.delete(jobId);
     this.progress.delete(jobId);
-    this.attempts.delete(jobId);
-    this.nextAttemptAt.delete(jobId);
-    this.dequeue(jobId);
+    this.queue.forget(jobId);
   }
 }
 

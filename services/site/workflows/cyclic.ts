@@ -70,6 +70,8 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
       for (let round = 0; round < args.num_rounds; round++) state.orders[round] ??= roundOrder(args.order, clients, state.orders[round - 1], random);
 
       for (let step = state.nextStep; step < args.num_rounds * clients.length; step++) {
+        // The site drains: the hand-over before this one is checkpointed, the next start goes on from here.
+        context.draining.throwIfAborted();
         const round = Math.floor(step / clients.length);
         const client = state.orders[round]![step % clients.length]!;
         context.reportProgress({ currentRound: round, totalRounds: args.num_rounds, phase: `round ${round + 1} of ${args.num_rounds}: model at ${client}` });

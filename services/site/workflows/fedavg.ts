@@ -90,6 +90,8 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
       const stopConditionMet = () => args.stop_condition !== undefined && state.roundsMeetingStopCondition >= args.patience;
 
       for (let round = state.nextRound; round < lastRound && !stopConditionMet(); round++) {
+        // The site drains: the round before this one is checkpointed, the next start goes on from here.
+        context.draining.throwIfAborted();
         context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
         global = await trainRound(context, global, round, lastRound, minResults, recorder);
         const metrics = args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {};

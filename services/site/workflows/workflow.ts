@@ -25,6 +25,15 @@ export interface WorkflowContext<Args> {
   hub: AgentHub;
   /** Fires when the job is aborted; every wait in the workflow must honour it. */
   signal: AbortSignal;
+  /**
+   * Fires when the site begins a graceful stop. A resumable workflow lets the
+   * tasks in flight finish, writes its checkpoint, and then rejects with
+   * `draining.reason` (draining.throwIfAborted() right after the checkpoint),
+   * so the next start goes on from there; `signal` still fires if the grace
+   * period runs out first. Others may ignore it: they run on until the grace
+   * period ends.
+   */
+  draining: AbortSignal;
   logger: Logger;
   /** Publishes progress to monitor_job watchers and the job's meta. */
   reportProgress(progress: Partial<JobProgress>): void;
