@@ -1,4 +1,4 @@
-import { credentials, status as Status } from "@grpc/grpc-js";
+import { credentials, Metadata, status as Status } from "@grpc/grpc-js";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -81,7 +81,7 @@ async function healthOf(address: string, services: string[]): Promise<string[]> 
       services.map(
         (service) =>
           new Promise<string>((resolve, reject) =>
-            client.check({ service }, { deadline: Date.now() + 2_000 }, (error, reply) => (error ? reject(error) : resolve(HealthCheckResponse_ServingStatus[reply.status]))),
+            client.check({ service }, new Metadata(), { deadline: Date.now() + 2_000 }, (error, reply) => (error ? reject(error) : resolve(HealthCheckResponse_ServingStatus[reply.status]))),
           ),
       ),
     );

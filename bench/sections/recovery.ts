@@ -35,6 +35,6 @@ await runSection("Recovery from a site restart", async ({ quick }) => {
       figure("a task completes again", "ms", median(runs.map((run) => run.taskMs)), { baseline: listening }),
       figure("a whole round completes again", "ms", median(runs.map((run) => run.roundMs)), { baseline: listening }),
     ],
-    details: { agents, restarts, runs, note: "times from the SIGKILL; agents reconnect with backoff from 100 ms to 5 s, full jitter" },
+    details: { agents, restarts, runs, note: "times from the SIGKILL; agents reconnect with backoff from 100 ms to 2 s, full jitter" },
   };
 });

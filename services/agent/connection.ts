@@ -31,6 +31,9 @@ export interface ConnectionEvents {
 /** How many bytes of a download the site may send ahead of what this agent has read. */
 const PAYLOAD_FLOW_CONTROL_WINDOW = 8 * CHUNK_BYTES;
 
+/** The channel's longest reconnect backoff (see the channel options). */
+const CHANNEL_MAX_BACKOFF_MS = 500;
+
 /** How long stop() waits for the site to close the stream before cutting it. */
 const STOP_GRACE_MS = 1_000;
 
@@ -80,9 +83,10 @@ export class SiteConnection {
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
       // grpc-js retries a lost connection on a backoff of its own (from 1 s, x1.6, up to 120 s), under
       // ours: a stream opened during it fails at once, so agents came back seconds after the site did,
-      // and minutes after a long outage. The channel follows the agent's policy instead.
+      // and minutes after a long outage. The channel starts from the agent's delay and stays short, so
+      // that the agent's own backoff decides: a channel backoff as long as the agent's added ~0.8 s to a rejoin.
       "grpc.initial_reconnect_backoff_ms": options.reconnectBaseDelayMs,
-      "grpc.max_reconnect_backoff_ms": options.reconnectMaxDelayMs,
+      "grpc.max_reconnect_backoff_ms": Math.min(options.reconnectMaxDelayMs, CHANNEL_MAX_BACKOFF_MS),
       // Each agent owns its connections, as an agent in a process of its own does: grpc-js would otherwise
       // share one HTTP/2 connection among all agents of a process for the same site, and with it flow
       // control windows, a failure, and a read loop that turns all their streams into one lockstep batch.

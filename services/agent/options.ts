@@ -33,7 +33,12 @@ export interface AgentOptions extends ClientTransportOptions {
   submitResultTimeoutMs?: number;
   /** The first reconnect delay; doubles per failed attempt (with full jitter) up to reconnectMaxDelayMs. Default 100 ms. */
   reconnectBaseDelayMs?: number;
-  /** The longest reconnect delay. Default 5 s. */
+  /**
+   * The longest reconnect delay. Default 2 s: an agent rejoins a restarted
+   * site within about that long (20 agents, the site down 2 s: all back 1.6-2.1 s
+   * after it listens; with 5 s, 4.2-4.9 s), for one connection attempt per
+   * second on average while the site is away.
+   */
   reconnectMaxDelayMs?: number;
   logger?: Logger;
 }
@@ -51,7 +56,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     resendIntervalMs: 2_000,
     submitResultTimeoutMs: 30_000,
     reconnectBaseDelayMs: 100,
-    reconnectMaxDelayMs: 5_000,
+    reconnectMaxDelayMs: 2_000,
     logger: silentLogger,
     ...stripUndefined(options),
     siteAddress: options.siteAddress,
