@@ -386,6 +386,7 @@ export class Agent {
     // left by then: a result acknowledges its task, and a fast trainer then
     // costs three messages per task instead of four.
     setImmediate(() => this.resultSentFor !== task.taskId && this.acknowledgeTask(task.taskId));
+    this.options.observer?.taskReceived?.(task.jobId);
     this.inbox.push(new ReceivedTask(task.taskId, task.taskName, task.jobId, data, task.deadline, abort, job));
     this.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task received");
     this.wakeWaiters();
@@ -461,6 +462,7 @@ export class Agent {
     clearTimeout(held.resendTimer);
     if (this.held === held) this.held = undefined;
     this.forgetController(held.taskId);
+    this.options.observer?.resultSettled?.(accepted);
     held.resolve(accepted);
   }
 

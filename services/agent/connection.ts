@@ -9,7 +9,7 @@ import {
   type Welcome,
 } from "../../gen/campfire/agent/v1/agent_service.js";
 import { siteChannelCredentials } from "../security/client-transport.js";
-import { AgentWireClient } from "../shared/agent-wire.js";
+import { AgentWireClient, countingAgentClient } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
 import { CHUNK_BYTES, ChunkAssembler, chunksOf, MAX_MESSAGE_BYTES } from "../shared/payload.js";
 import { map, writeWindowed } from "../shared/stream-writes.js";
@@ -93,8 +93,10 @@ export class SiteConnection {
       "grpc.use_local_subchannel_pool": 1,
     };
     const channelCredentials = siteChannelCredentials(options.siteAddress, options);
-    this.client = new AgentWireClient(options.siteAddress, channelCredentials, channelOptions);
-    this.payloadClient = new AgentWireClient(options.siteAddress, channelCredentials, {
+    const observer = options.observer;
+    const Client = observer?.bytesIn && observer.bytesOut ? countingAgentClient({ bytesIn: (service, bytes) => observer.bytesIn?.(service, bytes), bytesOut: (service, bytes) => observer.bytesOut?.(service, bytes) }) : AgentWireClient;
+    this.client = new Client(options.siteAddress, channelCredentials, channelOptions);
+    this.payloadClient = new Client(options.siteAddress, channelCredentials, {
       ...channelOptions,
       // HTTP/2's default 64 KiB window stalled a download every 64 KiB until this process's event loop
       // granted more; 8 chunks' worth keeps a model streaming (model transfer 0.61x -> 0.85x raw grpc-js).
@@ -219,7 +221,7 @@ export class SiteConnection {
         this.lastSeenAt = Date.now();
         if (message.kind?.$case === "welcome") {
           welcomed = this.welcomed = true;
-          this.welcomes++;
+          if (this.welcomes++ > 0) this.options.observer?.reconnected?.();
           this.peerGoneReported = false;
           this.logger.info({ site: message.kind.value.siteName }, "connected to site");
           this.events.welcomed(message.kind.value);

@@ -2,6 +2,17 @@ import { randomUUID } from "node:crypto";
 import type { ClientTransportOptions } from "../security/client-transport.js";
 import type { JobPolicy } from "./job-policy.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
+import type { WireBytesObserver } from "../shared/wire-bytes.js";
+
+/** What a metrics exporter (services/metrics) learns from an agent; every method is optional. */
+export interface AgentObserver extends Partial<WireBytesObserver> {
+  /** A task reached the agent (before the trainer takes it; refused tasks included). */
+  taskReceived?(jobId: string): void;
+  /** A result the trainer submitted was acknowledged by the site (`accepted`) or not (refused, aborted, timed out, closed). */
+  resultSettled?(accepted: boolean): void;
+  /** A stream to the site was welcomed again after an earlier one ended. */
+  reconnected?(): void;
+}
 
 export interface AgentOptions extends ClientTransportOptions {
   /** The site's agent service, host:port. */
@@ -41,10 +52,12 @@ export interface AgentOptions extends ClientTransportOptions {
    */
   reconnectMaxDelayMs?: number;
   logger?: Logger;
+  /** Told of tasks, results, bytes and reconnects, for metrics. */
+  observer?: AgentObserver;
 }
 
-export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | "policy" | keyof ClientTransportOptions>> &
-  ClientTransportOptions & { maxResends: number | undefined; policy: JobPolicy | undefined };
+export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | "policy" | "observer" | keyof ClientTransportOptions>> &
+  ClientTransportOptions & { maxResends: number | undefined; policy: JobPolicy | undefined; observer: AgentObserver | undefined };
 
 export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions {
   return {
@@ -63,6 +76,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     clientName: options.clientName,
     maxResends: options.maxResends,
     policy: options.policy,
+    observer: options.observer,
   };
 }
 

@@ -57,6 +57,7 @@ interface SiteCommandOptions {
   heartbeatTimeoutMs: number;
   scheduleRejoinMs: number;
   drainSeconds: number;
+  metrics?: string;
 }
 
 interface AgentCommandOptions {
@@ -69,6 +70,7 @@ interface AgentCommandOptions {
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
   drainSeconds: number;
+  metrics?: string;
 }
 
 /** The job store a --store URL names (PostgreSQL; workspaces under `dataDir`). */
@@ -77,6 +79,10 @@ async function openStore(url: string, dataDir: string, logger: Logger): Promise<
   const { PostgresJobStore } = await import("../postgres-store/store.js");
   return PostgresJobStore.open({ url, blobDir: dataDir, logger });
 }
+
+/** The --metrics option of site and agent. */
+const METRICS_HELP =
+  "serve Prometheus metrics at http://<host:port>/metrics (loopback only in plain text; beyond loopback over mutual TLS with --tls-dir, or plain with --insecure)";
 
 export function addProcessCommands(program: Command, run: Runner): void {
   const env = (flags: string, description: string, variable: string) => new Option(flags, description).env(variable);
@@ -101,6 +107,7 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards agents", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which an agent is gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
     .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long running jobs may finish their tasks in flight and checkpoint before the site exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
+    .addOption(env("--metrics <host:port>", METRICS_HELP, "CAMPFIRE_METRICS"))
     .addHelpText(
       "after",
       `
@@ -159,6 +166,7 @@ Examples:
             maxScheduleAttempts: options.scheduleAttempts,
             rejoinWindowMs: options.scheduleRejoinMs,
           },
+          metrics: options.metrics,
         });
         if (!tokens && !tlsDir) logger.warn('no admin tokens and no TLS configured: every session caller is the user "admin" (set CAMPFIRE_TOKENS, --tokens-file or --tls-dir)');
         const stopReloading = onHangup(() => site.reload(), logger);
@@ -187,6 +195,7 @@ Examples:
     .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards the site", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which the site counts as gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
     .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long the trainer may finish its task before the agent hands it back, says bye and exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
+    .addOption(env("--metrics <host:port>", METRICS_HELP, "CAMPFIRE_METRICS"))
     .addHelpText(
       "after",
       `
@@ -215,6 +224,9 @@ Examples:
         const [{ createLogger }, { echoTrainer, runAgentLoop }] = await Promise.all([import("../shared/logger.js"), import("./agent-loop.js")]);
         const trainer = options.trainer ? await loadTrainer(options.trainer) : echoTrainer;
         const policy = options.policy ? await (await import("../agent/job-policy.js")).loadJobPolicy(options.policy) : undefined;
+        const transport = await clientTransport(globals);
+        const metricsModule = options.metrics ? await import("../metrics/index.js") : undefined;
+        const metrics = metricsModule && new metricsModule.AgentMetrics();
         const stop = new AbortController();
         const logger = createLogger("agent");
         const drainMs = options.drainSeconds * 1000;
@@ -227,10 +239,13 @@ Examples:
             process.exit(EXIT.OK);
           }, drainMs + 2_000).unref();
         });
+        const metricsServer =
+          metricsModule && (await metricsModule.MetricsServer.start({ address: options.metrics!, registry: metrics!.registry, tls: transport.tls, insecure: globals.insecure, logger }));
         await runAgentLoop(
           {
             siteAddress: site,
-            ...(await clientTransport(globals)),
+            ...transport,
+            observer: metrics,
             clientName: options.client,
             agentId: options.agentId,
             resources: options.resources,
@@ -244,6 +259,7 @@ Examples:
           },
           trainer,
         );
+        await metricsServer?.close();
         return EXIT.OK;
       }),
     );

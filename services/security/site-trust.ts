@@ -53,6 +53,11 @@ export class SiteTrust {
     return new SiteTrust(dir, kit, clients, revoked);
   }
 
+  /** The site's kit as last loaded: its certificate, key and the project CA. */
+  get certifiedKit(): CertifiedKit {
+    return this.kit;
+  }
+
   /** The site's own identity (its certificate's). */
   get identity(): Identity {
     return this.kit.identity;

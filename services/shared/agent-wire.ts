@@ -1,5 +1,5 @@
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { makeGenericClientConstructor } from "@grpc/grpc-js";
+import { makeGenericClientConstructor, type ServiceDefinition } from "@grpc/grpc-js";
 import {
   AgentServiceClient,
   AgentServiceService,
@@ -9,6 +9,7 @@ import {
   UploadPayloadRequest,
 } from "../../gen/campfire/agent/v1/agent_service.js";
 import { encodeBytesMessage } from "./payload.js";
+import { countingWireBytes, type WireBytesObserver } from "./wire-bytes.js";
 
 /** UploadPayloadRequest.chunk: field 2, length-delimited. */
 const UPLOAD_CHUNK_TAG = (2 << 3) | 2;
@@ -60,3 +61,9 @@ export const agentServiceDefinition: typeof AgentServiceService = {
 };
 
 export const AgentWireClient = makeGenericClientConstructor(agentServiceDefinition, "campfire.agent.v1.AgentService") as unknown as typeof AgentServiceClient;
+
+/** AgentWireClient, with every message's size reported to `observer` (labelled "agent"). */
+export function countingAgentClient(observer: WireBytesObserver): typeof AgentServiceClient {
+  const definition = countingWireBytes(agentServiceDefinition as unknown as ServiceDefinition, "agent", observer);
+  return makeGenericClientConstructor(definition, "campfire.agent.v1.AgentService") as unknown as typeof AgentServiceClient;
+}

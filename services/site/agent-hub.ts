@@ -6,7 +6,7 @@ import { describeIdentity, type Identity } from "../security/identity.js";
 import type { Logger } from "../shared/logger.js";
 import { nameProblem } from "../shared/names.js";
 import type { DataExchange } from "../shared/payload.js";
-import { ReturnCode } from "../shared/return-codes.js";
+import { carriesData, ReturnCode } from "../shared/return-codes.js";
 import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSIONS, type TrainerLogEvent, type TaskOutcome } from "./agent-session.js";
 import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
 import { PayloadStore, SharedPayload } from "./payload-store.js";
@@ -53,6 +53,23 @@ export interface HubOptions {
   logger: Logger;
   /** The signature of a job's definition, attached to every task of the job (Task.job_signature); undefined for unsigned jobs. */
   jobSignature?: (jobId: string) => JobSignature | undefined;
+  /** Told of tasks and liveness verdicts, for metrics. */
+  observer?: HubObserver;
+}
+
+/** What a metrics exporter (services/metrics) learns from the hub; every method is optional. */
+export interface HubObserver {
+  /** A task left for an agent of `clientName`. */
+  taskDispatched?(jobId: string, clientName: string): void;
+  /**
+   * A task ended `seconds` after it was sent: `completed` when the agent
+   * returned a result the site took with a return code that carries data (OK,
+   * EARLY_TERMINATION); otherwise it failed (an error code, a refused result,
+   * the agent gone, the deadline, an abort).
+   */
+  taskFinished?(jobId: string, clientName: string, completed: boolean, seconds: number): void;
+  /** An agent of `clientName` sent nothing for the heartbeat timeout and was dropped. */
+  heartbeatMissed?(clientName: string): void;
 }
 
 /** An agent refused a task (RETURN_CODE_UNAUTHORIZED): its client's policy or its check of the job's signature said no. */
@@ -175,7 +192,10 @@ export class AgentHub {
     if (payload.body?.$case === "ref") this.payloads.allow(payload.body.value.payloadId, clientName);
     const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined, jobSignature: this.options.jobSignature?.(spec.jobId) };
     session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
-    const outcome = session.run(task);
+    const observer = this.options.observer;
+    const sentAt = observer ? performance.now() : 0;
+    observer?.taskDispatched?.(spec.jobId, clientName);
+    const outcome = observer ? observed(session.run(task), observer, spec.jobId, clientName, sentAt) : session.run(task);
     const expiry = deadline === undefined ? undefined : setTimeout(expire, deadline - Date.now(), session, task);
     const canceller = options.signal && new Canceller(session, task, options.signal);
     try {
@@ -282,6 +302,7 @@ export class AgentHub {
       if (onTime && timeoutMs > 0 && now - session.lastSeenAt > timeoutMs) {
         const seconds = timeoutMs / 1000;
         session.logger.warn({ task: session.currentTaskId }, `agent gone: no sign of life for ${seconds} s`);
+        this.options.observer?.heartbeatMissed?.(session.clientName);
         this.remove(session, new AgentGone(`agent ${session.agentId} of client ${session.clientName} is gone: no sign of life for ${seconds} s`));
       }
     }
@@ -353,6 +374,21 @@ async function withWaitSignal<T>(options: WaitOptions, body: (signal: AbortSigna
     clearTimeout(timer);
     options.signal?.removeEventListener("abort", forward);
   }
+}
+
+/** `outcome`, reported to `observer` when it settles. */
+function observed(outcome: Promise<TaskOutcome>, observer: HubObserver, jobId: string, clientName: string, sentAt: number): Promise<TaskOutcome> {
+  const finished = (completed: boolean) => observer.taskFinished?.(jobId, clientName, completed, (performance.now() - sentAt) / 1000);
+  return outcome.then(
+    (result) => {
+      finished(result.problem === undefined && carriesData(result.returnCode));
+      return result;
+    },
+    (error: unknown) => {
+      finished(false);
+      throw error;
+    },
+  );
 }
 
 function expire(session: AgentSession, task: Task): void {

@@ -10,7 +10,9 @@ import { AUDIT_FILE, AuditLog } from "../security/audit.js";
 import { Authorizer, type Policy } from "../security/authorization.js";
 import { SiteTrust } from "../security/site-trust.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
+import type { MetricsServer } from "../metrics/server.js";
 import { CHUNK_BYTES, MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { countingWireBytes } from "../shared/wire-bytes.js";
 import { AgentHub } from "./agent-hub.js";
 import type { ExchangeTimings } from "./agent-session.js";
 import { type JobOptions, JobManager } from "./jobs/manager.js";
@@ -58,6 +60,11 @@ export interface SiteOptions {
   policy?: Policy;
   /** Serve the web dashboard (services/dashboard) on this address too. */
   dashboard?: DashboardOptions;
+  /**
+   * host:port to serve Prometheus metrics on (GET /metrics; services/metrics).
+   * Beyond loopback it needs the site's kit (mutual TLS) or `insecure`, as the gRPC port does.
+   */
+  metrics?: string;
 }
 
 /** The reference's defaults: heartbeats every 5 s, gone after 30 s of silence, resend every 2 s. */
@@ -85,7 +92,13 @@ export class SiteServer {
     readonly audit: AuditLog,
     readonly trust: SiteTrust | undefined,
     private readonly temporaryDir: string | undefined,
+    private readonly metricsServer: MetricsServer | undefined,
   ) {}
+
+  /** The port /metrics is served on, when the site serves metrics. */
+  get metricsPort(): number | undefined {
+    return this.metricsServer?.port;
+  }
 
   static async start(options: SiteOptions = {}): Promise<SiteServer> {
     const logger = options.logger ?? silentLogger;
@@ -107,7 +120,12 @@ export class SiteServer {
     const agentLimits = { ...DEFAULT_AGENT_LIMITS, ...options.agentLimits };
     // Signed jobs: the hub attaches each job's signature to its tasks, and the job records its agents' refusals.
     let signatureOf: (jobId: string) => JobSignature | undefined = () => undefined;
+    // Loaded only when asked for: prom-client is not every site's start-up cost.
+    const metricsModule = options.metrics === undefined ? undefined : await import("../metrics/index.js");
+    const metrics = metricsModule && new metricsModule.SiteMetrics();
+    const counted = <S extends ServiceDefinition>(label: string, definition: S): S => (metrics ? countingWireBytes(definition, label, metrics) : definition);
     const hub = new AgentHub({
+      observer: metrics,
       siteName,
       timings,
       logger,
@@ -115,7 +133,8 @@ export class SiteServer {
       maxAgentsPerClient: agentLimits.maxAgentsPerClient,
       jobSignature: (jobId) => signatureOf(jobId),
     });
-    const jobs = await JobManager.open(hub, logger, options.jobs);
+    const jobs = await JobManager.open(hub, logger, { observer: metrics, ...options.jobs });
+    metrics?.watch(hub, jobs);
     signatureOf = (jobId) => jobs.signatureOf(jobId);
     hub.onRefusal(({ jobId, clientName, taskName, reason }) => jobs.recordRefusal(jobId, { client: clientName, reason, taskName, time: new Date() }));
     // A submitted job arrives in one message: the session service takes up to the job limit (or an artifact chunk) plus framing; the agent service chunks.
@@ -128,7 +147,7 @@ export class SiteServer {
     const services: Array<[string, ServiceDefinition, UntypedServiceImplementation]> = [
       [
         AGENT_SERVICE_NAME,
-        withTolerantDecoding(agentServiceDefinition as unknown as ServiceDefinition, MAX_MESSAGE_BYTES),
+        counted("agent", withTolerantDecoding(agentServiceDefinition as unknown as ServiceDefinition, MAX_MESSAGE_BYTES)),
         agentServiceHandlers({
           hub,
           logger,
@@ -140,7 +159,7 @@ export class SiteServer {
       ],
       [
         SESSION_SERVICE_NAME,
-        withTolerantDecoding(SessionServiceService as unknown as ServiceDefinition, maxSessionMessageBytes),
+        counted("session", withTolerantDecoding(SessionServiceService as unknown as ServiceDefinition, maxSessionMessageBytes)),
         sessionServiceHandlers({ ...gate, hub, siteName, startTime, trust }) as unknown as UntypedServiceImplementation,
       ],
     ];
@@ -158,10 +177,19 @@ export class SiteServer {
       await audit.close();
       throw error;
     });
+    const metricsServer =
+      metrics &&
+      (await metricsModule!.MetricsServer.start({ address: options.metrics!, registry: metrics.registry, tls: trust?.certifiedKit, insecure: options.insecure, logger }).catch(async (error: unknown) => {
+        server.forceShutdown();
+        await jobs.close();
+        await audit.close();
+        throw error;
+      }));
+    if (metricsServer && trust) trust.onReload(() => metricsServer.reload(trust.certifiedKit));
     // No connection can be accepted before this runs: only microtasks lie between bindAsync's callback and here.
     widenReceiveWindows(server);
     logger.info({ address, port, tls: Boolean(trust), project: trust?.project, audit: audit.path }, "site listening");
-    const site = new SiteServer(hub, jobs, port, startTime, server, health, healthNames, logger, audit, trust, temporaryDir);
+    const site = new SiteServer(hub, jobs, port, startTime, server, health, healthNames, logger, audit, trust, temporaryDir, metricsServer);
     if (options.dashboard) site.dashboard = await Dashboard.start(options.dashboard, { siteName, startTime, hub, jobs, trust }, gate, logger);
     return site;
   }
@@ -224,6 +252,7 @@ export class SiteServer {
       });
     });
     await this.audit.close();
+    await this.metricsServer?.close();
     if (this.temporaryDir) await rm(this.temporaryDir, { recursive: true, force: true });
     this.logger.info("site stopped");
   }

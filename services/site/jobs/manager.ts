@@ -186,6 +186,13 @@ export class JobManager {
     return this.settings.maxJobBytes;
   }
 
+  /** How many jobs the site holds in each status. */
+  countByStatus(): Map<RunStatus, number> {
+    const counts = new Map<RunStatus, number>();
+    for (const meta of this.jobs.values()) counts.set(meta.status, (counts.get(meta.status) ?? 0) + 1);
+    return counts;
+  }
+
   /** True once a graceful stop (drain) or close began: no new jobs are taken. */
   get stopping(): boolean {
     return this.draining || this.closing;
