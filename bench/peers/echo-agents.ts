@@ -4,8 +4,8 @@
 // each agent dials its own loopback address (127.x.y.z, same port), so each has
 // a connection of its own, as agents on separate machines would.
 // HEARTBEAT_MS sets the heartbeat interval; STAGGER_MS spreads the agents'
-// starts over that long. TLS_KITS (a provisioning output, bench/lib/kits.ts)
-// gives each agent the kit of its client, bench-<index>/, for a site with TLS;
+// starts over that long; TASK_DELAY_MS makes each task take that long.
+// TLS_KITS (a provisioning output, bench/lib/kits.ts) gives each agent the kit of its client, bench-<index>/, for a site with TLS;
 // the hub's bench tasks belong to no submitted job, so these agents take
 // unsigned tasks (a job's signature is checked once, before its first task, and
 // is not what a round trip costs).
@@ -27,6 +27,7 @@ const addressOf = (index: number) => (process.env.SPREAD_ADDRESSES ? spreadAddre
 const heartbeatIntervalMs = process.env.HEARTBEAT_MS ? Number(process.env.HEARTBEAT_MS) : undefined;
 const first = Number(process.env.FIRST_INDEX ?? 0);
 const staggerMs = Number(process.env.STAGGER_MS ?? 0);
+const taskDelayMs = Number(process.env.TASK_DELAY_MS ?? 0);
 const kitsDir = process.env.TLS_KITS;
 const kits = new Map<number, TlsKit>();
 // Loaded before anything starts: reading kits is provisioning's business, not the connection's.
@@ -38,7 +39,10 @@ function startAgent(index: number): void {
   agents.push(agent);
   agent.start();
   void (async () => {
-    for await (const task of agent.tasks()) await agent.submitResult(task.data);
+    for await (const task of agent.tasks()) {
+      if (taskDelayMs) await new Promise((resolve) => setTimeout(resolve, taskDelayMs));
+      await agent.submitResult(task.data);
+    }
   })();
 }
 for (let index = first; index < first + count; index++) {
