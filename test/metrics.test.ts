@@ -1,10 +1,16 @@
 import { rm, writeFile } from "node:fs/promises";
+import { request } from "node:https";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import type { TlsKit } from "../services/security/kit.js";
 import { Session } from "../services/session-client/index.js";
+import { SiteServer } from "../services/site/site-server.js";
 import { campfire, CampfireProcess } from "./helpers/cli.js";
 import { broadcast, jobDefinition } from "./helpers/job-defs.js";
 import { tempDir, until, waitForJob } from "./helpers/job-site.js";
+import { useKits } from "./helpers/kits.js";
+
+const kits = useKits();
 
 // Prometheus metrics of real `campfire site` and `campfire agent` processes,
 // scraped over HTTP after a job ran.
@@ -97,4 +103,37 @@ describe("campfire site --metrics and campfire agent --metrics", () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("refusing to serve metrics on 0.0.0.0:0 in plain text");
   });
+
+  it("beyond loopback with the site's kit: HTTPS that answers only holders of a project certificate", async () => {
+    const site = await SiteServer.start({ address: "127.0.0.1:0", tls: kits.path("site"), metrics: "0.0.0.0:0" });
+    cleanups.push(() => site.stop(200));
+    const port = site.metricsPort!;
+    const client = await kits.load("hospital-a");
+    const scraped = await scrapeTls(port, client);
+    expect(scraped.status).toBe(200);
+    expect(sample(scraped.body, "campfire_site_agents_connected")).toBe(0);
+    // Without a client certificate the handshake is refused; plain HTTP gets nothing either.
+    await expect(scrapeTls(port, { ca: client.ca })).rejects.toThrow();
+    await expect(fetch(`http://127.0.0.1:${port}/metrics`)).rejects.toThrow();
+  });
+
+  it("beyond loopback without a kit only with --insecure: plain HTTP", async () => {
+    const site = await SiteServer.start({ address: "127.0.0.1:0", insecure: true, metrics: "0.0.0.0:0" });
+    cleanups.push(() => site.stop(200));
+    expect(sample(await scrape(site.metricsPort!), "campfire_site_agents_connected")).toBe(0);
+  });
 });
+
+/** GET /metrics over TLS from 127.0.0.1, trusting `kit.ca` and presenting its certificate when it has one. */
+function scrapeTls(port: number, kit: TlsKit): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const call = request({ host: "127.0.0.1", port, path: "/metrics", servername: "localhost", ca: kit.ca, cert: kit.cert, key: kit.key }, (response) => {
+      let body = "";
+      response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+      response.on("error", reject);
+    });
+    call.on("error", reject);
+    call.end();
+  });
+}
