@@ -2,7 +2,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import { RunStatus } from "../../gen/campfire/admin/v1/job.js";
 import type { WireBytesObserver } from "../shared/wire-bytes.js";
 import type { AgentHub, HubObserver } from "../site/agent-hub.js";
-import type { JobManager, JobObserver } from "../site/jobs/manager.js";
+import type { JobManager } from "../site/jobs/manager.js";
+import type { JobObserver } from "../site/jobs/records.js";
 import { statusName } from "../site/jobs/model.js";
 
 /** Task latencies: from a millisecond (an echo) to half an hour (a training round). */

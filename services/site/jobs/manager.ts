@@ -2,19 +2,20 @@ import { randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ClientRefusal, JobDefinition, JobProgress } from "../../../gen/campfire/admin/v1/job.js";
+import type { ClientRefusal, JobDefinition } from "../../../gen/campfire/admin/v1/job.js";
 import type { JobSignature } from "../../../gen/campfire/common/v1/job_signature.js";
 import { ByeReason } from "../../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Identity } from "../../security/identity.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AgentHub } from "../agent-hub.js";
-import { type SiteError, SiteShuttingDown } from "../errors.js";
+import { SiteShuttingDown } from "../errors.js";
 import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.js";
 import type { WorkflowContext } from "../workflows/workflow.js";
 import { InvalidJobDefinition, JobNotFound, JobStillRunning } from "./errors.js";
 import { bySubmitTime, type ListFilter, selectJobs } from "./listing.js";
 import { ACTIVE, appOf, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
+import { type JobObserver, JobRecords, type JobWatcher } from "./records.js";
 import { ScheduleQueue } from "./schedule-queue.js";
 import { decide, type ScheduleRequest } from "./scheduler.js";
 import { FileJobStore, type JobStore } from "./store.js";
@@ -54,14 +55,8 @@ export interface JobOptions {
   abortGraceMs?: number;
   /** The workflows jobs may name. Default: the built-in ones. */
   workflows?: WorkflowRegistry;
-  /** Told of job events (status changes, store writes), for metrics. */
+  /** Told of store writes, for metrics. */
   observer?: JobObserver;
-}
-
-/** What a metrics exporter (services/metrics) learns from the jobs; every method is optional. */
-export interface JobObserver {
-  /** A change of a job was written to the store, taking `seconds`. */
-  storeWritten?(operation: "create" | "update" | "delete", seconds: number): void;
 }
 
 export interface RunningJobSummary {
@@ -70,12 +65,6 @@ export interface RunningJobSummary {
   status: RunStatus;
   /** An abort was requested and the job is winding down. */
   aborting: boolean;
-}
-
-/** Told of every change to a watched job; `ended` when it can no longer be watched (deleted, or the site stops). */
-export interface JobWatcher {
-  changed(meta: JobMeta): void;
-  ended(error: SiteError): void;
 }
 
 interface RunningJob {
@@ -102,17 +91,13 @@ class AbortRequested extends Error {}
  * session handlers ask the authorization policy first.
  */
 export class JobManager {
-  private readonly jobs = new Map<string, JobMeta>();
-  /** Live progress of running jobs: published to watchers at once, stored with the next transition. */
-  private readonly progress = new Map<string, JobProgress>();
+  private readonly records: JobRecords;
   private readonly queue: ScheduleQueue;
   private readonly running = new Map<string, RunningJob>();
   /** The signatures of running signed jobs, for the hub to attach to their tasks. */
   private readonly signatures = new Map<string, JobSignature>();
   /** Client -> the job that holds it. */
   private readonly heldBy = new Map<string, string>();
-  private readonly watchers = new Map<string, Set<JobWatcher>>();
-  private readonly chains = new Map<string, Promise<unknown>>();
   private readonly stopMetrics: () => void;
   private readonly stopWatchingAgents: () => void;
   private timer: NodeJS.Timeout | undefined;
@@ -124,7 +109,6 @@ export class JobManager {
   private temporaryDir: string | undefined;
   readonly workflows: WorkflowRegistry;
   private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows" | "observer" | "rejoinWindowMs" | "maxArtifactBytes">>;
-  private readonly observer: JobObserver;
 
   private constructor(
     private readonly store: JobStore,
@@ -143,7 +127,7 @@ export class JobManager {
       maxJobBytes: options.maxJobBytes ?? DEFAULT_MAX_JOB_BYTES,
       abortGraceMs: options.abortGraceMs ?? 5_000,
     };
-    this.observer = options.observer ?? {};
+    this.records = new JobRecords(store, logger, options.observer ?? {});
     this.queue = new ScheduleQueue({
       intervalMs: this.settings.scheduleIntervalMs,
       maxIntervalMs: this.settings.maxScheduleIntervalMs,
@@ -162,7 +146,7 @@ export class JobManager {
       if (!event.jobId || !this.running.has(event.jobId) || !values) return;
       if (event.record.record?.kind !== DataKind.DATA_KIND_METRICS) return;
       const numbers = Object.entries(values as Record<string, unknown>).filter((entry): entry is [string, number] => typeof entry[1] === "number");
-      if (numbers.length) this.reportProgress(event.jobId, { latestMetrics: { ...this.liveProgress(event.jobId).latestMetrics, ...Object.fromEntries(numbers) } });
+      if (numbers.length) this.records.reportProgress(event.jobId, { latestMetrics: { ...this.records.liveProgress(event.jobId).latestMetrics, ...Object.fromEntries(numbers) } });
     });
   }
 
@@ -188,9 +172,7 @@ export class JobManager {
 
   /** How many jobs the site holds in each status. */
   countByStatus(): Map<RunStatus, number> {
-    const counts = new Map<RunStatus, number>();
-    for (const meta of this.jobs.values()) counts.set(meta.status, (counts.get(meta.status) ?? 0) + 1);
-    return counts;
+    return this.records.countByStatus();
   }
 
   /** True once a graceful stop (drain) or close began: no new jobs are taken. */
@@ -233,12 +215,8 @@ export class JobManager {
       resumeCount: 0,
       refusals: [],
     };
-    const writing = performance.now();
-    await this.store.create(meta, validated.encoded);
-    this.observer.storeWritten?.("create", (performance.now() - writing) / 1000);
-    this.jobs.set(jobId, meta);
+    await this.records.create(meta, validated.encoded);
     this.logger.info({ job: jobId, name: meta.name, submitter: submitter.name, workflow: validated.workflow.name, clonedFrom: clonedFrom || undefined }, "job submitted");
-    this.notify(jobId);
     void this.approve(jobId);
     return jobId;
   }
@@ -273,32 +251,25 @@ export class JobManager {
   /** Records in the job that a client refused it (JobMeta.refusals), once per client and reason. */
   recordRefusal(jobId: string, refusal: ClientRefusal): void {
     const known = (meta: JobMeta) => meta.refusals.some((other) => other.client === refusal.client && other.reason === refusal.reason);
-    const meta = this.jobs.get(jobId);
+    const meta = this.records.get(jobId);
     if (!meta || known(meta)) return;
-    void this.persistQuietly(jobId, ACTIVE, (current) => (known(current) ? {} : { refusals: [...current.refusals, refusal] }));
+    void this.records.persistQuietly(jobId, ACTIVE, (current) => (known(current) ? {} : { refusals: [...current.refusals, refusal] }));
   }
 
   /** The job's definition as submitted. */
   async definition(jobId: string): Promise<JobDefinition> {
-    this.require(jobId);
+    this.records.require(jobId);
     return this.store.definition(jobId);
   }
 
   /** The job's meta as of now (duration counted to now while it runs). */
   meta(jobId: string): JobMeta {
-    const meta = this.require(jobId);
-    const end = meta.endTime ?? (ACTIVE.has(meta.status) ? new Date() : undefined);
-    const elapsed = meta.startTime && end ? Math.max(0, end.getTime() - meta.startTime.getTime()) : undefined;
-    return {
-      ...meta,
-      progress: this.progress.get(jobId) ?? meta.progress,
-      duration: elapsed === undefined ? undefined : { seconds: Math.floor(elapsed / 1000), nanos: (elapsed % 1000) * 1_000_000 },
-    };
+    return this.records.meta(jobId);
   }
 
   /** The jobs of `filter` (see selectJobs) that `mayView` lets `caller` see. */
   list(filter: ListFilter, caller: Identity, mayView: (meta: JobMeta) => boolean): JobMeta[] {
-    return selectJobs(this.jobs.values(), filter, caller.name, mayView).map((meta) => this.meta(meta.jobId));
+    return selectJobs(this.records.all(), filter, caller.name, mayView).map((meta) => this.meta(meta.jobId));
   }
 
   /**
@@ -307,7 +278,7 @@ export class JobManager {
    * resolves once it ended. A finished job stays as it is. Returns its status.
    */
   async abort(jobId: string, caller: Identity, reason = ""): Promise<RunStatus> {
-    const meta = this.require(jobId);
+    const meta = this.records.require(jobId);
     if (isFinished(meta.status)) return meta.status;
     const why = `aborted by ${caller.name}${reason ? `: ${reason}` : ""}`;
     const running = this.running.get(jobId);
@@ -320,54 +291,43 @@ export class JobManager {
       const resuming = this.queue.isResuming(jobId);
       try {
         const when = resuming ? "while it waited to resume after a site restart" : "before it started";
-        const ended = await this.transition(jobId, resuming ? ACTIVE : QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABORTED, endReason: `${why} ${when}`, endTime: new Date() }));
+        const ended = await this.records.transition(jobId, resuming ? ACTIVE : QUEUED, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABORTED, endReason: `${why} ${when}`, endTime: new Date() }));
         if (ended) this.logger.info({ job: jobId, by: caller.name, reason }, "queued job aborted");
       } finally {
         this.queue.release(jobId);
         this.queue.stopResuming(jobId);
       }
     }
-    return this.require(jobId).status;
+    return this.records.require(jobId).status;
   }
 
   /** Deletes a job that is not dispatched or running, with its workspace. */
   async delete(jobId: string, caller: Identity): Promise<void> {
-    const meta = this.require(jobId);
+    const meta = this.records.require(jobId);
     if (ACTIVE.has(meta.status) || this.running.has(jobId)) {
       throw new JobStillRunning(`job ${jobId} is ${statusName(meta.status)}: abort it first (campfire abort ${jobId}), then delete it`);
     }
     this.queue.withdraw(jobId);
     try {
-      await this.serialized(jobId, async () => {
-        const writing = performance.now();
-        await this.store.delete(jobId);
-        this.observer.storeWritten?.("delete", (performance.now() - writing) / 1000);
-      });
-      this.forget(jobId);
+      await this.records.delete(jobId);
+      this.queue.forget(jobId);
     } finally {
       this.queue.release(jobId);
     }
     this.logger.info({ job: jobId, by: caller.name }, "job deleted");
-    this.endWatchers(jobId, new JobNotFound(`job ${jobId} was deleted by ${caller.name}`));
+    this.records.endWatchers(jobId, new JobNotFound(`job ${jobId} was deleted by ${caller.name}`));
   }
 
   /** Calls `watcher` on every change of the job until the returned function is called. */
   watch(jobId: string, watcher: JobWatcher): () => void {
-    this.require(jobId);
-    const set = this.watchers.get(jobId) ?? new Set();
-    set.add(watcher);
-    this.watchers.set(jobId, set);
-    return () => {
-      set.delete(watcher);
-      if (set.size === 0 && this.watchers.get(jobId) === set) this.watchers.delete(jobId);
-    };
+    return this.records.watch(jobId, watcher);
   }
 
   runningJobs(): RunningJobSummary[] {
     return [...this.running].map(([jobId, job]) => ({
       jobId,
       appName: job.appName,
-      status: this.jobs.get(jobId)?.status ?? RunStatus.RUN_STATUS_DISPATCHED,
+      status: this.records.get(jobId)?.status ?? RunStatus.RUN_STATUS_DISPATCHED,
       aborting: job.controller.signal.aborted,
     }));
   }
@@ -405,8 +365,8 @@ export class JobManager {
     for (const job of running) job.controller.abort(new SiteShuttingDown("the site stopped while the job ran"));
     const deadline = Date.now() + graceMs;
     await withDeadline(Promise.allSettled(running.map((job) => job.done)), graceMs);
-    await withDeadline(Promise.allSettled(this.chains.values()), Math.max(1_000, deadline - Date.now()));
-    for (const jobId of [...this.watchers.keys()]) this.endWatchers(jobId, new SiteShuttingDown("the site is shutting down; monitor the job again once it is back"));
+    await withDeadline(this.records.settled(), Math.max(1_000, deadline - Date.now()));
+    this.records.endAllWatchers(new SiteShuttingDown("the site is shutting down; monitor the job again once it is back"));
     await this.store.close();
     if (this.temporaryDir) await rm(this.temporaryDir, { recursive: true, force: true });
   }
@@ -420,7 +380,7 @@ export class JobManager {
   /** Queued jobs start with a fresh scheduling window: the attempts of the previous run are not carried over. */
   private async recover(): Promise<void> {
     const metas = (await this.store.load()).sort(bySubmitTime);
-    for (const meta of metas) this.jobs.set(meta.jobId, meta);
+    for (const meta of metas) this.records.loaded(meta);
     const restartedAt = new Date();
     const resumed: string[] = [];
     for (const meta of metas) {
@@ -430,7 +390,7 @@ export class JobManager {
         void this.approve(meta.jobId);
       } else if (meta.status === RunStatus.RUN_STATUS_APPROVED) {
         this.queue.push(meta.jobId);
-        if (meta.scheduleAttempts > 0) void this.persistQuietly(meta.jobId, QUEUED, () => ({ scheduleAttempts: 0 }));
+        if (meta.scheduleAttempts > 0) void this.records.persistQuietly(meta.jobId, QUEUED, () => ({ scheduleAttempts: 0 }));
       }
     }
     // They ran before the site stopped: their clients go back to them before a queued job can take them.
@@ -451,12 +411,12 @@ export class JobManager {
     const obstacle = meta.status === RunStatus.RUN_STATUS_RUNNING ? await this.resumeObstacle(jobId) : undefined;
     if (obstacle === undefined) {
       const phase = `resuming after a site restart: waiting for its clients ${meta.clients.join(", ")}`;
-      await this.transition(jobId, ACTIVE, () => ({ scheduleAttempts: 0, progress: { ...(meta.progress ?? emptyProgress()), phase } }));
+      await this.records.transition(jobId, ACTIVE, () => ({ scheduleAttempts: 0, progress: { ...(meta.progress ?? emptyProgress()), phase } }));
       this.logger.info({ job: jobId, was, clients: meta.clients }, "job will resume once its clients are back");
       return true;
     }
     const reason = `the site stopped while the job was ${was} and ${obstacle}; it did not finish (site restarted at ${restartedAt.toISOString()})`;
-    await this.transition(jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABNORMAL, endReason: reason, endTime: restartedAt }));
+    await this.records.transition(jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABNORMAL, endReason: reason, endTime: restartedAt }));
     this.logger.warn({ job: jobId, was, reason }, "job ended abnormally: the site restarted under it");
     return false;
   }
@@ -474,7 +434,7 @@ export class JobManager {
   /** There is no approval process: the site approves every valid job at once. */
   private async approve(jobId: string): Promise<void> {
     try {
-      const approved = await this.transition(jobId, new Set([RunStatus.RUN_STATUS_SUBMITTED]), () => ({ status: RunStatus.RUN_STATUS_APPROVED, approvals: ["auto"] }));
+      const approved = await this.records.transition(jobId, new Set([RunStatus.RUN_STATUS_SUBMITTED]), () => ({ status: RunStatus.RUN_STATUS_APPROVED, approvals: ["auto"] }));
       if (!approved || this.queue.isWithdrawn(jobId)) return;
       this.queue.push(jobId);
       this.schedule();
@@ -499,7 +459,7 @@ export class JobManager {
     const now = Date.now();
     let soonest = Infinity;
     for (const jobId of this.queue.jobs()) {
-      const meta = this.jobs.get(jobId);
+      const meta = this.records.get(jobId);
       const resuming = this.queue.isResuming(jobId);
       const waiting = resuming ? meta && ACTIVE.has(meta.status) : meta?.status === RunStatus.RUN_STATUS_APPROVED;
       if (!meta || !waiting || this.queue.isWithdrawn(jobId)) {
@@ -516,7 +476,7 @@ export class JobManager {
         continue;
       }
       if (this.heldBy.size > 0 && decide(request, agents, new Map()).start) {
-        this.reportProgress(jobId, { phase: `waiting for clients held by other jobs: ${decision.reason}` });
+        this.records.reportProgress(jobId, { phase: `waiting for clients held by other jobs: ${decision.reason}` });
         continue;
       }
       const due = this.queue.dueAt(jobId);
@@ -529,7 +489,7 @@ export class JobManager {
       if (verdict.kind === "uncounted") {
         soonest = Math.min(soonest, verdict.retryAt);
         const until = new Date(verdict.retryAt).toISOString();
-        this.reportProgress(jobId, { phase: `${waitingFor} (the site has just started: agents may rejoin until ${until} before attempts count): ${decision.reason}` });
+        this.records.reportProgress(jobId, { phase: `${waitingFor} (the site has just started: agents may rejoin until ${until} before attempts count): ${decision.reason}` });
         continue;
       }
       const attempts = verdict.attempts;
@@ -540,12 +500,12 @@ export class JobManager {
         this.queue.stopResuming(jobId);
         const reason = `${resuming ? "could not resume after a site restart: " : ""}gave up after ${attempts} scheduling attempts: ${decision.reason}`;
         this.logger.warn({ job: jobId, reason }, "job cannot be scheduled");
-        void this.persistQuietly(jobId, from, () => ({ status: RunStatus.RUN_STATUS_FINISHED_CAN_NOT_SCHEDULE, endReason: reason, endTime: new Date(), scheduleAttempts: attempts }));
+        void this.records.persistQuietly(jobId, from, () => ({ status: RunStatus.RUN_STATUS_FINISHED_CAN_NOT_SCHEDULE, endReason: reason, endTime: new Date(), scheduleAttempts: attempts }));
         continue;
       }
       soonest = Math.min(soonest, verdict.retryAt);
-      this.reportProgress(jobId, { phase: `${waitingFor} (attempt ${attempts} of ${this.settings.maxScheduleAttempts}): ${decision.reason}` });
-      void this.persistQuietly(jobId, from, () => ({ scheduleAttempts: attempts }));
+      this.records.reportProgress(jobId, { phase: `${waitingFor} (attempt ${attempts} of ${this.settings.maxScheduleAttempts}): ${decision.reason}` });
+      void this.records.persistQuietly(jobId, from, () => ({ scheduleAttempts: attempts }));
     }
     if (soonest < Infinity) this.timer = setTimeout(() => this.schedule(), Math.max(0, soonest - now)).unref();
   }
@@ -582,15 +542,15 @@ export class JobManager {
     let status = RunStatus.RUN_STATUS_FINISHED_COMPLETED;
     let endReason = "the workflow completed";
     try {
-      this.progress.delete(jobId);
+      this.records.clearProgress(jobId);
       const on = `${clients.length} client(s): ${clients.join(", ")}`;
       const dispatched = resumed
-        ? await this.transition(jobId, ACTIVE, (meta) => ({
+        ? await this.records.transition(jobId, ACTIVE, (meta) => ({
             clients,
             resumeCount: meta.resumeCount + 1,
             progress: { ...(meta.progress ?? emptyProgress()), phase: `resuming after a site restart on ${on}` },
           }))
-        : await this.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_DISPATCHED, clients, progress: { ...emptyProgress(), phase: `dispatched to ${on}` } }));
+        : await this.records.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_DISPATCHED, clients, progress: { ...emptyProgress(), phase: `dispatched to ${on}` } }));
       if (!dispatched) return;
       logger.info({ clients, resumeCount: dispatched.resumeCount || undefined }, resumed ? "job resuming" : "job dispatched");
       const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
@@ -600,7 +560,7 @@ export class JobManager {
       const workspace = this.store.workspace(jobId);
       await mkdir(workspace, { recursive: true });
       signal.throwIfAborted();
-      await this.transition(jobId, ACTIVE, (meta) => ({ status: RunStatus.RUN_STATUS_RUNNING, startTime: meta.startTime ?? new Date() }));
+      await this.records.transition(jobId, ACTIVE, (meta) => ({ status: RunStatus.RUN_STATUS_RUNNING, startTime: meta.startTime ?? new Date() }));
       started = true;
       signal.throwIfAborted();
       logger.info({ workflow: validated.workflow.name }, "job running");
@@ -608,7 +568,7 @@ export class JobManager {
         jobId,
         args: validated.args,
         clients,
-        minClients: this.jobs.get(jobId)!.minClients || clients.length,
+        minClients: this.records.get(jobId)!.minClients || clients.length,
         clientConfigs: new Map(clients.map((client) => [client, validated.clientConfigs.get(appOf(plan, client) ?? "") ?? {}])),
         appFiles,
         workspace,
@@ -616,7 +576,7 @@ export class JobManager {
         signal,
         draining,
         logger,
-        reportProgress: (progress) => this.reportProgress(jobId, progress),
+        reportProgress: (progress) => this.records.reportProgress(jobId, progress),
       };
       await settledOrAborted(validated.workflow.run(context), signal, this.settings.abortGraceMs);
       signal.throwIfAborted();
@@ -626,8 +586,8 @@ export class JobManager {
       if (signal.aborted || drained) {
         const reason = (drained ? error : signal.reason) as unknown;
         if (reason instanceof SiteShuttingDown && (resumable || !started)) {
-          await this.transition(jobId, ACTIVE, () => ({ progress: { ...this.liveProgress(jobId), phase: "the site stopped; the job resumes when it starts again" } }));
-          this.progress.delete(jobId);
+          await this.records.transition(jobId, ACTIVE, () => ({ progress: { ...this.records.liveProgress(jobId), phase: "the site stopped; the job resumes when it starts again" } }));
+          this.records.clearProgress(jobId);
           logger.info("job left to resume when the site starts again");
           return;
         }
@@ -641,84 +601,12 @@ export class JobManager {
         endReason = (error as Error).message;
       }
     }
-    await this.transition(jobId, ACTIVE, () => ({ status, endReason, endTime: new Date() }));
-    this.progress.delete(jobId);
+    await this.records.transition(jobId, ACTIVE, () => ({ status, endReason, endTime: new Date() }));
+    this.records.clearProgress(jobId);
     logger.info({ status: statusName(status), reason: endReason }, "job ended");
     for (const client of clients) this.hub.sayBye(client, ByeReason.BYE_REASON_JOB_ENDED, `job ${jobId} ended: ${statusName(status)}`);
   }
 
-  private reportProgress(jobId: string, progress: Partial<JobProgress>): void {
-    const meta = this.jobs.get(jobId);
-    if (!meta || isFinished(meta.status)) return;
-    this.progress.set(jobId, { ...this.liveProgress(jobId), ...progress });
-    this.notify(jobId);
-  }
-
-  private liveProgress(jobId: string): JobProgress {
-    return this.progress.get(jobId) ?? this.jobs.get(jobId)?.progress ?? emptyProgress();
-  }
-
-  /**
-   * Changes a job whose status is in `from`: stores the new meta (with the
-   * live progress), then publishes it. Resolves with it, or undefined when
-   * the job is gone or no longer in `from`.
-   */
-  private transition(jobId: string, from: ReadonlySet<RunStatus>, change: (meta: JobMeta) => Partial<JobMeta>): Promise<JobMeta | undefined> {
-    return this.serialized(jobId, async () => {
-      const current = this.jobs.get(jobId);
-      if (!current || !from.has(current.status)) return undefined;
-      const next: JobMeta = { ...current, progress: this.liveProgress(jobId), ...change(current) };
-      const writing = performance.now();
-      await this.store.update(next, current.status);
-      this.observer.storeWritten?.("update", (performance.now() - writing) / 1000);
-      this.jobs.set(jobId, next);
-      this.notify(jobId);
-      return next;
-    });
-  }
-
-  /** A transition whose failure is logged, not thrown (the scheduler's bookkeeping). */
-  private async persistQuietly(jobId: string, from: ReadonlySet<RunStatus>, change: (meta: JobMeta) => Partial<JobMeta>): Promise<void> {
-    try {
-      await this.transition(jobId, from, change);
-    } catch (error) {
-      this.logger.error({ err: error, job: jobId }, "could not store the job's scheduling state");
-    }
-  }
-
-  private serialized<T>(jobId: string, work: () => Promise<T>): Promise<T> {
-    const next = (this.chains.get(jobId) ?? Promise.resolve()).then(work, work);
-    const settled = next.catch(() => undefined);
-    this.chains.set(jobId, settled);
-    void settled.then(() => {
-      if (this.chains.get(jobId) === settled) this.chains.delete(jobId);
-    });
-    return next;
-  }
-
-  private notify(jobId: string): void {
-    const watchers = this.watchers.get(jobId);
-    if (!watchers?.size) return;
-    const meta = this.meta(jobId);
-    for (const watcher of [...watchers]) watcher.changed(meta);
-  }
-
-  private endWatchers(jobId: string, error: SiteError): void {
-    for (const watcher of this.watchers.get(jobId) ?? []) watcher.ended(error);
-    this.watchers.delete(jobId);
-  }
-
-  private require(jobId: string): JobMeta {
-    const meta = this.jobs.get(jobId);
-    if (!meta) throw new JobNotFound(`no job has id ${JSON.stringify(jobId)}; list the jobs with: campfire list --all`);
-    return meta;
-  }
-
-  private forget(jobId: string): void {
-    this.jobs.delete(jobId);
-    this.progress.delete(jobId);
-    this.queue.forget(jobId);
-  }
 }
 
 /**
