@@ -44,7 +44,9 @@ export interface JobOptions {
   /**
    * For this long after the site opens, failed scheduling attempts are not
    * counted: the agents of a restarted site need a moment to rejoin. Default 30 s
-   * (agents reconnect within their 5 s backoff cap, or their 30 s heartbeat timeout after a silent cut).
+   * (agents reconnect within their 2 s backoff cap, or their 30 s heartbeat timeout after a silent cut).
+   * After a job ends, its agents are told bye and rejoin for the next job: for
+   * the shorter of this and 5 s, failures do not count then either.
    */
   rejoinWindowMs?: number;
   /** The largest job (encoded definition, without its uploaded artifacts) the site accepts. Default 16 MiB. */
@@ -76,6 +78,8 @@ interface RunningJob {
   done: Promise<void>;
 }
 
+/** The longest wait, after a job ends, for its agents to rejoin before failed attempts count again. */
+const JOB_END_REJOIN_MS = 5_000;
 /** How soon after agents connect the scheduler looks at the queue again (one pass for a burst of connections). */
 const AGENT_PASS_DELAY_MS = 100;
 
@@ -93,6 +97,8 @@ class AbortRequested extends Error {}
 export class JobManager {
   private readonly records: JobRecords;
   private readonly queue: ScheduleQueue;
+  /** How long after a job ends its agents have to rejoin before failed attempts count again. */
+  private readonly jobEndRejoinMs: number;
   private readonly running = new Map<string, RunningJob>();
   /** The signatures of running signed jobs, for the hub to attach to their tasks. */
   private readonly signatures = new Map<string, JobSignature>();
@@ -128,6 +134,7 @@ export class JobManager {
       abortGraceMs: options.abortGraceMs ?? 5_000,
     };
     this.records = new JobRecords(store, logger, options.observer ?? {});
+    this.jobEndRejoinMs = Math.min(options.rejoinWindowMs ?? 30_000, JOB_END_REJOIN_MS);
     this.queue = new ScheduleQueue({
       intervalMs: this.settings.scheduleIntervalMs,
       maxIntervalMs: this.settings.maxScheduleIntervalMs,
@@ -489,7 +496,7 @@ export class JobManager {
       if (verdict.kind === "uncounted") {
         soonest = Math.min(soonest, verdict.retryAt);
         const until = new Date(verdict.retryAt).toISOString();
-        this.records.reportProgress(jobId, { phase: `${waitingFor} (the site has just started: agents may rejoin until ${until} before attempts count): ${decision.reason}` });
+        this.records.reportProgress(jobId, { phase: `${waitingFor} (agents may rejoin until ${until} after the site started or a job ended, before attempts count): ${decision.reason}` });
         continue;
       }
       const attempts = verdict.attempts;
@@ -524,6 +531,7 @@ export class JobManager {
         for (const client of clients) if (this.heldBy.get(client) === jobId) this.heldBy.delete(client);
         this.running.delete(jobId);
         this.signatures.delete(jobId);
+        this.queue.holdCountingUntil(Date.now() + this.jobEndRejoinMs);
         this.schedule();
       });
   }

@@ -18,7 +18,7 @@ export interface AttemptPolicy {
 
 /** What a failed attempt means for the job. */
 export type AttemptVerdict =
-  /** Within the rejoin window after the site's start: not counted; look again at `retryAt` (or when an agent connects). */
+  /** Within a rejoin window (after the site's start or a job's end): not counted; look again at `retryAt` (or when an agent connects). */
   | { kind: "uncounted"; retryAt: number }
   /** Counted; the next attempt is due at `retryAt`. */
   | { kind: "retry"; attempts: number; retryAt: number }
@@ -42,6 +42,11 @@ export class ScheduleQueue {
   private readonly withdrawn = new Set<string>();
 
   constructor(private readonly policy: AttemptPolicy) {}
+
+  /** No failure counts before `time` either (epoch ms): agents are expected back by then. */
+  holdCountingUntil(time: number): void {
+    this.policy.countFrom = Math.max(this.policy.countFrom, time);
+  }
 
   /** Queues a job behind the others. */
   push(jobId: string): void {
