@@ -27,7 +27,7 @@ if (process.env.SUBMIT === "1") {
     resourceSpec: {},
     minClients: 0,
     mandatoryClients: [],
-    apps: [{ name: "app", serverConfig: { workflow: "fedavg", args: { num_rounds: 100_000, initial_model: "model.safetensors" } }, clientConfig: {}, files: [{ path: "model.safetensors", content: Buffer.from(model) }] }],
+    apps: [{ name: "app", serverConfig: { workflow: "fedavg", args: { num_rounds: 100_000, initial_model: "model.safetensors" } }, clientConfig: {}, files: [{ path: "model.safetensors", content: Buffer.from(model), artifact: undefined }] }],
     signature: undefined,
   });
   session.close();
