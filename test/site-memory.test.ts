@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { connect, type Settings } from "node:http2";
 import { credentials } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
@@ -63,7 +64,10 @@ describe("site memory", () => {
     const secondResult = await second.result;
     if (!("payloadId" in secondResult)) throw secondResult.error;
     expect(second.flushedBytes).toBe(size);
-    expect(server.hub.payloads.take(secondResult.payloadId, agent.agentId).equals(Buffer.concat(chunks))).toBe(true);
+    // Staged on disk as it came, byte for byte.
+    const staged = server.hub.payloads.take(secondResult.payloadId, agent.agentId);
+    expect(readFileSync(staged.path).equals(Buffer.concat(chunks))).toBe(true);
+    staged.release();
     expect(server.hub.payloads.reservedUploadBytes).toBe(0);
   });
 });

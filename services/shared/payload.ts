@@ -121,10 +121,15 @@ export function piecesIfLarge(data: DataExchange): EncodedPieces | undefined {
 
 /** Returns what is wrong with a DataExchange (naming the field), or undefined. */
 export function dataExchangeProblem(field: string, data: DataExchange): string | undefined {
+  return tensorsProblem(field, data.tensors, (tensor) => tensor.data.length);
+}
+
+/** Returns what is wrong with a DataExchange's tensors, whose data's sizes `byteLength` tells (naming the field), or undefined. */
+export function tensorsProblem<T extends Pick<Tensor, "name" | "dtype" | "shape">>(field: string, tensors: readonly T[], byteLength: (tensor: T) => number): string | undefined {
   const names = new Set<string>();
-  for (const [index, tensor] of data.tensors.entries()) {
+  for (const [index, tensor] of tensors.entries()) {
     const tensorField = `${field}.tensors[${index}]`;
-    const problem = tensorProblem(tensorField, tensor);
+    const problem = tensorProblem(tensorField, tensor, byteLength(tensor));
     if (problem) return problem;
     if (names.has(tensor.name)) return `${tensorField}.name: ${JSON.stringify(tensor.name)} appears twice`;
     names.add(tensor.name);

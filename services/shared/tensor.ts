@@ -26,16 +26,16 @@ export function elementCount(shape: readonly number[]): number {
   return shape.reduce((product, size) => product * size, 1);
 }
 
-/** Returns what is wrong with a tensor (naming `field`), or undefined when it is well formed. */
-export function tensorProblem(field: string, tensor: Tensor): string | undefined {
+/** Returns what is wrong with a tensor of `byteLength` bytes of data (naming `field`), or undefined when it is well formed. */
+export function tensorProblem(field: string, tensor: Pick<Tensor, "dtype" | "shape">, byteLength: number): string | undefined {
   const width = bytesPerElement(tensor.dtype);
   if (width === 0) return `${field}.dtype: ${tensor.dtype} is not a known dtype`;
   if (tensor.shape.some((size) => !Number.isSafeInteger(size) || size < 0)) {
     return `${field}.shape: [${tensor.shape.join(", ")}] has a dimension that is not a non-negative integer`;
   }
   const expected = elementCount(tensor.shape) * width;
-  if (tensor.data.length !== expected) {
-    return `${field}.data: ${tensor.data.length} bytes, but shape [${tensor.shape.join(", ")}] of ${DType[tensor.dtype]} needs ${expected}`;
+  if (byteLength !== expected) {
+    return `${field}.data: ${byteLength} bytes, but shape [${tensor.shape.join(", ")}] of ${DType[tensor.dtype]} needs ${expected}`;
   }
   return undefined;
 }
@@ -51,4 +51,32 @@ export function float32Values(tensor: Tensor): Float32Array {
   const { buffer, byteOffset, byteLength } = tensor.data;
   if (byteOffset % Float32Array.BYTES_PER_ELEMENT === 0) return new Float32Array(buffer, byteOffset, byteLength / 4);
   return new Float32Array(new Uint8Array(tensor.data).buffer);
+}
+
+/** The finiteness check looks at this many elements between early exits. */
+const BLOCK = 16 * 1024;
+
+/**
+ * True when every element is finite: x - x is 0 for finite x and NaN otherwise,
+ * so sums tell. Four independent sums, so that no add waits on the one before
+ * (a single running sum made the check slower than the fold itself).
+ */
+export function allFinite(values: Float32Array): boolean {
+  for (let start = 0; start < values.length; start += BLOCK) {
+    const end = Math.min(values.length, start + BLOCK);
+    let a = 0;
+    let b = 0;
+    let c = 0;
+    let d = 0;
+    let index = start;
+    for (; index + 3 < end; index += 4) {
+      a += values[index]! - values[index]!;
+      b += values[index + 1]! - values[index + 1]!;
+      c += values[index + 2]! - values[index + 2]!;
+      d += values[index + 3]! - values[index + 3]!;
+    }
+    for (; index < end; index++) a += values[index]! - values[index]!;
+    if (a + b + c + d !== 0) return false;
+  }
+  return true;
 }

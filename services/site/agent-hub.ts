@@ -49,6 +49,8 @@ export interface HubOptions {
   maxAgentsPerClient?: number;
   /** See PayloadStore: how many bytes of uploads may be in flight or held at once. */
   uploadBudgetBytes?: number;
+  /** Where uploads are staged until their results are consumed; default a temporary folder. Emptied at start. */
+  uploadDir?: string;
   timings: ExchangeTimings;
   logger: Logger;
   /** The signature of a job's definition, attached to every task of the job (Task.job_signature); undefined for unsigned jobs. */
@@ -104,7 +106,7 @@ export class AgentHub {
   private closed = false;
 
   constructor(private readonly options: HubOptions) {
-    this.payloads = new PayloadStore(options.uploadBudgetBytes);
+    this.payloads = new PayloadStore(options.uploadBudgetBytes, options.uploadDir);
     const { heartbeatIntervalMs, heartbeatTimeoutMs, resendIntervalMs } = options.timings;
     const sweepMs = (this.sweepMs = Math.max(10, Math.min(1000, heartbeatIntervalMs / 2, resendIntervalMs / 2, heartbeatTimeoutMs > 0 ? heartbeatTimeoutMs / 4 : Infinity)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs).unref();
@@ -281,6 +283,7 @@ export class AgentHub {
     for (const session of [...this.sessions.values()]) {
       this.remove(session, new SiteShuttingDown("the site is shutting down"), ByeReason.BYE_REASON_SITE_SHUTTING_DOWN);
     }
+    this.payloads.close();
   }
 
   private refused(jobId: string, clientName: string, taskName: string, message: string | undefined): void {

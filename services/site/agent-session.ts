@@ -12,10 +12,11 @@ import {
   type TaskResult,
 } from "../../gen/campfire/agent/v1/agent_service.js";
 import type { Logger } from "../shared/logger.js";
-import { dataExchangeProblem, type DataExchange, decodeDataExchange, INLINE_PAYLOAD_LIMIT, MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { dataExchangeProblem, type DataExchange, INLINE_PAYLOAD_LIMIT, MAX_MESSAGE_BYTES, tensorsProblem } from "../shared/payload.js";
 import { carriesData, ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { MalformedMessage, OutOfOrderMessage, type SiteError } from "./errors.js";
 import type { PayloadStore } from "./payload-store.js";
+import type { StagedResult } from "./uploads/staged-result.js";
 
 /** The protocol versions this site speaks (see the Connect exchange in agent_service.proto). */
 export const PROTOCOL_VERSIONS = { oldest: 1, newest: 2 } as const;
@@ -48,8 +49,15 @@ export interface TaskOutcome {
   clientName: string;
   agentId: string;
   returnCode: ReturnCode;
-  /** The result's data, when the return code carries data (OK, EARLY_TERMINATION). */
-  data: DataExchange | undefined;
+  /**
+   * The result's data, when the return code carries data (OK, EARLY_TERMINATION).
+   * For an uploaded result this reads the whole of it into memory from where
+   * it is staged, on first use: a workflow that can fold a result piece by
+   * piece reads `staged` instead.
+   */
+  readonly data: DataExchange | undefined;
+  /** An uploaded result with data, staged on disk until a workflow takes it (see uploads/README.md); released after `data` is read, or by the taker. */
+  staged?: StagedResult;
   /** Why the site refused the result's data, when it did. */
   problem?: string;
   /** The agent's own words on why the task failed (TaskResult.message), when it gave any. */
@@ -376,17 +384,25 @@ export class AgentSession {
     };
     if (result.message) outcome.message = result.message;
     const body = result.payload?.body;
-    let data: DataExchange | undefined;
+    if (body?.$case !== "ref") {
+      const data = body?.$case === "inline" ? body.value : undefined;
+      if (!carriesData(returnCode)) return outcome;
+      const problem = data && dataExchangeProblem("result.payload", data);
+      if (problem) return { ...outcome, returnCode: ReturnCode.RETURN_CODE_EXECUTION_RESULT_ERROR, problem };
+      return { ...outcome, data };
+    }
+    let staged: StagedResult;
     try {
-      if (body?.$case === "inline") data = body.value;
-      else if (body?.$case === "ref") data = decodeDataExchange(this.context.payloads.take(body.value.payloadId, this.agentId));
+      staged = this.context.payloads.take(body.value.payloadId, this.agentId);
     } catch (error) {
       return { ...outcome, returnCode: ReturnCode.RETURN_CODE_EXECUTION_RESULT_ERROR, problem: `result.payload: ${(error as Error).message}` };
     }
-    if (!carriesData(returnCode)) return outcome;
-    const problem = data && dataExchangeProblem("result.payload", data);
-    if (problem) return { ...outcome, returnCode: ReturnCode.RETURN_CODE_EXECUTION_RESULT_ERROR, problem };
-    return { ...outcome, data };
+    const problem = staged.problem ? `result.payload: ${staged.problem}` : tensorsProblem("result.payload", staged.tensors, (tensor) => tensor.length);
+    if (problem || !carriesData(returnCode)) {
+      staged.release();
+      return problem ? { ...outcome, returnCode: ReturnCode.RETURN_CODE_EXECUTION_RESULT_ERROR, problem } : outcome;
+    }
+    return stagedOutcome(outcome, staged);
   }
 
   private finish(inFlight: InFlight): void {
@@ -400,6 +416,14 @@ export class AgentSession {
     if (!taskId) return this.inFlight?.task.jobId;
     return this.inFlight?.task.taskId === taskId ? this.inFlight.task.jobId : this.finishedTasks.get(taskId);
   }
+}
+
+/** An outcome whose data stays staged until a workflow reads it: `data` loads it whole on first use. */
+function stagedOutcome(outcome: TaskOutcome, staged: StagedResult): TaskOutcome {
+  return Object.defineProperties(outcome, {
+    staged: { value: staged, enumerable: true },
+    data: { get: () => staged.load(), enumerable: true },
+  });
 }
 
 /** A module function, not a closure per acknowledgement (see unused()). */

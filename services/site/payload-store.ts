@@ -1,32 +1,36 @@
 import { randomUUID } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
 import { type DataExchange, type EncodedPieces, piecesIfLarge } from "../shared/payload.js";
 import { PermissionDenied } from "../security/errors.js";
 import { PayloadNotFound } from "./errors.js";
+import type { StagedResult } from "./uploads/staged-result.js";
+import { UploadSpool } from "./uploads/upload-spool.js";
 
 /**
- * Default in-flight upload budget. An encoded 64 MiB model is a few bytes over
- * 64 MiB, so one such result is assembled at a time (an upload larger than the
- * budget is admitted alone); the site's round peak stays near 3 models.
+ * Default budget of uploads in flight or staged. Uploads are staged on disk,
+ * not in memory (see uploads/README.md), so the budget bounds disk use and how
+ * many agents upload at once; an upload larger than it is admitted alone.
  */
 export const DEFAULT_UPLOAD_BUDGET_BYTES = 128 * 1024 * 1024;
 
-interface Entry {
-  /** An upload's bytes (one piece), or task data's encoding in pieces that view its tensors (see share()). */
-  encoded: EncodedPieces;
-  /** The agent that uploaded it, for cleanup when that agent leaves; undefined for task payloads. */
-  ownerAgentId: string | undefined;
-  /** Task payloads: the clients a task referencing it was sent to, the only ones who may download it. */
-  readers?: Set<string>;
-}
+type Entry =
+  /** Task data's encoding in pieces that view its tensors (see share()), and the clients a task referencing it was sent to, the only ones who may download it. */
+  | { encoded: EncodedPieces; readers?: Set<string>; staged?: undefined; ownerAgentId?: undefined }
+  /** An upload, staged on disk, and the agent that uploaded it (for cleanup when that agent leaves). */
+  | { staged: StagedResult; ownerAgentId: string; encoded?: undefined };
 
 /**
- * Payloads too large for the control stream, held in memory by id: task data
- * waiting to be downloaded by agents, and results uploaded by agents waiting to
- * be consumed. One task payload is shared by every agent it is sent to.
+ * Payloads too large for the control stream, by id: task data waiting to be
+ * downloaded by agents (in memory, one encoding shared by every agent it is
+ * sent to), and results uploaded by agents waiting to be consumed (staged in
+ * files of `uploadDir`, one per upload).
  */
 export class PayloadStore {
   private readonly entries = new Map<string, Entry>();
+  private uploadDirectory: string | undefined;
   /** Bytes of uploads being received or held until their result is consumed. */
   private uploadBytes = 0;
   private readonly uploadWaiters: Array<{ bytes: number; admit(): void }> = [];
@@ -37,7 +41,27 @@ export class PayloadStore {
    * control holds the agents back) until results are consumed: the site's memory
    * then grows with the model, not with clients x model.
    */
-  constructor(readonly uploadBudgetBytes = DEFAULT_UPLOAD_BUDGET_BYTES) {}
+  constructor(
+    readonly uploadBudgetBytes = DEFAULT_UPLOAD_BUDGET_BYTES,
+    private readonly uploadDir?: string,
+  ) {}
+
+  /** Starts staging an upload of `size` bytes (reserved with reserveUpload) in a file of its own. */
+  spool(size: number): UploadSpool {
+    if (!this.uploadDirectory) {
+      // Files left by a site that stopped without cleaning up are orphans: no result names them any more.
+      if (this.uploadDir) rmSync(this.uploadDir, { recursive: true, force: true });
+      this.uploadDirectory = this.uploadDir ? (mkdirSync(this.uploadDir, { recursive: true }), this.uploadDir) : mkdtempSync(join(tmpdir(), "campfire-uploads-"));
+    }
+    return new UploadSpool(this.uploadDirectory, size);
+  }
+
+  /** Drops every staged upload and their folder (the site is stopping). */
+  close(): void {
+    for (const [id, entry] of this.entries) if (entry.staged) this.removeUpload(id, entry.ownerAgentId);
+    if (this.uploadDirectory) rmSync(this.uploadDirectory, { recursive: true, force: true });
+    this.uploadDirectory = undefined;
+  }
 
   /**
    * Waits until an upload of `bytes` fits the budget (one upload larger than the
@@ -79,17 +103,17 @@ export class PayloadStore {
     return this.uploadBytes === 0 || this.uploadBytes + bytes <= this.uploadBudgetBytes;
   }
 
-  /** Stores uploaded bytes (reserved with reserveUpload); released by take() or when the owner leaves. */
-  putUpload(ownerAgentId: string, bytes: Buffer): string {
+  /** Stores a staged upload (reserved with reserveUpload); released by take() or when the owner leaves. */
+  putUpload(ownerAgentId: string, staged: StagedResult): string {
     const id = randomUUID();
-    this.entries.set(id, { encoded: { size: bytes.length, pieces: [bytes] }, ownerAgentId });
+    this.entries.set(id, { staged, ownerAgentId });
     return id;
   }
 
   /** Lets `clientName` download task payload `id` (a task referencing it goes to that client). */
   allow(id: string, clientName: string): void {
     const entry = this.entries.get(id);
-    if (entry && !entry.ownerAgentId) (entry.readers ??= new Set()).add(clientName);
+    if (entry?.encoded) (entry.readers ??= new Set()).add(clientName);
   }
 
   /**
@@ -99,18 +123,18 @@ export class PayloadStore {
    */
   get(id: string, reader?: string): EncodedPieces {
     const entry = this.entries.get(id);
-    if (!entry) throw new PayloadNotFound(`payload ${JSON.stringify(id)} is not held by this site`);
+    if (!entry?.encoded) throw new PayloadNotFound(`payload ${JSON.stringify(id)} is not held by this site`);
     if (reader !== undefined && !entry.readers?.has(reader)) {
       throw new PermissionDenied(`client ${reader} may not download payload ${JSON.stringify(id)}: download is allowed only for the data of tasks sent to that client`);
     }
     return entry.encoded;
   }
 
-  /** Removes and returns an uploaded payload: a result is consumed once. */
-  take(id: string, agentId: string): Buffer {
-    const bytes = this.removeUpload(id, agentId);
-    if (!bytes) throw new PayloadNotFound(`payload ${JSON.stringify(id)} was not uploaded by agent ${agentId} (or was already used)`);
-    return bytes;
+  /** Removes and returns an uploaded payload: a result is consumed once. The caller releases it (or loads it). */
+  take(id: string, agentId: string): StagedResult {
+    const staged = this.removeUpload(id, agentId, false);
+    if (!staged) throw new PayloadNotFound(`payload ${JSON.stringify(id)} was not uploaded by agent ${agentId} (or was already used)`);
+    return staged;
   }
 
   /** Drops an upload named by a result the site does not use; unknown ids are ignored. */
@@ -123,12 +147,13 @@ export class PayloadStore {
     for (const [id, entry] of this.entries) if (entry.ownerAgentId === agentId) this.removeUpload(id, agentId);
   }
 
-  private removeUpload(id: string, agentId: string): Buffer | undefined {
+  private removeUpload(id: string, agentId: string, drop = true): StagedResult | undefined {
     const entry = this.entries.get(id);
-    if (!entry || entry.ownerAgentId !== agentId) return undefined;
+    if (!entry?.staged || entry.ownerAgentId !== agentId) return undefined;
     this.entries.delete(id);
-    this.releaseUpload(entry.encoded.size);
-    return entry.encoded.pieces[0] as Buffer;
+    this.releaseUpload(entry.staged.size);
+    if (drop) entry.staged.release();
+    return entry.staged;
   }
 
   /**
@@ -141,7 +166,7 @@ export class PayloadStore {
     const encoded = piecesIfLarge(data);
     if (!encoded) return new SharedPayload({ body: { $case: "inline", value: data } }, () => {});
     const id = randomUUID();
-    this.entries.set(id, { encoded, ownerAgentId: undefined });
+    this.entries.set(id, { encoded });
     return new SharedPayload({ body: { $case: "ref", value: { payloadId: id, sizeBytes: encoded.size } } }, () => this.entries.delete(id));
   }
 
@@ -152,7 +177,7 @@ export class PayloadStore {
 
   get heldBytes(): number {
     let total = 0;
-    for (const entry of this.entries.values()) total += entry.encoded.size;
+    for (const entry of this.entries.values()) total += entry.encoded ? entry.encoded.size : entry.staged.size;
     return total;
   }
 }

@@ -130,6 +130,7 @@ export class SiteServer {
       timings,
       logger,
       uploadBudgetBytes: options.uploadBudgetBytes,
+      uploadDir: options.jobs?.dataDir && join(options.jobs.dataDir, "uploads"),
       maxAgentsPerClient: agentLimits.maxAgentsPerClient,
       jobSignature: (jobId) => signatureOf(jobId),
     });

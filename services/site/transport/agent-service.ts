@@ -14,10 +14,11 @@ import { PermissionDenied } from "../../security/errors.js";
 import { claimedIdentity, type Identity } from "../../security/identity.js";
 import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
-import { ChunkAssembler, chunksOfPieces } from "../../shared/payload.js";
+import { chunksOfPieces } from "../../shared/payload.js";
 import { map, writeWindowed } from "../../shared/stream-writes.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
+import type { UploadSpool } from "../uploads/upload-spool.js";
 import { AgentGone, HelloTimeout, MalformedMessage, MessageTooLarge, OutOfOrderMessage, PayloadTooLarge, type SiteError } from "../errors.js";
 import { RefusedMessage } from "./decoding.js";
 import { toServiceError } from "./grpc-status.js";
@@ -184,14 +185,15 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
       } catch (error) {
         return afterAudit(() => callback(toServiceError(error)));
       }
-      let assembler: ChunkAssembler | undefined;
+      let spool: UploadSpool | undefined;
       let reserved = 0;
       let agentId = "";
       let done = false;
       const cancelled = new AbortController();
-      const fail = (error: SiteError) => {
+      const fail = (error: SiteError | Error) => {
         if (done) return;
         done = true;
+        spool?.abandon();
         hub.payloads.releaseUpload(reserved);
         reserved = 0;
         logger.warn({ err: error, agent: agentId }, "upload refused");
@@ -205,7 +207,8 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         if (done) return;
         if (message instanceof RefusedMessage) return fail(refusal(message));
         const part = message.part;
-        if (!assembler) {
+        if (!spool) {
+          if (reserved) return fail(new OutOfOrderMessage("after the header, an UploadPayloadRequest must carry chunk"));
           if (part?.$case !== "header") return fail(new OutOfOrderMessage("the first UploadPayloadRequest must carry header"));
           agentId = part.value.agentId;
           const agent = hub.agents().find((candidate) => candidate.agentId === agentId && candidate.connected);
@@ -217,14 +220,15 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
           }
           const size = part.value.sizeBytes;
           if (size > maxPayloadBytes) return fail(new PayloadTooLarge(`header.size_bytes ${size} exceeds the site's limit of ${maxPayloadBytes} bytes`));
-          // Read no chunk until the upload fits the memory budget: flow control holds the agent back meanwhile.
+          // Read no chunk until the upload fits the budget: flow control holds the agent back meanwhile.
           const readAgain = holdReads(call);
           call.pause();
           hub.payloads.reserveUpload(size, cancelled.signal).then(
             () => {
               reserved = size;
               if (done) return hub.payloads.releaseUpload(size);
-              assembler = new ChunkAssembler(size);
+              // Each chunk goes to the upload's staging file as it arrives (scanned on the way): nothing is assembled in memory.
+              spool = hub.payloads.spool(size);
               readAgain();
               call.resume();
             },
@@ -234,16 +238,29 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         }
         if (part?.$case !== "chunk") return fail(new OutOfOrderMessage("after the header, an UploadPayloadRequest must carry chunk"));
         hub.touch(agentId);
-        const problem = assembler.add(part.value);
-        if (problem) fail(new MalformedMessage(`UploadPayloadRequest.chunk: ${problem}`));
+        const written = spool.write(part.value);
+        if (written && "problem" in written) return fail(new MalformedMessage(`UploadPayloadRequest.chunk: ${written.problem}`));
+        if (written) {
+          // The disk is behind: stop reading until it catches up.
+          call.pause();
+          void written.then(() => call.resume());
+        }
       });
       call.on("end", () => {
         if (done) return;
-        if (!assembler) return fail(new MalformedMessage("the upload ended before its header"));
-        const assembled = assembler.finish();
-        if ("problem" in assembled) return fail(new MalformedMessage(`UploadPayloadRequest: ${assembled.problem}`));
-        done = true;
-        callback(null, { payloadId: hub.payloads.putUpload(agentId, assembled.bytes) });
+        if (!spool) return fail(new MalformedMessage("the upload ended before its header"));
+        const staging = spool;
+        staging.finish().then(
+          (finished) => {
+            if ("problem" in finished) return fail(new MalformedMessage(`UploadPayloadRequest: ${finished.problem}`));
+            const { staged } = finished;
+            if (done) return staged.release();
+            done = true;
+            callback(null, { payloadId: hub.payloads.putUpload(agentId, staged) });
+          },
+          // The site's own trouble (a full disk): INTERNAL, and the agent tries again.
+          (error: Error) => fail(new Error(`could not stage the upload: ${error.message}`, { cause: error })),
+        );
       });
     },
 

@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
@@ -81,7 +81,9 @@ export const broadcastWorkflow: Workflow<BroadcastArgs> = {
 
 async function saveOutcome(folder: string, outcome: TaskOutcome): Promise<void> {
   await mkdir(folder, { recursive: true });
-  const data = outcome.data;
+  // An uploaded result is described by its index and copied from where it is staged, byte for byte: never decoded into memory.
+  const staged = outcome.staged;
+  const data = staged ? staged.exchange : outcome.data;
   const summary = {
     client: outcome.clientName,
     agent_id: outcome.agentId,
@@ -96,5 +98,11 @@ async function saveOutcome(folder: string, outcome: TaskOutcome): Promise<void> 
     tensors: data?.tensors.map((tensor) => ({ name: tensor.name, dtype: DType[tensor.dtype].replace("D_TYPE_", ""), shape: tensor.shape })),
   };
   await writeFile(join(folder, "result.json"), `${JSON.stringify(summary, null, 2)}\n`);
-  if (data) await writeFile(join(folder, "result.pb"), encodeDataExchange(data));
+  if (staged) {
+    try {
+      await copyFile(staged.path, join(folder, "result.pb"));
+    } finally {
+      staged.release();
+    }
+  } else if (data) await writeFile(join(folder, "result.pb"), encodeDataExchange(outcome.data!));
 }

@@ -136,7 +136,9 @@ async function trainRound(
       ...roundOptions(context, minResults),
       task: () => ({ taskName: args.train_task_name, jobId: context.jobId, data: payload }),
       accept(outcome) {
-        const data = outcome.data!;
+        // An uploaded result stays on disk: its index tells kind, meta and tensors, and the fold reads its values from there.
+        const staged = outcome.staged;
+        const data = staged?.exchange ?? outcome.data!;
         const isDiff = data.kind === DataKind.DATA_KIND_WEIGHT_DIFF;
         if (isDiff && !base) throw new Error("sent WEIGHT_DIFF, but there is no global model to apply it to yet");
         if (data.kind !== DataKind.DATA_KIND_UNSPECIFIED && data.kind !== DataKind.DATA_KIND_WEIGHTS && !isDiff) {
@@ -146,7 +148,8 @@ async function trainRound(
         const steps = Number(data.meta?.NUM_STEPS_CURRENT_ROUND ?? 1);
         const weight = (args.aggregation_weights[outcome.clientName] ?? 1) * (Number.isFinite(steps) && steps > 0 ? steps : 1);
         average ??= new WeightedAverage(data.tensors);
-        average.add(data.tensors, weight, isDiff ? base : undefined);
+        if (staged) average.addStaged(staged, weight, isDiff ? base : undefined);
+        else average.add(outcome.data!.tensors, weight, isDiff ? base : undefined);
         recorder.accepted(outcome.clientName);
       },
     });

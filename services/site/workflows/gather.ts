@@ -19,7 +19,11 @@ export interface GatherOptions {
   strict: boolean;
   signal: AbortSignal;
   logger: Logger;
-  /** Takes an OK result as it arrives (for example folds it into an aggregate); throwing refuses it. */
+  /**
+   * Takes an OK result as it arrives (for example folds it into an aggregate);
+   * throwing refuses it. An uploaded result's staged file is released when it
+   * returns: read `outcome.data` or `outcome.staged` within it.
+   */
   accept(outcome: TaskOutcome): void;
 }
 
@@ -63,6 +67,9 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
           options.accept(outcome);
         } catch (error) {
           return fail(client, (error as Error).message);
+        } finally {
+          // Whatever accept() did with an uploaded result, its staged file is done with.
+          outcome.staged?.release();
         }
         report.accepted.push(client);
         if (report.accepted.length === minResults && report.accepted.length < clients.length) {

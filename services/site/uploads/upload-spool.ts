@@ -1,0 +1,69 @@
+import { once } from "node:events";
+import { createWriteStream, rmSync, type WriteStream } from "node:fs";
+import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import { ExchangeScanner } from "./exchange-scanner.js";
+import { StagedResult } from "./staged-result.js";
+
+/**
+ * One upload on its way to disk: each chunk is scanned (ExchangeScanner) and
+ * appended to a file of its own as it arrives; finish() gives the staged
+ * result. The caller stops reading the network while write() says the disk is
+ * behind (the promise it returns), so a slow disk holds the agent back
+ * through flow control instead of filling memory.
+ */
+export class UploadSpool {
+  private readonly scanner: ExchangeScanner;
+  private readonly file: WriteStream;
+  private received = 0;
+  private failed: Error | undefined;
+  readonly path: string;
+
+  constructor(
+    directory: string,
+    readonly size: number,
+  ) {
+    this.scanner = new ExchangeScanner(size);
+    this.path = join(directory, `${randomUUID()}.upload`);
+    this.file = createWriteStream(this.path, { flags: "wx" });
+    this.file.on("error", (error) => (this.failed ??= error));
+  }
+
+  /** Returns a problem when the chunk overflows the announced size; otherwise a promise when the file is behind (wait for it before reading on). */
+  write(chunk: Uint8Array): { problem: string } | Promise<void> | undefined {
+    if (this.received + chunk.length > this.size) return { problem: `chunks exceed the announced size of ${this.size} bytes` };
+    this.received += chunk.length;
+    this.scanner.push(chunk);
+    if (this.file.write(chunk)) return undefined;
+    return once(this.file, "drain").then(() => undefined);
+  }
+
+  /**
+   * Closes the file and returns the staged result (carrying the scanner's
+   * problem, if any), or the problem when fewer bytes came than announced
+   * (the file is then dropped). Throws when the disk failed.
+   */
+  async finish(): Promise<{ staged: StagedResult } | { problem: string }> {
+    if (this.received !== this.size) {
+      this.abandon();
+      return { problem: `received ${this.received} bytes, but ${this.size} were announced` };
+    }
+    this.file.end();
+    await once(this.file, "close").catch(() => undefined);
+    if (this.failed) {
+      this.abandon();
+      throw this.failed;
+    }
+    const scanned = this.scanner.finish();
+    return { staged: "problem" in scanned ? new StagedResult(this.path, this.size, undefined, scanned.problem) : new StagedResult(this.path, this.size, scanned.exchange, undefined) };
+  }
+
+  /** Drops the file of an upload that failed or was cut. */
+  abandon(): void {
+    const remove = () => rmSync(this.path, { force: true });
+    if (this.file.closed) return remove();
+    // Removed once closed: a file still being opened would otherwise appear after the removal.
+    this.file.once("close", remove);
+    this.file.destroy();
+  }
+}
