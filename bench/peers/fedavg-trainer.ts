@@ -14,5 +14,5 @@ export default function train(task: AgentTask): TrainerResult {
     for (let index = 0; index < values.length; index++) next[index] = values[index]! * 0.5 + 0.25;
     return float32Tensor(tensor.name, tensor.shape, next);
   });
-  return { data: { kind: DataKind.DATA_KIND_WEIGHTS, tensors, values: undefined, meta: { NUM_STEPS_CURRENT_ROUND: 1 } } };
+  return { data: { kind: DataKind.DATA_KIND_WEIGHTS, tensors, values: undefined, meta: { NUM_STEPS_CURRENT_ROUND: 1 } }, takeOwnership: true };
 }

@@ -35,8 +35,16 @@ const TRAINER = fileURLToPath(new URL("../peers/fedavg-trainer.ts", import.meta.
  */
 const MODEL_RIDES_IN_JOB = true;
 
+/** The processes this section started, killed if the suite stops it early (SIGTERM) so that none outlives it. */
+const started = new Set<ChildProcess>();
+process.once("SIGTERM", () => {
+  for (const child of started) child.kill("SIGKILL");
+  process.exit(1);
+});
+
 await runSection(`Large models: FedAvg via the admin API, ${AGENTS} agent processes, ${ROUNDS} rounds`, async ({ quick }) => {
-  const sizes = quick ? [4 * MiB] : [64 * MiB, 256 * MiB, 1024 * MiB];
+  // BENCH_LARGE_MODEL_MIB=64,256 measures other sizes.
+  const sizes = process.env.BENCH_LARGE_MODEL_MIB ? process.env.BENCH_LARGE_MODEL_MIB.split(",").map((mib) => Number(mib) * MiB) : quick ? [4 * MiB] : [64 * MiB, 256 * MiB, 1024 * MiB];
   const figures = [];
   const details: Record<string, unknown> = {};
   for (const size of sizes) {
@@ -145,7 +153,10 @@ async function writeFedAvgJob(folder: string, initialModel: Buffer): Promise<str
 }
 
 function campfire(args: string[]): ChildProcess {
-  return spawn(process.execPath, [CAMPFIRE, ...args], { env: { ...process.env, LOG_LEVEL: "warn" }, stdio: ["ignore", "ignore", "inherit"] });
+  const child = spawn(process.execPath, [CAMPFIRE, ...args], { env: { ...process.env, LOG_LEVEL: "warn" }, stdio: ["ignore", "ignore", "inherit"] });
+  started.add(child);
+  child.once("exit", () => started.delete(child));
+  return child;
 }
 
 async function stop(child: ChildProcess): Promise<void> {

@@ -1,7 +1,8 @@
 import { ByeReason, type ConnectResponse, LogLevel, type Payload, type PayloadRef, type ResultAck, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
-import { type DataExchange, decodeDataExchange, encodingIfLarge } from "../shared/payload.js";
+import { type DataExchange, decodeDataExchange, encodeDataExchange, encodeDataExchangePieces, piecesIfLarge, type StreamedEncoding } from "../shared/payload.js";
+import { readSafetensorsIndex } from "../shared/safetensors.js";
 import { ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { delay } from "../shared/wait.js";
 import { CallState } from "./call-state.js";
@@ -31,12 +32,34 @@ export interface AgentTask {
   signedJob: SignedJob | undefined;
 }
 
+/** How submitResult() may treat the result's data. */
+export interface SubmitOptions {
+  /**
+   * The caller will not change the result's tensor buffers until
+   * submitResult() settles: the agent uploads them where they are, without
+   * copying the encoding (for a trainer that made new weights and is done
+   * with them). Default false: the agent copies, and the caller may reuse its
+   * buffers at once.
+   */
+  takeOwnership?: boolean;
+}
+
+/** What a file result (submitResultFile) carries besides its tensors. */
+export interface ResultFileOptions {
+  /** Default DATA_KIND_WEIGHTS. */
+  kind?: DataKind;
+  meta?: DataExchange["meta"];
+  values?: DataExchange["values"];
+  /** Default OK. */
+  returnCode?: ReturnCode;
+}
+
 interface HeldResult {
   taskId: string;
   returnCode: ReturnCode;
   data: DataExchange | undefined;
-  /** The encoded data when too large to send inline; uploaded once per connection. */
-  encoded: Buffer | undefined;
+  /** The encoded data when too large to send inline (its pieces in memory or in a file); uploaded once per connection. */
+  encoded: StreamedEncoding | undefined;
   /** The upload for the current connection: in progress, or done with its payload reference. */
   upload: { generation: number; payload: Promise<Payload> } | undefined;
   sends: number;
@@ -251,13 +274,44 @@ export class Agent {
    * the site holds it, false when the site refused it, the task was aborted,
    * the agent closed, or no acknowledgement came within submitResultTimeoutMs.
    * The result survives dropped streams: it is sent again after reconnecting.
+   *
+   * A large result is uploaded from a copy of its encoding, made here, so the
+   * caller may change its tensors' buffers as soon as this is called. With
+   * `takeOwnership` the caller hands the buffers over instead: no copy is made
+   * (the agent holds no second model while it uploads), and the caller must
+   * leave them unchanged until the returned promise settles.
    */
-  async submitResult(data: DataExchange | undefined, returnCode: ReturnCode = ReturnCode.RETURN_CODE_OK): Promise<boolean> {
+  async submitResult(data: DataExchange | undefined, returnCode: ReturnCode = ReturnCode.RETURN_CODE_OK, options: SubmitOptions = {}): Promise<boolean> {
     if (this.closedWith) throw this.closedWith;
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
+    const pieces = data && piecesIfLarge(data);
+    // Without ownership the trainer may reuse its buffers at once: the upload goes from a copy.
+    const encoded = pieces && !options.takeOwnership ? { size: pieces.size, pieces: [encodeDataExchange(data!)] } : pieces;
+    return this.hold(taskId, returnCode, data, encoded);
+  }
+
+  /**
+   * Submits a result whose tensors are in a safetensors file at `path` (a
+   * trainer that saved its model): the agent streams the file to the site a
+   * chunk at a time and never reads it whole, so a model of any size costs
+   * this process a few MiB. The file must stay unchanged until the returned
+   * promise settles; it is not deleted. Resolves as submitResult() does;
+   * throws SafetensorsError (before anything is submitted) when the file is
+   * not safetensors.
+   */
+  async submitResultFile(path: string, options: ResultFileOptions = {}): Promise<boolean> {
+    if (this.closedWith) throw this.closedWith;
+    const { tensors } = await readSafetensorsIndex(path);
+    const { taskId, aborted } = this.callState.beginSubmit();
+    if (aborted) return false;
+    const encoded = encodeDataExchangePieces({ kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, tensors, values: options.values, meta: options.meta });
+    return this.hold(taskId, options.returnCode ?? ReturnCode.RETURN_CODE_OK, undefined, encoded);
+  }
+
+  /** Holds a result until the site acknowledges it, sending it (again after each reconnect) meanwhile. */
+  private async hold(taskId: string, returnCode: ReturnCode, data: DataExchange | undefined, encoded: StreamedEncoding | undefined): Promise<boolean> {
     try {
-      const encoded = data && encodingIfLarge(data);
       return await new Promise<boolean>((resolve) => {
         const held: HeldResult = { taskId, returnCode, data, encoded, upload: undefined, sends: 0, lastSentAt: 0, resolve, timeout: undefined, resendTimer: undefined };
         held.timeout = setTimeout(() => this.settle(held, false), this.options.submitResultTimeoutMs);

@@ -11,7 +11,7 @@ import {
 import { siteChannelCredentials } from "../security/client-transport.js";
 import { AgentWireClient, countingAgentClient } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
-import { CHUNK_BYTES, ChunkAssembler, chunksOf, MAX_MESSAGE_BYTES } from "../shared/payload.js";
+import { CHUNK_BYTES, ChunkAssembler, encodingChunks, MAX_MESSAGE_BYTES, type StreamedEncoding } from "../shared/payload.js";
 import { map, writeWindowed } from "../shared/stream-writes.js";
 import { backoffDelay, delay } from "../shared/wait.js";
 import { AgentClosed } from "./errors.js";
@@ -133,27 +133,30 @@ export class SiteConnection {
     return !this.welcomed || this.congested;
   }
 
-  /** Uploads a payload in chunks, a few in flight at a time, within `timeoutMs`. */
-  async upload(bytes: Buffer, timeoutMs: number): Promise<PayloadRef> {
+  /** Uploads a payload in chunks, a few in flight at a time (pieces in files are read only as their chunks go), within `timeoutMs`. */
+  async upload(encoding: StreamedEncoding, timeoutMs: number): Promise<PayloadRef> {
     const signal = AbortSignal.timeout(timeoutMs);
     const response = new Promise<string>((resolve, reject) => {
+      /** Why this side cancelled, when it was its own trouble (a result file that cannot be read): that, not CANCELLED, is the failure. */
+      let failure: unknown;
       // waitForReady: right after a reconnect the payload channel may still be in its connection backoff.
-      const call = this.payloadClient.uploadPayload(waitForReady(), { deadline: Date.now() + timeoutMs }, (error, reply) => (error ? reject(error) : resolve(reply.payloadId)));
+      const call = this.payloadClient.uploadPayload(waitForReady(), { deadline: Date.now() + timeoutMs }, (error, reply) => (error ? reject(failure ?? error) : resolve(reply.payloadId)));
       const cancel = () => call.cancel();
       signal.addEventListener("abort", cancel, { once: true });
       void (async () => {
         try {
-          call.write({ part: { $case: "header", value: { agentId: this.options.agentId, sizeBytes: bytes.length } } });
-          await writeWindowed(call, map(chunksOf(bytes), (chunk) => ({ part: { $case: "chunk" as const, value: chunk } })), signal);
+          call.write({ part: { $case: "header", value: { agentId: this.options.agentId, sizeBytes: encoding.size } } });
+          await writeWindowed(call, map(encodingChunks(encoding), (chunk) => ({ part: { $case: "chunk" as const, value: chunk } })), signal);
           call.end();
-        } catch {
+        } catch (error) {
+          if (!signal.aborted) failure = error;
           call.cancel();
         } finally {
           signal.removeEventListener("abort", cancel);
         }
       })();
     });
-    return { payloadId: await response, sizeBytes: bytes.length };
+    return { payloadId: await response, sizeBytes: encoding.size };
   }
 
   /** Downloads a payload that a task references. */

@@ -1,4 +1,4 @@
-export { Agent, type AgentTask } from "./agent.js";
+export { Agent, type AgentTask, type ResultFileOptions, type SubmitOptions } from "./agent.js";
 export { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone, CallStateError } from "./errors.js";
 export type { AgentOptions } from "./options.js";
 export { ReturnCode } from "../shared/return-codes.js";

@@ -1,4 +1,4 @@
-import { Agent, AgentEnded, type AgentOptions, type AgentTask, DataKind, LogLevel, ReturnCode } from "../agent/index.js";
+import { Agent, AgentEnded, AgentError, type AgentOptions, type AgentTask, DataKind, LogLevel, ReturnCode } from "../agent/index.js";
 import type { DataExchange } from "../shared/payload.js";
 import { silentLogger } from "../shared/logger.js";
 
@@ -7,6 +7,10 @@ export interface TrainerResult {
   data?: DataExchange;
   /** Default OK. */
   returnCode?: ReturnCode;
+  /** The trainer is done with data's tensor buffers: the agent uploads them without a copy (Agent.submitResult's takeOwnership). */
+  takeOwnership?: boolean;
+  /** A safetensors file holding the result's tensors, streamed to the site without being read whole (Agent.submitResultFile); data then gives only kind, meta and values. */
+  file?: string;
 }
 
 /** What a trainer may do beside answering its task. */
@@ -70,7 +74,19 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
         }
         // The agent closed while the trainer worked (the job ended, or a drain's deadline passed and the task was handed back).
         if (agent.closed) break;
-        await agent.submitResult(result.data, result.returnCode ?? ReturnCode.RETURN_CODE_OK);
+        const returnCode = result.returnCode ?? ReturnCode.RETURN_CODE_OK;
+        if (!result.file) {
+          await agent.submitResult(result.data, returnCode, { takeOwnership: result.takeOwnership });
+          continue;
+        }
+        try {
+          await agent.submitResultFile(result.file, { kind: result.data?.kind || undefined, meta: result.data?.meta, values: result.data?.values, returnCode });
+        } catch (error) {
+          // Thrown before anything was submitted: the file could not be read as safetensors.
+          if (error instanceof AgentError) throw error;
+          logger.warn({ err: error, task: task.taskId, job: task.jobId, file: result.file }, "the trainer's result file could not be read");
+          await agent.submitResult(undefined, ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION);
+        }
       }
       const jobEnded = await agent.getTask(0).then(
         () => false,

@@ -1,3 +1,4 @@
+import { type FileHandle, open } from "node:fs/promises";
 import { DataExchange, DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import { Tensor } from "../../gen/campfire/common/v1/tensor.js";
 import { tensorProblem } from "./tensor.js";
@@ -38,10 +39,28 @@ export interface EncodedPieces {
   pieces: Uint8Array[];
 }
 
+/** Bytes of an encoding that lie in a file, read only as they are sent. */
+export interface FileRange {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+/** An encoding whose tensors' bytes may lie in memory or in files (see encodingChunks()). */
+export interface StreamedEncoding {
+  size: number;
+  pieces: Array<Uint8Array | FileRange>;
+}
+
+/** A DataExchange whose tensors' bytes may be file ranges: encodeDataExchangePieces() encodes it without reading them. */
+export type DataExchangeOf<D extends { length: number }> = Omit<DataExchange, "tensors"> & { tensors: Array<Omit<Tensor, "data"> & { data: D }> };
+
 /** The encoding of encodeDataExchange() without the copy: the tensors' bytes are pieces of it. */
-export function encodeDataExchangePieces(data: DataExchange): EncodedPieces {
+export function encodeDataExchangePieces(data: DataExchange): EncodedPieces;
+export function encodeDataExchangePieces<D extends Uint8Array | FileRange>(data: DataExchangeOf<D>): { size: number; pieces: Array<Uint8Array | D> };
+export function encodeDataExchangePieces<D extends Uint8Array | FileRange>(data: DataExchangeOf<D>): { size: number; pieces: Array<Uint8Array | D> } {
   // Field order as generated: kind (1), tensors (2), values (3), meta (4).
-  const pieces: Uint8Array[] = [DataExchange.encode({ kind: data.kind, tensors: [], values: undefined, meta: undefined }).finish()];
+  const pieces: Array<Uint8Array | D> = [DataExchange.encode({ kind: data.kind, tensors: [], values: undefined, meta: undefined }).finish()];
   for (const tensor of data.tensors) {
     // A tensor's data (field 4) is its last field: everything before it is small.
     const head = Tensor.encode({ ...tensor, data: NO_BYTES }).finish();
@@ -61,6 +80,52 @@ export function encodeDataExchangePieces(data: DataExchange): EncodedPieces {
   }
   pieces.push(DataExchange.encode({ kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: data.values, meta: data.meta }).finish());
   return { size: pieces.reduce((total, piece) => total + piece.length, 0), pieces };
+}
+
+/**
+ * Chunks of `chunkBytes` (the last one shorter) of an encoding whose pieces
+ * lie in memory or in files: a view where a chunk lies within one piece in
+ * memory, otherwise a buffer of its own, filled from memory or read from the
+ * file. Files are read only as chunks are asked for, so a consumer that
+ * writes with backpressure (writeWindowed) holds a few chunks, not the encoding.
+ */
+export async function* encodingChunks({ size, pieces }: StreamedEncoding, chunkBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+  const files = new Map<string, FileHandle>();
+  try {
+    let out: Buffer | undefined;
+    let filled = 0;
+    let sent = 0;
+    for (const piece of pieces) {
+      for (let at = 0; at < piece.length; ) {
+        if (piece instanceof Uint8Array && !out && piece.length - at >= chunkBytes) {
+          yield piece.subarray(at, at + chunkBytes);
+          at += chunkBytes;
+          sent += chunkBytes;
+          continue;
+        }
+        out ??= Buffer.allocUnsafe(Math.min(chunkBytes, size - sent));
+        const take = Math.min(out.length - filled, piece.length - at);
+        if (piece instanceof Uint8Array) out.set(piece.subarray(at, at + take), filled);
+        else {
+          let file = files.get(piece.path);
+          if (!file) files.set(piece.path, (file = await open(piece.path, "r")));
+          const { bytesRead } = await file.read(out, filled, take, piece.offset + at);
+          if (bytesRead !== take) throw new Error(`${piece.path} is shorter than expected: ${piece.offset + at + bytesRead} bytes`);
+        }
+        filled += take;
+        at += take;
+        if (filled === out.length) {
+          yield out;
+          sent += out.length;
+          out = undefined;
+          filled = 0;
+        }
+      }
+    }
+    if (sent !== size) throw new Error(`the encoding's pieces hold ${sent} bytes, not ${size}`);
+  } finally {
+    for (const file of files.values()) await file.close();
+  }
 }
 
 /**
@@ -100,16 +165,11 @@ export function decodeDataExchange(bytes: Uint8Array): DataExchange {
 }
 
 /**
- * The data's encoding when it is too large to travel inline, else undefined.
- * A cheap upper bound on the size settles small data without encoding it twice
- * (once to measure, once on the wire): the task hot path carries mostly small data.
+ * The data's encoding, as pieces that view the tensors' bytes, when it is too
+ * large to travel inline, else undefined. A cheap upper bound on the size
+ * settles small data without encoding it twice (once to measure, once on the
+ * wire): the task hot path carries mostly small data.
  */
-export function encodingIfLarge(data: DataExchange): Buffer | undefined {
-  const pieces = piecesIfLarge(data);
-  return pieces && joinPieces(pieces);
-}
-
-/** As encodingIfLarge(), as pieces that view the tensors' bytes. */
 export function piecesIfLarge(data: DataExchange): EncodedPieces | undefined {
   let bound = 64;
   for (const tensor of data.tensors) bound += tensor.data.length + tensor.name.length * 3 + tensor.shape.length * 11 + 32;
@@ -140,35 +200,6 @@ export function tensorsProblem<T extends Pick<Tensor, "name" | "dtype" | "shape"
 /** Splits bytes into chunk-sized views (no copies). */
 export function* chunksOf(bytes: Buffer, chunkBytes = CHUNK_BYTES): Generator<Buffer> {
   for (let offset = 0; offset < bytes.length; offset += chunkBytes) yield bytes.subarray(offset, offset + chunkBytes);
-}
-
-/**
- * Splits an encoding held in pieces into chunks of `chunkBytes` (the last one
- * shorter): a view where a chunk lies within one piece, a copy only where it
- * spans pieces (around each tensor's few header bytes).
- */
-export function* chunksOfPieces({ size, pieces }: EncodedPieces, chunkBytes = CHUNK_BYTES): Generator<Uint8Array> {
-  let piece = 0;
-  let offset = 0;
-  for (let sent = 0; sent < size; ) {
-    const length = Math.min(chunkBytes, size - sent);
-    if (pieces[piece]!.length - offset >= length) {
-      yield pieces[piece]!.subarray(offset, offset + length);
-      offset += length;
-    } else {
-      const chunk = Buffer.allocUnsafe(length);
-      for (let filled = 0; filled < length; ) {
-        const take = Math.min(length - filled, pieces[piece]!.length - offset);
-        chunk.set(pieces[piece]!.subarray(offset, offset + take), filled);
-        filled += take;
-        offset += take;
-        if (offset === pieces[piece]!.length && filled < length) [piece, offset] = [piece + 1, 0];
-      }
-      yield chunk;
-    }
-    if (offset === pieces[piece]?.length) [piece, offset] = [piece + 1, 0];
-    sent += length;
-  }
 }
 
 /** Collects chunks into one buffer of the announced size; refuses overflow and short input. */

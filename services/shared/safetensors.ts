@@ -1,5 +1,6 @@
 import { type FileHandle, open } from "node:fs/promises";
 import { DType, type Tensor } from "../../gen/campfire/common/v1/tensor.js";
+import type { FileRange } from "./payload.js";
 import { bytesPerElement, elementCount } from "./tensor.js";
 
 /**
@@ -34,6 +35,15 @@ interface HeaderEntry {
 
 /** Encodes tensors (in order) with optional string metadata. */
 export function encodeSafetensors(tensors: readonly Tensor[], metadata: Record<string, string> = {}): Buffer {
+  return Buffer.concat(safetensorsPieces(tensors, metadata));
+}
+
+/**
+ * The file encodeSafetensors() makes, as pieces: its header, then each
+ * tensor's own bytes (views, not copies), for writing a model of any size
+ * without a second copy of it in memory.
+ */
+export function safetensorsPieces(tensors: readonly Tensor[], metadata: Record<string, string> = {}): Uint8Array[] {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
@@ -46,15 +56,9 @@ export function encodeSafetensors(tensors: readonly Tensor[], metadata: Record<s
   let json = JSON.stringify(header);
   json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8); // keep the data 8-byte aligned
   const headerBytes = Buffer.from(json);
-  const file = Buffer.allocUnsafe(8 + headerBytes.length + offset);
-  file.writeBigUInt64LE(BigInt(headerBytes.length), 0);
-  headerBytes.copy(file, 8);
-  let position = 8 + headerBytes.length;
-  for (const tensor of tensors) {
-    file.set(tensor.data, position);
-    position += tensor.data.length;
-  }
-  return file;
+  const prefix = Buffer.allocUnsafe(8);
+  prefix.writeBigUInt64LE(BigInt(headerBytes.length), 0);
+  return [prefix, headerBytes, ...tensors.map((tensor) => tensor.data)];
 }
 
 /** Decodes a file; tensor data are views of `bytes` (no copies). Throws SafetensorsError naming what is wrong. */
@@ -89,6 +93,28 @@ export async function readSafetensorsFile(path: string): Promise<{ tensors: Tens
       tensors.push({ ...tensor, data });
     }
     return { tensors, metadata };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * A safetensors file's tensors without reading their bytes: each tensor's data
+ * is the range of the file that holds it, for streaming it elsewhere (an
+ * agent's result upload) without holding it in memory.
+ */
+export async function readSafetensorsIndex(path: string): Promise<{ tensors: Array<Omit<Tensor, "data"> & { data: FileRange }>; metadata: Record<string, string> }> {
+  const handle = await open(path, "r");
+  try {
+    const fileSize = (await handle.stat()).size;
+    const prefix = Buffer.alloc(8);
+    await handle.read(prefix, 0, Math.min(8, fileSize), 0);
+    const headerLength = headerLengthOf(prefix, fileSize);
+    const header = Buffer.alloc(headerLength);
+    await readFully(handle, header, 8);
+    const dataStart = 8 + headerLength;
+    const { entries, metadata } = parseHeader(header, fileSize - dataStart);
+    return { tensors: entries.map(({ begin, end, ...tensor }) => ({ ...tensor, data: { path, offset: dataStart + begin, length: end - begin } })), metadata };
   } finally {
     await handle.close();
   }

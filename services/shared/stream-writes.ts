@@ -9,14 +9,14 @@ export const CHUNKS_IN_FLIGHT = 4;
  * threshold lets a stream queue 16 chunk-sized messages before pushing back.
  * Rejects with the signal's reason when it fires.
  */
-export async function writeWindowed<T>(stream: Writable, messages: Iterable<T>, signal: AbortSignal, window = CHUNKS_IN_FLIGHT): Promise<void> {
+export async function writeWindowed<T>(stream: Writable, messages: Iterable<T> | AsyncIterable<T>, signal: AbortSignal, window = CHUNKS_IN_FLIGHT): Promise<void> {
   let inFlight = 0;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
   const onAbort = () => wake?.();
   signal.addEventListener("abort", onAbort, { once: true });
   try {
-    for (const message of messages) {
+    for await (const message of messages) {
       while (inFlight >= window && !signal.aborted && !failure) await new Promise<void>((resolve) => (wake = resolve));
       signal.throwIfAborted();
       if (failure) throw failure;
@@ -32,7 +32,7 @@ export async function writeWindowed<T>(stream: Writable, messages: Iterable<T>, 
   }
 }
 
-/** Maps lazily, so a payload's messages are made one at a time as the window allows. */
-export function* map<T, U>(items: Iterable<T>, transform: (item: T) => U): Generator<U> {
-  for (const item of items) yield transform(item);
+/** Maps lazily, so a payload's messages are made one at a time as the window allows (and its chunks read from files only then). */
+export async function* map<T, U>(items: Iterable<T> | AsyncIterable<T>, transform: (item: T) => U): AsyncGenerator<U> {
+  for await (const item of items) yield transform(item);
 }

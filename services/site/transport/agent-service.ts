@@ -14,7 +14,7 @@ import { PermissionDenied } from "../../security/errors.js";
 import { claimedIdentity, type Identity } from "../../security/identity.js";
 import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
-import { chunksOfPieces } from "../../shared/payload.js";
+import { encodingChunks } from "../../shared/payload.js";
 import { map, writeWindowed } from "../../shared/stream-writes.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
@@ -279,7 +279,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         }
         const cancelled = new AbortController();
         call.once("cancelled", () => cancelled.abort());
-        await writeWindowed(call, map(chunksOfPieces(encoded), (chunk) => ({ chunk })), cancelled.signal);
+        await writeWindowed(call, map(encodingChunks(encoded), (chunk) => ({ chunk })), cancelled.signal);
         call.end();
       } catch (error) {
         if (call.cancelled) return;

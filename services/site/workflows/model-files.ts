@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { writeFileAtomic } from "../../shared/durable-file.js";
-import { encodeSafetensors, readSafetensorsFile } from "../../shared/safetensors.js";
+import { readSafetensorsFile, safetensorsPieces } from "../../shared/safetensors.js";
 import type { StoredArtifact } from "../artifacts/store.js";
 
 /**
@@ -30,8 +30,9 @@ export const RESULT_LAYOUT = {
   checkpointState: "checkpoint/state.json",
 } as const;
 
+/** Writes a model as safetensors, its tensors' bytes straight from where they are: no copy of the model is made to write it. */
 export async function saveModel(workspace: string, relativePath: string, tensors: readonly Tensor[], metadata: Record<string, string> = {}): Promise<void> {
-  await writeFileAtomic(join(workspace, relativePath), encodeSafetensors(tensors, metadata));
+  await writeFileAtomic(join(workspace, relativePath), safetensorsPieces(tensors, metadata));
 }
 
 /** Loads a safetensors model (of any size); undefined when the file does not exist. */
