@@ -11,10 +11,12 @@ import { UploadSpool } from "./uploads/upload-spool.js";
 
 /**
  * Default budget of uploads in flight or staged. Uploads are staged on disk,
- * not in memory (see uploads/README.md), so the budget bounds disk use and how
- * many agents upload at once; an upload larger than it is admitted alone.
+ * not in memory (see uploads/README.md): an upload in flight holds a few
+ * chunks of memory whatever its size, so the budget bounds the disk they take
+ * and lets a round's uploads run side by side (3 x 256 MiB fit); an upload
+ * larger than it is admitted alone.
  */
-export const DEFAULT_UPLOAD_BUDGET_BYTES = 128 * 1024 * 1024;
+export const DEFAULT_UPLOAD_BUDGET_BYTES = 1024 * 1024 * 1024;
 
 type Entry =
   /** Task data's encoding in pieces that view its tensors (see share()), and the clients a task referencing it was sent to, the only ones who may download it. */

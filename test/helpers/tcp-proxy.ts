@@ -8,6 +8,7 @@ import { createServer, type Server, Socket } from "node:net";
 export class TcpProxy {
   private readonly pairs = new Set<[Socket, Socket]>();
   private blackholed = false;
+  private tripwire: { remaining: number; fire(): void } | undefined;
 
   private constructor(
     private readonly server: Server,
@@ -22,8 +23,10 @@ export class TcpProxy {
       const pair: [Socket, Socket] = [client, upstream];
       proxy!.pairs.add(pair);
       const forward = (from: Socket, to: Socket) =>
-        from.on("data", (chunk) => {
-          if (!proxy!.blackholed) to.write(chunk);
+        from.on("data", (chunk: Buffer) => {
+          if (proxy!.blackholed) return;
+          to.write(chunk);
+          if (from === client) proxy!.countSent(chunk.length);
         });
       forward(client, upstream);
       forward(upstream, client);
@@ -53,6 +56,26 @@ export class TcpProxy {
       upstream.destroy();
     }
     this.pairs.clear();
+  }
+
+  /** Cuts every connection (as cut()) once `bytes` more have gone from clients to the site, counted over all connections. */
+  cutAfter(bytes: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.tripwire = {
+        remaining: bytes,
+        fire: () => {
+          this.tripwire = undefined;
+          this.cut();
+          resolve();
+        },
+      };
+    });
+  }
+
+  private countSent(bytes: number): void {
+    if (!this.tripwire) return;
+    this.tripwire.remaining -= bytes;
+    if (this.tripwire.remaining <= 0) this.tripwire.fire();
   }
 
   /** Swallows all bytes in both directions until cut() or restore(). */

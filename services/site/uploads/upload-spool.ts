@@ -5,6 +5,9 @@ import { randomUUID } from "node:crypto";
 import { ExchangeScanner } from "./exchange-scanner.js";
 import { StagedResult } from "./staged-result.js";
 
+/** Bytes of an upload queued for the disk before the network is read no further. */
+const WRITE_AHEAD_BYTES = 4 * 1024 * 1024;
+
 /**
  * One upload on its way to disk: each chunk is scanned (ExchangeScanner) and
  * appended to a file of its own as it arrives; finish() gives the staged
@@ -25,7 +28,8 @@ export class UploadSpool {
   ) {
     this.scanner = new ExchangeScanner(size);
     this.path = join(directory, `${randomUUID()}.upload`);
-    this.file = createWriteStream(this.path, { flags: "wx" });
+    // Room for a few chunks before write() asks the caller to wait: at the default 16 KiB every chunk would pause the upload.
+    this.file = createWriteStream(this.path, { flags: "wx", highWaterMark: WRITE_AHEAD_BYTES });
     this.file.on("error", (error) => (this.failed ??= error));
   }
 
@@ -35,7 +39,11 @@ export class UploadSpool {
     this.received += chunk.length;
     this.scanner.push(chunk);
     if (this.file.write(chunk)) return undefined;
-    return once(this.file, "drain").then(() => undefined);
+    // A disk error is kept in `failed` and reported by finish(); the caller just reads on.
+    return once(this.file, "drain").then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   /**
