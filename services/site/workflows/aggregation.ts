@@ -31,12 +31,20 @@ export class WeightedAverage {
   /** Set when a fold failed part-way (the disk failed while reading a staged result): the sum is no longer the sum of whole results. */
   private broken: Error | undefined;
 
-  /** `template` fixes the names, shapes and dtype (FLOAT32) every result must have: the global model. */
-  constructor(template: readonly Described[]) {
+  /**
+   * `template` fixes the names, shapes and dtype (FLOAT32) every result must
+   * have: the global model. `reuse`: tensors nobody needs any more (the model
+   * of the round before) whose buffers become the sum where they fit, zeroed,
+   * instead of new ones.
+   */
+  constructor(template: readonly Described[], reuse: readonly Tensor[] = []) {
+    const spare = new Map(reuse.filter((tensor) => tensor.dtype === DType.D_TYPE_FLOAT32).map((tensor) => [tensor.name, float32Values(tensor)]));
     this.sums = new Map(
       template.map((tensor) => {
         if (tensor.dtype !== DType.D_TYPE_FLOAT32) throw new TypeError(`tensor ${tensor.name}: only FLOAT32 models are aggregated, got ${DType[tensor.dtype]}`);
-        return [tensor.name, { shape: tensor.shape, values: new Float32Array(elementCount(tensor.shape)) }];
+        const elements = elementCount(tensor.shape);
+        const recycled = spare.get(tensor.name);
+        return [tensor.name, { shape: tensor.shape, values: recycled?.length === elements ? recycled.fill(0) : new Float32Array(elements) }];
       }),
     );
   }

@@ -79,6 +79,14 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
       const saved = await readCheckpoint<FedAvgState>(workspace);
       let state: FedAvgState = saved?.state ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
       let global = saved ? saved.model : await initialModel(context);
+      /**
+       * The model before the last round: nothing uses it once that round is
+       * over (every model here is read into buffers of the workflow's own, the
+       * initial one from its stored artifact too), so the next round's sum is
+       * made in its buffers. The site then holds two model-sized buffers from
+       * round to round, not a third waiting for the garbage collector.
+       */
+      let spare: Tensor[] | undefined;
       const saveBest = (best: NonNullable<FedAvgState["best"]>) => saveModel(workspace, RESULT_LAYOUT.bestModel, global!, { round: String(best.round), [args.key_metric]: String(best.value) });
       if (saved) {
         logger.info({ job: context.jobId, round: state.nextRound }, "resuming from checkpoint");
@@ -93,7 +101,9 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
         // The site drains: the round before this one is checkpointed, the next start goes on from here.
         context.draining.throwIfAborted();
         context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
-        global = await trainRound(context, global, round, lastRound, minResults, recorder);
+        const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder);
+        spare = global;
+        global = next;
         const metrics = args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {};
         const keyValue = metrics[args.key_metric];
         const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
@@ -122,6 +132,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
 async function trainRound(
   context: WorkflowContext<FedAvgArgs>,
   global: Tensor[] | undefined,
+  spare: readonly Tensor[] | undefined,
   round: number,
   totalRounds: number,
   minResults: number,
@@ -130,7 +141,7 @@ async function trainRound(
   const { args, hub } = context;
   const payload = hub.payloads.share({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: global ?? [], values: undefined, meta: { current_round: round, total_rounds: totalRounds } });
   const base = global && new Map(global.map((tensor) => [tensor.name, float32Values(tensor)]));
-  let average = global && new WeightedAverage(global);
+  let average = global && new WeightedAverage(global, spare);
   try {
     const report = await scatterGather({
       ...roundOptions(context, minResults),
