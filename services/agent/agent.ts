@@ -314,8 +314,8 @@ export class Agent {
     try {
       return await new Promise<boolean>((resolve) => {
         const held: HeldResult = { taskId, returnCode, data, encoded, upload: undefined, sends: 0, lastSentAt: 0, resolve, timeout: undefined, resendTimer: undefined };
-        held.timeout = setTimeout(() => this.settle(held, false), this.options.submitResultTimeoutMs);
         this.held = held;
+        this.awaitAcknowledgement(held);
         this.resendHeldResult();
       });
     } finally {
@@ -460,6 +460,17 @@ export class Agent {
     this.forgetController(taskId);
   }
 
+  /**
+   * (Re)starts the clock of submitResultTimeoutMs: how long the agent waits
+   * for the site's acknowledgement, disconnected or not. It does not run while
+   * the result's payload uploads (see payloadOf()), so a model that takes
+   * longer than that to move is not given up half-way.
+   */
+  private awaitAcknowledgement(held: HeldResult): void {
+    clearTimeout(held.timeout);
+    held.timeout = setTimeout(() => this.settle(held, false), this.options.submitResultTimeoutMs);
+  }
+
   /** Sends the held result (uploading its payload first when large), unless resends are used up. */
   private resendHeldResult(): void {
     const held = this.held;
@@ -476,6 +487,7 @@ export class Agent {
         // Forget only this attempt: a late failure of an old stream's upload must not cancel the current one.
         if (held.upload?.payload === attempt) held.upload = undefined;
         this.logger.warn({ err: error, task: held.taskId }, "result upload failed; will retry");
+        if (this.held === held) this.awaitAcknowledgement(held);
         return this.scheduleResend(held);
       }
       if (this.held !== held) return;
@@ -497,8 +509,16 @@ export class Agent {
     const generation = this.connection.generation;
     if (held.upload?.generation !== generation) {
       const encoded = held.encoded;
+      // The acknowledgement's clock stops while the payload moves; the upload fails by itself if it stalls.
+      clearTimeout(held.timeout);
       const upload = this.connection.upload(encoded, this.options.submitResultTimeoutMs);
-      held.upload = { generation, payload: upload.then((ref): Payload => ({ body: { $case: "ref", value: ref } })) };
+      held.upload = {
+        generation,
+        payload: upload.then((ref): Payload => {
+          if (this.held === held) this.awaitAcknowledgement(held);
+          return { body: { $case: "ref", value: ref } };
+        }),
+      };
     }
     return held.upload.payload;
   }

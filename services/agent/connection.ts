@@ -12,6 +12,7 @@ import { siteChannelCredentials } from "../security/client-transport.js";
 import { AgentWireClient, countingAgentClient } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
 import { CHUNK_BYTES, ChunkAssembler, encodingChunks, MAX_MESSAGE_BYTES, type StreamedEncoding } from "../shared/payload.js";
+import { collectGarbageBefore } from "../shared/memory.js";
 import { map, writeWindowed } from "../shared/stream-writes.js";
 import { backoffDelay, delay } from "../shared/wait.js";
 import { AgentClosed } from "./errors.js";
@@ -133,34 +134,58 @@ export class SiteConnection {
     return !this.welcomed || this.congested;
   }
 
-  /** Uploads a payload in chunks, a few in flight at a time (pieces in files are read only as their chunks go), within `timeoutMs`. */
-  async upload(encoding: StreamedEncoding, timeoutMs: number): Promise<PayloadRef> {
-    const signal = AbortSignal.timeout(timeoutMs);
+  /**
+   * Uploads a payload in chunks, a few in flight at a time (pieces in files
+   * are read only as their chunks go). No deadline on the whole: a large model
+   * on a slow link takes as long as it takes. It fails when no chunk could be
+   * sent for `idleTimeoutMs` (a dead link, or a site that keeps it waiting for
+   * its upload budget that long: the caller tries again).
+   */
+  async upload(encoding: StreamedEncoding, idleTimeoutMs: number): Promise<PayloadRef> {
+    const stalled = new AbortController();
+    let idle: NodeJS.Timeout | undefined;
+    const progress = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => stalled.abort(new Error(`the upload made no progress for ${idleTimeoutMs} ms`)), idleTimeoutMs);
+    };
     const response = new Promise<string>((resolve, reject) => {
-      /** Why this side cancelled, when it was its own trouble (a result file that cannot be read): that, not CANCELLED, is the failure. */
+      /** Why this side cancelled (no progress, a result file that cannot be read): that, not CANCELLED, is the failure. */
       let failure: unknown;
       // waitForReady: right after a reconnect the payload channel may still be in its connection backoff.
-      const call = this.payloadClient.uploadPayload(waitForReady(), { deadline: Date.now() + timeoutMs }, (error, reply) => (error ? reject(failure ?? error) : resolve(reply.payloadId)));
-      const cancel = () => call.cancel();
-      signal.addEventListener("abort", cancel, { once: true });
+      const call = this.payloadClient.uploadPayload(waitForReady(), (error, reply) => (error ? reject(failure ?? error) : resolve(reply.payloadId)));
+      const cancel = () => {
+        failure ??= stalled.signal.reason;
+        call.cancel();
+      };
+      stalled.signal.addEventListener("abort", cancel, { once: true });
+      progress();
       void (async () => {
         try {
           call.write({ part: { $case: "header", value: { agentId: this.options.agentId, sizeBytes: encoding.size } } });
-          await writeWindowed(call, map(encodingChunks(encoding), (chunk) => ({ part: { $case: "chunk" as const, value: chunk } })), signal);
+          const chunks = map(encodingChunks(encoding), (chunk) => {
+            progress();
+            return { part: { $case: "chunk" as const, value: chunk } };
+          });
+          await writeWindowed(call, chunks, stalled.signal);
           call.end();
         } catch (error) {
-          if (!signal.aborted) failure = error;
+          failure ??= error;
           call.cancel();
         } finally {
-          signal.removeEventListener("abort", cancel);
+          stalled.signal.removeEventListener("abort", cancel);
         }
       })();
     });
-    return { payloadId: await response, sizeBytes: encoding.size };
+    try {
+      return { payloadId: await response, sizeBytes: encoding.size };
+    } finally {
+      clearTimeout(idle);
+    }
   }
 
   /** Downloads a payload that a task references. */
   async download(ref: PayloadRef, signal: AbortSignal): Promise<Buffer> {
+    collectGarbageBefore(ref.sizeBytes);
     const assembler = new ChunkAssembler(ref.sizeBytes);
     const call = this.payloadClient.downloadPayload({ payloadId: ref.payloadId }, waitForReady());
     const cancel = () => call.cancel();
