@@ -1,11 +1,13 @@
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { credentials } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
+import { AgentServiceClient } from "../gen/campfire/agent/v1/agent_service.js";
 import { DataExchange, DataKind } from "../gen/campfire/common/v1/exchange.js";
 import { DType, Tensor } from "../gen/campfire/common/v1/tensor.js";
 import { type Agent } from "../services/agent/index.js";
-import { encodeDataExchange } from "../services/shared/payload.js";
+import { CHUNK_BYTES, encodeDataExchange } from "../services/shared/payload.js";
 import { encodeSafetensors } from "../services/shared/safetensors.js";
 import { float32Tensor, float32Values } from "../services/shared/tensor.js";
 import { ResultRefused, WeightedAverage } from "../services/site/workflows/aggregation.js";
@@ -177,6 +179,28 @@ describe("staged uploads over the wire (a real site, real agents)", () => {
     payload.release();
     await eventually("every upload to be released", () => server.hub.payloads.reservedUploadBytes === 0);
     expect(await readdir(join(dataDir, "uploads"))).toEqual([]);
+  });
+
+  it("does not give a result up while its upload waits or moves longer than submitResultTimeoutMs", async () => {
+    const server = await testbed.site({ uploadBudgetBytes: CHUNK_BYTES });
+    const agent = testbed.agent(server, "c1", { submitResultTimeoutMs: 500 });
+    await eventually("the agent to connect", () => agent.connected);
+    // Another upload holds the whole budget for 2 s: the agent's upload cannot move meanwhile.
+    const client = new AgentServiceClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+    testbed.defer(() => client.close());
+    const blocker = client.uploadPayload(() => undefined);
+    blocker.write({ part: { $case: "header", value: { agentId: agent.agentId, sizeBytes: CHUNK_BYTES } } });
+    await eventually("the blocking upload to be admitted", () => server.hub.payloads.reservedUploadBytes === CHUNK_BYTES);
+
+    const outcome = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 20_000 });
+    await agent.getTask(5_000);
+    const size = 1024 * 1024;
+    const submitted = agent.submitResult(weights([float32Tensor("w", [size], filled(size, () => 5))]));
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    blocker.cancel();
+    // Before, the agent gave up after 500 ms and the site waited for a result that would never come.
+    expect(await submitted).toBe(true);
+    expect(float32Values((await outcome).data!.tensors[0]!)[size - 1]).toBe(5);
   });
 
   it("uploads a result from a safetensors file, and one handed over with takeOwnership, unchanged", async () => {
