@@ -7,7 +7,7 @@ import { AgentServiceClient } from "../gen/campfire/agent/v1/agent_service.js";
 import { DataExchange, DataKind } from "../gen/campfire/common/v1/exchange.js";
 import { DType, Tensor } from "../gen/campfire/common/v1/tensor.js";
 import { type Agent } from "../services/agent/index.js";
-import { CHUNK_BYTES, encodeDataExchange } from "../services/shared/payload.js";
+import { CHUNK_BYTES, decodeDataExchangeAligned, encodeDataExchange } from "../services/shared/payload.js";
 import { encodeSafetensors } from "../services/shared/safetensors.js";
 import { float32Tensor, float32Values } from "../services/shared/tensor.js";
 import { ResultRefused, WeightedAverage } from "../services/site/workflows/aggregation.js";
@@ -85,6 +85,21 @@ describe("staged uploads: the scan", () => {
     const spool = new UploadSpool(await tempDir(), encoding.length + 1);
     await spool.write(encoding);
     expect(await spool.finish()).toEqual({ problem: `received ${encoding.length} bytes, but ${encoding.length + 1} were announced` });
+  });
+});
+
+describe("decoding a downloaded model", () => {
+  it("moves every tensor's bytes to an 8-byte aligned offset, so float32Values views them instead of copying", () => {
+    const tensors = [float32Tensor("a", [3], Float32Array.from([1, 2, 3])), float32Tensor("a much longer name", [5], filled(5, (index) => index * 1.5)), float32Tensor("", [2], Float32Array.from([7, 8]))];
+    const encoding = encodeDataExchange(weights(tensors));
+    expect(DataExchange.decode(encoding).tensors.some((tensor) => tensor.data.byteOffset % 4 !== 0)).toBe(true);
+    const decoded = decodeDataExchangeAligned(encoding);
+    for (const [index, tensor] of decoded.tensors.entries()) {
+      expect(tensor.data.buffer).toBe(encoding.buffer);
+      expect(tensor.data.byteOffset % 8).toBe(0);
+      expect(float32Values(tensor)).toEqual(float32Values(tensors[index]!));
+    }
+    expect(decoded.values).toEqual({ loss: 0.5 });
   });
 });
 

@@ -1,7 +1,7 @@
 import { ByeReason, type ConnectResponse, LogLevel, type Payload, type PayloadRef, type ResultAck, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
-import { type DataExchange, decodeDataExchange, encodeDataExchange, encodeDataExchangePieces, piecesIfLarge, type StreamedEncoding } from "../shared/payload.js";
+import { type DataExchange, decodeDataExchangeAligned, encodeDataExchange, encodeDataExchangePieces, piecesIfLarge, type StreamedEncoding } from "../shared/payload.js";
 import { readSafetensorsIndex } from "../shared/safetensors.js";
 import { ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { delay } from "../shared/wait.js";
@@ -61,7 +61,7 @@ interface HeldResult {
   /** The encoded data when too large to send inline (its pieces in memory or in a file); uploaded once per connection. */
   encoded: StreamedEncoding | undefined;
   /** The upload for the current connection: in progress, or done with its payload reference. */
-  upload: { generation: number; payload: Promise<Payload> } | undefined;
+  upload: { generation: number; payload: Promise<Payload>; cancel: AbortController } | undefined;
   sends: number;
   lastSentAt: number;
   resolve(accepted: boolean): void;
@@ -423,7 +423,7 @@ export class Agent {
 
   private async fetchTaskData(task: Task, abort: TaskAbort, ref: PayloadRef, job: SignedJob | undefined): Promise<void> {
     try {
-      const data = decodeDataExchange(await this.connection.download(ref, abort.signal));
+      const data = decodeDataExchangeAligned(await this.connection.download(ref, abort.signal));
       if (!abort.aborted) this.accept(task, abort, data, job);
     } catch (error) {
       // Forget the task so that the site's resend gets another try.
@@ -511,8 +511,12 @@ export class Agent {
       const encoded = held.encoded;
       // The acknowledgement's clock stops while the payload moves; the upload fails by itself if it stalls.
       clearTimeout(held.timeout);
-      const upload = this.connection.upload(encoded, this.options.submitResultTimeoutMs);
+      // An upload still running for an older stream would end as an orphan the site holds against its budget: cancel it.
+      held.upload?.cancel.abort(new Error("replaced by an upload on the current stream"));
+      const cancel = new AbortController();
+      const upload = this.connection.upload(encoded, this.options.submitResultTimeoutMs, cancel.signal);
       held.upload = {
+        cancel,
         generation,
         payload: upload.then((ref): Payload => {
           if (this.held === held) this.awaitAcknowledgement(held);
@@ -532,6 +536,7 @@ export class Agent {
 
   /** The site acknowledged the result, refused it, or it is no longer wanted: submitResult resolves. */
   private settle(held: HeldResult, accepted: boolean): void {
+    held.upload?.cancel.abort(new Error("the result is settled"));
     clearTimeout(held.timeout);
     clearTimeout(held.resendTimer);
     if (this.held === held) this.held = undefined;

@@ -12,7 +12,7 @@ import { siteChannelCredentials } from "../security/client-transport.js";
 import { AgentWireClient, countingAgentClient } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
 import { CHUNK_BYTES, ChunkAssembler, encodingChunks, MAX_MESSAGE_BYTES, type StreamedEncoding } from "../shared/payload.js";
-import { collectGarbageBefore } from "../shared/memory.js";
+import { collectGarbageBefore, countChunkGarbage } from "../shared/memory.js";
 import { map, writeWindowed } from "../shared/stream-writes.js";
 import { backoffDelay, delay } from "../shared/wait.js";
 import { AgentClosed } from "./errors.js";
@@ -139,10 +139,12 @@ export class SiteConnection {
    * are read only as their chunks go). No deadline on the whole: a large model
    * on a slow link takes as long as it takes. It fails when no chunk could be
    * sent for `idleTimeoutMs` (a dead link, or a site that keeps it waiting for
-   * its upload budget that long: the caller tries again).
+   * its upload budget that long: the caller tries again), or when `signal` fires.
    */
-  async upload(encoding: StreamedEncoding, idleTimeoutMs: number): Promise<PayloadRef> {
+  async upload(encoding: StreamedEncoding, idleTimeoutMs: number, signal?: AbortSignal): Promise<PayloadRef> {
     const stalled = new AbortController();
+    // The caller's abort (a newer upload replaces this one, or the result is no longer wanted) cancels it like a stall.
+    signal?.addEventListener("abort", () => stalled.abort(signal.reason), { once: true });
     let idle: NodeJS.Timeout | undefined;
     const progress = () => {
       clearTimeout(idle);
@@ -164,6 +166,7 @@ export class SiteConnection {
           call.write({ part: { $case: "header", value: { agentId: this.options.agentId, sizeBytes: encoding.size } } });
           const chunks = map(encodingChunks(encoding), (chunk) => {
             progress();
+            countChunkGarbage(chunk.length);
             return { part: { $case: "chunk" as const, value: chunk } };
           });
           await writeWindowed(call, chunks, stalled.signal);
@@ -193,7 +196,9 @@ export class SiteConnection {
     try {
       for await (const message of call) {
         this.lastSeenAt = Date.now();
-        const problem = assembler.add((message as { chunk: Buffer }).chunk);
+        const { chunk } = message as { chunk: Buffer };
+        countChunkGarbage(chunk.length);
+        const problem = assembler.add(chunk);
         if (problem) throw new Error(`payload ${ref.payloadId}: ${problem}`);
       }
     } finally {

@@ -40,7 +40,7 @@ export interface AgentOptions extends ClientTransportOptions {
   resendIntervalMs?: number;
   /** At most this many resends of a result; undefined means no limit. */
   maxResends?: number;
-  /** How long submitResult() waits for the site's acknowledgement. Default 30 s. */
+  /** How long submitResult() waits for the site's acknowledgement, not counting the upload of a large result (which fails only when it stalls this long). Default 30 s. */
   submitResultTimeoutMs?: number;
   /** The first reconnect delay; doubles per failed attempt (with full jitter) up to reconnectMaxDelayMs. Default 100 ms. */
   reconnectBaseDelayMs?: number;

@@ -165,6 +165,36 @@ export function decodeDataExchange(bytes: Uint8Array): DataExchange {
 }
 
 /**
+ * Decodes an encoding that nothing else uses and moves each tensor's bytes
+ * within it to an 8-byte aligned offset, over the framing the decoder has
+ * already read. A tensor's bytes lie at whatever offset protobuf's framing
+ * leaves them, and a Float32Array cannot view unaligned bytes: without this
+ * a trainer's first float32Values() copied every tensor, a second model in
+ * memory. Each move only goes towards the start (a tensor's framing is longer
+ * than the padding it gains), so it happens in place; a tensor that cannot be
+ * moved so keeps its place.
+ */
+export function decodeDataExchangeAligned(bytes: Buffer): DataExchange {
+  const data = DataExchange.decode(bytes);
+  /** Where the bytes of the tensors placed so far end: everything after is framing already read. */
+  let free = 0;
+  for (const tensor of data.tensors) {
+    const length = tensor.data.length;
+    if (tensor.data.buffer !== bytes.buffer || length === 0) continue;
+    const at = tensor.data.byteOffset - bytes.byteOffset;
+    const target = Math.ceil((bytes.byteOffset + free) / 8) * 8 - bytes.byteOffset;
+    if (target > at) {
+      free = at + length;
+      continue;
+    }
+    bytes.copyWithin(target, at, at + length);
+    tensor.data = bytes.subarray(target, target + length);
+    free = target + length;
+  }
+  return data;
+}
+
+/**
  * The data's encoding, as pieces that view the tensors' bytes, when it is too
  * large to travel inline, else undefined. A cheap upper bound on the size
  * settles small data without encoding it twice (once to measure, once on the

@@ -15,6 +15,7 @@ import { claimedIdentity, type Identity } from "../../security/identity.js";
 import type { SiteTrust } from "../../security/site-trust.js";
 import type { Logger } from "../../shared/logger.js";
 import { encodingChunks } from "../../shared/payload.js";
+import { countChunkGarbage } from "../../shared/memory.js";
 import { map, writeWindowed } from "../../shared/stream-writes.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { AgentSession, ControlChannel } from "../agent-session.js";
@@ -238,6 +239,7 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         }
         if (part?.$case !== "chunk") return fail(new OutOfOrderMessage("after the header, an UploadPayloadRequest must carry chunk"));
         hub.touch(agentId);
+        countChunkGarbage(part.value.length);
         const written = spool.write(part.value);
         if (written && "problem" in written) return fail(new MalformedMessage(`UploadPayloadRequest.chunk: ${written.problem}`));
         if (written) {
@@ -279,7 +281,10 @@ export function agentServiceHandlers({ hub, logger, audit, trust, maxPayloadByte
         }
         const cancelled = new AbortController();
         call.once("cancelled", () => cancelled.abort());
-        await writeWindowed(call, map(encodingChunks(encoded), (chunk) => ({ chunk })), cancelled.signal);
+        await writeWindowed(call, map(encodingChunks(encoded), (chunk) => {
+          countChunkGarbage(chunk.length);
+          return { chunk };
+        }), cancelled.signal);
         call.end();
       } catch (error) {
         if (call.cancelled) return;

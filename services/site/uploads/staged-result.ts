@@ -1,10 +1,12 @@
 import { closeSync, openSync, readFileSync, readSync, rmSync } from "node:fs";
 import type { DataExchange } from "../../../gen/campfire/common/v1/exchange.js";
-import { decodeDataExchange } from "../../shared/payload.js";
+import { decodeDataExchangeAligned } from "../../shared/payload.js";
 import type { ScannedExchange, ScannedTensor } from "./exchange-scanner.js";
 
 /** Bytes read from a staged file at a time when folding it: a few chunks, whatever the model's size. */
 const READ_BYTES = 4 * 1024 * 1024;
+/** The one buffer folds read into (readFloat32 runs synchronously, so never twice at once). */
+let readBuffer: Float32Array | undefined;
 
 /**
  * An uploaded result, complete and scanned, staged in a file of its own (the
@@ -37,7 +39,7 @@ export class StagedResult {
    */
   readFloat32(tensor: ScannedTensor, visit: (values: Float32Array, firstElement: number) => void): void {
     if (this.released) throw new Error(`the staged result ${this.path} was released`);
-    const buffer = new Float32Array(READ_BYTES / 4);
+    const buffer = (readBuffer ??= new Float32Array(READ_BYTES / 4));
     const bytes = new Uint8Array(buffer.buffer);
     const file = openSync(this.path, "r");
     try {
@@ -57,7 +59,7 @@ export class StagedResult {
   load(): DataExchange {
     if (this.loaded) return this.loaded;
     if (this.released) throw new Error(`the staged result ${this.path} was released`);
-    this.loaded = decodeDataExchange(readFileSync(this.path));
+    this.loaded = decodeDataExchangeAligned(readFileSync(this.path));
     this.release();
     return this.loaded;
   }
