@@ -194,11 +194,12 @@ describe("staged uploads over the wire (a real site, real agents)", () => {
     payload.release();
     await eventually("every upload to be released", () => server.hub.payloads.reservedUploadBytes === 0);
     expect(await readdir(join(dataDir, "uploads"))).toEqual([]);
-  });
+  }, 60_000);
 
   it("does not give a result up while its upload waits or moves longer than submitResultTimeoutMs", async () => {
-    const server = await testbed.site({ uploadBudgetBytes: CHUNK_BYTES });
-    const agent = testbed.agent(server, "c1", { submitResultTimeoutMs: 500 });
+    const timings = { heartbeatIntervalMs: 200, heartbeatTimeoutMs: 10_000 };
+    const server = await testbed.site({ uploadBudgetBytes: CHUNK_BYTES, timings: { ...timings, resendIntervalMs: 200 } });
+    const agent = testbed.agent(server, "c1", { ...timings, submitResultTimeoutMs: 500 });
     await eventually("the agent to connect", () => agent.connected);
     // Another upload holds the whole budget for 2 s: the agent's upload cannot move meanwhile.
     const client = new AgentServiceClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
@@ -216,18 +217,19 @@ describe("staged uploads over the wire (a real site, real agents)", () => {
     // Before, the agent gave up after 500 ms and the site waited for a result that would never come.
     expect(await submitted).toBe(true);
     expect(float32Values((await outcome).data!.tensors[0]!)[size - 1]).toBe(5);
-  });
+  }, 60_000);
 
   it("uploads a result from a safetensors file, and one handed over with takeOwnership, unchanged", async () => {
-    const server = await testbed.site();
-    const agent = testbed.agent(server, "c1");
+    const timings = { heartbeatIntervalMs: 200, heartbeatTimeoutMs: 10_000 };
+    const server = await testbed.site({ timings: { ...timings, resendIntervalMs: 200 } });
+    const agent = testbed.agent(server, "c1", timings);
     await eventually("the agent to connect", () => agent.connected);
     const values = filled(300_000, (index) => index / 3);
     const file = join(await tempDir(), "model.safetensors");
     await writeFile(file, encodeSafetensors([float32Tensor("layer.weight", [1000, 300], values), float32Tensor("layer.bias", [3], Float32Array.from([1, 2, 3]))]));
 
-    const fromFile = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 10_000 });
-    await agent.getTask(5_000);
+    const fromFile = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 30_000 });
+    await agent.getTask(20_000);
     expect(await agent.submitResultFile(file, { meta: { NUM_STEPS_CURRENT_ROUND: 4 } })).toBe(true);
     const outcome = await fromFile;
     expect(outcome.staged?.tensors.map((tensor) => tensor.name)).toEqual(["layer.weight", "layer.bias"]);
@@ -236,18 +238,18 @@ describe("staged uploads over the wire (a real site, real agents)", () => {
     expect(data.meta).toEqual({ NUM_STEPS_CURRENT_ROUND: 4 });
     expect(float32Values(data.tensors[0]!)).toEqual(values);
 
-    const owned = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 10_000 });
-    await agent.getTask(5_000);
+    const owned = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 30_000 });
+    await agent.getTask(20_000);
     expect(await agent.submitResult(weights([float32Tensor("w", [values.length], values)]), undefined, { takeOwnership: true })).toBe(true);
     expect(float32Values((await owned).data!.tensors[0]!)).toEqual(values);
 
     // A file that is not safetensors is refused before anything is submitted: the trainer can still answer.
     const broken = join(await tempDir(), "broken.safetensors");
     await writeFile(broken, "not a model");
-    const third = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 10_000 });
-    await agent.getTask(5_000);
+    const third = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 30_000 });
+    await agent.getTask(20_000);
     await expect(agent.submitResultFile(broken)).rejects.toThrow(/header length/);
     expect(await agent.submitResult(weights([]))).toBe(true);
     expect((await third).data?.tensors).toEqual([]);
-  });
+  }, 60_000);
 });
