@@ -30,11 +30,12 @@ const CAMPFIRE = fileURLToPath(new URL("../../bin/campfire.mjs", import.meta.url
 const TRAINER = fileURLToPath(new URL("../peers/fedavg-trainer.ts", import.meta.url));
 
 /**
- * The initial model rides inside the job today, so the site's job limit must
- * be raised above it. Once job artifacts land (issue 11 part A), set this to
- * false: the session client then uploads the model beside the definition.
+ * Whether the initial model rides inside the job message (the site's job limit
+ * raised above it) rather than as a job artifact. Job artifacts landed (issue
+ * 11 part A): the session client uploads the model as an artifact ahead of the
+ * definition, so the job stays small.
  */
-const MODEL_RIDES_IN_JOB = true;
+const MODEL_RIDES_IN_JOB = false;
 
 /** The processes this section started, killed if the suite stops it early (SIGTERM) so that none outlives it. */
 const started = new Set<ChildProcess>();
