@@ -172,7 +172,8 @@ export class Agent {
         taskNames: this.options.taskNames,
         heldResult: undefined,
       }),
-      welcomed: () => {
+      welcomed: (welcome) => {
+        this.options.onWelcome(welcome);
         this.wakeWaiters();
         this.resendHeldResult();
       },

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Welcome } from "../../gen/campfire/agent/v1/agent_service.js";
 import type { ClientTransportOptions } from "../security/client-transport.js";
 import type { JobPolicy } from "./job-policy.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
@@ -54,6 +55,8 @@ export interface AgentOptions extends ClientTransportOptions {
   logger?: Logger;
   /** Told of tasks, results, bytes and reconnects, for metrics. */
   observer?: AgentObserver;
+  /** Called with every welcome: the first, and one per reconnect (the negotiated protocol, the site's timings and limits). */
+  onWelcome?: (welcome: Welcome) => void;
 }
 
 export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | "policy" | "observer" | keyof ClientTransportOptions>> &
@@ -71,6 +74,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     reconnectBaseDelayMs: 100,
     reconnectMaxDelayMs: 2_000,
     logger: silentLogger,
+    onWelcome: () => undefined,
     ...stripUndefined(options),
     siteAddress: options.siteAddress,
     clientName: options.clientName,
