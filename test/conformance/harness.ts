@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { createLogger } from "../../services/shared/logger.js";
 import type { Identity } from "../../services/security/identity.js";
@@ -12,6 +13,8 @@ export const CONFORMANCE_TIMINGS = { heartbeatIntervalMs: 1_000, heartbeatTimeou
 /** Every scenario ends within this, or the runner is killed and the scenario fails. */
 export const SCENARIO_TIMEOUT_MS = 30_000;
 export const ADMIN_TOKEN = "conformance-token";
+/** Runners run in the repository's root (CONFORMANCE.md). */
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const ADMIN: Identity = { name: "conformance-admin", org: "", kind: "admin", role: "project_admin", project: "", via: "token" };
 
 /** One JSON line a runner printed. */
@@ -28,7 +31,7 @@ export class RunnerProcess {
   private readonly child: ChildProcess;
 
   constructor(command: readonly string[], env: Record<string, string>) {
-    this.child = spawn(command[0]!, command.slice(1), { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    this.child = spawn(command[0]!, command.slice(1), { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     createInterface({ input: this.child.stdout! }).on("line", (line) => {
       let event: RunnerEvent;
       try {

@@ -201,7 +201,9 @@ export interface App {
   name: string;
   /**
    * The content of config/config_fed_server.json: the workflow to run and
-   * its arguments, for example {"workflow": "fedavg", "args": {...}}.
+   * its arguments, for example {"workflow": "fedavg", "args": {...}}. The
+   * workflows and every argument (type, unit, default) are in
+   * docs/protocol.md; unknown arguments are refused.
    */
   serverConfig:
     | { [key: string]: any }
@@ -211,8 +213,9 @@ export interface App {
     | { [key: string]: any }
     | undefined;
   /**
-   * Other files of the app (for example an initial model), by path relative
-   * to the app folder.
+   * Other files of the app (for example an initial model: a safetensors
+   * file named by the workflow's initial_model argument, relative to the app
+   * folder), by path relative to the app folder.
    */
   files: AppFile[];
 }

@@ -273,7 +273,8 @@ export interface DownloadJobResultRequest {
 
 /**
  * One chunk of one file of a job's result. Files come one after another;
- * the chunks of a file come in order.
+ * the chunks of a file come in order. An empty file is one message with an
+ * empty chunk. The layout of a result is in docs/protocol.md.
  */
 export interface DownloadJobResultResponse {
   /** The file's path within the result, with '/' separators. */
@@ -2855,7 +2856,9 @@ export const MonitorJobResponse: MessageFns<MonitorJobResponse> = {
  * for an unknown job, FAILED_PRECONDITION for a job in the wrong state,
  * INVALID_ARGUMENT for a bad definition or argument, UNAUTHENTICATED,
  * PERMISSION_DENIED, UNAVAILABLE and INTERNAL, each with a message that says
- * what to do.
+ * what to do (docs/protocol.md has the table per RPC). Every reply is at most
+ * 2 MiB, so gRPC's default 4 MiB receive limit suffices; SubmitJob's request
+ * may be as large as the site's job limit (16 MiB by default).
  */
 export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
@@ -2926,7 +2929,10 @@ export const SessionServiceService = {
       Buffer.from(GetArtifactStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetArtifactStatusResponse => GetArtifactStatusResponse.decode(value),
   },
-  /** Submits a new job with the definition of an existing one. */
+  /**
+   * Submits a new job with the definition of an existing one. NOT_FOUND for
+   * an unknown job; otherwise fails as SubmitJob would.
+   */
   cloneJob: {
     path: "/campfire.admin.v1.SessionService/CloneJob" as const,
     requestStream: false as const,
@@ -2936,7 +2942,7 @@ export const SessionServiceService = {
     responseSerialize: (value: CloneJobResponse): Buffer => Buffer.from(CloneJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CloneJobResponse => CloneJobResponse.decode(value),
   },
-  /** Returns a job's meta. */
+  /** Returns a job's meta. NOT_FOUND for an unknown (or deleted) job. */
   getJobMeta: {
     path: "/campfire.admin.v1.SessionService/GetJobMeta" as const,
     requestStream: false as const,
@@ -2946,7 +2952,11 @@ export const SessionServiceService = {
     responseSerialize: (value: GetJobMetaResponse): Buffer => Buffer.from(GetJobMetaResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetJobMetaResponse => GetJobMetaResponse.decode(value),
   },
-  /** Lists jobs, oldest first unless reversed. */
+  /**
+   * Lists jobs, oldest first unless reversed. A detailed listing of very many
+   * jobs can exceed the 2 MiB reply limit (RESOURCE_EXHAUSTED): narrow it
+   * with newest or a prefix.
+   */
   listJobs: {
     path: "/campfire.admin.v1.SessionService/ListJobs" as const,
     requestStream: false as const,
@@ -2973,7 +2983,8 @@ export const SessionServiceService = {
   },
   /**
    * Aborts a job: a queued job is cancelled, a running one is stopped and its
-   * agents told to abort. A finished job is left as it is.
+   * agents told to abort (then bye BYE_REASON_JOB_ENDED). A finished job is
+   * left as it is and its final status returned. NOT_FOUND for an unknown job.
    */
   abortJob: {
     path: "/campfire.admin.v1.SessionService/AbortJob" as const,
@@ -3010,7 +3021,10 @@ export const SessionServiceService = {
   },
   /**
    * Streams a job's status changes and progress until it finishes or the
-   * timeout passes. The last message carries the return code.
+   * timeout passes: the first message is the job's state now, then one per
+   * change (a slow reader gets the latest, not a backlog). The last message
+   * carries the return code. NOT_FOUND for an unknown job or one deleted
+   * while watched; UNAVAILABLE when the site shuts down (watch again later).
    */
   monitorJob: {
     path: "/campfire.admin.v1.SessionService/MonitorJob" as const,
@@ -3093,11 +3107,18 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * submit right.
    */
   getArtifactStatus: handleUnaryCall<GetArtifactStatusRequest, GetArtifactStatusResponse>;
-  /** Submits a new job with the definition of an existing one. */
+  /**
+   * Submits a new job with the definition of an existing one. NOT_FOUND for
+   * an unknown job; otherwise fails as SubmitJob would.
+   */
   cloneJob: handleUnaryCall<CloneJobRequest, CloneJobResponse>;
-  /** Returns a job's meta. */
+  /** Returns a job's meta. NOT_FOUND for an unknown (or deleted) job. */
   getJobMeta: handleUnaryCall<GetJobMetaRequest, GetJobMetaResponse>;
-  /** Lists jobs, oldest first unless reversed. */
+  /**
+   * Lists jobs, oldest first unless reversed. A detailed listing of very many
+   * jobs can exceed the 2 MiB reply limit (RESOURCE_EXHAUSTED): narrow it
+   * with newest or a prefix.
+   */
   listJobs: handleUnaryCall<ListJobsRequest, ListJobsResponse>;
   /**
    * Streams a finished job's result, file by file in chunks. Fails with
@@ -3106,7 +3127,8 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
   downloadJobResult: handleServerStreamingCall<DownloadJobResultRequest, DownloadJobResultResponse>;
   /**
    * Aborts a job: a queued job is cancelled, a running one is stopped and its
-   * agents told to abort. A finished job is left as it is.
+   * agents told to abort (then bye BYE_REASON_JOB_ENDED). A finished job is
+   * left as it is and its final status returned. NOT_FOUND for an unknown job.
    */
   abortJob: handleUnaryCall<AbortJobRequest, AbortJobResponse>;
   /**
@@ -3118,7 +3140,10 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
   getSystemInfo: handleUnaryCall<GetSystemInfoRequest, GetSystemInfoResponse>;
   /**
    * Streams a job's status changes and progress until it finishes or the
-   * timeout passes. The last message carries the return code.
+   * timeout passes: the first message is the job's state now, then one per
+   * change (a slow reader gets the latest, not a backlog). The last message
+   * carries the return code. NOT_FOUND for an unknown job or one deleted
+   * while watched; UNAVAILABLE when the site shuts down (watch again later).
    */
   monitorJob: handleServerStreamingCall<MonitorJobRequest, MonitorJobResponse>;
   /**
@@ -3219,7 +3244,10 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetArtifactStatusResponse) => void,
   ): ClientUnaryCall;
-  /** Submits a new job with the definition of an existing one. */
+  /**
+   * Submits a new job with the definition of an existing one. NOT_FOUND for
+   * an unknown job; otherwise fails as SubmitJob would.
+   */
   cloneJob(
     request: CloneJobRequest,
     callback: (error: ServiceError | null, response: CloneJobResponse) => void,
@@ -3235,7 +3263,7 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CloneJobResponse) => void,
   ): ClientUnaryCall;
-  /** Returns a job's meta. */
+  /** Returns a job's meta. NOT_FOUND for an unknown (or deleted) job. */
   getJobMeta(
     request: GetJobMetaRequest,
     callback: (error: ServiceError | null, response: GetJobMetaResponse) => void,
@@ -3251,7 +3279,11 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetJobMetaResponse) => void,
   ): ClientUnaryCall;
-  /** Lists jobs, oldest first unless reversed. */
+  /**
+   * Lists jobs, oldest first unless reversed. A detailed listing of very many
+   * jobs can exceed the 2 MiB reply limit (RESOURCE_EXHAUSTED): narrow it
+   * with newest or a prefix.
+   */
   listJobs(
     request: ListJobsRequest,
     callback: (error: ServiceError | null, response: ListJobsResponse) => void,
@@ -3282,7 +3314,8 @@ export interface SessionServiceClient extends Client {
   ): ClientReadableStream<DownloadJobResultResponse>;
   /**
    * Aborts a job: a queued job is cancelled, a running one is stopped and its
-   * agents told to abort. A finished job is left as it is.
+   * agents told to abort (then bye BYE_REASON_JOB_ENDED). A finished job is
+   * left as it is and its final status returned. NOT_FOUND for an unknown job.
    */
   abortJob(
     request: AbortJobRequest,
@@ -3336,7 +3369,10 @@ export interface SessionServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Streams a job's status changes and progress until it finishes or the
-   * timeout passes. The last message carries the return code.
+   * timeout passes: the first message is the job's state now, then one per
+   * change (a slow reader gets the latest, not a backlog). The last message
+   * carries the return code. NOT_FOUND for an unknown job or one deleted
+   * while watched; UNAVAILABLE when the site shuts down (watch again later).
    */
   monitorJob(request: MonitorJobRequest, options?: Partial<CallOptions>): ClientReadableStream<MonitorJobResponse>;
   monitorJob(

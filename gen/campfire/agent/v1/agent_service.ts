@@ -43,7 +43,9 @@ export enum ResultDisposition {
   RESULT_DISPOSITION_IGNORED = 3,
   /**
    * RESULT_DISPOSITION_REJECTED - The site is not waiting for a result of this task (a stale or mismatched
-   * task id). The agent must not send it again.
+   * task id, for example after a site restart), or the result's data was
+   * refused (malformed tensors, a payload id the site does not hold): the
+   * ack's reason says which. The agent must not send it again.
    */
   RESULT_DISPOSITION_REJECTED = 4,
   UNRECOGNIZED = -1,
@@ -270,9 +272,9 @@ export interface Hello {
    */
   clientName: string;
   /**
-   * A unique id for this agent, stable across reconnects of the same process
-   * so that the site can recognise it. Required; same character rules as
-   * client_name.
+   * A unique id for this agent, the same on every reconnect of the same
+   * process, so that the site can recognise it and resend its task in flight.
+   * Required; same character rules as client_name.
    */
   agentId: string;
   /**
@@ -434,7 +436,7 @@ export interface ResultAck {
 
 /**
  * A sign of life. Either side sends one when it has sent nothing else for a
- * heartbeat interval.
+ * heartbeat interval (Welcome.heartbeat_interval; the site's default is 5 s).
  */
 export interface Heartbeat {
   /** Increases by one with every heartbeat the sender sends. */
@@ -534,7 +536,7 @@ export interface UploadPayloadRequest {
     /** Describes the upload. Must be the first message, and only the first. */
     { $case: "header"; value: UploadHeader }
     | //
-    /** The next bytes of the payload, at most 1 MiB each. */
+    /** The next bytes of the payload, in order, at most 1 MiB each. */
     { $case: "chunk"; value: Uint8Array }
     | undefined;
 }
@@ -3108,14 +3110,20 @@ export const DownloadPayloadResponse: MessageFns<DownloadPayloadResponse> = {
  * per task when a workflow answers a result with the next task at once.
  * A protocol error ends the stream with INVALID_ARGUMENT (malformed message)
  * or FAILED_PRECONDITION (message out of order); an oversized message with
- * RESOURCE_EXHAUSTED. Other agents are not affected.
+ * RESOURCE_EXHAUSTED. Other agents are not affected. docs/protocol.md lists
+ * every status code of every RPC and what the client should do about it.
  */
 export type AgentServiceService = typeof AgentServiceService;
 export const AgentServiceService = {
   /**
    * Opens the agent's control stream. Exactly one stream per agent id is live:
    * a new stream with an agent id already connected replaces the old one,
-   * which receives `bye` with BYE_REASON_REPLACED and is closed.
+   * which receives `bye` with BYE_REASON_REPLACED and is closed. Fails with
+   * DEADLINE_EXCEEDED when no hello arrives within 10 s, ALREADY_EXISTS when
+   * the agent id belongs to another client, RESOURCE_EXHAUSTED past 64 agents
+   * of one client, UNAVAILABLE when the site shuts down (reconnect), and over
+   * TLS UNAUTHENTICATED or PERMISSION_DENIED (hello must name the client the
+   * certificate names).
    */
   connect: {
     path: "/campfire.agent.v1.AgentService/Connect" as const,
@@ -3130,7 +3138,15 @@ export const AgentServiceService = {
    * Uploads a payload (a serialized campfire.common.v1.DataExchange) in
    * chunks, for a result too large to send inline. Returns the payload's id,
    * which the result then references. Payloads live in the site's memory until
-   * the result that references them is consumed or the agent disconnects.
+   * the result that references them is consumed or the agent disconnects; a
+   * newly welcomed stream of the agent drops the uploads no result named, so
+   * upload after the welcome of the stream that carries the result, and again
+   * after every reconnect. There is no partial resume: a broken upload starts
+   * over. The site may hold back reading an upload while others fill its
+   * memory budget (flow control, not an error). Fails with
+   * FAILED_PRECONDITION (no header first, or no open stream for the agent),
+   * INVALID_ARGUMENT (chunks not adding up to size_bytes), RESOURCE_EXHAUSTED
+   * (size_bytes over the site's limit, 4 GiB by default).
    */
   uploadPayload: {
     path: "/campfire.agent.v1.AgentService/UploadPayload" as const,
@@ -3142,7 +3158,12 @@ export const AgentServiceService = {
       Buffer.from(UploadPayloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UploadPayloadResponse => UploadPayloadResponse.decode(value),
   },
-  /** Downloads a payload that a task references, in chunks. */
+  /**
+   * Downloads a payload that a task references, in chunks, from the first
+   * byte (after a broken download, call again). The payload is held while a
+   * task that references it is in flight: NOT_FOUND otherwise; over TLS only
+   * the client the task went to may download it (PERMISSION_DENIED).
+   */
   downloadPayload: {
     path: "/campfire.agent.v1.AgentService/DownloadPayload" as const,
     requestStream: false as const,
@@ -3160,17 +3181,35 @@ export interface AgentServiceServer extends UntypedServiceImplementation {
   /**
    * Opens the agent's control stream. Exactly one stream per agent id is live:
    * a new stream with an agent id already connected replaces the old one,
-   * which receives `bye` with BYE_REASON_REPLACED and is closed.
+   * which receives `bye` with BYE_REASON_REPLACED and is closed. Fails with
+   * DEADLINE_EXCEEDED when no hello arrives within 10 s, ALREADY_EXISTS when
+   * the agent id belongs to another client, RESOURCE_EXHAUSTED past 64 agents
+   * of one client, UNAVAILABLE when the site shuts down (reconnect), and over
+   * TLS UNAUTHENTICATED or PERMISSION_DENIED (hello must name the client the
+   * certificate names).
    */
   connect: handleBidiStreamingCall<ConnectRequest, ConnectResponse>;
   /**
    * Uploads a payload (a serialized campfire.common.v1.DataExchange) in
    * chunks, for a result too large to send inline. Returns the payload's id,
    * which the result then references. Payloads live in the site's memory until
-   * the result that references them is consumed or the agent disconnects.
+   * the result that references them is consumed or the agent disconnects; a
+   * newly welcomed stream of the agent drops the uploads no result named, so
+   * upload after the welcome of the stream that carries the result, and again
+   * after every reconnect. There is no partial resume: a broken upload starts
+   * over. The site may hold back reading an upload while others fill its
+   * memory budget (flow control, not an error). Fails with
+   * FAILED_PRECONDITION (no header first, or no open stream for the agent),
+   * INVALID_ARGUMENT (chunks not adding up to size_bytes), RESOURCE_EXHAUSTED
+   * (size_bytes over the site's limit, 4 GiB by default).
    */
   uploadPayload: handleClientStreamingCall<UploadPayloadRequest, UploadPayloadResponse>;
-  /** Downloads a payload that a task references, in chunks. */
+  /**
+   * Downloads a payload that a task references, in chunks, from the first
+   * byte (after a broken download, call again). The payload is held while a
+   * task that references it is in flight: NOT_FOUND otherwise; over TLS only
+   * the client the task went to may download it (PERMISSION_DENIED).
+   */
   downloadPayload: handleServerStreamingCall<DownloadPayloadRequest, DownloadPayloadResponse>;
 }
 
@@ -3178,7 +3217,12 @@ export interface AgentServiceClient extends Client {
   /**
    * Opens the agent's control stream. Exactly one stream per agent id is live:
    * a new stream with an agent id already connected replaces the old one,
-   * which receives `bye` with BYE_REASON_REPLACED and is closed.
+   * which receives `bye` with BYE_REASON_REPLACED and is closed. Fails with
+   * DEADLINE_EXCEEDED when no hello arrives within 10 s, ALREADY_EXISTS when
+   * the agent id belongs to another client, RESOURCE_EXHAUSTED past 64 agents
+   * of one client, UNAVAILABLE when the site shuts down (reconnect), and over
+   * TLS UNAUTHENTICATED or PERMISSION_DENIED (hello must name the client the
+   * certificate names).
    */
   connect(): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(options: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;
@@ -3187,7 +3231,15 @@ export interface AgentServiceClient extends Client {
    * Uploads a payload (a serialized campfire.common.v1.DataExchange) in
    * chunks, for a result too large to send inline. Returns the payload's id,
    * which the result then references. Payloads live in the site's memory until
-   * the result that references them is consumed or the agent disconnects.
+   * the result that references them is consumed or the agent disconnects; a
+   * newly welcomed stream of the agent drops the uploads no result named, so
+   * upload after the welcome of the stream that carries the result, and again
+   * after every reconnect. There is no partial resume: a broken upload starts
+   * over. The site may hold back reading an upload while others fill its
+   * memory budget (flow control, not an error). Fails with
+   * FAILED_PRECONDITION (no header first, or no open stream for the agent),
+   * INVALID_ARGUMENT (chunks not adding up to size_bytes), RESOURCE_EXHAUSTED
+   * (size_bytes over the site's limit, 4 GiB by default).
    */
   uploadPayload(
     callback: (error: ServiceError | null, response: UploadPayloadResponse) => void,
@@ -3205,7 +3257,12 @@ export interface AgentServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UploadPayloadResponse) => void,
   ): ClientWritableStream<UploadPayloadRequest>;
-  /** Downloads a payload that a task references, in chunks. */
+  /**
+   * Downloads a payload that a task references, in chunks, from the first
+   * byte (after a broken download, call again). The payload is held while a
+   * task that references it is in flight: NOT_FOUND otherwise; over TLS only
+   * the client the task went to may download it (PERMISSION_DENIED).
+   */
   downloadPayload(
     request: DownloadPayloadRequest,
     options?: Partial<CallOptions>,

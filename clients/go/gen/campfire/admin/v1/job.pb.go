@@ -347,12 +347,15 @@ type App struct {
 	// The app's name, unique within the job.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The content of config/config_fed_server.json: the workflow to run and
-	// its arguments, for example {"workflow": "fedavg", "args": {...}}.
+	// its arguments, for example {"workflow": "fedavg", "args": {...}}. The
+	// workflows and every argument (type, unit, default) are in
+	// docs/protocol.md; unknown arguments are refused.
 	ServerConfig *structpb.Struct `protobuf:"bytes,2,opt,name=server_config,json=serverConfig,proto3" json:"server_config,omitempty"`
 	// The content of config/config_fed_client.json, passed to the agents.
 	ClientConfig *structpb.Struct `protobuf:"bytes,3,opt,name=client_config,json=clientConfig,proto3" json:"client_config,omitempty"`
-	// Other files of the app (for example an initial model), by path relative
-	// to the app folder.
+	// Other files of the app (for example an initial model: a safetensors
+	// file named by the workflow's initial_model argument, relative to the app
+	// folder), by path relative to the app folder.
 	Files         []*AppFile `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

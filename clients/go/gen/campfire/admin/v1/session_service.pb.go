@@ -914,7 +914,8 @@ func (x *DownloadJobResultRequest) GetJobId() string {
 }
 
 // One chunk of one file of a job's result. Files come one after another;
-// the chunks of a file come in order.
+// the chunks of a file come in order. An empty file is one message with an
+// empty chunk. The layout of a result is in docs/protocol.md.
 type DownloadJobResultResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The file's path within the result, with '/' separators.

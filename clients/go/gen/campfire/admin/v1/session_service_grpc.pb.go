@@ -44,7 +44,9 @@ const (
 // for an unknown job, FAILED_PRECONDITION for a job in the wrong state,
 // INVALID_ARGUMENT for a bad definition or argument, UNAUTHENTICATED,
 // PERMISSION_DENIED, UNAVAILABLE and INTERNAL, each with a message that says
-// what to do.
+// what to do (docs/protocol.md has the table per RPC). Every reply is at most
+// 2 MiB, so gRPC's default 4 MiB receive limit suffices; SubmitJob's request
+// may be as large as the site's job limit (16 MiB by default).
 type SessionServiceClient interface {
 	// Submits a job. The job is stored durably before the reply. Fails with
 	// INVALID_ARGUMENT, naming the field and value, when the definition is
@@ -79,17 +81,21 @@ type SessionServiceClient interface {
 	// interrupted upload by the caller, to resume), or all of it. Requires the
 	// submit right.
 	GetArtifactStatus(ctx context.Context, in *GetArtifactStatusRequest, opts ...grpc.CallOption) (*GetArtifactStatusResponse, error)
-	// Submits a new job with the definition of an existing one.
+	// Submits a new job with the definition of an existing one. NOT_FOUND for
+	// an unknown job; otherwise fails as SubmitJob would.
 	CloneJob(ctx context.Context, in *CloneJobRequest, opts ...grpc.CallOption) (*CloneJobResponse, error)
-	// Returns a job's meta.
+	// Returns a job's meta. NOT_FOUND for an unknown (or deleted) job.
 	GetJobMeta(ctx context.Context, in *GetJobMetaRequest, opts ...grpc.CallOption) (*GetJobMetaResponse, error)
-	// Lists jobs, oldest first unless reversed.
+	// Lists jobs, oldest first unless reversed. A detailed listing of very many
+	// jobs can exceed the 2 MiB reply limit (RESOURCE_EXHAUSTED): narrow it
+	// with newest or a prefix.
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	// Streams a finished job's result, file by file in chunks. Fails with
 	// FAILED_PRECONDITION until the job is finished.
 	DownloadJobResult(ctx context.Context, in *DownloadJobResultRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadJobResultResponse], error)
 	// Aborts a job: a queued job is cancelled, a running one is stopped and its
-	// agents told to abort. A finished job is left as it is.
+	// agents told to abort (then bye BYE_REASON_JOB_ENDED). A finished job is
+	// left as it is and its final status returned. NOT_FOUND for an unknown job.
 	AbortJob(ctx context.Context, in *AbortJobRequest, opts ...grpc.CallOption) (*AbortJobResponse, error)
 	// Deletes a job and its workspace. Fails with FAILED_PRECONDITION while the
 	// job is dispatched or running.
@@ -97,7 +103,10 @@ type SessionServiceClient interface {
 	// Describes the site, its connected clients and its running jobs.
 	GetSystemInfo(ctx context.Context, in *GetSystemInfoRequest, opts ...grpc.CallOption) (*GetSystemInfoResponse, error)
 	// Streams a job's status changes and progress until it finishes or the
-	// timeout passes. The last message carries the return code.
+	// timeout passes: the first message is the job's state now, then one per
+	// change (a slow reader gets the latest, not a backlog). The last message
+	// carries the return code. NOT_FOUND for an unknown job or one deleted
+	// while watched; UNAVAILABLE when the site shuts down (watch again later).
 	MonitorJob(ctx context.Context, in *MonitorJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MonitorJobResponse], error)
 	// Returns a job's metric history: the workflow's per-round figures and the
 	// metric records its clients' trainers logged, oldest first. It is kept
@@ -288,7 +297,9 @@ type SessionService_GetJobLogsClient = grpc.ServerStreamingClient[GetJobLogsResp
 // for an unknown job, FAILED_PRECONDITION for a job in the wrong state,
 // INVALID_ARGUMENT for a bad definition or argument, UNAUTHENTICATED,
 // PERMISSION_DENIED, UNAVAILABLE and INTERNAL, each with a message that says
-// what to do.
+// what to do (docs/protocol.md has the table per RPC). Every reply is at most
+// 2 MiB, so gRPC's default 4 MiB receive limit suffices; SubmitJob's request
+// may be as large as the site's job limit (16 MiB by default).
 type SessionServiceServer interface {
 	// Submits a job. The job is stored durably before the reply. Fails with
 	// INVALID_ARGUMENT, naming the field and value, when the definition is
@@ -323,17 +334,21 @@ type SessionServiceServer interface {
 	// interrupted upload by the caller, to resume), or all of it. Requires the
 	// submit right.
 	GetArtifactStatus(context.Context, *GetArtifactStatusRequest) (*GetArtifactStatusResponse, error)
-	// Submits a new job with the definition of an existing one.
+	// Submits a new job with the definition of an existing one. NOT_FOUND for
+	// an unknown job; otherwise fails as SubmitJob would.
 	CloneJob(context.Context, *CloneJobRequest) (*CloneJobResponse, error)
-	// Returns a job's meta.
+	// Returns a job's meta. NOT_FOUND for an unknown (or deleted) job.
 	GetJobMeta(context.Context, *GetJobMetaRequest) (*GetJobMetaResponse, error)
-	// Lists jobs, oldest first unless reversed.
+	// Lists jobs, oldest first unless reversed. A detailed listing of very many
+	// jobs can exceed the 2 MiB reply limit (RESOURCE_EXHAUSTED): narrow it
+	// with newest or a prefix.
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	// Streams a finished job's result, file by file in chunks. Fails with
 	// FAILED_PRECONDITION until the job is finished.
 	DownloadJobResult(*DownloadJobResultRequest, grpc.ServerStreamingServer[DownloadJobResultResponse]) error
 	// Aborts a job: a queued job is cancelled, a running one is stopped and its
-	// agents told to abort. A finished job is left as it is.
+	// agents told to abort (then bye BYE_REASON_JOB_ENDED). A finished job is
+	// left as it is and its final status returned. NOT_FOUND for an unknown job.
 	AbortJob(context.Context, *AbortJobRequest) (*AbortJobResponse, error)
 	// Deletes a job and its workspace. Fails with FAILED_PRECONDITION while the
 	// job is dispatched or running.
@@ -341,7 +356,10 @@ type SessionServiceServer interface {
 	// Describes the site, its connected clients and its running jobs.
 	GetSystemInfo(context.Context, *GetSystemInfoRequest) (*GetSystemInfoResponse, error)
 	// Streams a job's status changes and progress until it finishes or the
-	// timeout passes. The last message carries the return code.
+	// timeout passes: the first message is the job's state now, then one per
+	// change (a slow reader gets the latest, not a backlog). The last message
+	// carries the return code. NOT_FOUND for an unknown job or one deleted
+	// while watched; UNAVAILABLE when the site shuts down (watch again later).
 	MonitorJob(*MonitorJobRequest, grpc.ServerStreamingServer[MonitorJobResponse]) error
 	// Returns a job's metric history: the workflow's per-round figures and the
 	// metric records its clients' trainers logged, oldest first. It is kept

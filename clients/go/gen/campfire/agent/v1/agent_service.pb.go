@@ -38,7 +38,9 @@ const (
 	// (an agent's leftover from before a restart); it was ignored.
 	ResultDisposition_RESULT_DISPOSITION_IGNORED ResultDisposition = 3
 	// The site is not waiting for a result of this task (a stale or mismatched
-	// task id). The agent must not send it again.
+	// task id, for example after a site restart), or the result's data was
+	// refused (malformed tensors, a payload id the site does not hold): the
+	// ack's reason says which. The agent must not send it again.
 	ResultDisposition_RESULT_DISPOSITION_REJECTED ResultDisposition = 4
 )
 
@@ -544,9 +546,9 @@ type Hello struct {
 	// deploy maps, for example "hospital-a". Required; 1 to 128 characters of
 	// letters, digits, '.', '_' and '-'.
 	ClientName string `protobuf:"bytes,1,opt,name=client_name,json=clientName,proto3" json:"client_name,omitempty"`
-	// A unique id for this agent, stable across reconnects of the same process
-	// so that the site can recognise it. Required; same character rules as
-	// client_name.
+	// A unique id for this agent, the same on every reconnect of the same
+	// process, so that the site can recognise it and resend its task in flight.
+	// Required; same character rules as client_name.
 	AgentId string `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	// The newest protocol version the agent speaks: 1 or 2 (this document
 	// describes both). Required: 0 is refused. A newer version is answered with
@@ -1054,7 +1056,7 @@ func (x *ResultAck) GetReason() string {
 }
 
 // A sign of life. Either side sends one when it has sent nothing else for a
-// heartbeat interval.
+// heartbeat interval (Welcome.heartbeat_interval; the site's default is 5 s).
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Increases by one with every heartbeat the sender sends.
@@ -1594,7 +1596,7 @@ type UploadPayloadRequest_Header struct {
 }
 
 type UploadPayloadRequest_Chunk struct {
-	// The next bytes of the payload, at most 1 MiB each.
+	// The next bytes of the payload, in order, at most 1 MiB each.
 	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
 }
 
