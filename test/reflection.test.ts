@@ -61,4 +61,13 @@ describe("buf curl, through server reflection", () => {
     const { stdout: health } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", "{}", `http://${target}/grpc.health.v1.Health/Check`], { timeout: 20_000 });
     expect(JSON.parse(health)).toEqual({ status: "SERVING" });
   });
+
+  it("makes an admin call and follows a monitor stream, as docs/grpcurl.md shows", async () => {
+    const curl = (method: string, body: string) =>
+      run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "-H", "authorization: Bearer ignored-on-an-open-site", "-d", body, `http://${target}/campfire.admin.v1.SessionService/${method}`], { timeout: 20_000 });
+    const info = JSON.parse((await curl("GetSystemInfo", "{}")).stdout) as { site: { name: string } };
+    expect(info.site.name).toBe("test-site");
+    const monitored = await curl("MonitorJob", '{"job_id": "no-such-job"}').catch((error: { stderr: string }) => error.stderr);
+    expect(monitored).toMatch(/not_found/i);
+  });
 });
