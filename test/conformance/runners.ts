@@ -15,9 +15,17 @@ export const LANGUAGES: readonly Language[] = ["ts", "python", "go"];
 /** A language's runner: the command before `<scenario>`, or why it cannot run here (SKIPPED) or could not be built (all scenarios fail). */
 export type Runner = { language: Language; command: string[] } | { language: Language; skipped: string } | { language: Language; broken: string };
 
-/** Finds each language's runner (building the Go one); never throws. */
+/**
+ * Finds each language's runner (building the Go one); never throws.
+ * CAMPFIRE_CONFORMANCE_<TS|PYTHON|GO>="<command> <args>" runs another build of
+ * a runner instead (for example one from a client's own work tree).
+ */
 export async function findRunners(): Promise<Runner[]> {
-  return Promise.all([typescriptRunner(), pythonRunner(), goRunner()]);
+  const found = await Promise.all([typescriptRunner(), pythonRunner(), goRunner()]);
+  return found.map((runner) => {
+    const override = process.env[`CAMPFIRE_CONFORMANCE_${runner.language.toUpperCase()}`]?.trim();
+    return override ? { language: runner.language, command: override.split(/\s+/) } : runner;
+  });
 }
 
 async function typescriptRunner(): Promise<Runner> {
