@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { createLogger } from "../../services/shared/logger.js";
 import type { Identity } from "../../services/security/identity.js";
+import { nextWakeUp } from "../helpers/wake-up.js";
 import { SiteServer } from "../../services/site/site-server.js";
 
 /** The site's timings in every scenario (CONFORMANCE.md): slow enough for any language's reconnect. */
@@ -63,16 +64,7 @@ export class RunnerProcess {
       }
       if (this.exitCode !== undefined) throw new Error(`the runner exited (${this.exitCode}) without printing "${name}"; ${this.describe()}`);
       if (Date.now() > deadline) throw new Error(`the runner printed no "${name}" within ${timeoutMs} ms; ${this.describe()}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(200, deadline - Date.now()));
-        const listeners = this.listeners;
-        function done() {
-          clearTimeout(timer);
-          listeners.delete(done);
-          resolve();
-        }
-        listeners.add(done);
-      });
+      await nextWakeUp(this.listeners, Math.min(200, deadline - Date.now()));
     }
   }
 

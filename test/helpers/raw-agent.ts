@@ -1,5 +1,6 @@
 import { type ClientDuplexStream, credentials, type ServiceError, status as Status } from "@grpc/grpc-js";
 import { channelCredentials, type TlsKit } from "../../services/security/kit.js";
+import { nextWakeUp } from "./wake-up.js";
 import { AgentServiceClient, type ConnectRequest, type ConnectResponse, type Hello } from "../../gen/campfire/agent/v1/agent_service.js";
 
 type ResponseKind = NonNullable<ConnectResponse["kind"]>;
@@ -60,16 +61,7 @@ export class RawAgentStream {
       if (index >= 0) return this.received.splice(index, 1)[0]!.kind!.value as ValueOf<K>;
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new Error(`no ${kind} message within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, remaining);
-        const listeners = this.listeners;
-        function done() {
-          clearTimeout(timer);
-          listeners.delete(done);
-          resolve();
-        }
-        listeners.add(done);
-      });
+      await nextWakeUp(this.listeners, remaining);
     }
   }
 
