@@ -16,12 +16,10 @@ import { promisify } from "node:util";
 import { RunStatus } from "../gen/campfire/admin/v1/job.js";
 import { Session } from "../services/session-client/index.js";
 import { createLogger } from "../services/shared/logger.js";
-import { encodeSafetensors } from "../services/shared/safetensors.js";
-import { DType, float32Tensor, type Tensor } from "../services/shared/tensor.js";
 import { statusName } from "../services/site/jobs/model.js";
 import { SiteServer } from "../services/site/site-server.js";
 import { readModelFile, writeInitialModel } from "./mnist/central.js";
-import { clientData, type Dataset, IMAGE_PIXELS, loadMnist } from "./mnist/data.js";
+import { loadMnist } from "./mnist/data.js";
 import { evaluate } from "./mnist/model.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -111,7 +109,7 @@ try {
 }
 process.exit(exitCode);
 
-/** Starts one trainer process; Python and Go get their shard (the TypeScript trainer's split of the same data) as a file. */
+/** Starts one trainer process; Python and Go get their shard (the TypeScript trainer's split of the same data) as a file (examples/mnist/write-shard.ts). */
 async function startTrainer(client: string, language: (typeof CLIENTS)[number]["language"], index: number): Promise<ChildProcess> {
   const options = { stdio: ["ignore", "ignore", "inherit"] as ["ignore", "ignore", "inherit"], env: { ...process.env, LOG_LEVEL: "warn" } };
   if (language === "typescript") {
@@ -119,17 +117,7 @@ async function startTrainer(client: string, language: (typeof CLIENTS)[number]["
     return spawn(process.execPath, ["--import", "tsx", join(root, "examples/mnist/trainer.ts")], { ...options, env });
   }
   const shard = join(work, `${client}.safetensors`);
-  await writeFile(shard, shardFile(index));
+  await run(process.execPath, ["--import", "tsx", join(root, "examples/mnist/write-shard.ts"), "--client-index", String(index), "--num-clients", String(CLIENTS.length), "--seed", String(SEED), "--out", shard], { cwd: root });
   if (language === "python") return spawn(python, [pythonAgent, "--site", address, "--client-name", client, "--shard", shard], options);
   return spawn(goTrainer, ["--site", address, "--client", client, "--shard", shard], options);
-}
-
-/** A client's shard as safetensors: train_images F32 [n, 784], train_labels U8 [n], validation_images, validation_labels. */
-function shardFile(index: number): Buffer {
-  const { train, validation } = clientData(index, CLIENTS.length, SEED);
-  const tensors = (prefix: string, data: Dataset): Tensor[] => [
-    float32Tensor(`${prefix}_images`, [data.size, IMAGE_PIXELS], data.images),
-    { name: `${prefix}_labels`, dtype: DType.D_TYPE_UINT8, shape: [data.size], data: Buffer.from(data.labels.buffer, data.labels.byteOffset, data.labels.byteLength) },
-  ];
-  return encodeSafetensors([...tensors("train", train), ...tensors("validation", validation)]);
 }
