@@ -33,7 +33,9 @@ class SessionServiceStub:
     for an unknown job, FAILED_PRECONDITION for a job in the wrong state,
     INVALID_ARGUMENT for a bad definition or argument, UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE and INTERNAL, each with a message that says
-    what to do.
+    what to do (docs/protocol.md has the table per RPC). Every reply is at most
+    2 MiB, so gRPC's default 4 MiB receive limit suffices; SubmitJob's request
+    may be as large as the site's job limit (16 MiB by default).
     """
 
     def __init__(self, channel):
@@ -116,7 +118,9 @@ class SessionServiceServicer:
     for an unknown job, FAILED_PRECONDITION for a job in the wrong state,
     INVALID_ARGUMENT for a bad definition or argument, UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE and INTERNAL, each with a message that says
-    what to do.
+    what to do (docs/protocol.md has the table per RPC). Every reply is at most
+    2 MiB, so gRPC's default 4 MiB receive limit suffices; SubmitJob's request
+    may be as large as the site's job limit (16 MiB by default).
     """
 
     def SubmitJob(self, request, context):
@@ -168,21 +172,24 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CloneJob(self, request, context):
-        """Submits a new job with the definition of an existing one.
+        """Submits a new job with the definition of an existing one. NOT_FOUND for
+        an unknown job; otherwise fails as SubmitJob would.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJobMeta(self, request, context):
-        """Returns a job's meta.
+        """Returns a job's meta. NOT_FOUND for an unknown (or deleted) job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Lists jobs, oldest first unless reversed.
+        """Lists jobs, oldest first unless reversed. A detailed listing of very many
+        jobs can exceed the 2 MiB reply limit (RESOURCE_EXHAUSTED): narrow it
+        with newest or a prefix.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,7 +205,8 @@ class SessionServiceServicer:
 
     def AbortJob(self, request, context):
         """Aborts a job: a queued job is cancelled, a running one is stopped and its
-        agents told to abort. A finished job is left as it is.
+        agents told to abort (then bye BYE_REASON_JOB_ENDED). A finished job is
+        left as it is and its final status returned. NOT_FOUND for an unknown job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,7 +229,10 @@ class SessionServiceServicer:
 
     def MonitorJob(self, request, context):
         """Streams a job's status changes and progress until it finishes or the
-        timeout passes. The last message carries the return code.
+        timeout passes: the first message is the job's state now, then one per
+        change (a slow reader gets the latest, not a backlog). The last message
+        carries the return code. NOT_FOUND for an unknown job or one deleted
+        while watched; UNAVAILABLE when the site shuts down (watch again later).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -329,7 +340,9 @@ class SessionService:
     for an unknown job, FAILED_PRECONDITION for a job in the wrong state,
     INVALID_ARGUMENT for a bad definition or argument, UNAUTHENTICATED,
     PERMISSION_DENIED, UNAVAILABLE and INTERNAL, each with a message that says
-    what to do.
+    what to do (docs/protocol.md has the table per RPC). Every reply is at most
+    2 MiB, so gRPC's default 4 MiB receive limit suffices; SubmitJob's request
+    may be as large as the site's job limit (16 MiB by default).
     """
 
     @staticmethod

@@ -54,7 +54,8 @@ class AgentServiceStub:
     per task when a workflow answers a result with the next task at once.
     A protocol error ends the stream with INVALID_ARGUMENT (malformed message)
     or FAILED_PRECONDITION (message out of order); an oversized message with
-    RESOURCE_EXHAUSTED. Other agents are not affected.
+    RESOURCE_EXHAUSTED. Other agents are not affected. docs/protocol.md lists
+    every status code of every RPC and what the client should do about it.
     """
 
     def __init__(self, channel):
@@ -109,13 +110,19 @@ class AgentServiceServicer:
     per task when a workflow answers a result with the next task at once.
     A protocol error ends the stream with INVALID_ARGUMENT (malformed message)
     or FAILED_PRECONDITION (message out of order); an oversized message with
-    RESOURCE_EXHAUSTED. Other agents are not affected.
+    RESOURCE_EXHAUSTED. Other agents are not affected. docs/protocol.md lists
+    every status code of every RPC and what the client should do about it.
     """
 
     def Connect(self, request_iterator, context):
         """Opens the agent's control stream. Exactly one stream per agent id is live:
         a new stream with an agent id already connected replaces the old one,
-        which receives `bye` with BYE_REASON_REPLACED and is closed.
+        which receives `bye` with BYE_REASON_REPLACED and is closed. Fails with
+        DEADLINE_EXCEEDED when no hello arrives within 10 s, ALREADY_EXISTS when
+        the agent id belongs to another client, RESOURCE_EXHAUSTED past 64 agents
+        of one client, UNAVAILABLE when the site shuts down (reconnect), and over
+        TLS UNAUTHENTICATED or PERMISSION_DENIED (hello must name the client the
+        certificate names).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,14 +132,25 @@ class AgentServiceServicer:
         """Uploads a payload (a serialized campfire.common.v1.DataExchange) in
         chunks, for a result too large to send inline. Returns the payload's id,
         which the result then references. Payloads live in the site's memory until
-        the result that references them is consumed or the agent disconnects.
+        the result that references them is consumed or the agent disconnects; a
+        newly welcomed stream of the agent drops the uploads no result named, so
+        upload after the welcome of the stream that carries the result, and again
+        after every reconnect. There is no partial resume: a broken upload starts
+        over. The site may hold back reading an upload while others fill its
+        memory budget (flow control, not an error). Fails with
+        FAILED_PRECONDITION (no header first, or no open stream for the agent),
+        INVALID_ARGUMENT (chunks not adding up to size_bytes), RESOURCE_EXHAUSTED
+        (size_bytes over the site's limit, 4 GiB by default).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DownloadPayload(self, request, context):
-        """Downloads a payload that a task references, in chunks.
+        """Downloads a payload that a task references, in chunks, from the first
+        byte (after a broken download, call again). The payload is held while a
+        task that references it is in flight: NOT_FOUND otherwise; over TLS only
+        the client the task went to may download it (PERMISSION_DENIED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,7 +211,8 @@ class AgentService:
     per task when a workflow answers a result with the next task at once.
     A protocol error ends the stream with INVALID_ARGUMENT (malformed message)
     or FAILED_PRECONDITION (message out of order); an oversized message with
-    RESOURCE_EXHAUSTED. Other agents are not affected.
+    RESOURCE_EXHAUSTED. Other agents are not affected. docs/protocol.md lists
+    every status code of every RPC and what the client should do about it.
     """
 
     @staticmethod
