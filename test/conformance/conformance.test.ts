@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runScenario } from "./harness.js";
+import { runScenario, SCENARIO_TIMEOUT_MS } from "./harness.js";
 import { LANGUAGES, type Language, findRunners, type Runner } from "./runners.js";
 import { SCENARIOS } from "./scenarios.js";
 
@@ -46,6 +46,6 @@ describe.each(LANGUAGES)("conformance %s", (language: Language) => {
       const failure = await runScenario(scenario, runner.command, `conformance-${language}`);
       verdicts.set(key, failure ? "fail" : "pass");
       expect(failure, failure).toBeUndefined();
-    }, 60_000);
+    }, SCENARIO_TIMEOUT_MS + 30_000);
   }
 });

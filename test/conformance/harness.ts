@@ -11,8 +11,8 @@ import { SiteServer } from "../../services/site/site-server.js";
 
 /** The site's timings in every scenario (CONFORMANCE.md): slow enough for any language's reconnect. */
 export const CONFORMANCE_TIMINGS = { heartbeatIntervalMs: 1_000, heartbeatTimeoutMs: 10_000, resendIntervalMs: 500 };
-/** Every scenario ends within this, or the runner is killed and the scenario fails. */
-export const SCENARIO_TIMEOUT_MS = 30_000;
+/** Every scenario ends within this, or the runner is killed and the scenario fails (generous: CI machines are shared and slow to start processes). */
+export const SCENARIO_TIMEOUT_MS = 60_000;
 export const ADMIN_TOKEN = "conformance-token";
 /** Runners run in the repository's root (CONFORMANCE.md). */
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -54,7 +54,7 @@ export class RunnerProcess {
   }
 
   /** The next event named `name` not taken yet (and matching `where`); fails when the runner exits first or after `timeoutMs`. */
-  async next(name: string, where: (event: RunnerEvent) => boolean = () => true, timeoutMs = 15_000): Promise<RunnerEvent> {
+  async next(name: string, where: (event: RunnerEvent) => boolean = () => true, timeoutMs = 20_000): Promise<RunnerEvent> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const found = this.events.find((event) => event.event === name && !this.taken.has(event) && where(event));

@@ -40,7 +40,8 @@ function connectedAgents(ctx: ScenarioContext, client: string) {
   return ctx.site.server.hub.agents().filter((agent) => agent.clientName === client && agent.connected);
 }
 
-const clientConnected = (ctx: ScenarioContext, client: string) => until(`client ${client} to connect`, () => connectedAgents(ctx, client).length > 0);
+/** A runner's process start (an interpreter, tsx compiling) can take many seconds on a loaded machine. */
+const clientConnected = (ctx: ScenarioContext, client: string) => until(`client ${client} to connect`, () => connectedAgents(ctx, client).length > 0, 30_000);
 
 /** Sends one "add_one" task and checks its outcome and the runner's `task` and `result` lines. */
 async function answeredTask(ctx: ScenarioContext, runner: RunnerProcess, client: string, data: DataExchange): Promise<string> {
