@@ -9,6 +9,8 @@ import { SCENARIOS } from "./scenarios.js";
  * one table at the end: scenario x language.
  */
 const verdicts = new Map<string, string>();
+/** Why each failed run failed (its first line), printed under the table. */
+const failures: string[] = [];
 let runners: Runner[] = [];
 
 beforeAll(async () => {
@@ -25,7 +27,8 @@ afterAll(() => {
   for (const scenario of SCENARIOS) {
     lines.push(`${scenario.name.padEnd(width)}  ${LANGUAGES.map((language) => (verdicts.get(`${scenario.name} ${language}`) ?? "-").padEnd(7)).join(" ")}`);
   }
-  console.log(`\nconformance: scenario x language\n${lines.join("\n")}\n`);
+  const why = failures.length ? `\nfailures:\n${failures.join("\n")}\n` : "";
+  console.log(`\nconformance: scenario x language\n${lines.join("\n")}\n${why}`);
 });
 
 describe.each(LANGUAGES)("conformance %s", (language: Language) => {
@@ -45,6 +48,7 @@ describe.each(LANGUAGES)("conformance %s", (language: Language) => {
       }
       const failure = await runScenario(scenario, runner.command, `conformance-${language}`);
       verdicts.set(key, failure ? "fail" : "pass");
+      if (failure) failures.push(`  ${key}: ${failure.split("\n")[0]}`);
       expect(failure, failure).toBeUndefined();
     }, SCENARIO_TIMEOUT_MS + 30_000);
   }

@@ -68,6 +68,11 @@ export class RunnerProcess {
     }
   }
 
+  /** Whether the runner has exited. */
+  get ended(): boolean {
+    return this.exitCode !== undefined;
+  }
+
   /** Every event named `name` printed so far. */
   all(name: string): RunnerEvent[] {
     return this.events.filter((event) => event.event === name);

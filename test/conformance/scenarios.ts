@@ -40,8 +40,16 @@ function connectedAgents(ctx: ScenarioContext, client: string) {
   return ctx.site.server.hub.agents().filter((agent) => agent.clientName === client && agent.connected);
 }
 
-/** A runner's process start (an interpreter, tsx compiling) can take many seconds on a loaded machine. */
-const clientConnected = (ctx: ScenarioContext, client: string) => until(`client ${client} to connect`, () => connectedAgents(ctx, client).length > 0, 30_000);
+/** A runner's process start (an interpreter, tsx compiling) can take many seconds on a loaded machine; one that exits first fails at once. */
+const clientConnected = (ctx: ScenarioContext, client: string, runner?: RunnerProcess) =>
+  until(
+    `client ${client} to connect`,
+    () => {
+      if (runner?.ended) throw new Error(`the runner exited before its agent joined; ${runner.describe()}`);
+      return connectedAgents(ctx, client).length > 0;
+    },
+    30_000,
+  );
 
 /** Sends one "add_one" task and checks its outcome and the runner's `task` and `result` lines. */
 async function answeredTask(ctx: ScenarioContext, runner: RunnerProcess, client: string, data: DataExchange): Promise<string> {
@@ -78,7 +86,7 @@ function agentScenario(
       const proxy = options.throughProxy ? await TcpProxy.start(ctx.site.server.port) : undefined;
       if (proxy) ctx.defer(() => proxy.close());
       const runner = ctx.startRunner({ CAMPFIRE_CLIENT: client, ...(proxy && { CAMPFIRE_SITE: proxy.address }) });
-      await clientConnected(ctx, client);
+      await clientConnected(ctx, client, runner);
       await body(ctx, runner, client, proxy);
     },
   };
@@ -198,7 +206,7 @@ export const SCENARIOS: readonly Scenario[] = [
     const task = await runner.next("task");
     await ctx.site.restart();
     check((await first) instanceof SiteShuttingDown, "the first task did not fail with the site's shutdown");
-    await clientConnected(ctx, client);
+    await clientConnected(ctx, client, runner);
     await answeredTask(ctx, runner, client, smallTask());
     expectField(await runner.next("result", (event) => event.task_id === task.task_id), "accepted", false);
     check(runner.all("welcome").length >= 2, "the runner printed one welcome: it did not reconnect");
