@@ -225,7 +225,7 @@ const scenarios: Record<string, () => Promise<void>> = {
     };
     try {
       await failure("unknown-job", () => session.getJobMeta("no-such-job"));
-      const definition = await readJobFolder(env("CAMPFIRE_JOB_DIR"));
+      const { definition } = await readJobFolder(env("CAMPFIRE_JOB_DIR"));
       await failure("invalid-job", () => session.submitJobDefinition({ ...definition, name: "" }));
       const [app, ...others] = definition.apps;
       const unknownWorkflow = { ...app!, serverConfig: { ...app!.serverConfig, workflow: "no-such-workflow" } };
