@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ByeReason } from "../../gen/campfire/agent/v1/agent_service.js";
 import { runAgentLoop } from "../../services/cli/agent-loop.js";
+import type { AuditRecord } from "../../services/security/audit.js";
 import { Session } from "../../services/session-client/session.js";
 import type { DataExchange } from "../../services/shared/payload.js";
 import { ReturnCode } from "../../services/shared/return-codes.js";
@@ -145,9 +146,15 @@ export const SCENARIOS: readonly Scenario[] = [
     expectField(await runner.next("negotiated", (event) => event.offered === 1), "protocol", 1);
     expectField(await runner.next("negotiated", (event) => event.offered === 99), "protocol", 2);
     await runner.succeeded(10_000);
-    const agents = ctx.site.server.hub.agents().filter((agent) => agent.clientName === client);
-    check(agents.some((agent) => agent.agentId === welcome.agent_id), `the site has no agent ${String(welcome.agent_id)} of ${client}`);
-    check(agents.length === 3, `the site saw ${agents.length} agents of ${client}, expected 3 (the library's and two raw streams)`);
+    // The site forgets agents that said bye: what it saw is in its audit log, one agent.join line per stream.
+    const joined = (await readFile(ctx.site.server.audit.path, "utf8"))
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as AuditRecord)
+      .filter((record) => record.action === "agent.join" && record.outcome === "allowed" && record.identity === client)
+      .map((record) => record.agentId);
+    check(joined.includes(welcome.agent_id as string), `the site's audit log has no join of agent ${String(welcome.agent_id)} of ${client}`);
+    check(new Set(joined).size === 3, `the site saw ${new Set(joined).size} agents of ${client} join, expected 3 (the library's and two raw streams)`);
   }),
 
   agentScenario("agent.task-result", async (ctx, runner, client) => {
