@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SessionServiceClient, type UploadArtifactRequest, type UploadArtifactResponse } from "../gen/campfire/admin/v1/session_service.js";
 import { readAudit } from "../services/security/audit.js";
 import { manifestContentOf } from "../services/security/job-signing.js";
-import { AuthorizationError, bytesSource, InvalidJobDefinition, readJobFolder, Session, type UploadProgress } from "../services/session-client/index.js";
+import { AuthorizationError, bytesSource, type DownloadProgress, InvalidJobDefinition, readJobFolder, Session, type UploadProgress } from "../services/session-client/index.js";
+import { campfire } from "./helpers/cli.js";
 import { encodeSafetensors } from "../services/shared/safetensors.js";
 import { parseTokens } from "../services/site/session/auth.js";
 import { jobDefinition, writeJobFolder } from "./helpers/job-defs.js";
@@ -150,7 +151,18 @@ describe("jobs with artifacts", () => {
     expect(progress.at(-1)).toMatchObject({ path: "app/model.safetensors", done: true, sentBytes: artifacts[0]!.ref.sizeBytes });
     const meta = await waitForJob(alice, jobId, hasStatus(RunStatus.RUN_STATUS_FINISHED_COMPLETED, RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION), 30_000);
     expect(meta.endReason).toBe("the workflow completed");
-    const result = await alice.downloadJobResult(jobId, await tempDir());
+    const downloads: DownloadProgress[] = [];
+    const result = await alice.downloadJobResult(jobId, await tempDir(), { onProgress: (event) => downloads.push(event) });
+    const finalSize = (await stat(join(result, "models/final.safetensors"))).size;
+    expect(downloads.filter((event) => event.path === "models/final.safetensors").map((event) => event.bytes)).toEqual(
+      Array.from({ length: Math.ceil(finalSize / (1024 * 1024)) }, (_, index) => Math.min(finalSize, (index + 1) * 1024 * 1024)),
+    );
+    expect(downloads.filter((event) => event.done).map((event) => event.path)).toContain("models/final.safetensors");
+    // Off a terminal `campfire download` says what it moved, a line per large file, on stderr; stdout keeps the folder.
+    const cli = await campfire(["download", jobId, "--out", await tempDir()], { CAMPFIRE_SITE: site.address, CAMPFIRE_TOKEN: "alice-token" });
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stderr).toMatch(/^downloaded models\/final\.safetensors \(2\.0 MiB\): [\d.]+ s, [\d.]+ \S+\/s$/m);
+    expect(cli.stderr).not.toContain("job/meta.json");
     const final = await readModel(join(result, "models/final.safetensors"));
     expect(final.slice(0, 8)).toEqual([1, 2, 3, 4, 5, 6, 7, 1]);
     const shown = JSON.parse(await readFile(join(result, "job/definition.json"), "utf8"));

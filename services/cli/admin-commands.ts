@@ -13,7 +13,7 @@ import { levelName } from "../site/history/records.js";
 import { historyTables } from "./metrics-output.js";
 import { describeMeta, describeSystem, jobsTable, output, type Output, ProgressView } from "./output.js";
 import { integer } from "./parse.js";
-import { UploadView } from "./upload-view.js";
+import { TransferView } from "./transfer-view.js";
 
 /** The options every admin command takes (declared on the root program). */
 export interface AdminOptions {
@@ -75,8 +75,8 @@ Examples:
     .action(
       run(async (folder: string, _options: unknown, command: Command) =>
         withSession(command, async (session, out) => {
-          const view = await UploadView.create();
-          const jobId = await session.submitJob(folder, { onProgress: (progress) => view.update(progress) });
+          const view = await TransferView.create("upload");
+          const jobId = await session.submitJob(folder, { onProgress: ({ sentBytes, ...progress }) => view.update({ ...progress, bytes: sentBytes }) });
           if (out.json) out.data({ job_id: jobId });
           else out.line(jobId);
           out.hint(`submitted; follow it with: campfire monitor ${jobId}`);
@@ -226,7 +226,8 @@ Examples:
     .action(
       run(async (jobId: string, options: { out: string }, command: Command) =>
         withSession(command, async (session, out) => {
-          const folder = await session.downloadJobResult(jobId, options.out);
+          const view = await TransferView.create("download");
+          const folder = await session.downloadJobResult(jobId, options.out, { onProgress: (progress) => view.update(progress) });
           if (out.json) out.data({ job_id: jobId, path: folder });
           else out.line(folder);
         }),

@@ -105,6 +105,16 @@ export type MonitorRecords = Pick<MonitorJobResponse, "rounds" | "clientRecords"
 
 export type SystemInfo = GetSystemInfoResponse;
 
+/** How far one file of a result download has come. */
+export interface DownloadProgress {
+  path: string;
+  attempt: number;
+  totalBytes: number;
+  bytes: number;
+  resumedFrom: number;
+  done: boolean;
+}
+
 /**
  * A session with a site's SessionService: the reference SessionSpec in
  * TypeScript. Every call has a deadline (monitorJob without a timeout has a
@@ -321,7 +331,7 @@ export class Session {
    * there) and returns that folder. Files land in a temporary sibling first,
    * so a failed download leaves nothing half-written behind.
    */
-  async downloadJobResult(jobId: string, dir = "."): Promise<string> {
+  async downloadJobResult(jobId: string, dir = ".", options: { onProgress?: (progress: DownloadProgress) => void } = {}): Promise<string> {
     const target = resolve(dir, jobId);
     const staging = `${target}.partial-${randomBytes(4).toString("hex")}`;
     const call = this.stream(this.client.downloadJobResult({ jobId }, this.metadata, this.deadline(this.downloadTimeoutMs)));
@@ -348,6 +358,7 @@ export class Session {
         if (chunk.offset !== current.written) throw new InternalError(`${chunk.path}: a chunk at offset ${chunk.offset}, expected ${current.written}`);
         await current.handle.write(chunk.chunk);
         current.written += chunk.chunk.length;
+        options.onProgress?.({ path: chunk.path, attempt: 1, totalBytes: current.size, bytes: current.written, resumedFrom: 0, done: current.written >= current.size });
       }
       await call.ended();
       await closeFile();
