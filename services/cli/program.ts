@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { addAdminCommands, adminOptions } from "./admin-commands.js";
 import { addAuditCommand } from "./audit-command.js";
 import { EXIT_CODES_HELP, exitCodeOf, type Runner } from "./exit-codes.js";
+import { addHealthCommand } from "./health-command.js";
 import { addProcessCommands } from "./process-commands.js";
 import { addProvisionCommand } from "./provision-command.js";
 
@@ -45,6 +46,7 @@ export async function runCli(argv: string[]): Promise<number> {
   addAdminCommands(program, run);
   addProvisionCommand(program, run);
   addAuditCommand(program, run);
+  addHealthCommand(program, run);
   for (const command of program.commands) command.exitOverride();
   try {
     await program.parseAsync(argv);

@@ -5,6 +5,12 @@ import { fileURLToPath } from "node:url";
 /** The `campfire` command, as a user runs it. */
 export const CAMPFIRE = fileURLToPath(new URL("../../bin/campfire.mjs", import.meta.url));
 
+/** Which `campfire` to run and where: the checkout's by default, or an installed package's bin. */
+export interface Launch {
+  bin?: string;
+  cwd?: string;
+}
+
 export interface CliResult {
   code: number | null;
   stdout: string;
@@ -18,9 +24,9 @@ function environment(env: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** Runs `campfire <args>` to its end (killed after `timeoutMs`) and returns its exit code and output. */
-export function campfire(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<CliResult> {
+export function campfire(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000, launch: Launch = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CAMPFIRE, ...args], { env: environment(env), stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [launch.bin ?? CAMPFIRE, ...args], { env: environment(env), cwd: launch.cwd, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -55,13 +61,13 @@ export class CampfireProcess {
     this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
   }
 
-  static start(args: string[], env: Record<string, string> = {}): CampfireProcess {
-    return new CampfireProcess(spawn(process.execPath, [CAMPFIRE, ...args], { env: environment(env), stdio: ["ignore", "pipe", "pipe"] }));
+  static start(args: string[], env: Record<string, string> = {}, launch: Launch = {}): CampfireProcess {
+    return new CampfireProcess(spawn(process.execPath, [launch.bin ?? CAMPFIRE, ...args], { env: environment(env), cwd: launch.cwd, stdio: ["ignore", "pipe", "pipe"] }));
   }
 
   /** Starts `campfire site` on 127.0.0.1:0 and resolves with it and its address once it listens. */
-  static async site(args: string[], env: Record<string, string> = {}): Promise<{ process: CampfireProcess; address: string }> {
-    const site = CampfireProcess.start(["site", "--listen", "127.0.0.1:0", ...args], env);
+  static async site(args: string[], env: Record<string, string> = {}, launch: Launch = {}): Promise<{ process: CampfireProcess; address: string }> {
+    const site = CampfireProcess.start(["site", "--listen", "127.0.0.1:0", ...args], env, launch);
     const listening = await site.waitForLog((record) => record.msg === "site listening");
     return { process: site, address: `127.0.0.1:${String(listening.port)}` };
   }
