@@ -1,0 +1,109 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
+import { promisify } from "node:util";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { broadcast, writeJobFolder } from "./helpers/job-defs.js";
+import { tempDir, until } from "./helpers/job-site.js";
+
+// The image as an operator runs it: a site container with no network but its own loopback, an agent
+// sidecar sharing that network namespace (as containers of one pod do), an admin container beside
+// them submitting a job; health through `campfire health`, and `docker stop` sending SIGTERM.
+// scripts/docker/build-image.sh installs and starts Docker when it can (the first run also builds
+// the base and the image: about two minutes; later runs reuse the cached layers).
+const execFileAsync = promisify(execFile);
+const BUILD = fileURLToPath(new URL("../scripts/docker/build-image.sh", import.meta.url));
+
+interface Built {
+  env: NodeJS.ProcessEnv;
+  image: string;
+}
+
+async function buildImage(): Promise<Built | string> {
+  const started = Date.now();
+  const built = await execFileAsync(BUILD, { maxBuffer: 16 * 1024 * 1024 }).catch((error: { code?: number; stderr?: string }) => error);
+  if ("code" in built) {
+    if (built.code === 3) return `no Docker engine can run here: ${built.stderr?.trim()}`;
+    throw new Error(`scripts/docker/build-image.sh failed (${built.code}): ${built.stderr}`);
+  }
+  const value = (name: string) => built.stdout.match(new RegExp(`^${name}=(.*)$`, "m"))?.[1] ?? "";
+  console.log(`test/deploy-docker.test.ts: image ${value("IMAGE")} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return { env: { ...process.env, DOCKER_HOST: value("DOCKER_HOST") }, image: value("IMAGE") };
+}
+
+const built = await buildImage();
+if (typeof built === "string") console.warn(`test/deploy-docker.test.ts: skipped, ${built}`);
+const docker = async (...args: string[]): Promise<string> => {
+  const { env } = built as Built;
+  return (await execFileAsync("docker", args, { env, maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
+};
+
+const suffix = randomBytes(4).toString("hex");
+const SITE = `campfire-test-site-${suffix}`;
+const AGENT = `campfire-test-agent-${suffix}`;
+let work: string;
+
+beforeAll(async () => {
+  if (typeof built === "string") return;
+  work = await tempDir("campfire-docker-");
+  await docker(
+    "run", "--detach", "--name", SITE, "--network", "none",
+    "--health-cmd", "campfire health --timeout-ms 3000", "--health-interval", "1s", "--health-timeout", "5s", "--health-start-period", "20s",
+    built.image, "site", "--schedule-interval-ms", "100", "--schedule-max-interval-ms", "500",
+  );
+  await docker("run", "--detach", "--name", AGENT, "--network", `container:${SITE}`, built.image, "agent", "--client", "docker-a");
+}, 60_000);
+
+afterAll(async () => {
+  if (typeof built === "string") return;
+  await docker("rm", "--force", "--volumes", AGENT, SITE).catch(() => undefined);
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe.skipIf(typeof built === "string")("the container image", () => {
+  it("runs as a non-root user under tini, which forwards signals to node", async () => {
+    const [uid, init] = await Promise.all([
+      docker("exec", SITE, "node", "-p", "process.getuid()"),
+      docker("exec", SITE, "node", "-p", "require('fs').readFileSync('/proc/1/cmdline', 'utf8').split('\\0').slice(0, 3).join(' ')"),
+    ]);
+    expect(uid).toBe("1000");
+    expect(init).toBe("/usr/bin/tini -- campfire");
+  });
+
+  it("turns healthy through campfire health, for the process and per service", async () => {
+    await until("the site container to be healthy", async () => (await docker("inspect", "--format", "{{.State.Health.Status}}", SITE)) === "healthy", 30_000);
+    for (const service of ["campfire.agent.v1.AgentService", "campfire.admin.v1.SessionService"]) {
+      expect(await docker("exec", SITE, "campfire", "health", "--service", service)).toBe("SERVING");
+    }
+  });
+
+  it("runs a job submitted from an admin container to the site, answered by the sidecar agent over the shared loopback", async () => {
+    const folder = await writeJobFolder(work, { name: "in-docker", deployMap: { app: ["server", "docker-a"] }, minClients: 1, apps: { app: { server: broadcast({ task_name: "echo", data: { from: "docker" } }) } } });
+    const admin = (...args: string[]) => docker("run", "--rm", "--network", `container:${SITE}`, "--volume", `${folder}:/job:ro`, (built as Built).image, ...args);
+    const jobId = await admin("submit", "/job");
+    expect(jobId).toMatch(/^[0-9a-f-]{36}$/);
+    await admin("monitor", jobId, "--timeout", "60");
+    const meta = JSON.parse(await admin("meta", jobId, "--json")) as { status: string };
+    expect(meta.status).toBe("FINISHED:COMPLETED");
+  }, 90_000);
+
+  it("stops on docker stop's SIGTERM with exit code 0, agent then site, well before the kill", async () => {
+    const stopTimeoutS = 20;
+    const timed = async (name: string) => {
+      const started = Date.now();
+      await docker("stop", "--time", String(stopTimeoutS), name);
+      const seconds = (Date.now() - started) / 1000;
+      const [exitCode, logs] = await Promise.all([docker("inspect", "--format", "{{.State.ExitCode}}", name), docker("logs", name)]);
+      console.log(`test/deploy-docker.test.ts: docker stop ${name} took ${seconds.toFixed(2)} s, exit code ${exitCode}`);
+      return { exitCode, seconds, logs };
+    };
+    const agent = await timed(AGENT);
+    const site = await timed(SITE);
+    expect(agent.exitCode).toBe("0");
+    expect(site.exitCode).toBe("0");
+    // Exit code 0 rules out docker's SIGKILL (137); the time shows node did not sit on the signal.
+    expect(site.seconds).toBeLessThan(stopTimeoutS);
+    expect(site.logs).toContain('"signal":"SIGTERM"');
+  }, 60_000);
+});
