@@ -23,7 +23,7 @@ interface Built {
 async function buildImage(): Promise<Built | string> {
   const started = Date.now();
   const built = await execFileAsync(BUILD, { maxBuffer: 16 * 1024 * 1024 }).catch((error: { code?: number; stderr?: string }) => error);
-  if ("code" in built) {
+  if (!("stdout" in built)) {
     if (built.code === 3) return `no Docker engine can run here: ${built.stderr?.trim()}`;
     throw new Error(`scripts/docker/build-image.sh failed (${built.code}): ${built.stderr}`);
   }

@@ -57,7 +57,7 @@ beforeAll(async () => {
   work = await tempDir("campfire-package-");
   // prepack runs `npm run build`: dist/ is compiled fresh from the sources.
   const packed = await execFileAsync("npm", ["pack", "--json", "--pack-destination", work], { cwd: CHECKOUT, maxBuffer: 16 * 1024 * 1024 });
-  const [{ filename }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("["))) as Array<{ filename: string }>;
+  const [{ filename }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("["))) as [{ filename: string }];
   app = join(work, "app");
   await execFileAsync("mkdir", ["-p", app]);
   await writeFile(join(app, "package.json"), JSON.stringify({ name: "packaged-user", private: true, type: "module" }));

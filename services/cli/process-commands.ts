@@ -40,6 +40,7 @@ function stopRequested(again: () => void = () => undefined): Promise<NodeJS.Sign
 
 interface SiteCommandOptions {
   listen?: string;
+  healthListen?: string;
   name: string;
   dataDir: string;
   maxJobs: number;
@@ -90,6 +91,7 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .command("site")
     .description("run a site: the agent service and the admin session service, with an embedded job store")
     .addOption(env("--listen <host:port>", "where to listen (default: 0.0.0.0:7443 with --tls-dir, so container probes reach it; 127.0.0.1:7443 without)", "CAMPFIRE_LISTEN"))
+    .addOption(env("--health-listen <host:port>", "also serve grpc.health.v1 alone in plain text here, for Kubernetes grpc probes (which cannot speak TLS)", "CAMPFIRE_HEALTH_LISTEN"))
     .addOption(env("--name <name>", "the site's name", "CAMPFIRE_SITE_NAME").default("site"))
     .addOption(env("--data-dir <dir>", "where jobs and their workspaces are kept (with --store: the workspaces only)", "CAMPFIRE_DATA_DIR").default(DEFAULT_DATA_DIR))
     .addOption(env("--store <url>", "keep jobs in PostgreSQL (postgres://user:password@host:port/db) instead of the data directory's embedded store", "CAMPFIRE_STORE"))
@@ -154,6 +156,7 @@ Examples:
           tls: tlsDir,
           insecure,
           dashboard: options.http ? { address: options.http, insecure } : undefined,
+          healthAddress: options.healthListen,
           timings: { heartbeatIntervalMs: options.heartbeatIntervalMs, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
           jobs: {
             dataDir: options.dataDir,
@@ -204,9 +207,10 @@ the one it holds (its result delivered) for up to --drain-seconds, hands it
 back to the site otherwise (task.signal fires), says bye and exits 0.
 
 A trainer module, an ES module in TypeScript or JavaScript (.mts/.mjs anywhere,
-.ts/.js in a package with "type": "module"):
+.ts/.js in a package with "type": "module"; TypeScript only from a checkout, as
+the installed package runs plain node):
   // trainer.mts
-  import type { AgentTask } from "campfire/services/agent/index.ts";
+  import type { AgentTask } from "campfire/agent";
   export default async function train(task: AgentTask) {
     // task.taskName, task.data (tensors, values, meta), task.signal (fires on abort)
     return { data: task.data, returnCode: 1 /* OK */ };

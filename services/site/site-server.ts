@@ -22,6 +22,7 @@ import { Authenticator, type TokenMap } from "./session/auth.js";
 import { sessionServiceHandlers } from "./session/handlers.js";
 import { type AgentLimits, agentServiceHandlers, DEFAULT_AGENT_LIMITS } from "./transport/agent-service.js";
 import { withTolerantDecoding } from "./transport/decoding.js";
+import { listenForHealthProbes } from "./transport/health-probes.js";
 import { reflectionServices } from "./transport/reflection.js";
 import { isLoopbackAddress } from "./transport/listen-address.js";
 import { widenReceiveWindows } from "./transport/receive-windows.js";
@@ -65,6 +66,8 @@ export interface SiteOptions {
    * Beyond loopback it needs the site's kit (mutual TLS) or `insecure`, as the gRPC port does.
    */
   metrics?: string;
+  /** host:port of a plain-text listener serving only grpc.health.v1, for Kubernetes' grpc probes (transport/health-probes.ts). */
+  healthAddress?: string;
 }
 
 /** The reference's defaults: heartbeats every 5 s, gone after 30 s of silence, resend every 2 s. */
@@ -93,11 +96,17 @@ export class SiteServer {
     readonly trust: SiteTrust | undefined,
     private readonly temporaryDir: string | undefined,
     private readonly metricsServer: MetricsServer | undefined,
+    private readonly healthProbes: { server: Server; port: number } | undefined,
   ) {}
 
   /** The port /metrics is served on, when the site serves metrics. */
   get metricsPort(): number | undefined {
     return this.metricsServer?.port;
+  }
+
+  /** The port of the health probes' listener, when there is one. */
+  get healthPort(): number | undefined {
+    return this.healthProbes?.port;
   }
 
   static async start(options: SiteOptions = {}): Promise<SiteServer> {
@@ -190,7 +199,17 @@ export class SiteServer {
     // No connection can be accepted before this runs: only microtasks lie between bindAsync's callback and here.
     widenReceiveWindows(server);
     logger.info({ address, port, tls: Boolean(trust), project: trust?.project, audit: audit.path }, "site listening");
-    const site = new SiteServer(hub, jobs, port, startTime, server, health, healthNames, logger, audit, trust, temporaryDir, metricsServer);
+    const healthProbes = options.healthAddress
+      ? await listenForHealthProbes(health, options.healthAddress).catch(async (error: unknown) => {
+          server.forceShutdown();
+          await metricsServer?.close();
+          await jobs.close();
+          await audit.close();
+          throw error;
+        })
+      : undefined;
+    if (healthProbes) logger.info({ address: options.healthAddress, port: healthProbes.port }, "health probes listening");
+    const site = new SiteServer(hub, jobs, port, startTime, server, health, healthNames, logger, audit, trust, temporaryDir, metricsServer, healthProbes);
     if (options.dashboard) site.dashboard = await Dashboard.start(options.dashboard, { siteName, startTime, hub, jobs, trust }, gate, logger);
     return site;
   }
@@ -252,6 +271,7 @@ export class SiteServer {
         resolve();
       });
     });
+    this.healthProbes?.server.forceShutdown();
     await this.audit.close();
     await this.metricsServer?.close();
     if (this.temporaryDir) await rm(this.temporaryDir, { recursive: true, force: true });
