@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds a real kube-apiserver from the Go module proxy into .cache/kube-build/bin (about 8 minutes
 # on 2 cores, once; later runs only print where it is), for test/deploy-kubernetes.test.ts, which
-# validates deploy/kubernetes/ with the API server's server-side dry run. Also installs etcd.
+# validates deploy/kubernetes/ (through scripts/kube/run-apiserver.sh) with the API server's server-side dry run. Also installs etcd.
 # k8s.io/kubernetes's go.mod replaces its staging modules with ./staging/src/..., so
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@v` is refused: a wrapper module requires
 # k8s.io/kubernetes and replaces each staging module with its published v0.X.Y instead.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 KV=${KV:-v1.36.3}            # the k8s.io/kubernetes version
 SV=v0.${KV#v1.}              # its staging modules are published as v0.36.3 etc.
 dir="$PWD/.cache/kube-build"
