@@ -20,7 +20,7 @@ const execFileAsync = promisify(execFile);
 const CHECKOUT = fileURLToPath(new URL("..", import.meta.url));
 const MANIFESTS = join(CHECKOUT, "deploy", "kubernetes");
 
-type Manifest = { kind: string; metadata: { name: string; namespace?: string }; spec?: any };// eslint-disable-line
+type Manifest = { kind: string; metadata: { name: string; namespace?: string }; spec?: any };
 
 const succeeds = (command: string, args: string[]) => execFileAsync(command, args).then(() => true, () => false);
 
