@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
@@ -59,9 +59,9 @@ beforeAll(async () => {
   const packed = await execFileAsync("npm", ["pack", "--json", "--pack-destination", work], { cwd: CHECKOUT, maxBuffer: 16 * 1024 * 1024 });
   const [{ filename }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("["))) as [{ filename: string }];
   app = join(work, "app");
-  await execFileAsync("mkdir", ["-p", app]);
-  await writeFile(join(app, "package.json"), JSON.stringify({ name: "packaged-user", private: true, type: "module" }));
+  await mkdir(app);
   const environment = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("npm_") && !name.startsWith("NODE_")));
+  await execFileAsync("npm", ["init", "-y"], { cwd: app, env: environment });
   await execFileAsync("npm", ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund", join(work, filename)], {
     cwd: app,
     env: environment,
