@@ -9,9 +9,8 @@ FROM ${BASE} AS build
 WORKDIR /opt/campfire
 COPY package.json package-lock.json ./
 RUN npm install --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json README.md ./
+COPY tsconfig.json tsconfig.build.json ./
 COPY proto proto
-COPY docs docs
 COPY gen gen
 COPY services services
 RUN npm run build \

@@ -18,6 +18,8 @@ const BUILD = fileURLToPath(new URL("../scripts/docker/build-image.sh", import.m
 interface Built {
   env: NodeJS.ProcessEnv;
   image: string;
+  /** The dockerd the script started for this run, stopped at the end; undefined when one was running already. */
+  dockerdPid: number | undefined;
 }
 
 async function buildImage(): Promise<Built | string> {
@@ -29,7 +31,7 @@ async function buildImage(): Promise<Built | string> {
   }
   const value = (name: string) => built.stdout.match(new RegExp(`^${name}=(.*)$`, "m"))?.[1] ?? "";
   console.log(`test/deploy-docker.test.ts: image ${value("IMAGE")} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  return { env: { ...process.env, DOCKER_HOST: value("DOCKER_HOST") }, image: value("IMAGE") };
+  return { env: { ...process.env, DOCKER_HOST: value("DOCKER_HOST") }, image: value("IMAGE"), dockerdPid: Number(value("DOCKERD_PID")) || undefined };
 }
 
 const built = await buildImage();
@@ -58,6 +60,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (typeof built === "string") return;
   await docker("rm", "--force", "--volumes", AGENT, SITE).catch(() => undefined);
+  if (built.dockerdPid) process.kill(built.dockerdPid, "SIGTERM");
   if (work) await rm(work, { recursive: true, force: true });
 });
 

@@ -3,7 +3,8 @@
 # an engine already answering at $DOCKER_HOST is used as it is; otherwise docker.io is installed
 # with apt when dockerd is missing, and a private dockerd is started by hand (these machines have
 # no systemd) on .cache/docker/docker.sock, with its images kept under .cache/docker/root so that
-# later runs reuse them. Idempotent: a second run finds the running engine.
+# later runs reuse them. Idempotent: a second run finds the running engine. Prints the socket, and
+# "started <pid>" on a second line when it started dockerd (the caller may stop it afterwards).
 # Exit 3 (with the reason on stderr) when no engine can run here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,7 +22,7 @@ mkdir -p "$state/root" "$state/exec"
 nohup dockerd --data-root "$state/root" --exec-root "/run/campfire-docker-$(id -u)" --pidfile "$state/dockerd.pid" \
   --host "$socket" --bridge none --iptables=false --ip6tables=false >"$state/dockerd.log" 2>&1 &
 for _ in $(seq 1 60); do
-  if DOCKER_HOST="$socket" docker info >/dev/null 2>&1; then echo "$socket"; exit 0; fi
+  if DOCKER_HOST="$socket" docker info >/dev/null 2>&1; then printf '%s\nstarted %s\n' "$socket" "$!"; exit 0; fi
   if ! kill -0 $! 2>/dev/null; then break; fi
   sleep 0.5
 done
