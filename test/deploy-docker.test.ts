@@ -1,9 +1,11 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { chmod, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { campfire } from "./helpers/cli.js";
 import { broadcast, writeJobFolder } from "./helpers/job-defs.js";
 import { tempDir, until } from "./helpers/job-site.js";
 
@@ -14,6 +16,7 @@ import { tempDir, until } from "./helpers/job-site.js";
 // the base and the image: about two minutes; later runs reuse the cached layers).
 const execFileAsync = promisify(execFile);
 const BUILD = fileURLToPath(new URL("../scripts/docker/build-image.sh", import.meta.url));
+const KUBERNETES = fileURLToPath(new URL("../deploy/kubernetes/", import.meta.url));
 
 interface Built {
   env: NodeJS.ProcessEnv;
@@ -38,12 +41,17 @@ const built = await buildImage();
 if (typeof built === "string") console.warn(`test/deploy-docker.test.ts: skipped, ${built}`);
 const docker = async (...args: string[]): Promise<string> => {
   const { env } = built as Built;
-  return (await execFileAsync("docker", args, { env, maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
+  const result = await execFileAsync("docker", args, { env, maxBuffer: 16 * 1024 * 1024 }).catch((error: { message: string; stdout: string; stderr: string }) => {
+    throw new Error(`${error.message.split("\n")[0]}\nstdout: ${error.stdout}\nstderr: ${error.stderr}`);
+  });
+  return result.stdout.trim();
 };
 
 const suffix = randomBytes(4).toString("hex");
 const SITE = `campfire-test-site-${suffix}`;
 const AGENT = `campfire-test-agent-${suffix}`;
+const TLS_SITE = `campfire-test-tls-site-${suffix}`;
+const TLS_AGENT = `campfire-test-tls-agent-${suffix}`;
 let work: string;
 
 beforeAll(async () => {
@@ -59,7 +67,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (typeof built === "string") return;
-  await docker("rm", "--force", "--volumes", AGENT, SITE).catch(() => undefined);
+  await docker("rm", "--force", "--volumes", AGENT, SITE, TLS_AGENT, TLS_SITE).catch(() => undefined);
   if (built.dockerdPid) process.kill(built.dockerdPid, "SIGTERM");
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -109,4 +117,43 @@ describe.skipIf(typeof built === "string")("the container image", () => {
     expect(site.seconds).toBeLessThan(stopTimeoutS);
     expect(site.logs).toContain('"signal":"SIGTERM"');
   }, 60_000);
+});
+
+describe.skipIf(typeof built === "string")("the image as deploy/kubernetes configures it", () => {
+  it("serves TLS with the site's kit, plain-text health probes, a read-only root and site.env's settings; a signed job runs", async () => {
+    const { image } = built as Built;
+    const kits = join(work, "kits");
+    const provisioned = await campfire(["provision", join(KUBERNETES, "project.yaml"), "--out", kits]);
+    expect(provisioned.code, provisioned.stderr).toBe(0);
+    // Kubernetes mounts the kits' Secrets readable by the pod's group (defaultMode 0440, fsGroup 1000); here, by anyone.
+    for (const entry of await readdir(kits, { recursive: true, withFileTypes: true })) await chmod(join(entry.parentPath, entry.name), entry.isDirectory() ? 0o755 : 0o444);
+    const kit = (name: string) => `${join(kits, name)}:/etc/campfire/kit:ro`;
+    await docker(
+      "run", "--detach", "--name", TLS_SITE, "--network", "none", "--read-only", "--tmpfs", "/tmp",
+      "--env-file", join(KUBERNETES, "site", "site.env"), "--volume", kit("site"),
+      "--health-cmd", "campfire health --site localhost:7443 --timeout-ms 3000", "--health-interval", "1s", "--health-start-period", "20s",
+      image, "site",
+    );
+    await docker(
+      "run", "--detach", "--name", TLS_AGENT, "--network", `container:${TLS_SITE}`, "--read-only",
+      "--env", "CAMPFIRE_TLS_DIR=/etc/campfire/kit", "--env", "CAMPFIRE_SITE=localhost:7443", "--volume", kit("hospital-a"),
+      image, "agent", "--client", "hospital-a",
+    );
+    // The health-cmd above speaks TLS to the site's port with the site's own kit (CAMPFIRE_TLS_DIR from
+    // site.env), dialling a name its certificate carries.
+    await until("the TLS site container to be healthy", async () => (await docker("inspect", "--format", "{{.State.Health.Status}}", TLS_SITE)) === "healthy", 30_000);
+    // What the kubelet's grpc probes reach: the plain-text health port of CAMPFIRE_HEALTH_LISTEN.
+    const probe = await docker("exec", "--env", "CAMPFIRE_TLS_DIR=", TLS_SITE, "campfire", "health", "--site", "127.0.0.1:8081", "--service", "campfire.agent.v1.AgentService");
+    expect(probe).toBe("SERVING");
+
+    const folder = await writeJobFolder(work, { name: "in-kubernetes-shape", deployMap: { app: ["server", "hospital-a"] }, minClients: 1, apps: { app: { server: broadcast({ task_name: "echo" }), client: { lr: 0.1 } } } });
+    const admin = (...args: string[]) =>
+      docker("run", "--rm", "--network", `container:${TLS_SITE}`, "--env", "CAMPFIRE_TLS_DIR=/etc/campfire/kit", "--env", "CAMPFIRE_SITE=localhost:7443", "--volume", kit("admin@a.org"), "--volume", `${folder}:/job:ro`, image, ...args);
+    const jobId = await admin("submit", "/job");
+    await admin("monitor", jobId, "--timeout", "60");
+    const meta = JSON.parse(await admin("meta", jobId, "--json")) as { status: string; submitter?: string };
+    expect(meta.status).toBe("FINISHED:COMPLETED");
+    const logs = await docker("logs", TLS_SITE);
+    expect(logs).toContain('"tls":true');
+  }, 120_000);
 });
