@@ -162,16 +162,19 @@ describe.skipIf(Boolean(noApiServer))("deploy/kubernetes, validated by a real ku
     expect(site.spec.template.spec.containers[0].readinessProbe.grpc).toEqual({ port: 8081, service: "campfire.agent.v1.AgentService" });
   });
 
-  it("refuses a manifest that breaks the schema: the validation is real", async () => {
-    const broken = join(work, "broken.yaml");
-    const site = manifests.find((manifest) => manifest.kind === "StatefulSet")!;
-    const container = site.spec.template.spec.containers[0];
-    await writeFile(broken, JSON.stringify({ ...site, spec: { ...site.spec, template: { ...site.spec.template, spec: { ...site.spec.template.spec, containers: [{ ...container, livenessProbe: { grpc: { port: "health" } } }] } } } }));
-    const refused = await kubectl("apply", "--filename", broken, "--dry-run=server", "--validate=strict").then(
-      () => "",
-      (error: { stderr: string }) => error.stderr,
-    );
-    expect(refused).toMatch(/port/);
+  it("refuses manifests that break the schema: an unknown field, resource requests of the wrong type", async () => {
+    const refusal = async (name: string, edit: (pod: any) => void) => {
+      const deployment = structuredClone(one("Deployment"));
+      edit(deployment.spec.template.spec);
+      const path = join(work, `${name}.json`);
+      await writeFile(path, JSON.stringify(deployment));
+      return kubectl("apply", "--filename", path, "--dry-run=server", "--validate=strict").then(
+        ({ stdout }) => `accepted: ${stdout}`,
+        (error: { stderr: string }) => error.stderr,
+      );
+    };
+    expect(await refusal("unknown-field", (pod) => (pod.initContainers[0].restartPolicyy = "Always"))).toContain('unknown field "spec.template.spec.initContainers[0].restartPolicyy"');
+    expect(await refusal("wrong-type", (pod) => (pod.initContainers[0].resources.requests = "lots"))).toMatch(/resources\.requests.*(expected|cannot unmarshal)|(expected|cannot unmarshal).*resources\.requests/);
   });
 });
 

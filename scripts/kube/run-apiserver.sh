@@ -7,7 +7,7 @@
 # (After /work/shared/tools/kubernetes/run-apiserver.sh, with ports and paths as parameters.)
 set -euo pipefail
 DIR=${DIR:?the state directory}
-APISERVER=${APISERVER:?the kube-apiserver binary}
+APISERVER=$(readlink -f "${APISERVER:?the kube-apiserver binary}")
 ETCD_PORT=${ETCD_PORT:-12379}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
 API_PORT=${API_PORT:-16443}
