@@ -165,6 +165,7 @@ describe.skipIf(Boolean(noApiServer))("deploy/kubernetes, validated by a real ku
   it("refuses manifests that break the schema: an unknown field, resource requests of the wrong type", async () => {
     const refusal = async (name: string, edit: (pod: any) => void) => {
       const deployment = structuredClone(one("Deployment"));
+      deployment.metadata.name = `refused-${name}`; // a create, not a patch of the stored one
       edit(deployment.spec.template.spec);
       const path = join(work, `${name}.json`);
       await writeFile(path, JSON.stringify(deployment));
