@@ -19,6 +19,7 @@ import { tempDir } from "./helpers/job-site.js";
 const execFileAsync = promisify(execFile);
 const CHECKOUT = fileURLToPath(new URL("..", import.meta.url));
 const MANIFESTS = join(CHECKOUT, "deploy", "kubernetes");
+const CHART = join(CHECKOUT, "deploy", "helm", "campfire");
 
 type Manifest = { kind: string; metadata: { name: string; namespace?: string }; spec?: any };
 
@@ -32,7 +33,17 @@ async function findApiServer(): Promise<string | undefined> {
   return candidates[1];
 }
 
+async function findHelm(): Promise<string | undefined> {
+  if (await succeeds("helm", ["version"])) return "helm";
+  const cached = join(CHECKOUT, ".cache", "bin", "helm");
+  if (existsSync(cached)) return cached;
+  if (process.env.CAMPFIRE_KUBE_BUILD !== "1") return undefined;
+  return (await execFileAsync(join(CHECKOUT, "scripts", "kube", "ensure-helm.sh"), { maxBuffer: 64 * 1024 * 1024 })).stdout.trim();
+}
+
 const hasKubectl = await succeeds("kubectl", ["version", "--client"]);
+const helm = await findHelm();
+if (!helm) console.warn("test/deploy-kubernetes.test.ts: the Helm chart's checks skipped, no helm (scripts/kube/ensure-helm.sh installs it into .cache/bin in a few minutes, once; CAMPFIRE_KUBE_BUILD=1 npm test runs it first)");
 const apiServer = hasKubectl ? await findApiServer() : undefined;
 const hasEtcd = await succeeds("etcd", ["--version"]);
 const noApiServer = !hasKubectl
@@ -46,6 +57,9 @@ if (!hasKubectl) console.warn("test/deploy-kubernetes.test.ts: skipped, kubectl 
 else if (noApiServer) console.warn(`test/deploy-kubernetes.test.ts: the API server's dry run skipped, ${noApiServer}`);
 
 let manifests: Manifest[] = [];
+let charted: Manifest[] = [];
+// YAML 1.1, as Kubernetes reads it (0440 is octal there).
+const parseManifests = (text: string) => parseAllDocuments(text, { version: "1.1" }).map((document) => document.toJS() as Manifest).filter(Boolean);
 const byKind = (kind: string) => manifests.filter((manifest) => manifest.kind === kind);
 const one = (kind: string) => {
   const [found, ...more] = byKind(kind);
@@ -57,7 +71,8 @@ const one = (kind: string) => {
 beforeAll(async () => {
   if (!hasKubectl) return;
   const rendered = await execFileAsync("kubectl", ["kustomize", MANIFESTS], { maxBuffer: 16 * 1024 * 1024 });
-  manifests = parseAllDocuments(rendered.stdout).map((document) => document.toJS() as Manifest);
+  manifests = parseManifests(rendered.stdout);
+  if (helm) charted = parseManifests((await execFileAsync(helm, ["template", "campfire", CHART, "--namespace", "campfire"], { maxBuffer: 16 * 1024 * 1024 })).stdout);
 });
 
 describe.skipIf(!hasKubectl)("deploy/kubernetes, rendered by kubectl kustomize", () => {
@@ -116,6 +131,29 @@ describe.skipIf(!hasKubectl)("deploy/kubernetes, rendered by kubectl kustomize",
   });
 });
 
+describe.skipIf(!hasKubectl || !helm)("deploy/helm/campfire, the same deployment as a Helm chart", () => {
+  it("passes helm lint", async () => {
+    const { stdout } = await execFileAsync(helm!, ["lint", CHART]);
+    expect(stdout).toContain("0 chart(s) failed");
+  });
+
+  it("renders the pods kustomize renders: containers, probes, resources, security, volumes and grace periods alike", () => {
+    expect(charted.map((manifest) => manifest.kind).sort()).toEqual(manifests.filter((manifest) => manifest.kind !== "Namespace").map((manifest) => manifest.kind).sort());
+    // Names and labels differ (the release's); what runs does not.
+    const pod = (list: Manifest[], kind: string) => {
+      const spec = structuredClone(list.find((manifest) => manifest.kind === kind)!.spec.template.spec);
+      for (const container of [...(spec.initContainers ?? []), ...spec.containers]) {
+        delete container.envFrom;
+        container.image = container.image.replace(/^campfire:.*$/, "campfire");
+      }
+      return spec;
+    };
+    for (const kind of ["StatefulSet", "Deployment"]) expect(pod(charted, kind), kind).toEqual(pod(manifests, kind));
+    const config = (list: Manifest[]) => (list.find((manifest) => manifest.kind === "ConfigMap") as unknown as { data: unknown }).data;
+    expect(config(charted)).toEqual(config(manifests));
+  });
+});
+
 describe.skipIf(Boolean(noApiServer))("deploy/kubernetes, validated by a real kube-apiserver", () => {
   let work: string;
   let kubeconfig: string;
@@ -160,6 +198,23 @@ describe.skipIf(Boolean(noApiServer))("deploy/kubernetes, validated by a real ku
     expect(deployment.spec.template.spec.initContainers[0].restartPolicy).toBe("Always");
     const site = JSON.parse((await kubectl("get", "statefulset", "campfire-site", "--namespace", "campfire", "--output", "json")).stdout) as Manifest;
     expect(site.spec.template.spec.containers[0].readinessProbe.grpc).toEqual({ port: 8081, service: "campfire.agent.v1.AgentService" });
+  });
+
+  it.skipIf(!helm)("accepts the Helm chart's rendering in the same strict dry run", async () => {
+    const path = join(work, "chart.yaml");
+    await writeFile(path, (await execFileAsync(helm!, ["template", "campfire", CHART, "--namespace", "campfire"], { maxBuffer: 16 * 1024 * 1024 })).stdout);
+    const { stdout, stderr } = await kubectl("apply", "--filename", path, "--namespace", "campfire", "--dry-run=server", "--validate=strict");
+    expect(stdout).toMatch(/statefulset\.apps\/campfire-site (created|configured|unchanged) \(server dry run\)/);
+    expect(stdout).toMatch(/deployment\.apps\/campfire-trainer-hospital-a created \(server dry run\)/);
+    expect(stderr).not.toMatch(/PodSecurity|Warning/);
+  });
+
+  it.skipIf(!helm)("installs the chart for real with helm install (a namespace of its own, beside the kustomize objects)", async () => {
+    await execFileAsync(helm!, ["install", "campfire", CHART, "--kubeconfig", kubeconfig, "--namespace", "campfire-helm", "--create-namespace", "--wait=false"]);
+    const { stdout } = await execFileAsync(helm!, ["status", "campfire", "--kubeconfig", kubeconfig, "--namespace", "campfire-helm"]);
+    expect(stdout).toMatch(/STATUS: deployed/);
+    const deployment = JSON.parse((await kubectl("get", "deployment", "campfire-trainer-hospital-a", "--namespace", "campfire-helm", "--output", "json")).stdout) as Manifest;
+    expect(deployment.spec.template.spec.initContainers[0].env[0]).toEqual({ name: "CAMPFIRE_SITE", value: "campfire-site.campfire-helm.svc:7443" });
   });
 
   it("refuses manifests that break the schema: an unknown field, resource requests of the wrong type", async () => {
