@@ -51,7 +51,11 @@ let app: string;
 let launch: Launch;
 const processes: CampfireProcess[] = [];
 /** Nothing of the test's own environment that could lead back to the checkout or a TypeScript loader. */
-const CLEAN = { NODE_OPTIONS: "", NODE_PATH: "" };
+const CLEAN = {
+  NODE_OPTIONS: "",
+  NODE_PATH: "",
+  PATH: (process.env.PATH ?? "").split(":").filter((entry) => !entry.startsWith(CHECKOUT.replace(/\/$/, ""))).join(":"),
+};
 
 beforeAll(async () => {
   work = await tempDir("campfire-package-");
@@ -60,7 +64,7 @@ beforeAll(async () => {
   const [{ filename }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("["))) as [{ filename: string }];
   app = join(work, "app");
   await mkdir(app);
-  const environment = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("npm_") && !name.startsWith("NODE_")));
+  const environment = { ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("npm_") && !name.startsWith("NODE_"))), PATH: CLEAN.PATH };
   await execFileAsync("npm", ["init", "-y"], { cwd: app, env: environment });
   await execFileAsync("npm", ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund", join(work, filename)], {
     cwd: app,
@@ -91,7 +95,8 @@ describe("the installed package", () => {
     expect(manifest.bin.campfire).toBe("dist/services/cli/main.js");
   });
 
-  it("runs campfire --help from its bin", async () => {
+  it("runs campfire --help from its bin, with nothing of the checkout on PATH", async () => {
+    expect(CLEAN.PATH).not.toContain(CHECKOUT.replace(/\/$/, ""));
     const help = await campfire(["--help"], CLEAN, 30_000, launch);
     expect(help.code).toBe(0);
     for (const text of ["Commands:", "site [options]", "agent [options]", "health [options]", "Exit codes:"]) expect(help.stdout).toContain(text);

@@ -7,9 +7,11 @@ cd "$(dirname "$0")/../.."
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 bin="$PWD/.cache/bin"
 if command -v helm >/dev/null 2>&1; then command -v helm; exit 0; fi
-if [ ! -x "$bin/helm" ] || ! "$bin/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
+# go install leaves the version out of the binary: a file beside it remembers which one it is.
+if [ ! -x "$bin/helm" ] || [ "$(cat "$bin/helm.version" 2>/dev/null)" != "$HELM_VERSION" ]; then
   echo "installing helm $HELM_VERSION into .cache/bin (first run only)..." >&2
   mkdir -p "$bin"
   GOBIN="$bin" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+  echo "$HELM_VERSION" >"$bin/helm.version"
 fi
 echo "$bin/helm"

@@ -14,7 +14,8 @@ if ! command -v etcd >/dev/null 2>&1; then
   echo "installing etcd (apt)..."
   apt-get install -y etcd-server >/dev/null
 fi
-if [ -x "$dir/bin/kube-apiserver" ] && [ "$(cat "$dir/version" 2>/dev/null)" = "$KV" ]; then
+stamp="$KV with its version linked in"
+if [ -x "$dir/bin/kube-apiserver" ] && [ "$(cat "$dir/version" 2>/dev/null)" = "$stamp" ]; then
   echo "kube-apiserver $KV: $dir/bin/kube-apiserver"
   exit 0
 fi
@@ -30,6 +31,9 @@ modfile="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$KV.mod"
 rm -f go.sum
 printf '//go:build tools\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' >tools.go
 go mod tidy
-go build -o bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-echo "$KV" >version
+# The version the server reports (/version: what helm's kubeVersion checks read) is set at link time.
+minor=${KV#v1.}; minor=${minor%%.*}
+go build -ldflags "-X k8s.io/component-base/version.gitVersion=$KV -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+  -o bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+echo "$stamp" >version
 echo "kube-apiserver $KV: $dir/bin/kube-apiserver"
