@@ -27,28 +27,28 @@ Examples:
     .action(
       run(async (options: { service: string }, command: Command) => {
         const globals = command.optsWithGlobals<AdminOptions>();
-        const [{ HealthClient, healthCheckResponse_ServingStatusToJSON, HealthCheckResponse_ServingStatus }, { siteChannelCredentials }, { clientTransport }, { NoConnection }, { Metadata, status: Status }] =
-          await Promise.all([
-            import("../../gen/grpc/health/v1/health.js"),
-            import("../security/client-transport.js"),
-            import("./admin-commands.js"),
-            import("../session-client/errors.js"),
-            import("@grpc/grpc-js"),
-          ]);
+        const [health, { siteChannelCredentials }, { clientTransport }, { NoConnection }, { Metadata, status: Status }] = await Promise.all([
+          import("../../gen/grpc/health/v1/health.js"),
+          import("../security/client-transport.js"),
+          import("./admin-commands.js"),
+          import("../session-client/errors.js"),
+          import("@grpc/grpc-js"),
+        ]);
+        const { HealthClient, HealthCheckResponse_ServingStatus: ServingStatus } = health;
         const client = new HealthClient(globals.site, siteChannelCredentials(globals.site, await clientTransport(globals)));
         try {
           const status = await new Promise<number>((resolve, reject) =>
             client.check({ service: options.service }, new Metadata(), { deadline: Date.now() + globals.timeoutMs }, (error, response) => {
               if (!error) return resolve(response.status);
-              if (error.code === Status.NOT_FOUND) return resolve(HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN);
+              if (error.code === Status.NOT_FOUND) return resolve(ServingStatus.SERVICE_UNKNOWN);
               if (error.code === Status.UNAVAILABLE || error.code === Status.DEADLINE_EXCEEDED) {
                 return reject(new NoConnection(`cannot reach the site at ${globals.site}: ${error.details || error.message}`, { cause: error, code: error.code }));
               }
               reject(error);
             }),
           );
-          process.stdout.write(`${healthCheckResponse_ServingStatusToJSON(status)}\n`);
-          return status === HealthCheckResponse_ServingStatus.SERVING ? EXIT.OK : EXIT.OTHER;
+          process.stdout.write(`${health.healthCheckResponse_ServingStatusToJSON(status)}\n`);
+          return status === ServingStatus.SERVING ? EXIT.OK : EXIT.OTHER;
         } finally {
           client.close();
         }
