@@ -10,6 +10,7 @@ WORKDIR /opt/campfire
 COPY package.json package-lock.json ./
 RUN npm install --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/copy-assets.mjs scripts/
 COPY proto proto
 COPY gen gen
 COPY services services
