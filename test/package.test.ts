@@ -88,6 +88,7 @@ describe("the installed package", () => {
     expect(files).toContain(join("dist", "services", "cli", "main.js"));
     expect(files).toContain(join("dist", "services", "agent", "index.d.ts"));
     expect(files).toContain(join("dist", "gen", "campfire", "agent", "v1", "agent_service.js"));
+    expect(files).toContain(join("dist", "services", "dashboard", "assets", "index.html"));
     expect(files.filter((file) => file.endsWith(".ts") && !file.endsWith(".d.ts"))).toEqual([]);
     expect(files.filter((file) => file.startsWith("test") || file.startsWith("bench") || file.startsWith("examples"))).toEqual([]);
     const manifest = JSON.parse(await readFile(join(installed, "campfire", "package.json"), "utf8")) as { private?: boolean; bin: Record<string, string> };
@@ -103,8 +104,18 @@ describe("the installed package", () => {
   });
 
   it("runs a job: site and agent processes from the package, submitted, monitored and finished, then read through the library exports", async () => {
-    const { process: site, address } = await CampfireProcess.site(["--data-dir", join(app, "site"), "--schedule-interval-ms", "50", "--schedule-max-interval-ms", "200"], CLEAN, launch);
+    const { process: site, address } = await CampfireProcess.site(
+      ["--data-dir", join(app, "site"), "--schedule-interval-ms", "50", "--schedule-max-interval-ms", "200", "--http", "127.0.0.1:0"],
+      CLEAN,
+      launch,
+    );
     processes.push(site);
+    // The dashboard's page and scripts are files beside its module: the build must have copied them into dist/.
+    const { url } = (await site.waitForLog((record) => record.msg === "dashboard listening")) as { url: string };
+    for (const asset of ["", "assets/app.js", "assets/style.css", "assets/uplot.js"]) {
+      const response = await fetch(new URL(asset, url));
+      expect(response.status, asset).toBe(200);
+    }
     await writeFile(join(app, "trainer.mjs"), TRAINER);
     const env = { ...CLEAN, CAMPFIRE_SITE: address };
     processes.push(CampfireProcess.start(["agent", "--client", "packaged-a", "--trainer", join(app, "trainer.mjs")], env, launch));
