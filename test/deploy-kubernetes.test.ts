@@ -1,7 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -9,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { campfire } from "./helpers/cli.js";
+import { freePort } from "./helpers/ports.js";
 import { tempDir } from "./helpers/job-site.js";
 
 // deploy/kubernetes/ as kubectl renders it, checked for what operators rely on, then validated by a
@@ -236,14 +236,3 @@ describe.skipIf(Boolean(noApiServer))("deploy/kubernetes, validated by a real ku
     expect(await refusal("wrong-type", (pod) => (pod.initContainers[0].resources.requests = "lots"))).toMatch(/resources\.requests.*(expected|cannot unmarshal)|(expected|cannot unmarshal).*resources\.requests/);
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
