@@ -83,11 +83,12 @@ describe.skipIf(typeof built === "string")("the container image", () => {
   });
 
   it("turns healthy through campfire health, for the process and per service", async () => {
-    await until("the site container to be healthy", async () => (await docker("inspect", "--format", "{{.State.Health.Status}}", SITE)) === "healthy", 30_000);
+    // Each check starts a node process: on a loaded machine one may take seconds.
+    await until("the site container to be healthy", async () => (await docker("inspect", "--format", "{{.State.Health.Status}}", SITE)) === "healthy", 60_000);
     for (const service of ["campfire.agent.v1.AgentService", "campfire.admin.v1.SessionService"]) {
       expect(await docker("exec", SITE, "campfire", "health", "--service", service)).toBe("SERVING");
     }
-  });
+  }, 90_000);
 
   it("runs a job submitted from an admin container to the site, answered by the sidecar agent over the shared loopback", async () => {
     const folder = await writeJobFolder(work, { name: "in-docker", deployMap: { app: ["server", "docker-a"] }, minClients: 1, apps: { app: { server: broadcast({ task_name: "echo", data: { from: "docker" } }) } } });
@@ -141,7 +142,7 @@ describe.skipIf(typeof built === "string")("the image as deploy/kubernetes confi
     );
     // The health-cmd above speaks TLS to the site's port with the site's own kit (CAMPFIRE_TLS_DIR from
     // site.env), dialling a name its certificate carries.
-    await until("the TLS site container to be healthy", async () => (await docker("inspect", "--format", "{{.State.Health.Status}}", TLS_SITE)) === "healthy", 30_000);
+    await until("the TLS site container to be healthy", async () => (await docker("inspect", "--format", "{{.State.Health.Status}}", TLS_SITE)) === "healthy", 60_000);
     // What the kubelet's grpc probes reach: the plain-text health port of CAMPFIRE_HEALTH_LISTEN.
     const probe = await docker("exec", "--env", "CAMPFIRE_TLS_DIR=", TLS_SITE, "campfire", "health", "--site", "127.0.0.1:8081", "--service", "campfire.agent.v1.AgentService");
     expect(probe).toBe("SERVING");
@@ -155,5 +156,5 @@ describe.skipIf(typeof built === "string")("the image as deploy/kubernetes confi
     expect(meta.status).toBe("FINISHED:COMPLETED");
     const logs = await docker("logs", TLS_SITE);
     expect(logs).toContain('"tls":true');
-  }, 120_000);
+  }, 180_000);
 });
