@@ -25,6 +25,20 @@ const KUBE_VERSION = "1.36.3";
 
 type Manifest = { kind: string; metadata: { name: string; namespace?: string }; spec?: any };
 
+/** SIGKILLs a process this test started and waits until it is gone. */
+async function stopProcess(pid: number): Promise<void> {
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (alive()) process.kill(pid, "SIGKILL");
+  for (let waited = 0; alive() && waited < 5_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+}
+
 const succeeds = (command: string, args: string[]) => execFileAsync(command, args).then(() => true, () => false);
 
 async function findApiServer(): Promise<string | undefined> {
@@ -178,11 +192,11 @@ describe.skipIf(Boolean(noApiServer))("deploy/kubernetes, validated by a real ku
 
   afterAll(async () => {
     if (!work) return;
+    // Throwaway servers: SIGKILL, since an API server whose etcd is going away can hang in its graceful shutdown.
     for (const name of ["apiserver", "etcd"]) {
       const pid = Number(await readFile(join(work, "apiserver", `${name}.pid`), "utf8").catch(() => "0"));
-      if (pid > 0) process.kill(pid, "SIGTERM");
+      if (pid > 0) await stopProcess(pid);
     }
-    await new Promise((resolve) => setTimeout(resolve, 500));
     await rm(work, { recursive: true, force: true });
   });
 
