@@ -136,7 +136,12 @@ describe.skipIf(!hasKubectl)("deploy/kubernetes, rendered by kubectl kustomize",
   it("gives every container resource requests, a restricted security context, and a grace period for the drain", () => {
     for (const workload of [one("StatefulSet"), one("Deployment")]) {
       const pod = workload.spec.template.spec;
-      expect(pod.terminationGracePeriodSeconds, workload.metadata.name).toBeGreaterThanOrEqual(30);
+      // The drain (--drain-seconds) must end before the kubelet's SIGKILL.
+      const config = (one("ConfigMap") as unknown as { data: Record<string, string> }).data;
+      const agentEnv = (pod.initContainers?.[0]?.env ?? []) as Array<{ name: string; value: string }>;
+      const drainSeconds = Number(workload.kind === "StatefulSet" ? config.CAMPFIRE_DRAIN_SECONDS : agentEnv.find((variable) => variable.name === "CAMPFIRE_DRAIN_SECONDS")?.value);
+      expect(drainSeconds, workload.metadata.name).toBeGreaterThan(0);
+      expect(pod.terminationGracePeriodSeconds, workload.metadata.name).toBeGreaterThan(drainSeconds);
       expect(pod.securityContext.runAsNonRoot).toBe(true);
       for (const container of [...(pod.initContainers ?? []), ...pod.containers]) {
         expect(container.resources.requests.cpu, container.name).toBeDefined();
