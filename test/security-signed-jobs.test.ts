@@ -326,6 +326,17 @@ describe("the agent's job gate", () => {
     );
   });
 
+  it("takes the empty client config a site sends for an app without config_fed_client.json, and nothing more", async () => {
+    const definition = jobDefinition({ apps: { app: { server: broadcast({ task_name: "stats" }) } } });
+    definition.signature = signJobDefinition(definition, certifyKit(await kits.load("admin@a.org")));
+    const gate = new JobGate(undefined, await kits.load("hospital-b"), "hospital-b");
+    const verdict = gate.check(task(definition, "stats"));
+    if (!verdict.accepted) throw new Error(verdict.reason);
+    const data = (clientConfig: unknown) => ({ kind: DataKind.DATA_KIND_APP_DEFINED, tensors: [], values: {}, meta: { client_config: clientConfig } });
+    expect(gate.checkData(task(definition, "stats"), verdict.job, data({}))).toBeUndefined();
+    expect(gate.checkData(task(definition, "stats"), verdict.job, data({ columns: ["diagnosis"] }))).toMatch(/its meta client_config\.columns is \["diagnosis"\]/);
+  });
+
   it("knows the built-in workflows' task names and rounds as the site's workflows default them", async () => {
     const workflows = builtinWorkflows();
     const signer = certifyKit(await kits.load("admin@a.org"));

@@ -166,7 +166,8 @@ export class JobGate {
       if (round !== undefined && (typeof round !== "number" || round < first || round >= end)) return mismatch(`the task is for round ${JSON.stringify(round)}, the signed ${job.workflow} config runs rounds ${first} to ${end - 1}`);
     }
     if (meta.client_config !== undefined) {
-      const difference = firstDifference(job.clientConfig as never, meta.client_config as never, "client_config");
+      // A job without config_fed_client.json signs null; the site sends such a client {}: nothing either way.
+      const difference = firstDifference((job.clientConfig ?? {}) as never, meta.client_config as never, "client_config");
       if (difference) return mismatch(`its meta ${difference.path} is ${JSON.stringify(difference.actual ?? null)}, the signed config_fed_client.json of app ${job.app} has ${JSON.stringify(difference.signed ?? null)}`);
     }
     return undefined;
