@@ -11,6 +11,8 @@ export interface TrainerResult {
   takeOwnership?: boolean;
   /** A safetensors file holding the result's tensors, streamed to the site without being read whole (Agent.submitResultFile); data then gives only kind, meta and values. */
   file?: string;
+  /** Told whether the site took the result (Agent.submitResult's answer). */
+  delivered?: (accepted: boolean) => void;
 }
 
 /** What a trainer may do beside answering its task. */
@@ -73,19 +75,22 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
           result = { returnCode: ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION };
         }
         // The agent closed while the trainer worked (the job ended, or a drain's deadline passed and the task was handed back).
-        if (agent.closed) break;
+        if (agent.closed) {
+          result.delivered?.(false);
+          break;
+        }
         const returnCode = result.returnCode ?? ReturnCode.RETURN_CODE_OK;
         if (!result.file) {
-          await agent.submitResult(result.data, returnCode, { takeOwnership: result.takeOwnership });
+          result.delivered?.(await agent.submitResult(result.data, returnCode, { takeOwnership: result.takeOwnership }));
           continue;
         }
         try {
-          await agent.submitResultFile(result.file, { kind: result.data?.kind || undefined, meta: result.data?.meta, values: result.data?.values, returnCode });
+          result.delivered?.(await agent.submitResultFile(result.file, { kind: result.data?.kind || undefined, meta: result.data?.meta, values: result.data?.values, returnCode }));
         } catch (error) {
           // Thrown before anything was submitted: the file could not be read as safetensors.
           if (error instanceof AgentError) throw error;
           logger.warn({ err: error, task: task.taskId, job: task.jobId, file: result.file }, "the trainer's result file could not be read");
-          await agent.submitResult(undefined, ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION);
+          result.delivered?.(await agent.submitResult(undefined, ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION));
         }
       }
       const jobEnded = await agent.getTask(0).then(

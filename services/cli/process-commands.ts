@@ -72,6 +72,10 @@ interface AgentCommandOptions {
   heartbeatTimeoutMs: number;
   drainSeconds: number;
   metrics?: string;
+  trainerApi?: string;
+  trainerSharedDir?: string;
+  trainerApiAllowRemote: boolean;
+  trainerMaxResultMb: number;
 }
 
 /** The job store a --store URL names (PostgreSQL; workspaces under `dataDir`). */
@@ -195,6 +199,10 @@ Examples:
     .addOption(env("--agent-id <id>", "a stable id for this agent (default: client name plus a random suffix)", "CAMPFIRE_AGENT_ID"))
     .addOption(env("--policy <file>", "this client's job policy, YAML or JSON: which organisations, roles, workflows and task names may run here; whether jobs must be signed", "CAMPFIRE_AGENT_POLICY"))
     .option("--once", "exit when the first job ends, instead of waiting for the next", false)
+    .addOption(env("--trainer-api <address>", "serve the trainer API (campfire.trainer.v1, services/trainer-api/README.md) to a trainer in any language: 127.0.0.1:<port> or unix:<path>", "CAMPFIRE_TRAINER_API").conflicts("trainer"))
+    .addOption(env("--trainer-shared-dir <dir>", "with --trainer-api: a directory shared with the trainer (a pod volume) for tensors as safetensors files", "CAMPFIRE_TRAINER_SHARED_DIR"))
+    .option("--trainer-api-allow-remote", "with --trainer-api: listen beyond loopback although the trainer API has no authentication", false)
+    .addOption(env("--trainer-max-result-mb <mb>", "with --trainer-api: the largest result a trainer may stage or name as a file", "CAMPFIRE_TRAINER_MAX_RESULT_MB").argParser(integer(1)).default(2048))
     .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards the site", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which the site counts as gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
     .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long the trainer may finish its task before the agent hands it back, says bye and exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
@@ -219,20 +227,31 @@ the installed package runs plain node):
 Examples:
   $ campfire agent --site 127.0.0.1:7443 --client hospital-a
   $ campfire agent --site site.example:7443 --client hospital-a --tls-dir ./hospital-a
-  $ campfire agent --client hospital-b --trainer ./trainer.ts --resources gpu=1`,
+  $ campfire agent --client hospital-b --trainer ./trainer.ts --resources gpu=1
+  $ campfire agent --client hospital-c --trainer-api 127.0.0.1:7450    # a trainer in any language: examples/python-trainer`,
     )
     .action(
       run(async (options: AgentCommandOptions, command: Command) => {
         const globals = command.optsWithGlobals<{ site: string; tlsDir?: string; tlsServerName?: string; insecure: boolean }>();
         const { site } = globals;
         const [{ createLogger }, { echoTrainer, runAgentLoop }] = await Promise.all([import("../shared/logger.js"), import("./agent-loop.js")]);
-        const trainer = options.trainer ? await loadTrainer(options.trainer) : echoTrainer;
+        const logger = createLogger("agent");
+        const trainerApi = options.trainerApi
+          ? await (await import("../trainer-api/index.js")).startTrainerApi({
+              address: options.trainerApi,
+              clientName: options.client,
+              sharedDir: options.trainerSharedDir,
+              allowRemote: options.trainerApiAllowRemote,
+              maxResultBytes: options.trainerMaxResultMb * 1024 * 1024,
+              logger,
+            })
+          : undefined;
+        const trainer = trainerApi?.trainer ?? (options.trainer ? await loadTrainer(options.trainer) : echoTrainer);
         const policy = options.policy ? await (await import("../agent/job-policy.js")).loadJobPolicy(options.policy) : undefined;
         const transport = await clientTransport(globals);
         const metricsModule = options.metrics ? await import("../metrics/index.js") : undefined;
         const metrics = metricsModule && new metricsModule.AgentMetrics();
         const stop = new AbortController();
-        const logger = createLogger("agent");
         const drainMs = options.drainSeconds * 1000;
         void stopRequested(() => process.exit(EXIT.OK)).then((signal) => {
           logger.info({ signal, drainSeconds: options.drainSeconds }, "draining");
@@ -262,7 +281,7 @@ Examples:
             drainMs,
           },
           trainer,
-        );
+        ).finally(() => trainerApi?.stop());
         await metricsServer?.close();
         return EXIT.OK;
       }),

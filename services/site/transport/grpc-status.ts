@@ -3,9 +3,10 @@ import * as errors from "../errors.js";
 import * as artifactErrors from "../artifacts/errors.js";
 import * as jobErrors from "../jobs/errors.js";
 import * as securityErrors from "../../security/errors.js";
+import * as trainerErrors from "../../trainer-api/errors.js";
 
 /** The one place where the site's typed errors become gRPC status codes. */
-const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError, Status]> = [
+const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => Error, Status]> = [
   [errors.MalformedMessage, Status.INVALID_ARGUMENT],
   [errors.OutOfOrderMessage, Status.FAILED_PRECONDITION],
   [errors.AgentIdConflict, Status.ALREADY_EXISTS],
@@ -33,6 +34,15 @@ const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => errors.SiteError
   [securityErrors.Unauthenticated, Status.UNAUTHENTICATED],
   [securityErrors.PermissionDenied, Status.PERMISSION_DENIED],
   [securityErrors.TooManyStreams, Status.RESOURCE_EXHAUSTED],
+  [trainerErrors.InvalidTrainerRequest, Status.INVALID_ARGUMENT],
+  [trainerErrors.TrainerAlreadyAttached, Status.ALREADY_EXISTS],
+  [trainerErrors.SessionNotAttached, Status.FAILED_PRECONDITION],
+  [trainerErrors.TaskNotHeld, Status.FAILED_PRECONDITION],
+  [trainerErrors.NoSharedDir, Status.FAILED_PRECONDITION],
+  [trainerErrors.UnknownTrainerTask, Status.NOT_FOUND],
+  [trainerErrors.TrainerDataTooLarge, Status.RESOURCE_EXHAUSTED],
+  [trainerErrors.OutsideSharedDir, Status.PERMISSION_DENIED],
+  [trainerErrors.TrainerApiStopping, Status.UNAVAILABLE],
 ];
 
 export function statusOf(error: unknown): Status {
