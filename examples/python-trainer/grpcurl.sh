@@ -13,11 +13,11 @@ set -euo pipefail
 address=${1:-${CAMPFIRE_TRAINER_API:-127.0.0.1:7450}}
 grpcurl=${GRPCURL:-grpcurl}
 wait=${WAIT:-60s}
-if [[ $address == unix:* ]]; then target=(-unix "${address#unix:}"); else target=("$address"); fi
-call() { "$grpcurl" -plaintext -d "$2" "${target[@]}" "campfire.trainer.v1.TrainerService/$1"; }
+# grpcurl takes unix:<path> as a gRPC target as it is (its -unix flag fails to dial in 1.9.3).
+call() { "$grpcurl" -plaintext -d "$2" "$address" "campfire.trainer.v1.TrainerService/$1"; }
 
 echo "# what the sidecar serves"
-"$grpcurl" -plaintext "${target[@]}" list
+"$grpcurl" -plaintext "$address" list
 
 echo "# attach (a second trainer would be refused with AlreadyExists, naming this one)"
 attached=$(call Attach '{"trainer_name": "grpcurl", "lease": "120s"}')
