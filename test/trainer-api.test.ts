@@ -118,6 +118,17 @@ describe("the held task", () => {
     expect(await sidecar.getTask(sessionId, 0)).toBeNull();
   });
 
+  it("answers a submitted result's outcome as aborted when the task is aborted before the site took it", async () => {
+    const sidecar = gateway();
+    const { sessionId } = sidecar.attach("resnet", LEASE_MS, "chunks");
+    const offered = offer(sidecar, "t1");
+    await sidecar.getTask(sessionId, 0);
+    const outcome = sidecar.submitResult(sessionId, "t1", ok(weights([1, 2, 3])));
+    await offered.answer; // the agent loop has the result, and never reports back
+    offered.abort("the job ended");
+    expect(await outcome).toEqual({ outcome: "task_aborted", reason: "the job ended" });
+  });
+
   it("moves large data in chunks both ways: reads reassemble the task, staged writes resume and are checked", async () => {
     const sidecar = gateway();
     const { sessionId, maxChunkBytes } = sidecar.attach("resnet", LEASE_MS, "chunks");

@@ -81,6 +81,8 @@ class HeldTask {
   /** A SubmitResult is reading its data (a file, the staged bytes). */
   preparing = false;
   abortReason: string | undefined;
+  /** Settles the submitted result's outcome (first caller wins). */
+  settle: ((outcome: ResultOutcome) => void) | undefined;
 
   constructor(
     readonly task: AgentTask,
@@ -237,6 +239,7 @@ export class TrainerGateway {
       if (this.held !== held) return { outcome: "task_aborted", reason: held.abortReason ?? "the task ended while its result was read" };
       this.held = undefined;
       const outcome = new Promise<ResultOutcome>((resolve) => {
+        held.settle = resolve;
         held.finish({
           data,
           returnCode: result.returnCode || ReturnCode.RETURN_CODE_OK,
@@ -326,7 +329,9 @@ export class TrainerGateway {
 
   private onAbort(held: HeldTask, reason: string): void {
     held.abortReason = reason;
-    if (this.held !== held) return; // already submitted: the result's outcome tells the trainer
+    // Already submitted: once the task is aborted the site can no longer take
+    // the result, whether or not the agent loop gets to report it.
+    if (this.held !== held) return held.settle?.({ outcome: "task_aborted", reason });
     this.held = undefined;
     this.remember(held.task.taskId, { state: "aborted", reason, outcome: undefined });
     this.release(held);
