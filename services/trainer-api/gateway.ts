@@ -186,7 +186,7 @@ export class TrainerGateway {
   }
 
   readTaskData(sessionId: string, taskId: string, offset: number, length: number): { chunk: Buffer; dataSizeBytes: number } {
-    return this.duringSync(sessionId, () => {
+    return this.during(sessionId, () => {
       const held = this.heldTask(taskId);
       held.encoded ??= encodeDataExchange(held.task.data);
       const size = held.encoded.length;
@@ -198,7 +198,7 @@ export class TrainerGateway {
 
   /** Stages bytes of a result's encoding; returns how many are staged. */
   writeResultData(sessionId: string, taskId: string, offset: number, chunk: Buffer): number {
-    return this.duringSync(sessionId, () => {
+    return this.during(sessionId, () => {
       const held = this.heldTask(taskId);
       if (chunk.length > CHUNK_BYTES) throw new InvalidTrainerRequest(`chunk of ${chunk.length} bytes is larger than max_chunk_bytes (${CHUNK_BYTES})`);
       if (offset === 0) {
@@ -224,7 +224,7 @@ export class TrainerGateway {
    * the first call's outcome.
    */
   submitResult(sessionId: string, taskId: string, result: SubmittedResult): Promise<ResultOutcome> {
-    return this.during(sessionId, async (session) => {
+    return this.during(sessionId, async (session): Promise<ResultOutcome> => {
       const finished = this.finished.get(taskId);
       if (finished) return finished.outcome ?? { outcome: "task_aborted", reason: finished.reason };
       const held = this.heldTask(taskId);
@@ -283,7 +283,7 @@ export class TrainerGateway {
 
   /** Sends a metric record to the site; false when it cannot be sent now. */
   log(sessionId: string, record: DataExchange): boolean {
-    return this.duringSync(sessionId, () => this.agent?.log(record) ?? false);
+    return this.during(sessionId, () => this.agent?.log(record) ?? false);
   }
 
   /** Ends every waiting call with UNAVAILABLE; later calls fail the same way. */
@@ -374,25 +374,20 @@ export class TrainerGateway {
     if (this.stopped) throw new TrainerApiStopping("the sidecar is stopping");
   }
 
-  /** Runs a call of `sessionId` with its lease held open. */
-  private async during<T>(sessionId: string, call: (session: TrainerSession) => Promise<T>): Promise<T> {
+  /** Runs a call of `sessionId` with its lease held open until it returns (or, for a promise, settles). */
+  private during<T>(sessionId: string, call: (session: TrainerSession) => T): T {
     this.checkRunning();
     const session = this.sessions.enter(sessionId);
+    let result: T;
     try {
-      return await call(session);
-    } finally {
+      result = call(session);
+    } catch (error) {
       this.sessions.leave(session);
+      throw error;
     }
-  }
-
-  private duringSync<T>(sessionId: string, call: (session: TrainerSession) => T): T {
-    this.checkRunning();
-    const session = this.sessions.enter(sessionId);
-    try {
-      return call(session);
-    } finally {
-      this.sessions.leave(session);
-    }
+    if (result instanceof Promise) return result.finally(() => this.sessions.leave(session)) as T;
+    this.sessions.leave(session);
+    return result;
   }
 
   private notify(): void {
