@@ -64,22 +64,25 @@ function pythonTrainer(address: string, ...args: string[]): FixtureProcess {
 /** TypeScript trainers: "w" unchanged, every other tensor plus `shift`, 10 steps (as the Python trainer's --steps). */
 const shiftOthers =
   (shift: number): Trainer =>
-  (task) => ({
+  (task) =>
+    task.taskName === "validate"
+      ? { data: { kind: DataKind.DATA_KIND_METRICS, tensors: [], values: { accuracy: 0.5 }, meta: {} } }
+      : {
     data: {
       kind: DataKind.DATA_KIND_WEIGHTS,
       tensors: task.data.tensors.map((tensor) => (tensor.name === "w" ? tensor : float32Tensor(tensor.name, tensor.shape, float32Values(tensor).map((value) => value + shift)))),
       values: undefined,
       meta: { NUM_STEPS_CURRENT_ROUND: 10 },
     },
-  });
+  };
 
-const fedavgJob = (clients: string[], rounds: number) =>
+const fedavgJob = (clients: string[], rounds: number, validate = false) =>
   jobDefinition({
     name: "python-fedavg",
     deployMap: { app: ["server", ...clients] },
     apps: {
       app: {
-        server: { workflow: "fedavg", args: { num_rounds: rounds, initial_model: "model.safetensors" } },
+        server: { workflow: "fedavg", args: { num_rounds: rounds, initial_model: "model.safetensors", ...(validate ? { validation_task_name: "validate" } : {}) } },
         client: {},
         files: {
           "model.safetensors": encodeSafetensors([
@@ -119,13 +122,15 @@ describe.skipIf(missing.length > 0)("the trainer API with a Python trainer, on r
   });
 
   it("finishes a FedAvg round beside TypeScript agents: model in chunks both ways, metrics logged, the average as predicted", async () => {
-    const trainer = pythonTrainer(tcpSidecar.address, "--tasks", "2", "--shift", "1", "--steps", "10");
+    const trainer = pythonTrainer(tcpSidecar.address, "--tasks", "4", "--shift", "1", "--steps", "10");
     expect(await trainer.waitForLine("attached", 60_000)).toMatch(/client=py-a replaced=false held_task=-/);
     const session = site.session();
-    const jobId = await session.submitJobDefinition(fedavgJob(["py-a", "ts-1", "ts-2"], 2));
+    const jobId = await session.submitJobDefinition(fedavgJob(["py-a", "ts-1", "ts-2"], 2, true));
     for (const round of [0, 1]) {
       expect(await trainer.waitForLine("task", 30_000)).toMatch(new RegExp(`name=train round=${round} delivery=1 tensors_at=TENSOR_LOCATION_CHUNKS tensors=embedding,w`));
       expect(await trainer.waitForLine("result", 30_000)).toMatch(new RegExp(`round=${round} loss=[0-9.]+ outcome=RESULT_OUTCOME_ACCEPTED$`));
+      expect(await trainer.waitForLine("task", 30_000)).toMatch(new RegExp(`name=validate round=${round} delivery=1`));
+      expect(await trainer.waitForLine("result", 30_000)).toMatch(new RegExp(`round=${round} validation_loss=[0-9.]+ outcome=RESULT_OUTCOME_ACCEPTED$`));
     }
     expect(await trainer.exited).toBe(0);
 
@@ -141,6 +146,10 @@ describe.skipIf(missing.length > 0)("the trainer API with a Python trainer, on r
     const w = model.get("w")!;
     expect(w[0]).toBeLessThan(-0.05);
     expect(w[FEATURES - 1]).toBeGreaterThan(0.05);
+    // A round's accuracy is the mean of the clients' answers: 0.5 twice beside Python's 1 / (1 + loss), which grows as w is fitted.
+    const rounds = (await readFile(join(result, "metrics/rounds.jsonl"), "utf8")).trim().split("\n").map((line) => JSON.parse(line));
+    expect(rounds.map((line) => line.round)).toEqual([0, 1]);
+    expect(rounds[1].metrics.accuracy).toBeGreaterThan(rounds[0].metrics.accuracy);
     const logged = (await readFile(join(result, "metrics/clients.jsonl"), "utf8")).trim().split("\n").map((line) => JSON.parse(line));
     const python = logged.filter((line) => line.client === "py-a");
     expect(python.map((line) => line.round)).toEqual([0, 1]);

@@ -8,6 +8,7 @@ and trains with numpy. Its model is a linear regressor, tensor "w" (float32,
 [features]), fitted by gradient descent to this client's own data, which a
 seed derives; any other tensor of the task (a big "embedding", for example) is
 returned shifted by --shift, so that a test can predict the federated average.
+"validate" tasks are answered with the model's loss and accuracy (1 / (1 + loss)).
 
     python trainer.py --address 127.0.0.1:7450 --name resnet-trainer
 
@@ -165,10 +166,12 @@ class Sidecar:
             return task.data, read_safetensors(task.tensor_file)
         return task.data, {tensor.name: to_numpy(tensor) for tensor in task.data.tensors}
 
-    def submit(self, task: api.TrainerTask, kind: int, arrays: dict[str, np.ndarray], meta: dict) -> api.SubmitResultResponse:
+    def submit(self, task: api.TrainerTask, kind: int, arrays: dict[str, np.ndarray], meta: dict, values: dict | None = None) -> api.SubmitResultResponse:
         """Sends the result inline, staged in chunks when large, or as a file in the shared directory."""
         result = exchange_pb2.DataExchange(kind=kind)
         result.meta.update(meta)
+        if values:
+            result.values.update(values)
         request = api.SubmitResultRequest(session_id=self.session, task_id=task.task_id, return_code=return_code_pb2.RETURN_CODE_OK)
         if args.transfer == "file" and arrays:
             path = Path(self.attach_info.shared_dir) / f"result-{task.task_id}.safetensors"
@@ -210,6 +213,13 @@ def local_data(features: int) -> tuple[np.ndarray, np.ndarray]:
     return x, x @ truth + rng.normal(scale=0.01, size=256).astype(np.float32)
 
 
+def evaluate(arrays: dict[str, np.ndarray]) -> float:
+    """The global model's mean squared error on this client's data ("validate" tasks; accuracy is 1 / (1 + loss))."""
+    w = arrays.get("w", np.zeros(8, dtype=np.float32))
+    x, y = local_data(w.shape[0])
+    return float(np.mean((x @ w - y) ** 2))
+
+
 def train(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, float]:
     w = arrays.get("w", np.zeros(8, dtype=np.float32))
     x, y = local_data(w.shape[0])
@@ -247,6 +257,12 @@ def main() -> None:
             os._exit(3)
         if args.hold:
             say(f"aborted {task.task_id}: {sidecar.wait_for_abort(task)}")
+            continue
+        if task.task_name == "validate":
+            loss = evaluate(arrays)
+            outcome = sidecar.submit(task, exchange_pb2.DATA_KIND_METRICS, {}, {}, values={"loss": loss, "accuracy": 1 / (1 + loss)})
+            answered += 1
+            say(f"result {task.task_id} round={round_number} validation_loss={loss:.5f} outcome={api.ResultOutcome.Name(outcome.outcome)} {outcome.reason}".rstrip())
             continue
         trained, loss_before, loss_after = train(arrays)
         sidecar.log(task, {"loss_before": loss_before, "loss": loss_after}, round_number)

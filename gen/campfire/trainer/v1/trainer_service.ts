@@ -481,13 +481,16 @@ export interface CheckTaskResponse {
   reason: string;
 }
 
-/** A metric record. */
+/**
+ * A metric record. The site files it under the job of the latest task and
+ * under the held task, if any (the job's metrics/clients.jsonl).
+ */
 export interface LogRequest {
   /** The caller's session. */
   sessionId: string;
   /**
    * The record: usually kind METRICS with the values in `values` and
-   * "current_round" or "step" in `meta`.
+   * "current_round" or "step" in `meta`. Required.
    */
   record: DataExchange | undefined;
 }
@@ -496,8 +499,8 @@ export interface LogRequest {
 export interface LogResponse {
   /**
    * True when it was sent to the site; false when it could not be sent now
-   * (no connection to the site, or the stream is congested). It is not
-   * queued.
+   * (no task has reached this sidecar yet, no connection to the site, or the
+   * stream is congested). It is not queued.
    */
   sent: boolean;
 }

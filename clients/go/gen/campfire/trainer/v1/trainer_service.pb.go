@@ -1292,13 +1292,14 @@ func (x *CheckTaskResponse) GetReason() string {
 	return ""
 }
 
-// A metric record.
+// A metric record. The site files it under the job of the latest task and
+// under the held task, if any (the job's metrics/clients.jsonl).
 type LogRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The caller's session.
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The record: usually kind METRICS with the values in `values` and
-	// "current_round" or "step" in `meta`.
+	// "current_round" or "step" in `meta`. Required.
 	Record        *v1.DataExchange `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1352,8 +1353,8 @@ func (x *LogRequest) GetRecord() *v1.DataExchange {
 type LogResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// True when it was sent to the site; false when it could not be sent now
-	// (no connection to the site, or the stream is congested). It is not
-	// queued.
+	// (no task has reached this sidecar yet, no connection to the site, or the
+	// stream is congested). It is not queued.
 	Sent          bool `protobuf:"varint,1,opt,name=sent,proto3" json:"sent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
