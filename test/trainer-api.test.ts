@@ -1,7 +1,10 @@
-import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { credentials, status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
+import { type AttachRequest, type AttachResponse, TrainerServiceClient } from "../gen/campfire/trainer/v1/trainer_service.js";
 import { type AgentTask, DataKind, ReturnCode } from "../services/agent/index.js";
 import type { TrainerResult } from "../services/cli/agent-loop.js";
 import { decodeDataExchange, encodeDataExchange } from "../services/shared/payload.js";
@@ -9,12 +12,14 @@ import { decodeSafetensors, encodeSafetensors } from "../services/shared/safeten
 import { float32Tensor as tensorOf } from "../services/shared/tensor.js";
 import { OutsideSharedDir, SessionNotAttached, TaskNotHeld, TrainerAlreadyAttached } from "../services/trainer-api/errors.js";
 import { TrainerGateway } from "../services/trainer-api/gateway.js";
+import { TrainerApiServer } from "../services/trainer-api/server.js";
 import { SharedDir } from "../services/trainer-api/shared-dir.js";
 
 /**
  * The trainer API's state machine without gRPC: the agent loop's side (a task
  * handed to gateway.trainer, aborted through its signal) against the trainer
- * process's calls. test/trainer-api-processes.test.ts runs it on the wire.
+ * process's calls; then its gRPC edge in this process.
+ * test/trainer-api-processes.test.ts runs it all on real processes.
  */
 
 const float32Tensor = (name: string, values: number[]) => tensorOf(name, [values.length], Float32Array.from(values));
@@ -212,5 +217,40 @@ describe("tensors as files in a shared directory", () => {
     }
     await writeFile(join(shared.root, "junk.safetensors"), "not safetensors");
     await expect(sidecar.submitResult(sessionId, "t1", { ...ok(), tensorFile: "junk.safetensors" })).rejects.toThrow(/junk.safetensors" is not a valid safetensors file/);
+  });
+});
+
+describe("the trainer API on the wire", () => {
+  const client = (address: string) => new TrainerServiceClient(address, credentials.createInsecure());
+  const attach = (target: TrainerServiceClient, request: Partial<AttachRequest>) =>
+    new Promise<AttachResponse>((resolve, reject) =>
+      target.attach({ trainerName: "", lease: undefined, tensorTransfer: 0, ...request }, (error, response) => (error ? reject(error) : resolve(response))),
+    );
+  const log = (target: TrainerServiceClient, sessionId: string) =>
+    new Promise((resolve, reject) => target.log({ sessionId, record: weights([1]) }, (error, response) => (error ? reject(error) : resolve(response))));
+
+  it("takes over a stale unix socket, refuses a live one, and answers with the status codes of the contract", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "campfire-socket-"));
+    folders.push(folder);
+    const path = join(folder, "trainer.sock");
+    // A process killed while it listened leaves its socket file behind.
+    spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, "SIGKILL"))`]);
+    expect((await stat(path)).isSocket()).toBe(true);
+    const server = await TrainerApiServer.start({ address: `unix:${path}`, gateway: gateway() });
+    try {
+      await expect(TrainerApiServer.start({ address: `unix:${path}`, gateway: gateway() })).rejects.toThrow();
+      const first = client(`unix:${path}`);
+      const { sessionId, lease } = await attach(first, { trainerName: "resnet" });
+      expect(lease).toEqual({ seconds: 15, nanos: 0 });
+      await expect(attach(client(`unix:${path}`), { trainerName: "other" })).rejects.toMatchObject({ code: status.ALREADY_EXISTS, details: expect.stringContaining('already serves trainer "resnet"') });
+      await expect(attach(first, { trainerName: "not a name!" })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringContaining("trainer_name must be 1 to 128 characters") });
+      await expect(attach(first, { trainerName: "resnet", lease: { seconds: 0, nanos: 5 } })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringContaining("lease must be between 1 s and 600 s") });
+      await expect(log(first, "")).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringContaining("session_id is required") });
+      await expect(log(first, sessionId)).resolves.toEqual({ sent: false }); // no task has come yet
+      await expect(log(first, "not-a-session")).rejects.toMatchObject({ code: status.FAILED_PRECONDITION });
+      first.close();
+    } finally {
+      await server.stop();
+    }
   });
 });
