@@ -206,6 +206,14 @@ describe.skipIf(missing.length > 0)("the trainer API with a Python trainer, on r
     expect(answer).toMatchObject({ return_code: "OK", values: { lr: 0.01, answered_by: "grpcurl" }, meta: { client_config: { epochs: 1 } } });
   }, 120_000);
 
+  it("ends a waiting trainer's GetTask with UNAVAILABLE when the sidecar stops (SIGTERM)", async () => {
+    const waiting = pythonTrainer(unixSidecar.address);
+    await waiting.waitForLine("attached", 60_000);
+    expect(await unixSidecar.process.kill("SIGTERM")).toBe(0);
+    await waiting.waitForLine("the sidecar is gone", 20_000);
+    expect(await waiting.exited).toBe(0);
+  }, 120_000);
+
   it("refuses to serve the trainer API beyond loopback, saying why", async () => {
     const refused = await campfire(["agent", "--site", site.address, "--client", "py-c", "--trainer-api", "0.0.0.0:0"]);
     expect(refused.code).toBe(1);
