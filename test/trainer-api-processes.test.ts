@@ -154,6 +154,8 @@ describe.skipIf(missing.length > 0)("the trainer API with a Python trainer, on r
     const python = logged.filter((line) => line.client === "py-a");
     expect(python.map((line) => line.round)).toEqual([0, 1]);
     expect(python[1].values.loss).toBeLessThan(python[0].values.loss_before);
+    const printed = (await readFile(join(result, "logs/trainer.jsonl"), "utf8")).trim().split("\n").map((line) => JSON.parse(line));
+    expect(printed.filter((line) => line.client === "py-a").map((line) => line.message)).toEqual([expect.stringMatching(/^round 0: loss /), expect.stringMatching(/^round 1: loss /)]);
   }, 120_000);
 
   it("refuses a second trainer, naming the one it serves, and tells the holder when the site aborts its task", async () => {

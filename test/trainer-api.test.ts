@@ -6,7 +6,7 @@ import { credentials, status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { type AttachRequest, type AttachResponse, TrainerServiceClient } from "../gen/campfire/trainer/v1/trainer_service.js";
 import { type AgentTask, DataKind, ReturnCode } from "../services/agent/index.js";
-import type { TrainerResult } from "../services/cli/agent-loop.js";
+import type { TrainerResult, TrainerTools } from "../services/cli/agent-loop.js";
 import { decodeDataExchange, encodeDataExchange } from "../services/shared/payload.js";
 import { decodeSafetensors, encodeSafetensors } from "../services/shared/safetensors.js";
 import { float32Tensor as tensorOf } from "../services/shared/tensor.js";
@@ -46,8 +46,10 @@ function offer(target: TrainerGateway, taskId: string, values: number[] = [1, 2,
     signal: abort.signal,
     signedJob: undefined,
   };
-  const answer = Promise.resolve(target.trainer(task)) as Promise<TrainerResult>;
-  return { abort: (reason: string) => abort.abort(new Error(reason)), answer };
+  const logged: unknown[] = [];
+  const tools: TrainerTools = { log: (values, meta) => logged.push({ values, meta }) > 0, print: (message, level) => logged.push({ message, level }) > 0 };
+  const answer = Promise.resolve(target.trainer(task, tools)) as Promise<TrainerResult>;
+  return { abort: (reason: string) => abort.abort(new Error(reason)), answer, logged };
 }
 
 const ok = (data?: ReturnType<typeof weights>) => ({ returnCode: ReturnCode.RETURN_CODE_OK, message: "", data, staged: false, tensorFile: "" });
@@ -62,13 +64,13 @@ describe("the trainer API's sessions", () => {
 
     const restarted = sidecar.attach("resnet", LEASE_MS, "chunks");
     expect(restarted.replacedSession).toBe(true);
-    expect(() => sidecar.log(first.sessionId, weights([1]))).toThrow(SessionNotAttached);
-    expect(() => sidecar.log(first.sessionId, weights([1]))).toThrow(/trainer "resnet" holds the sidecar now/);
+    expect(() => sidecar.log(first.sessionId, { loss: 1 }, undefined)).toThrow(SessionNotAttached);
+    expect(() => sidecar.log(first.sessionId, { loss: 1 }, undefined)).toThrow(/trainer "resnet" holds the sidecar now/);
 
     clock += LEASE_MS + 1;
     const other = sidecar.attach("intruder", LEASE_MS, "chunks");
     expect(other.replacedSession).toBe(false);
-    expect(() => sidecar.log(restarted.sessionId, weights([1]))).toThrow(SessionNotAttached);
+    expect(() => sidecar.log(restarted.sessionId, { loss: 1 }, undefined)).toThrow(SessionNotAttached);
   });
 
   it("keeps a lease alive while a call waits, however long", async () => {
@@ -107,6 +109,16 @@ describe("the held task", () => {
     expect(await sidecar.submitResult(restarted.sessionId, "t1", ok())).toEqual({ outcome: "accepted", reason: "" });
     expect(await sidecar.checkTask(restarted.sessionId, "t1", 0)).toEqual({ state: "submitted", reason: "" });
     expect(await sidecar.getTask(restarted.sessionId, 0)).toBeNull();
+  });
+
+  it("passes metrics and lines of text to the latest task's tools; none before the first task", async () => {
+    const sidecar = gateway();
+    const { sessionId } = sidecar.attach("resnet", LEASE_MS, "chunks");
+    expect(sidecar.log(sessionId, { loss: 0.5 }, undefined)).toBe(false);
+    const offered = offer(sidecar, "t1");
+    expect(sidecar.log(sessionId, { loss: 0.5 }, { step: 3 })).toBe(true);
+    expect(sidecar.print(sessionId, "epoch 1 done", "warn")).toBe(true);
+    expect(offered.logged).toEqual([{ values: { loss: 0.5 }, meta: { step: 3 } }, { message: "epoch 1 done", level: "warn" }]);
   });
 
   it("tells the trainer of an abort (CheckTask wakes), drops its late result and frees the agent loop", async () => {
@@ -226,8 +238,8 @@ describe("the trainer API on the wire", () => {
     new Promise<AttachResponse>((resolve, reject) =>
       target.attach({ trainerName: "", lease: undefined, tensorTransfer: 0, ...request }, (error, response) => (error ? reject(error) : resolve(response))),
     );
-  const log = (target: TrainerServiceClient, sessionId: string) =>
-    new Promise((resolve, reject) => target.log({ sessionId, record: weights([1]) }, (error, response) => (error ? reject(error) : resolve(response))));
+  const log = (target: TrainerServiceClient, sessionId: string, values: Record<string, unknown> = { loss: 1 }) =>
+    new Promise((resolve, reject) => target.log({ sessionId, values, meta: undefined }, (error, response) => (error ? reject(error) : resolve(response))));
 
   it("takes over a stale unix socket, refuses a live one, and answers with the status codes of the contract", async () => {
     const folder = await mkdtemp(join(tmpdir(), "campfire-socket-"));
@@ -247,6 +259,7 @@ describe("the trainer API on the wire", () => {
       await expect(attach(first, { trainerName: "resnet", lease: { seconds: 0, nanos: 5 } })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringContaining("lease must be between 1 s and 600 s") });
       await expect(log(first, "")).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: expect.stringContaining("session_id is required") });
       await expect(log(first, sessionId)).resolves.toEqual({ sent: false }); // no task has come yet
+      await expect(log(first, sessionId, { loss: [1] })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: "values.loss must be a number or a string, got [1]" });
       await expect(log(first, "not-a-session")).rejects.toMatchObject({ code: status.FAILED_PRECONDITION });
       first.close();
     } finally {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Drives a sidecar's trainer API by hand with grpcurl (and jq): attach, take the
-# next task, log a metric, answer it with its own data plus a value, detach.
+# next task, log a metric and a line, answer it with its own data plus a value,
+# detach.
 # The sidecar serves reflection, so grpcurl needs no .proto files.
 #
 #   campfire agent --client hospital-a --trainer-api 127.0.0.1:7450 &
@@ -40,8 +41,9 @@ fi
 echo "# is it still running? (TASK_STATE_ABORTED would mean: stop, the site aborted it)"
 call CheckTask "$(jq -n --arg s "$session" --arg t "$task_id" '{session_id: $s, task_id: $t}')"
 
-echo "# log a metric"
-call Log "$(jq -n --arg s "$session" '{session_id: $s, record: {kind: "DATA_KIND_METRICS", values: {loss: 0.25}, meta: {step: 1}}}')"
+echo "# log a metric and a line of text (campfire metrics / campfire logs show them)"
+call Log "$(jq -n --arg s "$session" '{session_id: $s, values: {loss: 0.25}, meta: {step: 1}}')"
+call Print "$(jq -n --arg s "$session" '{session_id: $s, message: "answered by hand with grpcurl", level: "LOG_LEVEL_INFO"}')"
 
 echo "# answer: the task's data back, with values.answered_by = grpcurl"
 call SubmitResult "$(jq --arg s "$session" --arg t "$task_id" \

@@ -3,7 +3,8 @@
 
 It knows nothing of Campfire but proto/: it generates its own stubs from
 proto/campfire/trainer/v1 with grpcio-tools, then loops on the trainer API
-(Attach, GetTask, ReadTaskData, CheckTask, Log, WriteResultData, SubmitResult)
+(Attach, GetTask, ReadTaskData, CheckTask, Log, Print, WriteResultData,
+SubmitResult)
 and trains with numpy. Its model is a linear regressor, tensor "w" (float32,
 [features]), fitted by gradient descent to this client's own data, which a
 seed derives; any other tensor of the task (a big "embedding", for example) is
@@ -190,11 +191,12 @@ class Sidecar:
                 request.staged = True
         return self.stub.SubmitResult(request, timeout=60)
 
-    def log(self, task: api.TrainerTask, values: dict, round_number: int) -> None:
-        record = exchange_pb2.DataExchange(kind=exchange_pb2.DATA_KIND_METRICS)
-        record.values.update(values)
-        record.meta.update({"current_round": round_number, "task_id": task.task_id})
-        self.stub.Log(api.LogRequest(session_id=self.session, record=record), timeout=10)
+    def log(self, values: dict, message: str) -> None:
+        """Metrics for the job's history, and a line of text for `campfire logs`."""
+        request = api.LogRequest(session_id=self.session)
+        request.values.update(values)
+        self.stub.Log(request, timeout=10)
+        self.stub.Print(api.PrintRequest(session_id=self.session, message=message, level=api.LOG_LEVEL_INFO), timeout=10)
 
     def wait_for_abort(self, task: api.TrainerTask) -> str:
         while True:
@@ -265,7 +267,7 @@ def main() -> None:
             say(f"result {task.task_id} round={round_number} validation_loss={loss:.5f} outcome={api.ResultOutcome.Name(outcome.outcome)} {outcome.reason}".rstrip())
             continue
         trained, loss_before, loss_after = train(arrays)
-        sidecar.log(task, {"loss_before": loss_before, "loss": loss_after}, round_number)
+        sidecar.log({"loss_before": loss_before, "loss": loss_after}, f"round {round_number}: loss {loss_before:.4f} -> {loss_after:.4f} in {args.steps} steps")
         outcome = sidecar.submit(task, exchange_pb2.DATA_KIND_WEIGHTS, trained, {"NUM_STEPS_CURRENT_ROUND": args.steps})
         answered += 1
         say(f"result {task.task_id} round={round_number} loss={loss_after:.5f} outcome={api.ResultOutcome.Name(outcome.outcome)} {outcome.reason}".rstrip())

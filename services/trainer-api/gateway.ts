@@ -1,5 +1,5 @@
-import type { Agent, AgentTask } from "../agent/index.js";
-import type { Trainer, TrainerResult } from "../cli/agent-loop.js";
+import type { AgentTask } from "../agent/index.js";
+import type { Trainer, TrainerResult, TrainerTools } from "../cli/agent-loop.js";
 import type { Tensor } from "../../gen/campfire/common/v1/tensor.js";
 import type { Logger } from "../shared/logger.js";
 import { silentLogger } from "../shared/logger.js";
@@ -111,8 +111,8 @@ export class TrainerGateway {
   private held: HeldTask | undefined;
   private readonly finished = new Map<string, FinishedTask>();
   private readonly listeners = new Set<() => void>();
-  /** The agent of the latest task, for Log. */
-  private agent: Agent | undefined;
+  /** The latest task's tools, for Log and Print: they file records under that task and its job. */
+  private tools: TrainerTools | undefined;
   private stopped = false;
 
   constructor(private readonly options: GatewayOptions) {
@@ -122,8 +122,8 @@ export class TrainerGateway {
   }
 
   /** The agent loop's trainer: hands each task to the trainer process and resolves with its answer. */
-  readonly trainer: Trainer = (task, agent) => {
-    this.agent = agent ?? this.agent;
+  readonly trainer: Trainer = (task, tools) => {
+    this.tools = tools;
     return new Promise<TrainerResult>((resolve) => {
       const held = new HeldTask(task, resolve);
       this.held = held;
@@ -281,9 +281,14 @@ export class TrainerGateway {
     });
   }
 
-  /** Sends a metric record to the site; false when it cannot be sent now. */
-  log(sessionId: string, record: DataExchange): boolean {
-    return this.during(sessionId, () => this.agent?.log(record) ?? false);
+  /** Sends metrics of the latest task to the site; false when they cannot be sent now. */
+  log(sessionId: string, values: Record<string, number | string>, meta: Record<string, unknown> | undefined): boolean {
+    return this.during(sessionId, () => this.tools?.log(values, meta) ?? false);
+  }
+
+  /** Sends a line of text to the site, kept with the latest task's job; false when it cannot be sent now. */
+  print(sessionId: string, message: string, level: "debug" | "info" | "warn" | "error"): boolean {
+    return this.during(sessionId, () => this.tools?.print(message, level) ?? false);
   }
 
   /** Ends every waiting call with UNAVAILABLE; later calls fail the same way. */

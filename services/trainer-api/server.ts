@@ -4,6 +4,7 @@ import { type sendUnaryData, Server, ServerCredentials, type ServerUnaryCall, ty
 import { HealthImplementation } from "grpc-health-check";
 import type { Duration } from "../../gen/google/protobuf/duration.js";
 import {
+  LogLevel,
   ResultOutcome,
   TaskState,
   TensorLocation,
@@ -125,15 +126,24 @@ function handlers(gateway: TrainerGateway): TrainerServiceServer {
       const state = await gateway.checkTask(required("session_id", request.sessionId), required("task_id", request.taskId), durationMs("wait", request.wait, 0, 0, MAX_WAIT_MS), signal);
       return { state: STATES[state.state], reason: state.reason };
     }),
-    log: unary((request) => {
-      if (!request.record) throw new InvalidTrainerRequest("record is required");
-      return { sent: gateway.log(required("session_id", request.sessionId), request.record) };
+    log: unary((request) => ({ sent: gateway.log(required("session_id", request.sessionId), metricValues(request.values), request.meta) })),
+    print: unary((request) => {
+      const level = LEVELS[request.level];
+      if (!level) throw new InvalidTrainerRequest(`level ${String(request.level)} is not a LogLevel value`);
+      return { sent: gateway.print(required("session_id", request.sessionId), required("message", request.message), level) };
     }),
   };
 }
 
 const OUTCOMES = { accepted: ResultOutcome.RESULT_OUTCOME_ACCEPTED, task_aborted: ResultOutcome.RESULT_OUTCOME_TASK_ABORTED, not_accepted: ResultOutcome.RESULT_OUTCOME_NOT_ACCEPTED };
 const STATES = { running: TaskState.TASK_STATE_RUNNING, aborted: TaskState.TASK_STATE_ABORTED, submitted: TaskState.TASK_STATE_SUBMITTED };
+const LEVELS: Partial<Record<LogLevel, "debug" | "info" | "warn" | "error">> = {
+  [LogLevel.LOG_LEVEL_UNSPECIFIED]: "info",
+  [LogLevel.LOG_LEVEL_DEBUG]: "debug",
+  [LogLevel.LOG_LEVEL_INFO]: "info",
+  [LogLevel.LOG_LEVEL_WARN]: "warn",
+  [LogLevel.LOG_LEVEL_ERROR]: "error",
+};
 const LOCATIONS = { inline: TensorLocation.TENSOR_LOCATION_INLINE, chunks: TensorLocation.TENSOR_LOCATION_CHUNKS, file: TensorLocation.TENSOR_LOCATION_FILE };
 
 /** A unary handler: the answer, or the typed error's status; `signal` fires when the caller goes away. */
@@ -157,6 +167,16 @@ function trainerTask(task: DeliveredTask): TrainerTask {
 function required(field: string, value: string): string {
   if (!value) throw new InvalidTrainerRequest(`${field} is required${field === "session_id" ? ": call Attach first and pass the session_id it returns" : ""}`);
   return value;
+}
+
+/** Log's values: at least one, each a number or a string. */
+function metricValues(values: { [key: string]: unknown } | undefined): Record<string, number | string> {
+  const entries = Object.entries(values ?? {});
+  if (entries.length === 0) throw new InvalidTrainerRequest("values is required: at least one metric, for example {\"loss\": 0.12}");
+  for (const [key, value] of entries) {
+    if (typeof value !== "number" && typeof value !== "string") throw new InvalidTrainerRequest(`values.${key} must be a number or a string, got ${JSON.stringify(value)}`);
+  }
+  return Object.fromEntries(entries) as Record<string, number | string>;
 }
 
 function transferOf(transfer: TensorTransfer): "chunks" | "file" {

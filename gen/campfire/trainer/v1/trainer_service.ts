@@ -19,6 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../../google/protobuf/duration.js";
+import { Struct } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import { DataExchange } from "../../common/v1/exchange.js";
 import { ReturnCode, returnCodeFromJSON, returnCodeToJSON } from "../../common/v1/return_code.js";
@@ -230,6 +231,63 @@ export function taskStateToJSON(object: TaskState): string {
     case TaskState.TASK_STATE_SUBMITTED:
       return "TASK_STATE_SUBMITTED";
     case TaskState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** How much a line of text matters. */
+export enum LogLevel {
+  /** LOG_LEVEL_UNSPECIFIED - Not set: read as INFO. */
+  LOG_LEVEL_UNSPECIFIED = 0,
+  /** LOG_LEVEL_DEBUG - Detail for debugging. */
+  LOG_LEVEL_DEBUG = 1,
+  /** LOG_LEVEL_INFO - Progress. */
+  LOG_LEVEL_INFO = 2,
+  /** LOG_LEVEL_WARN - Something looks wrong, work goes on. */
+  LOG_LEVEL_WARN = 3,
+  /** LOG_LEVEL_ERROR - Something failed. */
+  LOG_LEVEL_ERROR = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function logLevelFromJSON(object: any): LogLevel {
+  switch (object) {
+    case 0:
+    case "LOG_LEVEL_UNSPECIFIED":
+      return LogLevel.LOG_LEVEL_UNSPECIFIED;
+    case 1:
+    case "LOG_LEVEL_DEBUG":
+      return LogLevel.LOG_LEVEL_DEBUG;
+    case 2:
+    case "LOG_LEVEL_INFO":
+      return LogLevel.LOG_LEVEL_INFO;
+    case 3:
+    case "LOG_LEVEL_WARN":
+      return LogLevel.LOG_LEVEL_WARN;
+    case 4:
+    case "LOG_LEVEL_ERROR":
+      return LogLevel.LOG_LEVEL_ERROR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return LogLevel.UNRECOGNIZED;
+  }
+}
+
+export function logLevelToJSON(object: LogLevel): string {
+  switch (object) {
+    case LogLevel.LOG_LEVEL_UNSPECIFIED:
+      return "LOG_LEVEL_UNSPECIFIED";
+    case LogLevel.LOG_LEVEL_DEBUG:
+      return "LOG_LEVEL_DEBUG";
+    case LogLevel.LOG_LEVEL_INFO:
+      return "LOG_LEVEL_INFO";
+    case LogLevel.LOG_LEVEL_WARN:
+      return "LOG_LEVEL_WARN";
+    case LogLevel.LOG_LEVEL_ERROR:
+      return "LOG_LEVEL_ERROR";
+    case LogLevel.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -482,17 +540,19 @@ export interface CheckTaskResponse {
 }
 
 /**
- * A metric record. The site files it under the job of the latest task and
- * under the held task, if any (the job's metrics/clients.jsonl).
+ * Metrics of the task in progress. The site keeps them in the job's metric
+ * history by client and round (`campfire metrics`, metrics/clients.jsonl):
+ * the round is the held task's "current_round" unless `meta` names another.
  */
 export interface LogRequest {
   /** The caller's session. */
   sessionId: string;
-  /**
-   * The record: usually kind METRICS with the values in `values` and
-   * "current_round" or "step" in `meta`. Required.
-   */
-  record: DataExchange | undefined;
+  /** The metrics, for example {"loss": 0.12, "accuracy": 0.93}. Required. */
+  values:
+    | { [key: string]: any }
+    | undefined;
+  /** Optional context, for example {"step": 300} or {"current_round": 2}. */
+  meta: { [key: string]: any } | undefined;
 }
 
 /** Whether the record left. */
@@ -501,6 +561,29 @@ export interface LogResponse {
    * True when it was sent to the site; false when it could not be sent now
    * (no task has reached this sidecar yet, no connection to the site, or the
    * stream is congested). It is not queued.
+   */
+  sent: boolean;
+}
+
+/**
+ * A line of text for the site (progress, a warning, an error), kept with the
+ * job of the held task (or the latest) by client: `campfire logs <job-id>`
+ * and the dashboard show it.
+ */
+export interface PrintRequest {
+  /** The caller's session. */
+  sessionId: string;
+  /** The text; the site keeps at most 8 KiB of it. Required. */
+  message: string;
+  /** How much it matters. */
+  level: LogLevel;
+}
+
+/** Whether the line left. */
+export interface PrintResponse {
+  /**
+   * True when it was sent to the site; false when it could not be sent now
+   * (as LogResponse.sent). It is not queued.
    */
   sent: boolean;
 }
@@ -2248,7 +2331,7 @@ export const CheckTaskResponse: MessageFns<CheckTaskResponse> = {
 };
 
 function createBaseLogRequest(): LogRequest {
-  return { sessionId: "", record: undefined };
+  return { sessionId: "", values: undefined, meta: undefined };
 }
 
 export const LogRequest: MessageFns<LogRequest> = {
@@ -2256,8 +2339,11 @@ export const LogRequest: MessageFns<LogRequest> = {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
     }
-    if (message.record !== undefined) {
-      DataExchange.encode(message.record, writer.uint32(18).fork()).join();
+    if (message.values !== undefined) {
+      Struct.encode(Struct.wrap(message.values), writer.uint32(18).fork()).join();
+    }
+    if (message.meta !== undefined) {
+      Struct.encode(Struct.wrap(message.meta), writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2288,7 +2374,15 @@ export const LogRequest: MessageFns<LogRequest> = {
               break;
             }
 
-            message.record = DataExchange.decode(reader, reader.uint32());
+            message.values = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.meta = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
         }
@@ -2310,7 +2404,8 @@ export const LogRequest: MessageFns<LogRequest> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
-      record: isSet(object.record) ? DataExchange.fromJSON(object.record) : undefined,
+      values: isObject(object.values) ? object.values : undefined,
+      meta: isObject(object.meta) ? object.meta : undefined,
     };
   },
 
@@ -2319,8 +2414,11 @@ export const LogRequest: MessageFns<LogRequest> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
-    if (message.record !== undefined) {
-      obj.record = DataExchange.toJSON(message.record);
+    if (message.values !== undefined) {
+      obj.values = message.values;
+    }
+    if (message.meta !== undefined) {
+      obj.meta = message.meta;
     }
     return obj;
   },
@@ -2331,9 +2429,8 @@ export const LogRequest: MessageFns<LogRequest> = {
   fromPartial<I extends Exact<DeepPartial<LogRequest>, I>>(object: I): LogRequest {
     const message = createBaseLogRequest();
     message.sessionId = object.sessionId ?? "";
-    message.record = (object.record !== undefined && object.record !== null)
-      ? DataExchange.fromPartial(object.record)
-      : undefined;
+    message.values = object.values ?? undefined;
+    message.meta = object.meta ?? undefined;
     return message;
   },
 };
@@ -2405,6 +2502,178 @@ export const LogResponse: MessageFns<LogResponse> = {
   },
 };
 
+function createBasePrintRequest(): PrintRequest {
+  return { sessionId: "", message: "", level: 0 };
+}
+
+export const PrintRequest: MessageFns<PrintRequest> = {
+  encode(message: PrintRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    if (message.level !== 0) {
+      writer.uint32(24).int32(message.level);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrintRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrintRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.level = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrintRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      level: isSet(object.level) ? logLevelFromJSON(object.level) : 0,
+    };
+  },
+
+  toJSON(message: PrintRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.level !== 0) {
+      obj.level = logLevelToJSON(message.level);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrintRequest>, I>>(base?: I): PrintRequest {
+    return PrintRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrintRequest>, I>>(object: I): PrintRequest {
+    const message = createBasePrintRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.message = object.message ?? "";
+    message.level = object.level ?? 0;
+    return message;
+  },
+};
+
+function createBasePrintResponse(): PrintResponse {
+  return { sent: false };
+}
+
+export const PrintResponse: MessageFns<PrintResponse> = {
+  encode(message: PrintResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sent !== false) {
+      writer.uint32(8).bool(message.sent);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrintResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrintResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sent = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrintResponse {
+    return { sent: isSet(object.sent) ? globalThis.Boolean(object.sent) : false };
+  },
+
+  toJSON(message: PrintResponse): unknown {
+    const obj: any = {};
+    if (message.sent !== false) {
+      obj.sent = message.sent;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrintResponse>, I>>(base?: I): PrintResponse {
+    return PrintResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrintResponse>, I>>(object: I): PrintResponse {
+    const message = createBasePrintResponse();
+    message.sent = object.sent ?? false;
+    return message;
+  },
+};
+
 /**
  * The trainer API: what an agent sidecar (`campfire agent --trainer-api
  * 127.0.0.1:<port>` or `unix:<path>`) serves to the one training process
@@ -2418,7 +2687,7 @@ export const LogResponse: MessageFns<LogResponse> = {
  *   GetTask(wait)                long-polls for the next task (or the one it held before a crash)
  *   ReadTaskData                 only when the task's tensors are in CHUNKS: read the task's data
  *   CheckTask                    now and then while working: renews the lease, tells of an abort
- *   Log                          metrics, whenever
+ *   Log, Print                   metrics and lines of text for the job, whenever
  *   WriteResultData              only for a large result: stage its encoding in chunks
  *   SubmitResult                 answers the task; replies once the site holds the result
  *   (back to GetTask)
@@ -2550,8 +2819,8 @@ export const TrainerServiceService = {
     responseDeserialize: (value: Buffer): CheckTaskResponse => CheckTaskResponse.decode(value),
   },
   /**
-   * Sends a metric record to the site (fire and forget: not queued when the
-   * stream to the site is congested or down).
+   * Sends metrics of the task in progress to the site (fire and forget: not
+   * queued when the stream to the site is congested or down).
    */
   log: {
     path: "/campfire.trainer.v1.TrainerService/Log" as const,
@@ -2561,6 +2830,19 @@ export const TrainerServiceService = {
     requestDeserialize: (value: Buffer): LogRequest => LogRequest.decode(value),
     responseSerialize: (value: LogResponse): Buffer => Buffer.from(LogResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LogResponse => LogResponse.decode(value),
+  },
+  /**
+   * Sends a line of text to the site, kept with the job (fire and forget, as
+   * Log).
+   */
+  print: {
+    path: "/campfire.trainer.v1.TrainerService/Print" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PrintRequest): Buffer => Buffer.from(PrintRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PrintRequest => PrintRequest.decode(value),
+    responseSerialize: (value: PrintResponse): Buffer => Buffer.from(PrintResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PrintResponse => PrintResponse.decode(value),
   },
 } as const;
 
@@ -2604,10 +2886,15 @@ export interface TrainerServiceServer extends UntypedServiceImplementation {
    */
   checkTask: handleUnaryCall<CheckTaskRequest, CheckTaskResponse>;
   /**
-   * Sends a metric record to the site (fire and forget: not queued when the
-   * stream to the site is congested or down).
+   * Sends metrics of the task in progress to the site (fire and forget: not
+   * queued when the stream to the site is congested or down).
    */
   log: handleUnaryCall<LogRequest, LogResponse>;
+  /**
+   * Sends a line of text to the site, kept with the job (fire and forget, as
+   * Log).
+   */
+  print: handleUnaryCall<PrintRequest, PrintResponse>;
 }
 
 export interface TrainerServiceClient extends Client {
@@ -2748,8 +3035,8 @@ export interface TrainerServiceClient extends Client {
     callback: (error: ServiceError | null, response: CheckTaskResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Sends a metric record to the site (fire and forget: not queued when the
-   * stream to the site is congested or down).
+   * Sends metrics of the task in progress to the site (fire and forget: not
+   * queued when the stream to the site is congested or down).
    */
   log(request: LogRequest, callback: (error: ServiceError | null, response: LogResponse) => void): ClientUnaryCall;
   log(
@@ -2762,6 +3049,25 @@ export interface TrainerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LogResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sends a line of text to the site, kept with the job (fire and forget, as
+   * Log).
+   */
+  print(
+    request: PrintRequest,
+    callback: (error: ServiceError | null, response: PrintResponse) => void,
+  ): ClientUnaryCall;
+  print(
+    request: PrintRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PrintResponse) => void,
+  ): ClientUnaryCall;
+  print(
+    request: PrintRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PrintResponse) => void,
   ): ClientUnaryCall;
 }
 
@@ -2843,6 +3149,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -253,6 +254,67 @@ func (x TaskState) Number() protoreflect.EnumNumber {
 // Deprecated: Use TaskState.Descriptor instead.
 func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_campfire_trainer_v1_trainer_service_proto_rawDescGZIP(), []int{3}
+}
+
+// How much a line of text matters.
+type LogLevel int32
+
+const (
+	// Not set: read as INFO.
+	LogLevel_LOG_LEVEL_UNSPECIFIED LogLevel = 0
+	// Detail for debugging.
+	LogLevel_LOG_LEVEL_DEBUG LogLevel = 1
+	// Progress.
+	LogLevel_LOG_LEVEL_INFO LogLevel = 2
+	// Something looks wrong, work goes on.
+	LogLevel_LOG_LEVEL_WARN LogLevel = 3
+	// Something failed.
+	LogLevel_LOG_LEVEL_ERROR LogLevel = 4
+)
+
+// Enum value maps for LogLevel.
+var (
+	LogLevel_name = map[int32]string{
+		0: "LOG_LEVEL_UNSPECIFIED",
+		1: "LOG_LEVEL_DEBUG",
+		2: "LOG_LEVEL_INFO",
+		3: "LOG_LEVEL_WARN",
+		4: "LOG_LEVEL_ERROR",
+	}
+	LogLevel_value = map[string]int32{
+		"LOG_LEVEL_UNSPECIFIED": 0,
+		"LOG_LEVEL_DEBUG":       1,
+		"LOG_LEVEL_INFO":        2,
+		"LOG_LEVEL_WARN":        3,
+		"LOG_LEVEL_ERROR":       4,
+	}
+)
+
+func (x LogLevel) Enum() *LogLevel {
+	p := new(LogLevel)
+	*p = x
+	return p
+}
+
+func (x LogLevel) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LogLevel) Descriptor() protoreflect.EnumDescriptor {
+	return file_campfire_trainer_v1_trainer_service_proto_enumTypes[4].Descriptor()
+}
+
+func (LogLevel) Type() protoreflect.EnumType {
+	return &file_campfire_trainer_v1_trainer_service_proto_enumTypes[4]
+}
+
+func (x LogLevel) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LogLevel.Descriptor instead.
+func (LogLevel) EnumDescriptor() ([]byte, []int) {
+	return file_campfire_trainer_v1_trainer_service_proto_rawDescGZIP(), []int{4}
 }
 
 // Starts a session.
@@ -1292,15 +1354,17 @@ func (x *CheckTaskResponse) GetReason() string {
 	return ""
 }
 
-// A metric record. The site files it under the job of the latest task and
-// under the held task, if any (the job's metrics/clients.jsonl).
+// Metrics of the task in progress. The site keeps them in the job's metric
+// history by client and round (`campfire metrics`, metrics/clients.jsonl):
+// the round is the held task's "current_round" unless `meta` names another.
 type LogRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The caller's session.
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	// The record: usually kind METRICS with the values in `values` and
-	// "current_round" or "step" in `meta`. Required.
-	Record        *v1.DataExchange `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	// The metrics, for example {"loss": 0.12, "accuracy": 0.93}. Required.
+	Values *structpb.Struct `protobuf:"bytes,2,opt,name=values,proto3" json:"values,omitempty"`
+	// Optional context, for example {"step": 300} or {"current_round": 2}.
+	Meta          *structpb.Struct `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1342,9 +1406,16 @@ func (x *LogRequest) GetSessionId() string {
 	return ""
 }
 
-func (x *LogRequest) GetRecord() *v1.DataExchange {
+func (x *LogRequest) GetValues() *structpb.Struct {
 	if x != nil {
-		return x.Record
+		return x.Values
+	}
+	return nil
+}
+
+func (x *LogRequest) GetMeta() *structpb.Struct {
+	if x != nil {
+		return x.Meta
 	}
 	return nil
 }
@@ -1397,11 +1468,124 @@ func (x *LogResponse) GetSent() bool {
 	return false
 }
 
+// A line of text for the site (progress, a warning, an error), kept with the
+// job of the held task (or the latest) by client: `campfire logs <job-id>`
+// and the dashboard show it.
+type PrintRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's session.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The text; the site keeps at most 8 KiB of it. Required.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// How much it matters.
+	Level         LogLevel `protobuf:"varint,3,opt,name=level,proto3,enum=campfire.trainer.v1.LogLevel" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrintRequest) Reset() {
+	*x = PrintRequest{}
+	mi := &file_campfire_trainer_v1_trainer_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrintRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrintRequest) ProtoMessage() {}
+
+func (x *PrintRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_trainer_v1_trainer_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrintRequest.ProtoReflect.Descriptor instead.
+func (*PrintRequest) Descriptor() ([]byte, []int) {
+	return file_campfire_trainer_v1_trainer_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PrintRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *PrintRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PrintRequest) GetLevel() LogLevel {
+	if x != nil {
+		return x.Level
+	}
+	return LogLevel_LOG_LEVEL_UNSPECIFIED
+}
+
+// Whether the line left.
+type PrintResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when it was sent to the site; false when it could not be sent now
+	// (as LogResponse.sent). It is not queued.
+	Sent          bool `protobuf:"varint,1,opt,name=sent,proto3" json:"sent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrintResponse) Reset() {
+	*x = PrintResponse{}
+	mi := &file_campfire_trainer_v1_trainer_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrintResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrintResponse) ProtoMessage() {}
+
+func (x *PrintResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campfire_trainer_v1_trainer_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrintResponse.ProtoReflect.Descriptor instead.
+func (*PrintResponse) Descriptor() ([]byte, []int) {
+	return file_campfire_trainer_v1_trainer_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PrintResponse) GetSent() bool {
+	if x != nil {
+		return x.Sent
+	}
+	return false
+}
+
 var File_campfire_trainer_v1_trainer_service_proto protoreflect.FileDescriptor
 
 const file_campfire_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\n" +
-	")campfire/trainer/v1/trainer_service.proto\x12\x13campfire.trainer.v1\x1a!campfire/common/v1/exchange.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
+	")campfire/trainer/v1/trainer_service.proto\x12\x13campfire.trainer.v1\x1a!campfire/common/v1/exchange.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
 	"\rAttachRequest\x12!\n" +
 	"\ftrainer_name\x18\x01 \x01(\tR\vtrainerName\x12/\n" +
 	"\x05lease\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12L\n" +
@@ -1480,13 +1664,21 @@ const file_campfire_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"a\n" +
 	"\x11CheckTaskResponse\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.campfire.trainer.v1.TaskStateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"e\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x89\x01\n" +
 	"\n" +
 	"LogRequest\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\x128\n" +
-	"\x06record\x18\x02 \x01(\v2 .campfire.common.v1.DataExchangeR\x06record\"!\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12/\n" +
+	"\x06values\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06values\x12+\n" +
+	"\x04meta\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x04meta\"!\n" +
 	"\vLogResponse\x12\x12\n" +
+	"\x04sent\x18\x01 \x01(\bR\x04sent\"|\n" +
+	"\fPrintRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x123\n" +
+	"\x05level\x18\x03 \x01(\x0e2\x1d.campfire.trainer.v1.LogLevelR\x05level\"#\n" +
+	"\rPrintResponse\x12\x12\n" +
 	"\x04sent\x18\x01 \x01(\bR\x04sent*g\n" +
 	"\x0eTensorTransfer\x12\x1f\n" +
 	"\x1bTENSOR_TRANSFER_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -1506,7 +1698,13 @@ const file_campfire_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_RUNNING\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_ABORTED\x10\x02\x12\x18\n" +
-	"\x14TASK_STATE_SUBMITTED\x10\x032\xea\x05\n" +
+	"\x14TASK_STATE_SUBMITTED\x10\x03*w\n" +
+	"\bLogLevel\x12\x19\n" +
+	"\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n" +
+	"\x0eLOG_LEVEL_INFO\x10\x02\x12\x12\n" +
+	"\x0eLOG_LEVEL_WARN\x10\x03\x12\x13\n" +
+	"\x0fLOG_LEVEL_ERROR\x10\x042\xba\x06\n" +
 	"\x0eTrainerService\x12Q\n" +
 	"\x06Attach\x12\".campfire.trainer.v1.AttachRequest\x1a#.campfire.trainer.v1.AttachResponse\x12Q\n" +
 	"\x06Detach\x12\".campfire.trainer.v1.DetachRequest\x1a#.campfire.trainer.v1.DetachResponse\x12T\n" +
@@ -1515,7 +1713,8 @@ const file_campfire_trainer_v1_trainer_service_proto_rawDesc = "" +
 	"\x0fWriteResultData\x12+.campfire.trainer.v1.WriteResultDataRequest\x1a,.campfire.trainer.v1.WriteResultDataResponse\x12c\n" +
 	"\fSubmitResult\x12(.campfire.trainer.v1.SubmitResultRequest\x1a).campfire.trainer.v1.SubmitResultResponse\x12Z\n" +
 	"\tCheckTask\x12%.campfire.trainer.v1.CheckTaskRequest\x1a&.campfire.trainer.v1.CheckTaskResponse\x12H\n" +
-	"\x03Log\x12\x1f.campfire.trainer.v1.LogRequest\x1a .campfire.trainer.v1.LogResponseB\xd7\x01\n" +
+	"\x03Log\x12\x1f.campfire.trainer.v1.LogRequest\x1a .campfire.trainer.v1.LogResponse\x12N\n" +
+	"\x05Print\x12!.campfire.trainer.v1.PrintRequest\x1a\".campfire.trainer.v1.PrintResponseB\xd7\x01\n" +
 	"\x17com.campfire.trainer.v1B\x13TrainerServiceProtoP\x01Z9campfire.dev/clients/go/gen/campfire/trainer/v1;trainerv1\xa2\x02\x03CTX\xaa\x02\x13Campfire.Trainer.V1\xca\x02\x13Campfire\\Trainer\\V1\xe2\x02\x1fCampfire\\Trainer\\V1\\GPBMetadata\xea\x02\x15Campfire::Trainer::V1b\x06proto3"
 
 var (
@@ -1530,71 +1729,79 @@ func file_campfire_trainer_v1_trainer_service_proto_rawDescGZIP() []byte {
 	return file_campfire_trainer_v1_trainer_service_proto_rawDescData
 }
 
-var file_campfire_trainer_v1_trainer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_campfire_trainer_v1_trainer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_campfire_trainer_v1_trainer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_campfire_trainer_v1_trainer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_campfire_trainer_v1_trainer_service_proto_goTypes = []any{
 	(TensorTransfer)(0),             // 0: campfire.trainer.v1.TensorTransfer
 	(TensorLocation)(0),             // 1: campfire.trainer.v1.TensorLocation
 	(ResultOutcome)(0),              // 2: campfire.trainer.v1.ResultOutcome
 	(TaskState)(0),                  // 3: campfire.trainer.v1.TaskState
-	(*AttachRequest)(nil),           // 4: campfire.trainer.v1.AttachRequest
-	(*AttachResponse)(nil),          // 5: campfire.trainer.v1.AttachResponse
-	(*DetachRequest)(nil),           // 6: campfire.trainer.v1.DetachRequest
-	(*DetachResponse)(nil),          // 7: campfire.trainer.v1.DetachResponse
-	(*GetTaskRequest)(nil),          // 8: campfire.trainer.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),         // 9: campfire.trainer.v1.GetTaskResponse
-	(*TrainerTask)(nil),             // 10: campfire.trainer.v1.TrainerTask
-	(*ReadTaskDataRequest)(nil),     // 11: campfire.trainer.v1.ReadTaskDataRequest
-	(*ReadTaskDataResponse)(nil),    // 12: campfire.trainer.v1.ReadTaskDataResponse
-	(*WriteResultDataRequest)(nil),  // 13: campfire.trainer.v1.WriteResultDataRequest
-	(*WriteResultDataResponse)(nil), // 14: campfire.trainer.v1.WriteResultDataResponse
-	(*SubmitResultRequest)(nil),     // 15: campfire.trainer.v1.SubmitResultRequest
-	(*SubmitResultResponse)(nil),    // 16: campfire.trainer.v1.SubmitResultResponse
-	(*CheckTaskRequest)(nil),        // 17: campfire.trainer.v1.CheckTaskRequest
-	(*CheckTaskResponse)(nil),       // 18: campfire.trainer.v1.CheckTaskResponse
-	(*LogRequest)(nil),              // 19: campfire.trainer.v1.LogRequest
-	(*LogResponse)(nil),             // 20: campfire.trainer.v1.LogResponse
-	(*durationpb.Duration)(nil),     // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
-	(*v1.DataExchange)(nil),         // 23: campfire.common.v1.DataExchange
-	(v1.ReturnCode)(0),              // 24: campfire.common.v1.ReturnCode
+	(LogLevel)(0),                   // 4: campfire.trainer.v1.LogLevel
+	(*AttachRequest)(nil),           // 5: campfire.trainer.v1.AttachRequest
+	(*AttachResponse)(nil),          // 6: campfire.trainer.v1.AttachResponse
+	(*DetachRequest)(nil),           // 7: campfire.trainer.v1.DetachRequest
+	(*DetachResponse)(nil),          // 8: campfire.trainer.v1.DetachResponse
+	(*GetTaskRequest)(nil),          // 9: campfire.trainer.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),         // 10: campfire.trainer.v1.GetTaskResponse
+	(*TrainerTask)(nil),             // 11: campfire.trainer.v1.TrainerTask
+	(*ReadTaskDataRequest)(nil),     // 12: campfire.trainer.v1.ReadTaskDataRequest
+	(*ReadTaskDataResponse)(nil),    // 13: campfire.trainer.v1.ReadTaskDataResponse
+	(*WriteResultDataRequest)(nil),  // 14: campfire.trainer.v1.WriteResultDataRequest
+	(*WriteResultDataResponse)(nil), // 15: campfire.trainer.v1.WriteResultDataResponse
+	(*SubmitResultRequest)(nil),     // 16: campfire.trainer.v1.SubmitResultRequest
+	(*SubmitResultResponse)(nil),    // 17: campfire.trainer.v1.SubmitResultResponse
+	(*CheckTaskRequest)(nil),        // 18: campfire.trainer.v1.CheckTaskRequest
+	(*CheckTaskResponse)(nil),       // 19: campfire.trainer.v1.CheckTaskResponse
+	(*LogRequest)(nil),              // 20: campfire.trainer.v1.LogRequest
+	(*LogResponse)(nil),             // 21: campfire.trainer.v1.LogResponse
+	(*PrintRequest)(nil),            // 22: campfire.trainer.v1.PrintRequest
+	(*PrintResponse)(nil),           // 23: campfire.trainer.v1.PrintResponse
+	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
+	(*v1.DataExchange)(nil),         // 26: campfire.common.v1.DataExchange
+	(v1.ReturnCode)(0),              // 27: campfire.common.v1.ReturnCode
+	(*structpb.Struct)(nil),         // 28: google.protobuf.Struct
 }
 var file_campfire_trainer_v1_trainer_service_proto_depIdxs = []int32{
-	21, // 0: campfire.trainer.v1.AttachRequest.lease:type_name -> google.protobuf.Duration
+	24, // 0: campfire.trainer.v1.AttachRequest.lease:type_name -> google.protobuf.Duration
 	0,  // 1: campfire.trainer.v1.AttachRequest.tensor_transfer:type_name -> campfire.trainer.v1.TensorTransfer
-	21, // 2: campfire.trainer.v1.AttachResponse.lease:type_name -> google.protobuf.Duration
-	21, // 3: campfire.trainer.v1.GetTaskRequest.wait:type_name -> google.protobuf.Duration
-	10, // 4: campfire.trainer.v1.GetTaskResponse.task:type_name -> campfire.trainer.v1.TrainerTask
-	22, // 5: campfire.trainer.v1.TrainerTask.deadline:type_name -> google.protobuf.Timestamp
-	23, // 6: campfire.trainer.v1.TrainerTask.data:type_name -> campfire.common.v1.DataExchange
+	24, // 2: campfire.trainer.v1.AttachResponse.lease:type_name -> google.protobuf.Duration
+	24, // 3: campfire.trainer.v1.GetTaskRequest.wait:type_name -> google.protobuf.Duration
+	11, // 4: campfire.trainer.v1.GetTaskResponse.task:type_name -> campfire.trainer.v1.TrainerTask
+	25, // 5: campfire.trainer.v1.TrainerTask.deadline:type_name -> google.protobuf.Timestamp
+	26, // 6: campfire.trainer.v1.TrainerTask.data:type_name -> campfire.common.v1.DataExchange
 	1,  // 7: campfire.trainer.v1.TrainerTask.tensors_at:type_name -> campfire.trainer.v1.TensorLocation
-	24, // 8: campfire.trainer.v1.SubmitResultRequest.return_code:type_name -> campfire.common.v1.ReturnCode
-	23, // 9: campfire.trainer.v1.SubmitResultRequest.data:type_name -> campfire.common.v1.DataExchange
+	27, // 8: campfire.trainer.v1.SubmitResultRequest.return_code:type_name -> campfire.common.v1.ReturnCode
+	26, // 9: campfire.trainer.v1.SubmitResultRequest.data:type_name -> campfire.common.v1.DataExchange
 	2,  // 10: campfire.trainer.v1.SubmitResultResponse.outcome:type_name -> campfire.trainer.v1.ResultOutcome
-	21, // 11: campfire.trainer.v1.CheckTaskRequest.wait:type_name -> google.protobuf.Duration
+	24, // 11: campfire.trainer.v1.CheckTaskRequest.wait:type_name -> google.protobuf.Duration
 	3,  // 12: campfire.trainer.v1.CheckTaskResponse.state:type_name -> campfire.trainer.v1.TaskState
-	23, // 13: campfire.trainer.v1.LogRequest.record:type_name -> campfire.common.v1.DataExchange
-	4,  // 14: campfire.trainer.v1.TrainerService.Attach:input_type -> campfire.trainer.v1.AttachRequest
-	6,  // 15: campfire.trainer.v1.TrainerService.Detach:input_type -> campfire.trainer.v1.DetachRequest
-	8,  // 16: campfire.trainer.v1.TrainerService.GetTask:input_type -> campfire.trainer.v1.GetTaskRequest
-	11, // 17: campfire.trainer.v1.TrainerService.ReadTaskData:input_type -> campfire.trainer.v1.ReadTaskDataRequest
-	13, // 18: campfire.trainer.v1.TrainerService.WriteResultData:input_type -> campfire.trainer.v1.WriteResultDataRequest
-	15, // 19: campfire.trainer.v1.TrainerService.SubmitResult:input_type -> campfire.trainer.v1.SubmitResultRequest
-	17, // 20: campfire.trainer.v1.TrainerService.CheckTask:input_type -> campfire.trainer.v1.CheckTaskRequest
-	19, // 21: campfire.trainer.v1.TrainerService.Log:input_type -> campfire.trainer.v1.LogRequest
-	5,  // 22: campfire.trainer.v1.TrainerService.Attach:output_type -> campfire.trainer.v1.AttachResponse
-	7,  // 23: campfire.trainer.v1.TrainerService.Detach:output_type -> campfire.trainer.v1.DetachResponse
-	9,  // 24: campfire.trainer.v1.TrainerService.GetTask:output_type -> campfire.trainer.v1.GetTaskResponse
-	12, // 25: campfire.trainer.v1.TrainerService.ReadTaskData:output_type -> campfire.trainer.v1.ReadTaskDataResponse
-	14, // 26: campfire.trainer.v1.TrainerService.WriteResultData:output_type -> campfire.trainer.v1.WriteResultDataResponse
-	16, // 27: campfire.trainer.v1.TrainerService.SubmitResult:output_type -> campfire.trainer.v1.SubmitResultResponse
-	18, // 28: campfire.trainer.v1.TrainerService.CheckTask:output_type -> campfire.trainer.v1.CheckTaskResponse
-	20, // 29: campfire.trainer.v1.TrainerService.Log:output_type -> campfire.trainer.v1.LogResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	28, // 13: campfire.trainer.v1.LogRequest.values:type_name -> google.protobuf.Struct
+	28, // 14: campfire.trainer.v1.LogRequest.meta:type_name -> google.protobuf.Struct
+	4,  // 15: campfire.trainer.v1.PrintRequest.level:type_name -> campfire.trainer.v1.LogLevel
+	5,  // 16: campfire.trainer.v1.TrainerService.Attach:input_type -> campfire.trainer.v1.AttachRequest
+	7,  // 17: campfire.trainer.v1.TrainerService.Detach:input_type -> campfire.trainer.v1.DetachRequest
+	9,  // 18: campfire.trainer.v1.TrainerService.GetTask:input_type -> campfire.trainer.v1.GetTaskRequest
+	12, // 19: campfire.trainer.v1.TrainerService.ReadTaskData:input_type -> campfire.trainer.v1.ReadTaskDataRequest
+	14, // 20: campfire.trainer.v1.TrainerService.WriteResultData:input_type -> campfire.trainer.v1.WriteResultDataRequest
+	16, // 21: campfire.trainer.v1.TrainerService.SubmitResult:input_type -> campfire.trainer.v1.SubmitResultRequest
+	18, // 22: campfire.trainer.v1.TrainerService.CheckTask:input_type -> campfire.trainer.v1.CheckTaskRequest
+	20, // 23: campfire.trainer.v1.TrainerService.Log:input_type -> campfire.trainer.v1.LogRequest
+	22, // 24: campfire.trainer.v1.TrainerService.Print:input_type -> campfire.trainer.v1.PrintRequest
+	6,  // 25: campfire.trainer.v1.TrainerService.Attach:output_type -> campfire.trainer.v1.AttachResponse
+	8,  // 26: campfire.trainer.v1.TrainerService.Detach:output_type -> campfire.trainer.v1.DetachResponse
+	10, // 27: campfire.trainer.v1.TrainerService.GetTask:output_type -> campfire.trainer.v1.GetTaskResponse
+	13, // 28: campfire.trainer.v1.TrainerService.ReadTaskData:output_type -> campfire.trainer.v1.ReadTaskDataResponse
+	15, // 29: campfire.trainer.v1.TrainerService.WriteResultData:output_type -> campfire.trainer.v1.WriteResultDataResponse
+	17, // 30: campfire.trainer.v1.TrainerService.SubmitResult:output_type -> campfire.trainer.v1.SubmitResultResponse
+	19, // 31: campfire.trainer.v1.TrainerService.CheckTask:output_type -> campfire.trainer.v1.CheckTaskResponse
+	21, // 32: campfire.trainer.v1.TrainerService.Log:output_type -> campfire.trainer.v1.LogResponse
+	23, // 33: campfire.trainer.v1.TrainerService.Print:output_type -> campfire.trainer.v1.PrintResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_campfire_trainer_v1_trainer_service_proto_init() }
@@ -1607,8 +1814,8 @@ func file_campfire_trainer_v1_trainer_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campfire_trainer_v1_trainer_service_proto_rawDesc), len(file_campfire_trainer_v1_trainer_service_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   17,
+			NumEnums:      5,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	TrainerService_SubmitResult_FullMethodName    = "/campfire.trainer.v1.TrainerService/SubmitResult"
 	TrainerService_CheckTask_FullMethodName       = "/campfire.trainer.v1.TrainerService/CheckTask"
 	TrainerService_Log_FullMethodName             = "/campfire.trainer.v1.TrainerService/Log"
+	TrainerService_Print_FullMethodName           = "/campfire.trainer.v1.TrainerService/Print"
 )
 
 // TrainerServiceClient is the client API for TrainerService service.
@@ -46,7 +47,7 @@ const (
 //	GetTask(wait)                long-polls for the next task (or the one it held before a crash)
 //	ReadTaskData                 only when the task's tensors are in CHUNKS: read the task's data
 //	CheckTask                    now and then while working: renews the lease, tells of an abort
-//	Log                          metrics, whenever
+//	Log, Print                   metrics and lines of text for the job, whenever
 //	WriteResultData              only for a large result: stage its encoding in chunks
 //	SubmitResult                 answers the task; replies once the site holds the result
 //	(back to GetTask)
@@ -103,9 +104,12 @@ type TrainerServiceClient interface {
 	// lease. With `wait`, returns as soon as the task stops running (aborted,
 	// for example), or after `wait` with TASK_STATE_RUNNING.
 	CheckTask(ctx context.Context, in *CheckTaskRequest, opts ...grpc.CallOption) (*CheckTaskResponse, error)
-	// Sends a metric record to the site (fire and forget: not queued when the
-	// stream to the site is congested or down).
+	// Sends metrics of the task in progress to the site (fire and forget: not
+	// queued when the stream to the site is congested or down).
 	Log(ctx context.Context, in *LogRequest, opts ...grpc.CallOption) (*LogResponse, error)
+	// Sends a line of text to the site, kept with the job (fire and forget, as
+	// Log).
+	Print(ctx context.Context, in *PrintRequest, opts ...grpc.CallOption) (*PrintResponse, error)
 }
 
 type trainerServiceClient struct {
@@ -196,6 +200,16 @@ func (c *trainerServiceClient) Log(ctx context.Context, in *LogRequest, opts ...
 	return out, nil
 }
 
+func (c *trainerServiceClient) Print(ctx context.Context, in *PrintRequest, opts ...grpc.CallOption) (*PrintResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrintResponse)
+	err := c.cc.Invoke(ctx, TrainerService_Print_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TrainerServiceServer is the server API for TrainerService service.
 // All implementations must embed UnimplementedTrainerServiceServer
 // for forward compatibility.
@@ -213,7 +227,7 @@ func (c *trainerServiceClient) Log(ctx context.Context, in *LogRequest, opts ...
 //	GetTask(wait)                long-polls for the next task (or the one it held before a crash)
 //	ReadTaskData                 only when the task's tensors are in CHUNKS: read the task's data
 //	CheckTask                    now and then while working: renews the lease, tells of an abort
-//	Log                          metrics, whenever
+//	Log, Print                   metrics and lines of text for the job, whenever
 //	WriteResultData              only for a large result: stage its encoding in chunks
 //	SubmitResult                 answers the task; replies once the site holds the result
 //	(back to GetTask)
@@ -270,9 +284,12 @@ type TrainerServiceServer interface {
 	// lease. With `wait`, returns as soon as the task stops running (aborted,
 	// for example), or after `wait` with TASK_STATE_RUNNING.
 	CheckTask(context.Context, *CheckTaskRequest) (*CheckTaskResponse, error)
-	// Sends a metric record to the site (fire and forget: not queued when the
-	// stream to the site is congested or down).
+	// Sends metrics of the task in progress to the site (fire and forget: not
+	// queued when the stream to the site is congested or down).
 	Log(context.Context, *LogRequest) (*LogResponse, error)
+	// Sends a line of text to the site, kept with the job (fire and forget, as
+	// Log).
+	Print(context.Context, *PrintRequest) (*PrintResponse, error)
 	mustEmbedUnimplementedTrainerServiceServer()
 }
 
@@ -306,6 +323,9 @@ func (UnimplementedTrainerServiceServer) CheckTask(context.Context, *CheckTaskRe
 }
 func (UnimplementedTrainerServiceServer) Log(context.Context, *LogRequest) (*LogResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Log not implemented")
+}
+func (UnimplementedTrainerServiceServer) Print(context.Context, *PrintRequest) (*PrintResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Print not implemented")
 }
 func (UnimplementedTrainerServiceServer) mustEmbedUnimplementedTrainerServiceServer() {}
 func (UnimplementedTrainerServiceServer) testEmbeddedByValue()                        {}
@@ -472,6 +492,24 @@ func _TrainerService_Log_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TrainerService_Print_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrintRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrainerServiceServer).Print(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TrainerService_Print_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrainerServiceServer).Print(ctx, req.(*PrintRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TrainerService_ServiceDesc is the grpc.ServiceDesc for TrainerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -510,6 +548,10 @@ var TrainerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Log",
 			Handler:    _TrainerService_Log_Handler,
+		},
+		{
+			MethodName: "Print",
+			Handler:    _TrainerService_Print_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
