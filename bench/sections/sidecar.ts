@@ -13,10 +13,10 @@ import { type LatencySummary, ratio, timeSequential } from "../lib/stats.js";
 import { SiteServer } from "../../services/site/site-server.js";
 
 await runSection("Sidecar trainer API, one trainer", async ({ quick }) => {
-  const roundTrips = quick ? 100 : 1_000;
-  const warmup = quick ? 20 : 200;
-  const modelRoundTrips = quick ? 3 : 10;
-  const size = quick ? 4 * MiB : 32 * MiB;
+  const roundTrips = quick ? 50 : 1_000;
+  const warmup = quick ? 10 : 200;
+  const modelRoundTrips = quick ? 2 : 10;
+  const size = quick ? 2 * MiB : 32 * MiB;
   const repeats = quick ? 1 : 3;
   const model = weights(makeModel(size));
 
