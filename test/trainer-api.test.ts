@@ -250,7 +250,7 @@ describe("the trainer API on the wire", () => {
     expect((await stat(path)).isSocket()).toBe(true);
     const server = await TrainerApiServer.start({ address: `unix:${path}`, gateway: gateway() });
     try {
-      await expect(TrainerApiServer.start({ address: `unix:${path}`, gateway: gateway() })).rejects.toThrow();
+      await expect(TrainerApiServer.start({ address: `unix:${path}`, gateway: gateway() })).rejects.toThrow(`could not serve the trainer API on unix:${path}`);
       const first = client(`unix:${path}`);
       const { sessionId, lease } = await attach(first, { trainerName: "resnet" });
       expect(lease).toEqual({ seconds: 15, nanos: 0 });

@@ -59,7 +59,11 @@ export class TrainerApiServer {
     for (const [definition, implementation] of reflectionServices([SERVICE_NAME, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"])) {
       server.addService(definition, implementation);
     }
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync(address, ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))));
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(address, ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(new Error(`could not serve the trainer API on ${address} (${error.message}): is another process listening there?`, { cause: error })) : resolve(bound),
+      ),
+    );
     const bound = address.startsWith("unix:") ? address : address.replace(/:\d+$/, `:${port}`);
     logger.info({ address: bound }, "trainer API listening");
     return new TrainerApiServer(server, bound, options.gateway);
