@@ -49,6 +49,10 @@ def generate_stubs(proto_dir: Path, out_dir: Path) -> None:
     code = protoc.main(["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={staging}", f"--grpc_python_out={staging}", *PROTOS])
     if code != 0:
         sys.exit(f"protoc failed ({code}) generating stubs from {proto_dir}")
+    # Regular packages, so that these stubs win over any other "campfire"
+    # package installed (the campfire-fl client is one).
+    for folder in [staging / "campfire", *(path for path in (staging / "campfire").rglob("*") if path.is_dir())]:
+        (folder / "__init__.py").touch()
     try:
         os.rename(staging, out_dir)
     except OSError:
