@@ -3,7 +3,7 @@ import type { Trainer, TrainerResult, TrainerTools } from "../cli/agent-loop.js"
 import type { Tensor } from "../../gen/campfire/common/v1/tensor.js";
 import type { Logger } from "../shared/logger.js";
 import { silentLogger } from "../shared/logger.js";
-import { CHUNK_BYTES, type DataExchange, decodeDataExchange, encodeDataExchange, encodingIfLarge, INLINE_PAYLOAD_LIMIT } from "../shared/payload.js";
+import { CHUNK_BYTES, type DataExchange, decodeDataExchange, encodeDataExchange, INLINE_PAYLOAD_LIMIT, piecesIfLarge } from "../shared/payload.js";
 import { ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { InvalidTrainerRequest, NoSharedDir, TaskNotHeld, TrainerApiStopping, TrainerDataTooLarge, UnknownTrainerTask } from "./errors.js";
 import { SessionLease, type TensorTransfer, type TrainerSession } from "./sessions.js";
@@ -309,7 +309,11 @@ export class TrainerGateway {
       held.file ??= shared.writeTaskTensors(task.taskId, task.data.tensors);
       return { ...base, data: withoutTensors, tensorsAt: "file", dataSizeBytes: 0, tensorFile: await held.file };
     }
-    held.encoded ??= encodingIfLarge(task.data);
+    if (!held.encoded) {
+      // The trainer reads it in chunks at offsets it picks: one buffer, made once per held task.
+      const large = piecesIfLarge(task.data);
+      held.encoded = large && Buffer.concat(large.pieces, large.size);
+    }
     if (!held.encoded) return { ...base, data: task.data, tensorsAt: "inline", dataSizeBytes: 0, tensorFile: "" };
     return { ...base, data: withoutTensors, tensorsAt: "chunks", dataSizeBytes: held.encoded.length, tensorFile: "" };
   }
