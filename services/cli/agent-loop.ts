@@ -1,6 +1,6 @@
 import { Agent, AgentEnded, AgentError, type AgentOptions, type AgentTask, DataKind, LogLevel, ReturnCode } from "../agent/index.js";
 import type { DataExchange } from "../shared/payload.js";
-import { silentLogger } from "../shared/logger.js";
+import { type Logger, silentLogger } from "../shared/logger.js";
 
 /** What a trainer returns for a task. */
 export interface TrainerResult {
@@ -80,18 +80,8 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
           break;
         }
         const returnCode = result.returnCode ?? ReturnCode.RETURN_CODE_OK;
-        if (!result.file) {
-          result.delivered?.(await agent.submitResult(result.data, returnCode, { takeOwnership: result.takeOwnership }));
-          continue;
-        }
-        try {
-          result.delivered?.(await agent.submitResultFile(result.file, { kind: result.data?.kind || undefined, meta: result.data?.meta, values: result.data?.values, returnCode }));
-        } catch (error) {
-          // Thrown before anything was submitted: the file could not be read as safetensors.
-          if (error instanceof AgentError) throw error;
-          logger.warn({ err: error, task: task.taskId, job: task.jobId, file: result.file }, "the trainer's result file could not be read");
-          result.delivered?.(await agent.submitResult(undefined, ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION));
-        }
+        const accepted = await submit(agent, task, result, returnCode, logger);
+        result.delivered?.(accepted);
       }
       const jobEnded = await agent.getTask(0).then(
         () => false,
@@ -102,6 +92,19 @@ export async function runAgentLoop(options: AgentLoopOptions, trainer: Trainer):
     } finally {
       signal.removeEventListener("abort", stop);
     }
+  }
+}
+
+/** Hands the trainer's result to the agent: its data, or the safetensors file it names; resolves with whether the site took it. */
+async function submit(agent: Agent, task: AgentTask, result: TrainerResult, returnCode: ReturnCode, logger: Logger): Promise<boolean> {
+  if (!result.file) return agent.submitResult(result.data, returnCode, { takeOwnership: result.takeOwnership });
+  try {
+    return await agent.submitResultFile(result.file, { kind: result.data?.kind || undefined, meta: result.data?.meta, values: result.data?.values, returnCode });
+  } catch (error) {
+    // Thrown before anything was submitted: the file could not be read as safetensors.
+    if (error instanceof AgentError) throw error;
+    logger.warn({ err: error, task: task.taskId, job: task.jobId, file: result.file }, "the trainer's result file could not be read");
+    return agent.submitResult(undefined, ReturnCode.RETURN_CODE_EXECUTION_EXCEPTION);
   }
 }
 
