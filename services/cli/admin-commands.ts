@@ -55,6 +55,25 @@ async function withSession(command: Command, body: (session: Session, out: Outpu
 
 
 /** Adds the job and system commands. `run` records each action's exit code. */
+/**
+ * Runs `body` with a signal that Ctrl-C fires; when it did, calls `stopped`
+ * and exits 130 instead of failing: following a job is not the job, which goes on.
+ */
+async function untilInterrupted(stopped: () => void, body: (signal: AbortSignal) => Promise<number | void>): Promise<number | void> {
+  const interrupted = new AbortController();
+  const onSignal = () => interrupted.abort(new Error("interrupted"));
+  process.once("SIGINT", onSignal);
+  try {
+    return await body(interrupted.signal);
+  } catch (error) {
+    if (!interrupted.signal.aborted) throw error;
+    stopped();
+    return EXIT.INTERRUPTED;
+  } finally {
+    process.off("SIGINT", onSignal);
+  }
+}
+
 export function addAdminCommands(program: Command, run: Runner): void {
   program
     .command("submit")
@@ -137,13 +156,14 @@ Examples:
         withSession(command, async (session, out) => {
           const view = await ProgressView.create();
           let last: JobMeta | undefined;
-          const interrupted = new AbortController();
-          const onSignal = () => interrupted.abort(new Error("interrupted"));
-          process.once("SIGINT", onSignal);
-          try {
+          const stopped = () => {
+            view.done();
+            process.stderr.write(`stopped watching; job ${jobId} goes on (campfire monitor ${jobId} to watch again)\n`);
+          };
+          return untilInterrupted(stopped, async (signal) => {
             const code = await session.monitorJob(jobId, {
               timeoutMs: (options.timeout ?? 0) * 1000,
-              signal: interrupted.signal,
+              signal,
               onUpdate: (meta, recorded) => {
                 last = meta;
                 if (out.json) out.line(JSON.stringify({ ...jobMetaToDict(meta), rounds: recorded.rounds.map(roundToDict) }));
@@ -158,14 +178,7 @@ Examples:
               return EXIT.MONITOR_TIMEOUT;
             }
             return last?.status === RunStatus.RUN_STATUS_FINISHED_COMPLETED ? EXIT.OK : EXIT.JOB_NOT_COMPLETED;
-          } catch (error) {
-            if (!interrupted.signal.aborted) throw error;
-            view.done();
-            process.stderr.write(`stopped watching; job ${jobId} goes on (campfire monitor ${jobId} to watch again)\n`);
-            return EXIT.INTERRUPTED;
-          } finally {
-            process.off("SIGINT", onSignal);
-          }
+          });
         }),
       ),
     );
@@ -197,23 +210,18 @@ Examples:
     .addHelpText("after", "\nExample:\n  $ campfire logs 3f2a... --client hospital-a --follow")
     .action(
       run(async (jobId: string, options: { client?: string; follow?: boolean }, command: Command) =>
-        withSession(command, async (session, out) => {
-          const interrupted = new AbortController();
-          const onSignal = () => interrupted.abort(new Error("interrupted"));
-          process.once("SIGINT", onSignal);
-          try {
-            for await (const line of session.jobLogs(jobId, { client: options.client, follow: options.follow, signal: interrupted.signal })) {
-              const level = levelName(line.level);
-              if (out.json) out.line(JSON.stringify({ time: line.time?.toISOString(), client: line.client, task_id: line.taskId, level, message: line.message }));
-              else out.line(`${line.time?.toISOString() ?? "-"}  ${line.client}  ${level.toUpperCase().padEnd(5)}  ${line.message}`);
-            }
-          } catch (error) {
-            if (!interrupted.signal.aborted) throw error;
-            return EXIT.INTERRUPTED;
-          } finally {
-            process.off("SIGINT", onSignal);
-          }
-        }),
+        withSession(command, async (session, out) =>
+          untilInterrupted(
+            () => {},
+            async (signal) => {
+              for await (const line of session.jobLogs(jobId, { client: options.client, follow: options.follow, signal })) {
+                const level = levelName(line.level);
+                if (out.json) out.line(JSON.stringify({ time: line.time?.toISOString(), client: line.client, task_id: line.taskId, level, message: line.message }));
+                else out.line(`${line.time?.toISOString() ?? "-"}  ${line.client}  ${level.toUpperCase().padEnd(5)}  ${line.message}`);
+              }
+            },
+          ),
+        ),
       ),
     );
 

@@ -1,17 +1,7 @@
-/** How far one file's transfer has come (an artifact upload, or a result file downloading). */
-export interface TransferProgress {
-  path: string;
-  /** Tells attempts apart: a resumed upload starts a new one. */
-  attempt: number;
-  totalBytes: number;
-  /** Moved so far, counting what an earlier attempt left on the other side. */
-  bytes: number;
-  /** Where the current attempt started. */
-  resumedFrom: number;
-  done: boolean;
-  /** The file's sha256, when known (artifacts), shown in its finished line. */
-  sha256?: string;
-}
+import type { DownloadProgress } from "../session-client/session.js";
+
+/** How far one file's transfer has come (a result file downloading, or an artifact upload, which also knows its digest). */
+export type TransferProgress = DownloadProgress & { sha256?: string };
 
 /** Files below this get no line of their own off a terminal: a result has many small files. */
 const QUIET_BELOW_BYTES = 1024 * 1024;
