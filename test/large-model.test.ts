@@ -90,6 +90,13 @@ it.skipIf(diskShort !== undefined)(
 
 it("runs one FedAvg round of that job with two agent processes to completion", async (context) => {
   if (!submitted) return context.skip(`the submit half did not run${diskShort ? ` (${diskShort})` : ""}`);
+  if (process.env.CAMPFIRE_LARGE_MODEL_ROUND !== "1") {
+    // Measured at 0.5 GiB, the site and two agents together hold about 9-10x the model: ~20 GiB here, which
+    // beside the rest of the suite on a 24 GiB machine risks the whole run. Run it alone, on purpose.
+    const reason = "the round holds about 20 GiB across the site and two agents: run it alone with CAMPFIRE_LARGE_MODEL_ROUND=1 npx vitest run test/large-model.test.ts";
+    console.warn(`SKIPPED the large-model round: ${reason}`);
+    return context.skip(reason);
+  }
   const memory = await availableMemory();
   if (memory < NEEDED_ROUND_MEMORY) {
     const reason = `needs ${NEEDED_ROUND_MEMORY / GIB} GiB of available memory (the site and two agents each hold the model until the data plane streams it), has ${(memory / GIB).toFixed(1)} GiB`;
