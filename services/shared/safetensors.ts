@@ -78,14 +78,7 @@ export function decodeSafetensors(bytes: Uint8Array): { tensors: Tensor[]; metad
 export async function readSafetensorsFile(path: string): Promise<{ tensors: Tensor[]; metadata: Record<string, string> }> {
   const handle = await open(path, "r");
   try {
-    const fileSize = (await handle.stat()).size;
-    const prefix = Buffer.alloc(8);
-    await handle.read(prefix, 0, Math.min(8, fileSize), 0);
-    const headerLength = headerLengthOf(prefix, fileSize);
-    const header = Buffer.alloc(headerLength);
-    await readFully(handle, header, 8);
-    const dataStart = 8 + headerLength;
-    const { entries, metadata } = parseHeader(header, fileSize - dataStart);
+    const { dataStart, entries, metadata } = await readFileHeader(handle);
     const tensors: Tensor[] = [];
     for (const { begin, end, ...tensor } of entries) {
       const data = Buffer.allocUnsafe(end - begin);
@@ -106,14 +99,7 @@ export async function readSafetensorsFile(path: string): Promise<{ tensors: Tens
 export async function readSafetensorsIndex(path: string): Promise<{ tensors: Array<Omit<Tensor, "data"> & { data: FileRange }>; metadata: Record<string, string> }> {
   const handle = await open(path, "r");
   try {
-    const fileSize = (await handle.stat()).size;
-    const prefix = Buffer.alloc(8);
-    await handle.read(prefix, 0, Math.min(8, fileSize), 0);
-    const headerLength = headerLengthOf(prefix, fileSize);
-    const header = Buffer.alloc(headerLength);
-    await readFully(handle, header, 8);
-    const dataStart = 8 + headerLength;
-    const { entries, metadata } = parseHeader(header, fileSize - dataStart);
+    const { dataStart, entries, metadata } = await readFileHeader(handle);
     return { tensors: entries.map(({ begin, end, ...tensor }) => ({ ...tensor, data: { path, offset: dataStart + begin, length: end - begin } })), metadata };
   } finally {
     await handle.close();
@@ -121,6 +107,18 @@ export async function readSafetensorsIndex(path: string): Promise<{ tensors: Arr
 }
 
 /** Reads `into.length` bytes from `position`, in reads of at most 1 GiB (one read takes at most 2 GiB). */
+/** An open safetensors file's header: where its data starts, each tensor's byte range in the data, the metadata. */
+async function readFileHeader(handle: FileHandle): Promise<ReturnType<typeof parseHeader> & { dataStart: number }> {
+  const fileSize = (await handle.stat()).size;
+  const prefix = Buffer.alloc(8);
+  await handle.read(prefix, 0, Math.min(8, fileSize), 0);
+  const headerLength = headerLengthOf(prefix, fileSize);
+  const header = Buffer.alloc(headerLength);
+  await readFully(handle, header, 8);
+  const dataStart = 8 + headerLength;
+  return { dataStart, ...parseHeader(header, fileSize - dataStart) };
+}
+
 async function readFully(handle: FileHandle, into: Buffer, position: number): Promise<void> {
   for (let at = 0; at < into.length; ) {
     const { bytesRead } = await handle.read(into, at, Math.min(into.length - at, 1024 ** 3), position + at);
