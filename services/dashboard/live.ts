@@ -31,9 +31,10 @@ export function liveFeed(
     writing = true;
     try {
       const view = { overview: overview(site, call), job: jobId ? await jobView(site, call, jobId) : undefined };
-      response.write(`${JSON.stringify(view)}\n`);
+      // The page may have gone while the job view was read.
+      if (!response.destroyed) response.write(`${JSON.stringify(view)}\n`);
     } catch (error) {
-      response.end(`${JSON.stringify({ error: error instanceof Error ? error.message : String(error) })}\n`);
+      if (!response.destroyed) response.end(`${JSON.stringify({ error: error instanceof Error ? error.message : String(error) })}\n`);
       stop();
     } finally {
       writing = false;
@@ -53,5 +54,7 @@ export function liveFeed(
     unwatch();
   };
   request.on("close", stop);
+  // A connection reset surfaces here; the page is gone either way.
+  response.on("error", stop);
   void push();
 }
