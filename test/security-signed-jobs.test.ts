@@ -287,6 +287,7 @@ describe("the agent's job gate", () => {
     deadline: undefined,
     resultAck: undefined,
     jobSignature: definition.signature,
+    clientConfig: undefined,
   });
 
   it("refuses task names the signed workflow does not send, roles and workflows the policy does not allow", async () => {

@@ -55,6 +55,8 @@ export interface HubOptions {
   logger: Logger;
   /** The signature of a job's definition, attached to every task of the job (Task.job_signature); undefined for unsigned jobs. */
   jobSignature?: (jobId: string) => JobSignature | undefined;
+  /** The client config of the app a client runs in a job, attached to each of its tasks (Task.client_config); undefined: none. */
+  clientConfig?: (jobId: string, clientName: string) => Record<string, unknown> | undefined;
   /** Told of tasks and liveness verdicts, for metrics. */
   observer?: HubObserver;
 }
@@ -192,7 +194,7 @@ export class AgentHub {
     const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
     const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
     if (payload.body?.$case === "ref") this.payloads.allow(payload.body.value.payloadId, clientName);
-    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined, jobSignature: this.options.jobSignature?.(spec.jobId) };
+    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined, jobSignature: this.options.jobSignature?.(spec.jobId), clientConfig: this.options.clientConfig?.(spec.jobId, clientName) };
     session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
     const observer = this.options.observer;
     const sentAt = observer ? performance.now() : 0;

@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HealthImplementation } from "grpc-health-check";
 import { SessionServiceService } from "../../gen/campfire/admin/v1/session_service.js";
-import type { JobSignature } from "../../gen/campfire/common/v1/job_signature.js";
 import { agentServiceDefinition } from "../shared/agent-wire.js";
 import { AUDIT_FILE, AuditLog } from "../security/audit.js";
 import { Authorizer, type Policy } from "../security/authorization.js";
@@ -127,8 +126,8 @@ export class SiteServer {
     const temporaryDir = options.auditPath || options.jobs?.dataDir ? undefined : await mkdtemp(join(tmpdir(), "campfire-audit-"));
     const audit = await AuditLog.open(options.auditPath ?? join(options.jobs?.dataDir ?? temporaryDir!, AUDIT_FILE));
     const agentLimits = { ...DEFAULT_AGENT_LIMITS, ...options.agentLimits };
-    // Signed jobs: the hub attaches each job's signature to its tasks, and the job records its agents' refusals.
-    let signatureOf: (jobId: string) => JobSignature | undefined = () => undefined;
+    // The hub attaches each job's signature (signed jobs) and client config to its tasks, and the job records its agents' refusals.
+    let jobs: JobManager | undefined;
     // Loaded only when asked for: prom-client is not every site's start-up cost.
     const metricsModule = options.metrics === undefined ? undefined : await import("../metrics/index.js");
     const metrics = metricsModule && new metricsModule.SiteMetrics();
@@ -141,11 +140,11 @@ export class SiteServer {
       uploadBudgetBytes: options.uploadBudgetBytes,
       uploadDir: options.jobs?.dataDir && join(options.jobs.dataDir, "uploads"),
       maxAgentsPerClient: agentLimits.maxAgentsPerClient,
-      jobSignature: (jobId) => signatureOf(jobId),
+      jobSignature: (jobId) => jobs?.signatureOf(jobId),
+      clientConfig: (jobId, clientName) => jobs?.clientConfigOf(jobId, clientName),
     });
-    const jobs = await JobManager.open(hub, logger, { observer: metrics, ...options.jobs });
+    jobs = await JobManager.open(hub, logger, { observer: metrics, ...options.jobs });
     metrics?.watch(hub, jobs);
-    signatureOf = (jobId) => jobs.signatureOf(jobId);
     hub.onRefusal(({ jobId, clientName, taskName, reason }) => jobs.recordRefusal(jobId, { client: clientName, reason, taskName, time: new Date() }));
     // A submitted job arrives in one message: the session service takes up to the job limit (or an artifact chunk) plus framing; the agent service chunks.
     const maxSessionMessageBytes = Math.max(jobs.maxJobBytes, CHUNK_BYTES) + 64 * 1024;

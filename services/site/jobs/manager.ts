@@ -100,8 +100,8 @@ export class JobManager {
   /** How long after a job ends its agents have to rejoin before failed attempts count again. */
   private readonly jobEndRejoinMs: number;
   private readonly running = new Map<string, RunningJob>();
-  /** The signatures of running signed jobs, for the hub to attach to their tasks. */
-  private readonly signatures = new Map<string, JobSignature>();
+  /** What the hub attaches to every task of a running job: its signature (signed jobs only) and each client's config. */
+  private readonly taskContexts = new Map<string, { signature: JobSignature | undefined; clientConfigs: ReadonlyMap<string, Record<string, unknown>> }>();
   /** Client -> the job that holds it. */
   private readonly heldBy = new Map<string, string>();
   private readonly stopMetrics: () => void;
@@ -252,7 +252,12 @@ export class JobManager {
 
   /** The signature of a running job's definition (see HubOptions.jobSignature); undefined when it is unsigned or not running. */
   signatureOf(jobId: string): JobSignature | undefined {
-    return this.signatures.get(jobId);
+    return this.taskContexts.get(jobId)?.signature;
+  }
+
+  /** The client config (config_fed_client.json) of the app `clientName` runs in a running job (see HubOptions.clientConfig). */
+  clientConfigOf(jobId: string, clientName: string): Record<string, unknown> | undefined {
+    return this.taskContexts.get(jobId)?.clientConfigs.get(clientName);
   }
 
   /** Records in the job that a client refused it (JobMeta.refusals), once per client and reason. */
@@ -530,7 +535,7 @@ export class JobManager {
       .finally(() => {
         for (const client of clients) if (this.heldBy.get(client) === jobId) this.heldBy.delete(client);
         this.running.delete(jobId);
-        this.signatures.delete(jobId);
+        this.taskContexts.delete(jobId);
         this.queue.holdCountingUntil(Date.now() + this.jobEndRejoinMs);
         this.schedule();
       });
@@ -562,7 +567,8 @@ export class JobManager {
       if (!dispatched) return;
       logger.info({ clients, resumeCount: dispatched.resumeCount || undefined }, resumed ? "job resuming" : "job dispatched");
       const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
-      if (validated.definition.signature) this.signatures.set(jobId, validated.definition.signature);
+      const clientConfigs = new Map(clients.map((client) => [client, validated.clientConfigs.get(appOf(plan, client) ?? "") ?? {}]));
+      this.taskContexts.set(jobId, { signature: validated.definition.signature, clientConfigs });
       resumable = validated.workflow.resumable === true;
       const appFiles = await this.storedFiles(validated.serverFiles);
       const workspace = this.store.workspace(jobId);
@@ -577,7 +583,7 @@ export class JobManager {
         args: validated.args,
         clients,
         minClients: this.records.get(jobId)!.minClients || clients.length,
-        clientConfigs: new Map(clients.map((client) => [client, validated.clientConfigs.get(appOf(plan, client) ?? "") ?? {}])),
+        clientConfigs,
         appFiles,
         workspace,
         hub: this.hub,

@@ -23,6 +23,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../../google/protobuf/duration.js";
+import { Struct } from "../../../google/protobuf/struct.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import { DataExchange } from "../../common/v1/exchange.js";
 import { JobSignature } from "../../common/v1/job_signature.js";
@@ -387,7 +388,21 @@ export interface Task {
    * of RETURN_CODE_UNAUTHORIZED whose message says why; the trainer never
    * sees it.
    */
-  jobSignature: JobSignature | undefined;
+  jobSignature:
+    | JobSignature
+    | undefined;
+  /**
+   * The job's client configuration for the app this client runs (the app's
+   * config_fed_client.json; an empty struct when the app has none), on every
+   * task. Its "task_data_filters" and "task_result_filters" name the filters
+   * the agent applies to this task's data before the trainer sees it and to
+   * the trainer's result before it leaves (see docs/privacy.md). For a signed
+   * job, an agent that checks jobs relies on the signed manifest's
+   * client_config instead, and answers a task whose client_config differs
+   * from it with RETURN_CODE_UNAUTHORIZED. Unset from sites older than this
+   * field: treat as empty.
+   */
+  clientConfig: { [key: string]: any } | undefined;
 }
 
 /**
@@ -1470,6 +1485,7 @@ function createBaseTask(): Task {
     deadline: undefined,
     resultAck: undefined,
     jobSignature: undefined,
+    clientConfig: undefined,
   };
 }
 
@@ -1495,6 +1511,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.jobSignature !== undefined) {
       JobSignature.encode(message.jobSignature, writer.uint32(58).fork()).join();
+    }
+    if (message.clientConfig !== undefined) {
+      Struct.encode(Struct.wrap(message.clientConfig), writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1568,6 +1587,14 @@ export const Task: MessageFns<Task> = {
             message.jobSignature = JobSignature.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.clientConfig = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1609,6 +1636,11 @@ export const Task: MessageFns<Task> = {
         : isSet(object.job_signature)
         ? JobSignature.fromJSON(object.job_signature)
         : undefined,
+      clientConfig: isObject(object.clientConfig)
+        ? object.clientConfig
+        : isObject(object.client_config)
+        ? object.client_config
+        : undefined,
     };
   },
 
@@ -1635,6 +1667,9 @@ export const Task: MessageFns<Task> = {
     if (message.jobSignature !== undefined) {
       obj.jobSignature = JobSignature.toJSON(message.jobSignature);
     }
+    if (message.clientConfig !== undefined) {
+      obj.clientConfig = message.clientConfig;
+    }
     return obj;
   },
 
@@ -1656,6 +1691,7 @@ export const Task: MessageFns<Task> = {
     message.jobSignature = (object.jobSignature !== undefined && object.jobSignature !== null)
       ? JobSignature.fromPartial(object.jobSignature)
       : undefined;
+    message.clientConfig = object.clientConfig ?? undefined;
     return message;
   },
 };

@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -780,7 +781,17 @@ type Task struct {
 	// manifest. A task that fails any check is answered at once with a result
 	// of RETURN_CODE_UNAUTHORIZED whose message says why; the trainer never
 	// sees it.
-	JobSignature  *v1.JobSignature `protobuf:"bytes,7,opt,name=job_signature,json=jobSignature,proto3" json:"job_signature,omitempty"`
+	JobSignature *v1.JobSignature `protobuf:"bytes,7,opt,name=job_signature,json=jobSignature,proto3" json:"job_signature,omitempty"`
+	// The job's client configuration for the app this client runs (the app's
+	// config_fed_client.json; an empty struct when the app has none), on every
+	// task. Its "task_data_filters" and "task_result_filters" name the filters
+	// the agent applies to this task's data before the trainer sees it and to
+	// the trainer's result before it leaves (see docs/privacy.md). For a signed
+	// job, an agent that checks jobs relies on the signed manifest's
+	// client_config instead, and answers a task whose client_config differs
+	// from it with RETURN_CODE_UNAUTHORIZED. Unset from sites older than this
+	// field: treat as empty.
+	ClientConfig  *structpb.Struct `protobuf:"bytes,8,opt,name=client_config,json=clientConfig,proto3" json:"client_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +871,13 @@ func (x *Task) GetResultAck() *ResultAck {
 func (x *Task) GetJobSignature() *v1.JobSignature {
 	if x != nil {
 		return x.JobSignature
+	}
+	return nil
+}
+
+func (x *Task) GetClientConfig() *structpb.Struct {
+	if x != nil {
+		return x.ClientConfig
 	}
 	return nil
 }
@@ -1803,7 +1821,7 @@ var File_campfire_agent_v1_agent_service_proto protoreflect.FileDescriptor
 
 const file_campfire_agent_v1_agent_service_proto_rawDesc = "" +
 	"\n" +
-	"%campfire/agent/v1/agent_service.proto\x12\x11campfire.agent.v1\x1a!campfire/common/v1/exchange.proto\x1a&campfire/common/v1/job_signature.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x03\n" +
+	"%campfire/agent/v1/agent_service.proto\x12\x11campfire.agent.v1\x1a!campfire/common/v1/exchange.proto\x1a&campfire/common/v1/job_signature.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x03\n" +
 	"\x0eConnectRequest\x120\n" +
 	"\x05hello\x18\x01 \x01(\v2\x18.campfire.agent.v1.HelloH\x00R\x05hello\x127\n" +
 	"\btask_ack\x18\x02 \x01(\v2\x1a.campfire.agent.v1.TaskAckH\x00R\ataskAck\x127\n" +
@@ -1843,7 +1861,7 @@ const file_campfire_agent_v1_agent_service_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12F\n" +
 	"\x11heartbeat_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12*\n" +
 	"\x11max_message_bytes\x18\x06 \x01(\rR\x0fmaxMessageBytes\x127\n" +
-	"\x18max_inline_payload_bytes\x18\a \x01(\rR\x15maxInlinePayloadBytes\"\xc5\x02\n" +
+	"\x18max_inline_payload_bytes\x18\a \x01(\rR\x15maxInlinePayloadBytes\"\x83\x03\n" +
 	"\x04Task\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
 	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12\x15\n" +
@@ -1852,7 +1870,8 @@ const file_campfire_agent_v1_agent_service_proto_rawDesc = "" +
 	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12;\n" +
 	"\n" +
 	"result_ack\x18\x06 \x01(\v2\x1c.campfire.agent.v1.ResultAckR\tresultAck\x12E\n" +
-	"\rjob_signature\x18\a \x01(\v2 .campfire.common.v1.JobSignatureR\fjobSignature\"\"\n" +
+	"\rjob_signature\x18\a \x01(\v2 .campfire.common.v1.JobSignatureR\fjobSignature\x12<\n" +
+	"\rclient_config\x18\b \x01(\v2\x17.google.protobuf.StructR\fclientConfig\"\"\n" +
 	"\aTaskAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\"\xb6\x01\n" +
 	"\n" +
@@ -1978,8 +1997,9 @@ var file_campfire_agent_v1_agent_service_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
 	(*v1.JobSignature)(nil),         // 26: campfire.common.v1.JobSignature
-	(v1.ReturnCode)(0),              // 27: campfire.common.v1.ReturnCode
-	(*v1.DataExchange)(nil),         // 28: campfire.common.v1.DataExchange
+	(*structpb.Struct)(nil),         // 27: google.protobuf.Struct
+	(v1.ReturnCode)(0),              // 28: campfire.common.v1.ReturnCode
+	(*v1.DataExchange)(nil),         // 29: campfire.common.v1.DataExchange
 }
 var file_campfire_agent_v1_agent_service_proto_depIdxs = []int32{
 	5,  // 0: campfire.agent.v1.ConnectRequest.hello:type_name -> campfire.agent.v1.Hello
@@ -2003,29 +2023,30 @@ var file_campfire_agent_v1_agent_service_proto_depIdxs = []int32{
 	25, // 18: campfire.agent.v1.Task.deadline:type_name -> google.protobuf.Timestamp
 	10, // 19: campfire.agent.v1.Task.result_ack:type_name -> campfire.agent.v1.ResultAck
 	26, // 20: campfire.agent.v1.Task.job_signature:type_name -> campfire.common.v1.JobSignature
-	27, // 21: campfire.agent.v1.TaskResult.return_code:type_name -> campfire.common.v1.ReturnCode
-	16, // 22: campfire.agent.v1.TaskResult.payload:type_name -> campfire.agent.v1.Payload
-	0,  // 23: campfire.agent.v1.ResultAck.disposition:type_name -> campfire.agent.v1.ResultDisposition
-	25, // 24: campfire.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	1,  // 25: campfire.agent.v1.Bye.reason:type_name -> campfire.agent.v1.ByeReason
-	28, // 26: campfire.agent.v1.MetricRecord.record:type_name -> campfire.common.v1.DataExchange
-	25, // 27: campfire.agent.v1.MetricRecord.logged_at:type_name -> google.protobuf.Timestamp
-	2,  // 28: campfire.agent.v1.TrainerLog.level:type_name -> campfire.agent.v1.LogLevel
-	25, // 29: campfire.agent.v1.TrainerLog.logged_at:type_name -> google.protobuf.Timestamp
-	28, // 30: campfire.agent.v1.Payload.inline:type_name -> campfire.common.v1.DataExchange
-	17, // 31: campfire.agent.v1.Payload.ref:type_name -> campfire.agent.v1.PayloadRef
-	19, // 32: campfire.agent.v1.UploadPayloadRequest.header:type_name -> campfire.agent.v1.UploadHeader
-	3,  // 33: campfire.agent.v1.AgentService.Connect:input_type -> campfire.agent.v1.ConnectRequest
-	18, // 34: campfire.agent.v1.AgentService.UploadPayload:input_type -> campfire.agent.v1.UploadPayloadRequest
-	21, // 35: campfire.agent.v1.AgentService.DownloadPayload:input_type -> campfire.agent.v1.DownloadPayloadRequest
-	4,  // 36: campfire.agent.v1.AgentService.Connect:output_type -> campfire.agent.v1.ConnectResponse
-	20, // 37: campfire.agent.v1.AgentService.UploadPayload:output_type -> campfire.agent.v1.UploadPayloadResponse
-	22, // 38: campfire.agent.v1.AgentService.DownloadPayload:output_type -> campfire.agent.v1.DownloadPayloadResponse
-	36, // [36:39] is the sub-list for method output_type
-	33, // [33:36] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	27, // 21: campfire.agent.v1.Task.client_config:type_name -> google.protobuf.Struct
+	28, // 22: campfire.agent.v1.TaskResult.return_code:type_name -> campfire.common.v1.ReturnCode
+	16, // 23: campfire.agent.v1.TaskResult.payload:type_name -> campfire.agent.v1.Payload
+	0,  // 24: campfire.agent.v1.ResultAck.disposition:type_name -> campfire.agent.v1.ResultDisposition
+	25, // 25: campfire.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	1,  // 26: campfire.agent.v1.Bye.reason:type_name -> campfire.agent.v1.ByeReason
+	29, // 27: campfire.agent.v1.MetricRecord.record:type_name -> campfire.common.v1.DataExchange
+	25, // 28: campfire.agent.v1.MetricRecord.logged_at:type_name -> google.protobuf.Timestamp
+	2,  // 29: campfire.agent.v1.TrainerLog.level:type_name -> campfire.agent.v1.LogLevel
+	25, // 30: campfire.agent.v1.TrainerLog.logged_at:type_name -> google.protobuf.Timestamp
+	29, // 31: campfire.agent.v1.Payload.inline:type_name -> campfire.common.v1.DataExchange
+	17, // 32: campfire.agent.v1.Payload.ref:type_name -> campfire.agent.v1.PayloadRef
+	19, // 33: campfire.agent.v1.UploadPayloadRequest.header:type_name -> campfire.agent.v1.UploadHeader
+	3,  // 34: campfire.agent.v1.AgentService.Connect:input_type -> campfire.agent.v1.ConnectRequest
+	18, // 35: campfire.agent.v1.AgentService.UploadPayload:input_type -> campfire.agent.v1.UploadPayloadRequest
+	21, // 36: campfire.agent.v1.AgentService.DownloadPayload:input_type -> campfire.agent.v1.DownloadPayloadRequest
+	4,  // 37: campfire.agent.v1.AgentService.Connect:output_type -> campfire.agent.v1.ConnectResponse
+	20, // 38: campfire.agent.v1.AgentService.UploadPayload:output_type -> campfire.agent.v1.UploadPayloadResponse
+	22, // 39: campfire.agent.v1.AgentService.DownloadPayload:output_type -> campfire.agent.v1.DownloadPayloadResponse
+	37, // [37:40] is the sub-list for method output_type
+	34, // [34:37] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_campfire_agent_v1_agent_service_proto_init() }

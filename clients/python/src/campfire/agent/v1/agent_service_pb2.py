@@ -26,10 +26,11 @@ from campfire.common.v1 import exchange_pb2 as campfire_dot_common_dot_v1_dot_ex
 from campfire.common.v1 import job_signature_pb2 as campfire_dot_common_dot_v1_dot_job__signature__pb2
 from campfire.common.v1 import return_code_pb2 as campfire_dot_common_dot_v1_dot_return__code__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%campfire/agent/v1/agent_service.proto\x12\x11\x63\x61mpfire.agent.v1\x1a!campfire/common/v1/exchange.proto\x1a&campfire/common/v1/job_signature.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n\x0e\x43onnectRequest\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.campfire.agent.v1.HelloH\x00\x12.\n\x08task_ack\x18\x02 \x01(\x0b\x32\x1a.campfire.agent.v1.TaskAckH\x00\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x1d.campfire.agent.v1.TaskResultH\x00\x12\x31\n\theartbeat\x18\x04 \x01(\x0b\x32\x1c.campfire.agent.v1.HeartbeatH\x00\x12%\n\x03\x62ye\x18\x05 \x01(\x0b\x32\x16.campfire.agent.v1.ByeH\x00\x12\x31\n\x06metric\x18\x06 \x01(\x0b\x32\x1f.campfire.agent.v1.MetricRecordH\x00\x12\x34\n\x0btrainer_log\x18\x07 \x01(\x0b\x32\x1d.campfire.agent.v1.TrainerLogH\x00\x42\x06\n\x04kind\"\xae\x02\n\x0f\x43onnectResponse\x12-\n\x07welcome\x18\x01 \x01(\x0b\x32\x1a.campfire.agent.v1.WelcomeH\x00\x12\'\n\x04task\x18\x02 \x01(\x0b\x32\x17.campfire.agent.v1.TaskH\x00\x12\x32\n\nresult_ack\x18\x03 \x01(\x0b\x32\x1c.campfire.agent.v1.ResultAckH\x00\x12\x31\n\theartbeat\x18\x04 \x01(\x0b\x32\x1c.campfire.agent.v1.HeartbeatH\x00\x12-\n\x05\x61\x62ort\x18\x05 \x01(\x0b\x32\x1c.campfire.agent.v1.AbortTaskH\x00\x12%\n\x03\x62ye\x18\x06 \x01(\x0b\x32\x16.campfire.agent.v1.ByeH\x00\x42\x06\n\x04kind\"\xfe\x01\n\x05Hello\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12:\n\tresources\x18\x04 \x03(\x0b\x32\'.campfire.agent.v1.Hello.ResourcesEntry\x12\x12\n\ntask_names\x18\x05 \x03(\t\x12\x32\n\x0bheld_result\x18\x06 \x01(\x0b\x32\x1d.campfire.agent.v1.TaskResult\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf2\x01\n\x07Welcome\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11heartbeat_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\x12 \n\x18max_inline_payload_bytes\x18\x07 \x01(\r\"\x80\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12+\n\x07payload\x18\x04 \x01(\x0b\x32\x1a.campfire.agent.v1.Payload\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nresult_ack\x18\x06 \x01(\x0b\x32\x1c.campfire.agent.v1.ResultAck\x12\x37\n\rjob_signature\x18\x07 \x01(\x0b\x32 .campfire.common.v1.JobSignature\"\x1a\n\x07TaskAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x90\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x33\n\x0breturn_code\x18\x02 \x01(\x0e\x32\x1e.campfire.common.v1.ReturnCode\x12+\n\x07payload\x18\x03 \x01(\x0b\x32\x1a.campfire.agent.v1.Payload\x12\x0f\n\x07message\x18\x04 \x01(\t\"g\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x39\n\x0b\x64isposition\x18\x02 \x01(\x0e\x32$.campfire.agent.v1.ResultDisposition\x12\x0e\n\x06reason\x18\x03 \x01(\t\"J\n\tHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\tAbortTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x03\x42ye\x12,\n\x06reason\x18\x01 \x01(\x0e\x32\x1c.campfire.agent.v1.ByeReason\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x92\x01\n\x0cMetricRecord\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x30\n\x06record\x18\x03 \x01(\x0b\x32 .campfire.common.v1.DataExchange\x12-\n\tlogged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\nTrainerLog\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12*\n\x05level\x18\x02 \x01(\x0e\x32\x1b.campfire.agent.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\tlogged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x07Payload\x12\x32\n\x06inline\x18\x01 \x01(\x0b\x32 .campfire.common.v1.DataExchangeH\x00\x12,\n\x03ref\x18\x02 \x01(\x0b\x32\x1d.campfire.agent.v1.PayloadRefH\x00\x42\x06\n\x04\x62ody\"4\n\nPayloadRef\x12\x12\n\npayload_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"b\n\x14UploadPayloadRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.campfire.agent.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"4\n\x0cUploadHeader\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"+\n\x15UploadPayloadResponse\x12\x12\n\npayload_id\x18\x01 \x01(\t\",\n\x16\x44ownloadPayloadRequest\x12\x12\n\npayload_id\x18\x01 \x01(\t\"(\n\x17\x44ownloadPayloadResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c*\xbb\x01\n\x11ResultDisposition\x12\"\n\x1eRESULT_DISPOSITION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESULT_DISPOSITION_ACCEPTED\x10\x01\x12 \n\x1cRESULT_DISPOSITION_DUPLICATE\x10\x02\x12\x1e\n\x1aRESULT_DISPOSITION_IGNORED\x10\x03\x12\x1f\n\x1bRESULT_DISPOSITION_REJECTED\x10\x04*\x9c\x01\n\tByeReason\x12\x1a\n\x16\x42YE_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42YE_REASON_JOB_ENDED\x10\x01\x12!\n\x1d\x42YE_REASON_SITE_SHUTTING_DOWN\x10\x02\x12\x1d\n\x19\x42YE_REASON_AGENT_STOPPING\x10\x03\x12\x17\n\x13\x42YE_REASON_REPLACED\x10\x04*w\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x12\n\x0eLOG_LEVEL_WARN\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x32\xb6\x02\n\x0c\x41gentService\x12T\n\x07\x43onnect\x12!.campfire.agent.v1.ConnectRequest\x1a\".campfire.agent.v1.ConnectResponse(\x01\x30\x01\x12\x64\n\rUploadPayload\x12\'.campfire.agent.v1.UploadPayloadRequest\x1a(.campfire.agent.v1.UploadPayloadResponse(\x01\x12j\n\x0f\x44ownloadPayload\x12).campfire.agent.v1.DownloadPayloadRequest\x1a*.campfire.agent.v1.DownloadPayloadResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%campfire/agent/v1/agent_service.proto\x12\x11\x63\x61mpfire.agent.v1\x1a!campfire/common/v1/exchange.proto\x1a&campfire/common/v1/job_signature.proto\x1a$campfire/common/v1/return_code.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n\x0e\x43onnectRequest\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.campfire.agent.v1.HelloH\x00\x12.\n\x08task_ack\x18\x02 \x01(\x0b\x32\x1a.campfire.agent.v1.TaskAckH\x00\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x1d.campfire.agent.v1.TaskResultH\x00\x12\x31\n\theartbeat\x18\x04 \x01(\x0b\x32\x1c.campfire.agent.v1.HeartbeatH\x00\x12%\n\x03\x62ye\x18\x05 \x01(\x0b\x32\x16.campfire.agent.v1.ByeH\x00\x12\x31\n\x06metric\x18\x06 \x01(\x0b\x32\x1f.campfire.agent.v1.MetricRecordH\x00\x12\x34\n\x0btrainer_log\x18\x07 \x01(\x0b\x32\x1d.campfire.agent.v1.TrainerLogH\x00\x42\x06\n\x04kind\"\xae\x02\n\x0f\x43onnectResponse\x12-\n\x07welcome\x18\x01 \x01(\x0b\x32\x1a.campfire.agent.v1.WelcomeH\x00\x12\'\n\x04task\x18\x02 \x01(\x0b\x32\x17.campfire.agent.v1.TaskH\x00\x12\x32\n\nresult_ack\x18\x03 \x01(\x0b\x32\x1c.campfire.agent.v1.ResultAckH\x00\x12\x31\n\theartbeat\x18\x04 \x01(\x0b\x32\x1c.campfire.agent.v1.HeartbeatH\x00\x12-\n\x05\x61\x62ort\x18\x05 \x01(\x0b\x32\x1c.campfire.agent.v1.AbortTaskH\x00\x12%\n\x03\x62ye\x18\x06 \x01(\x0b\x32\x16.campfire.agent.v1.ByeH\x00\x42\x06\n\x04kind\"\xfe\x01\n\x05Hello\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12:\n\tresources\x18\x04 \x03(\x0b\x32\'.campfire.agent.v1.Hello.ResourcesEntry\x12\x12\n\ntask_names\x18\x05 \x03(\t\x12\x32\n\x0bheld_result\x18\x06 \x01(\x0b\x32\x1d.campfire.agent.v1.TaskResult\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf2\x01\n\x07Welcome\x12\x11\n\tsite_name\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11heartbeat_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\x12 \n\x18max_inline_payload_bytes\x18\x07 \x01(\r\"\xb0\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12+\n\x07payload\x18\x04 \x01(\x0b\x32\x1a.campfire.agent.v1.Payload\x12,\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nresult_ack\x18\x06 \x01(\x0b\x32\x1c.campfire.agent.v1.ResultAck\x12\x37\n\rjob_signature\x18\x07 \x01(\x0b\x32 .campfire.common.v1.JobSignature\x12.\n\rclient_config\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x1a\n\x07TaskAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x90\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x33\n\x0breturn_code\x18\x02 \x01(\x0e\x32\x1e.campfire.common.v1.ReturnCode\x12+\n\x07payload\x18\x03 \x01(\x0b\x32\x1a.campfire.agent.v1.Payload\x12\x0f\n\x07message\x18\x04 \x01(\t\"g\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x39\n\x0b\x64isposition\x18\x02 \x01(\x0e\x32$.campfire.agent.v1.ResultDisposition\x12\x0e\n\x06reason\x18\x03 \x01(\t\"J\n\tHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\tAbortTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x03\x42ye\x12,\n\x06reason\x18\x01 \x01(\x0e\x32\x1c.campfire.agent.v1.ByeReason\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x92\x01\n\x0cMetricRecord\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x30\n\x06record\x18\x03 \x01(\x0b\x32 .campfire.common.v1.DataExchange\x12-\n\tlogged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\nTrainerLog\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12*\n\x05level\x18\x02 \x01(\x0e\x32\x1b.campfire.agent.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\tlogged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x07Payload\x12\x32\n\x06inline\x18\x01 \x01(\x0b\x32 .campfire.common.v1.DataExchangeH\x00\x12,\n\x03ref\x18\x02 \x01(\x0b\x32\x1d.campfire.agent.v1.PayloadRefH\x00\x42\x06\n\x04\x62ody\"4\n\nPayloadRef\x12\x12\n\npayload_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"b\n\x14UploadPayloadRequest\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32\x1f.campfire.agent.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"4\n\x0cUploadHeader\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"+\n\x15UploadPayloadResponse\x12\x12\n\npayload_id\x18\x01 \x01(\t\",\n\x16\x44ownloadPayloadRequest\x12\x12\n\npayload_id\x18\x01 \x01(\t\"(\n\x17\x44ownloadPayloadResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c*\xbb\x01\n\x11ResultDisposition\x12\"\n\x1eRESULT_DISPOSITION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESULT_DISPOSITION_ACCEPTED\x10\x01\x12 \n\x1cRESULT_DISPOSITION_DUPLICATE\x10\x02\x12\x1e\n\x1aRESULT_DISPOSITION_IGNORED\x10\x03\x12\x1f\n\x1bRESULT_DISPOSITION_REJECTED\x10\x04*\x9c\x01\n\tByeReason\x12\x1a\n\x16\x42YE_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42YE_REASON_JOB_ENDED\x10\x01\x12!\n\x1d\x42YE_REASON_SITE_SHUTTING_DOWN\x10\x02\x12\x1d\n\x19\x42YE_REASON_AGENT_STOPPING\x10\x03\x12\x17\n\x13\x42YE_REASON_REPLACED\x10\x04*w\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x12\n\x0eLOG_LEVEL_WARN\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x32\xb6\x02\n\x0c\x41gentService\x12T\n\x07\x43onnect\x12!.campfire.agent.v1.ConnectRequest\x1a\".campfire.agent.v1.ConnectResponse(\x01\x30\x01\x12\x64\n\rUploadPayload\x12\'.campfire.agent.v1.UploadPayloadRequest\x1a(.campfire.agent.v1.UploadPayloadResponse(\x01\x12j\n\x0f\x44ownloadPayload\x12).campfire.agent.v1.DownloadPayloadRequest\x1a*.campfire.agent.v1.DownloadPayloadResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,54 +39,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO_RESOURCESENTRY']._loaded_options = None
   _globals['_HELLO_RESOURCESENTRY']._serialized_options = b'8\001'
-  _globals['_RESULTDISPOSITION']._serialized_start=2886
-  _globals['_RESULTDISPOSITION']._serialized_end=3073
-  _globals['_BYEREASON']._serialized_start=3076
-  _globals['_BYEREASON']._serialized_end=3232
-  _globals['_LOGLEVEL']._serialized_start=3234
-  _globals['_LOGLEVEL']._serialized_end=3353
-  _globals['_CONNECTREQUEST']._serialized_start=239
-  _globals['_CONNECTREQUEST']._serialized_end=598
-  _globals['_CONNECTRESPONSE']._serialized_start=601
-  _globals['_CONNECTRESPONSE']._serialized_end=903
-  _globals['_HELLO']._serialized_start=906
-  _globals['_HELLO']._serialized_end=1160
-  _globals['_HELLO_RESOURCESENTRY']._serialized_start=1112
-  _globals['_HELLO_RESOURCESENTRY']._serialized_end=1160
-  _globals['_WELCOME']._serialized_start=1163
-  _globals['_WELCOME']._serialized_end=1405
-  _globals['_TASK']._serialized_start=1408
-  _globals['_TASK']._serialized_end=1664
-  _globals['_TASKACK']._serialized_start=1666
-  _globals['_TASKACK']._serialized_end=1692
-  _globals['_TASKRESULT']._serialized_start=1695
-  _globals['_TASKRESULT']._serialized_end=1839
-  _globals['_RESULTACK']._serialized_start=1841
-  _globals['_RESULTACK']._serialized_end=1944
-  _globals['_HEARTBEAT']._serialized_start=1946
-  _globals['_HEARTBEAT']._serialized_end=2020
-  _globals['_ABORTTASK']._serialized_start=2022
-  _globals['_ABORTTASK']._serialized_end=2066
-  _globals['_BYE']._serialized_start=2068
-  _globals['_BYE']._serialized_end=2136
-  _globals['_METRICRECORD']._serialized_start=2139
-  _globals['_METRICRECORD']._serialized_end=2285
-  _globals['_TRAINERLOG']._serialized_start=2288
-  _globals['_TRAINERLOG']._serialized_end=2425
-  _globals['_PAYLOAD']._serialized_start=2427
-  _globals['_PAYLOAD']._serialized_end=2542
-  _globals['_PAYLOADREF']._serialized_start=2544
-  _globals['_PAYLOADREF']._serialized_end=2596
-  _globals['_UPLOADPAYLOADREQUEST']._serialized_start=2598
-  _globals['_UPLOADPAYLOADREQUEST']._serialized_end=2696
-  _globals['_UPLOADHEADER']._serialized_start=2698
-  _globals['_UPLOADHEADER']._serialized_end=2750
-  _globals['_UPLOADPAYLOADRESPONSE']._serialized_start=2752
-  _globals['_UPLOADPAYLOADRESPONSE']._serialized_end=2795
-  _globals['_DOWNLOADPAYLOADREQUEST']._serialized_start=2797
-  _globals['_DOWNLOADPAYLOADREQUEST']._serialized_end=2841
-  _globals['_DOWNLOADPAYLOADRESPONSE']._serialized_start=2843
-  _globals['_DOWNLOADPAYLOADRESPONSE']._serialized_end=2883
-  _globals['_AGENTSERVICE']._serialized_start=3356
-  _globals['_AGENTSERVICE']._serialized_end=3666
+  _globals['_RESULTDISPOSITION']._serialized_start=2964
+  _globals['_RESULTDISPOSITION']._serialized_end=3151
+  _globals['_BYEREASON']._serialized_start=3154
+  _globals['_BYEREASON']._serialized_end=3310
+  _globals['_LOGLEVEL']._serialized_start=3312
+  _globals['_LOGLEVEL']._serialized_end=3431
+  _globals['_CONNECTREQUEST']._serialized_start=269
+  _globals['_CONNECTREQUEST']._serialized_end=628
+  _globals['_CONNECTRESPONSE']._serialized_start=631
+  _globals['_CONNECTRESPONSE']._serialized_end=933
+  _globals['_HELLO']._serialized_start=936
+  _globals['_HELLO']._serialized_end=1190
+  _globals['_HELLO_RESOURCESENTRY']._serialized_start=1142
+  _globals['_HELLO_RESOURCESENTRY']._serialized_end=1190
+  _globals['_WELCOME']._serialized_start=1193
+  _globals['_WELCOME']._serialized_end=1435
+  _globals['_TASK']._serialized_start=1438
+  _globals['_TASK']._serialized_end=1742
+  _globals['_TASKACK']._serialized_start=1744
+  _globals['_TASKACK']._serialized_end=1770
+  _globals['_TASKRESULT']._serialized_start=1773
+  _globals['_TASKRESULT']._serialized_end=1917
+  _globals['_RESULTACK']._serialized_start=1919
+  _globals['_RESULTACK']._serialized_end=2022
+  _globals['_HEARTBEAT']._serialized_start=2024
+  _globals['_HEARTBEAT']._serialized_end=2098
+  _globals['_ABORTTASK']._serialized_start=2100
+  _globals['_ABORTTASK']._serialized_end=2144
+  _globals['_BYE']._serialized_start=2146
+  _globals['_BYE']._serialized_end=2214
+  _globals['_METRICRECORD']._serialized_start=2217
+  _globals['_METRICRECORD']._serialized_end=2363
+  _globals['_TRAINERLOG']._serialized_start=2366
+  _globals['_TRAINERLOG']._serialized_end=2503
+  _globals['_PAYLOAD']._serialized_start=2505
+  _globals['_PAYLOAD']._serialized_end=2620
+  _globals['_PAYLOADREF']._serialized_start=2622
+  _globals['_PAYLOADREF']._serialized_end=2674
+  _globals['_UPLOADPAYLOADREQUEST']._serialized_start=2676
+  _globals['_UPLOADPAYLOADREQUEST']._serialized_end=2774
+  _globals['_UPLOADHEADER']._serialized_start=2776
+  _globals['_UPLOADHEADER']._serialized_end=2828
+  _globals['_UPLOADPAYLOADRESPONSE']._serialized_start=2830
+  _globals['_UPLOADPAYLOADRESPONSE']._serialized_end=2873
+  _globals['_DOWNLOADPAYLOADREQUEST']._serialized_start=2875
+  _globals['_DOWNLOADPAYLOADREQUEST']._serialized_end=2919
+  _globals['_DOWNLOADPAYLOADRESPONSE']._serialized_start=2921
+  _globals['_DOWNLOADPAYLOADRESPONSE']._serialized_end=2961
+  _globals['_AGENTSERVICE']._serialized_start=3434
+  _globals['_AGENTSERVICE']._serialized_end=3744
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ from campfire.common.v1 import exchange_pb2 as _exchange_pb2
 from campfire.common.v1 import job_signature_pb2 as _job_signature_pb2
 from campfire.common.v1 import return_code_pb2 as _return_code_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -129,7 +130,7 @@ class Welcome(_message.Message):
     def __init__(self, site_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., protocol_version: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_message_bytes: _Optional[int] = ..., max_inline_payload_bytes: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_name", "job_id", "payload", "deadline", "result_ack", "job_signature")
+    __slots__ = ("task_id", "task_name", "job_id", "payload", "deadline", "result_ack", "job_signature", "client_config")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +138,7 @@ class Task(_message.Message):
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
     JOB_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CONFIG_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_name: str
     job_id: str
@@ -144,7 +146,8 @@ class Task(_message.Message):
     deadline: _timestamp_pb2.Timestamp
     result_ack: ResultAck
     job_signature: _job_signature_pb2.JobSignature
-    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., job_id: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., job_signature: _Optional[_Union[_job_signature_pb2.JobSignature, _Mapping]] = ...) -> None: ...
+    client_config: _struct_pb2.Struct
+    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., job_id: _Optional[str] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., job_signature: _Optional[_Union[_job_signature_pb2.JobSignature, _Mapping]] = ..., client_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class TaskAck(_message.Message):
     __slots__ = ("task_id",)
