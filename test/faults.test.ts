@@ -165,6 +165,21 @@ describe("duplicate, stale and empty-task-id results", () => {
     expect((await outcome).data?.meta).toEqual({ copy: 1 });
   });
 
+  it("rejects the late result of a task the site aborted, saying why, instead of calling it a duplicate", async () => {
+    const server = await site();
+    const raw = await RawAgentStream.connect(server.port, { clientName: "raw", agentId: "raw-1" });
+    testbed.defer(() => raw.close());
+    const outcome = server.hub.sendTask("raw", { taskName: "train", jobId: "j", data: data({}) }, { timeoutMs: 300 });
+    const task = await raw.next("task");
+    raw.send({ kind: { $case: "taskAck", value: { taskId: task.taskId } } });
+    await expect(outcome).rejects.toThrow();
+    expect((await raw.next("abort")).taskId).toBe(task.taskId);
+    raw.send(result(task.taskId, { late: true }));
+    const ack = await raw.next("resultAck");
+    expect(ack.disposition).toBe(ResultDisposition.RESULT_DISPOSITION_REJECTED);
+    expect(ack.reason).toMatch(new RegExp(`task ${task.taskId} ended without a result: .+`));
+  });
+
   it("rejects a stale result (no task in flight) and a mismatched one (another task in flight)", async () => {
     const server = await site();
     const raw = await RawAgentStream.connect(server.port, { clientName: "raw", agentId: "raw-1" });

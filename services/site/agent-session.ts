@@ -133,8 +133,8 @@ export class AgentSession {
   private lastSentAt = 0;
   private channel: ControlChannel | undefined;
   private inFlight: InFlight | undefined;
-  /** Finished task id -> job id, oldest first. */
-  private readonly finishedTasks = new Map<string, string>();
+  /** Finished task id -> its job and, when it ended without a result (aborted, past its deadline, the session ended), why; oldest first. */
+  private readonly finishedTasks = new Map<string, { jobId: string; endedWithout: string | undefined }>();
   private heartbeatSequence = 0;
   /** The version spoken on the current stream. */
   private protocolVersion: number = PROTOCOL_VERSIONS.oldest;
@@ -261,7 +261,7 @@ export class AgentSession {
     const inFlight = this.inFlight;
     if (inFlight?.task.taskId !== taskId) return;
     this.send({ kind: { $case: "abort", value: { taskId, reason: error.message } } });
-    this.finish(inFlight);
+    this.finish(inFlight, error.message);
     inFlight.reject(error);
   }
 
@@ -282,7 +282,7 @@ export class AgentSession {
     this.channel = undefined;
     const inFlight = this.inFlight;
     if (inFlight) {
-      this.finish(inFlight);
+      this.finish(inFlight, error.message);
       inFlight.reject(error);
     }
     this.context.payloads.releaseUploadsOf(this.agentId);
@@ -335,7 +335,13 @@ export class AgentSession {
   private receiveResult(result: TaskResult): void {
     const inFlight = this.inFlight;
     const taskId = result.taskId;
-    if (taskId && this.finishedTasks.has(taskId)) {
+    const finished = taskId ? this.finishedTasks.get(taskId) : undefined;
+    if (finished?.endedWithout !== undefined) {
+      // Not a duplicate: the site never took a result for this task, and the agent must not count it as delivered.
+      this.logger.info({ task: taskId, job: finished.jobId }, "late result rejected: its task had ended");
+      return this.unused(result, ResultDisposition.RESULT_DISPOSITION_REJECTED, `task ${taskId} ended without a result: ${finished.endedWithout}`);
+    }
+    if (finished) {
       this.logger.debug({ task: taskId }, "duplicate result ignored");
       return this.unused(result, ResultDisposition.RESULT_DISPOSITION_DUPLICATE);
     }
@@ -405,16 +411,17 @@ export class AgentSession {
     return stagedOutcome(outcome, staged);
   }
 
-  private finish(inFlight: InFlight): void {
+  /** Ends the task in flight; `endedWithout`: why it ended without a result (absent when its result was taken). */
+  private finish(inFlight: InFlight, endedWithout?: string): void {
     if (this.inFlight !== inFlight) return;
     this.inFlight = undefined;
-    this.finishedTasks.set(inFlight.task.taskId, inFlight.task.jobId);
+    this.finishedTasks.set(inFlight.task.taskId, { jobId: inFlight.task.jobId, endedWithout });
     if (this.finishedTasks.size > REMEMBERED_TASKS) this.finishedTasks.delete(this.finishedTasks.keys().next().value as string);
   }
 
   private jobOf(taskId: string): string | undefined {
     if (!taskId) return this.inFlight?.task.jobId;
-    return this.inFlight?.task.taskId === taskId ? this.inFlight.task.jobId : this.finishedTasks.get(taskId);
+    return this.inFlight?.task.taskId === taskId ? this.inFlight.task.jobId : this.finishedTasks.get(taskId)?.jobId;
   }
 }
 

@@ -44,9 +44,11 @@ export enum ResultDisposition {
   RESULT_DISPOSITION_IGNORED = 3,
   /**
    * RESULT_DISPOSITION_REJECTED - The site is not waiting for a result of this task (a stale or mismatched
-   * task id, for example after a site restart), or the result's data was
-   * refused (malformed tensors, a payload id the site does not hold): the
-   * ack's reason says which. The agent must not send it again.
+   * task id, for example after a site restart; a task that ended without a
+   * result: the site aborted it, its deadline passed or its job stopped), or
+   * the result's data was refused (malformed tensors, a payload id the site
+   * does not hold): the ack's reason says which. The result was not used;
+   * the agent must not send it again.
    */
   RESULT_DISPOSITION_REJECTED = 4,
   UNRECOGNIZED = -1,

@@ -39,9 +39,11 @@ const (
 	// (an agent's leftover from before a restart); it was ignored.
 	ResultDisposition_RESULT_DISPOSITION_IGNORED ResultDisposition = 3
 	// The site is not waiting for a result of this task (a stale or mismatched
-	// task id, for example after a site restart), or the result's data was
-	// refused (malformed tensors, a payload id the site does not hold): the
-	// ack's reason says which. The agent must not send it again.
+	// task id, for example after a site restart; a task that ended without a
+	// result: the site aborted it, its deadline passed or its job stopped), or
+	// the result's data was refused (malformed tensors, a payload id the site
+	// does not hold): the ack's reason says which. The result was not used;
+	// the agent must not send it again.
 	ResultDisposition_RESULT_DISPOSITION_REJECTED ResultDisposition = 4
 )
 
