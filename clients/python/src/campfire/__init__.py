@@ -15,8 +15,10 @@ from campfire.errors import (
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
+    FilterFailed,
     Internal,
     InvalidArgument,
+    InvalidFilterConfig,
     InvalidJobDefinition,
     JobEnded,
     JobNotDone,
@@ -31,6 +33,7 @@ from campfire.errors import (
     Unauthenticated,
 )
 from campfire.job_folder import read_job_folder
+from campfire.privacy import PrivacyConfig
 from campfire.session import Session, status_name
 from campfire.tensors import arrays_of, data_exchange, from_numpy, from_safetensors, to_numpy, to_safetensors
 
@@ -44,8 +47,10 @@ __all__ = [
     "Cancelled",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "FilterFailed",
     "Internal",
     "InvalidArgument",
+    "InvalidFilterConfig",
     "InvalidJobDefinition",
     "JobEnded",
     "JobNotDone",
@@ -54,6 +59,7 @@ __all__ = [
     "NoConnection",
     "NotFound",
     "PermissionDenied",
+    "PrivacyConfig",
     "Replaced",
     "ResourceExhausted",
     "ResultNotAccepted",

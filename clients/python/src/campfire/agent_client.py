@@ -24,6 +24,7 @@ import random
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import grpc
@@ -38,8 +39,11 @@ from campfire.common.v1 import exchange_pb2, return_code_pb2
 from campfire.errors import (
     PERMANENT_REFUSALS,
     AgentClosed,
+    AgentError,
     CampfireError,
     DeadlineExceeded,
+    FilterFailed,
+    InvalidFilterConfig,
     JobEnded,
     Replaced,
     ResultNotAccepted,
@@ -48,6 +52,7 @@ from campfire.errors import (
 )
 from campfire.job_gate import DEFAULT_ROLES, JobGate
 from campfire.outbox import Outbox
+from campfire.privacy import PrivacyConfig, TaskFilters, filter_data, filter_result, names_filters
 from campfire.tensors import arrays_of, data_exchange
 
 log = logging.getLogger("campfire.agent")
@@ -58,17 +63,31 @@ PROTOCOL_VERSION = 2
 REMEMBERED_TASKS = 64
 
 Result = Union[exchange_pb2.DataExchange, Mapping[str, np.ndarray], None]
+PrivacySource = Union[Mapping[str, object], str, Path, None]
 
 
 class Task:
     """A task as the trainer receives it. Submit its result once, with submit()."""
 
-    def __init__(self, agent: "Agent", message: agent_pb.Task, data: exchange_pb2.DataExchange) -> None:
+    def __init__(
+        self,
+        agent: "Agent",
+        message: agent_pb.Task,
+        data: exchange_pb2.DataExchange,
+        received: Optional[exchange_pb2.DataExchange] = None,
+        client_config: Optional[dict] = None,
+        filters: TaskFilters = TaskFilters(),
+    ) -> None:
         self._agent = agent
         self.task_id: str = message.task_id
         self.task_name: str = message.task_name
         self.job_id: str = message.job_id
+        # What the trainer sees: the data after the task data filters. Result filters take the update against `received`, as the site sent it.
         self.data = data
+        self.received = received if received is not None else data
+        self.filters = filters
+        # The job's config_fed_client.json for this client's app (the signed one, for a signed job).
+        self.client_config = client_config if client_config is not None else {}
         self.deadline: Optional[datetime.datetime] = message.deadline.ToDatetime(datetime.timezone.utc) if message.HasField("deadline") else None
         self.payload_kind: str = message.payload.WhichOneof("body") or "none"
         # The admin's signature of the job, when it is signed. This agent does not verify it (yet): the site did, at submit.
@@ -108,6 +127,7 @@ class Task:
         timeout: Optional[float] = None,
     ) -> str:
         """Sends the result and waits until the site holds it; see Agent.submit_result."""
+        self.raise_if_aborted()
         if isinstance(result, exchange_pb2.DataExchange):
             data = result
             if meta:
@@ -160,6 +180,7 @@ class Agent:
         require_signed_jobs: Optional[bool] = None,
         allowed_orgs: Sequence[str] = ("*",),
         allowed_roles: Sequence[str] = DEFAULT_ROLES,
+        privacy: PrivacySource = None,
     ) -> None:
         self.site = site
         self.client_name = client_name
@@ -174,6 +195,8 @@ class Agent:
         self.reconnect_base_delay = reconnect_base_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.on_welcome = on_welcome  # called on the connection thread after every welcome (each reconnect too)
+        # The client's own filters (a dict or a JSON file): run on every task whatever the job says; a bad one raises InvalidFilterConfig here.
+        self.privacy = PrivacyConfig.load(privacy)
         kit = Kit.read(kit) if isinstance(kit, str) else kit
         # With a kit, by default only jobs signed by an admin of the project (and whom allowed_* allow) reach the trainer.
         self._gate = JobGate(kit, client_name, require_signed_jobs, allowed_orgs, allowed_roles)
@@ -188,8 +211,8 @@ class Agent:
         self._inbox: collections.deque[Task] = collections.deque()
         self._live: dict[str, Task] = {}
         self._known = collections.OrderedDict[str, None]()
-        # Refused task id -> the refusal sent, to send again when the site resends the task.
-        self._refusals = collections.OrderedDict[str, str]()
+        # Refused task id -> the answer sent (return code, message), to send again when the site resends the task.
+        self._refusals = collections.OrderedDict[str, tuple[int, str]]()
         # Tasks whose data is being downloaded, and those of them the site aborted meanwhile.
         self._fetching: set[str] = set()
         self._aborted_while_fetching: set[str] = set()
@@ -301,7 +324,16 @@ class Agent:
         TaskAborted when the site aborted the task meanwhile, AgentClosed when
         the agent closed, DeadlineExceeded after `timeout` (default
         submit_timeout) without an acknowledgement.
+
+        The data goes through the task's result filters first (the job's,
+        then this client's own); if they fail, the site is answered
+        RETURN_CODE_TASK_RESULT_FILTER_ERROR and FilterFailed is raised.
+        With result filters of its own, the agent sends data only for a task
+        it holds: the filters need the task.
         """
+        data, filter_error = self._filtered_result(task_id, data)
+        if filter_error is not None:
+            data, return_code, message = None, return_code_pb2.RETURN_CODE_TASK_RESULT_FILTER_ERROR, filter_error
         result = agent_pb.TaskResult(task_id=task_id, return_code=return_code, message=message)
         encoded: Optional[bytes] = None
         if data is not None:
@@ -314,12 +346,34 @@ class Agent:
         with self._lock:
             self._held = held
         try:
-            return self._deliver(held, time.monotonic() + (timeout if timeout is not None else self.submit_timeout))
+            disposition = self._deliver(held, time.monotonic() + (timeout if timeout is not None else self.submit_timeout))
+            if filter_error is not None:
+                raise FilterFailed(f"{filter_error} (the site was answered RETURN_CODE_TASK_RESULT_FILTER_ERROR)")
+            return disposition
         finally:
             with self._lock:
                 if self._held is held:
                     self._held = None
                 self._live.pop(task_id, None)
+
+    def _filtered_result(self, task_id: str, data: Optional[exchange_pb2.DataExchange]) -> tuple[Optional[exchange_pb2.DataExchange], Optional[str]]:
+        """The data after the task's result filters, or why they failed."""
+        if data is None:
+            return None, None
+        with self._lock:
+            task = self._live.get(task_id)
+        if task is None:
+            if self.privacy.result:
+                raise AgentError(f"task {task_id} is not held by this agent (never received, or already settled), so its result cannot go through this client's result filters; nothing was sent")
+            return data, None
+        try:
+            filtered = filter_result(task.filters.result, data, task.received)
+        except Exception as error:  # noqa: BLE001 - whatever a filter hits, the site hears of it and nothing unfiltered leaves
+            log.error("task %s: the result filters failed: %s", task_id, error)
+            return None, f"{self.client_name}: the result filters failed on task {task.task_name}: {error}"
+        if task.filters.result:
+            log.info("task %s: result filters %s applied", task_id, [filter_.name for filter_ in task.filters.result])
+        return filtered, None
 
     def log(self, values: Mapping[str, float], task_id: str = "", meta: Optional[Mapping[str, object]] = None) -> bool:
         """Sends a metric record (fire and forget); False when no stream is up to take it."""
@@ -482,15 +536,26 @@ class Agent:
         if reason is not None:
             self._refuse(message, reason)
             return
+        client_config, reason = self._gate.client_config(message)
+        if reason is None and not self.privacy.allow_job_filters and names_filters(client_config):
+            reason = "the job names task filters in its client config, and this client's privacy configuration does not allow job filters (allow_job_filters: false); it applies only its own"
+        if reason is not None:
+            self._refuse(message, reason)
+            return
+        try:
+            filters = TaskFilters.for_task(self.privacy, client_config, message.task_name)
+        except InvalidFilterConfig as error:
+            self._answer_without_trainer(message, return_code_pb2.RETURN_CODE_BAD_TASK_DATA, f"{self.client_name} cannot run task {message.task_name}: {error}")
+            return
         body = message.payload.WhichOneof("body")
         if body == "ref":
             with self._lock:
                 self._fetching.add(message.task_id)
-            threading.Thread(target=self._fetch, args=(message,), name=f"campfire-download-{message.task_id}", daemon=True).start()
+            threading.Thread(target=self._fetch, args=(message, client_config, filters), name=f"campfire-download-{message.task_id}", daemon=True).start()
             return
-        self._accept(message, message.payload.inline if body == "inline" else exchange_pb2.DataExchange())
+        self._accept(message, message.payload.inline if body == "inline" else exchange_pb2.DataExchange(), client_config, filters)
 
-    def _fetch(self, message: agent_pb.Task) -> None:
+    def _fetch(self, message: agent_pb.Task, client_config: dict, filters: TaskFilters) -> None:
         def heard() -> None:
             self._last_heard = time.monotonic()
 
@@ -504,28 +569,38 @@ class Agent:
                 self._fetching.discard(message.task_id)
                 self._aborted_while_fetching.discard(message.task_id)
             return
-        self._accept(message, data)
+        self._accept(message, data, client_config, filters)
 
     def _refuse(self, message: agent_pb.Task, reason: str) -> None:
-        """Answers a task this client will not run, at once and without the trainer; the site records why in the job."""
-        refused = f"{self.client_name} refused the job: {reason}"
-        log.warning("task %s of job %s refused: %s", message.task_id, message.job_id, reason)
+        """Answers a task this client will not run (RETURN_CODE_UNAUTHORIZED); the site records why in the job."""
+        self._answer_without_trainer(message, return_code_pb2.RETURN_CODE_UNAUTHORIZED, f"{self.client_name} refused the job: {reason}")
+
+    def _answer_without_trainer(self, message: agent_pb.Task, return_code: int, answer: str) -> None:
+        """Answers a task at once, never handing it to the trainer (a refusal, a bad filter config); resent tasks get the same answer."""
+        log.warning("task %s of job %s answered %s without the trainer: %s", message.task_id, message.job_id, return_code_pb2.ReturnCode.Name(return_code), answer)
         with self._lock:
             self._fetching.discard(message.task_id)
-            self._refusals[message.task_id] = refused
+            self._refusals[message.task_id] = (return_code, answer)
             while len(self._refusals) > REMEMBERED_TASKS:
                 self._refusals.popitem(last=False)
-        self._send_refusal(message.task_id, refused)
+        self._send_refusal(message.task_id, (return_code, answer))
 
-    def _send_refusal(self, task_id: str, refused: str) -> None:
-        self._send(agent_pb.ConnectRequest(result=agent_pb.TaskResult(task_id=task_id, return_code=return_code_pb2.RETURN_CODE_UNAUTHORIZED, message=refused)))
+    def _send_refusal(self, task_id: str, refused: tuple[int, str]) -> None:
+        self._send(agent_pb.ConnectRequest(result=agent_pb.TaskResult(task_id=task_id, return_code=refused[0], message=refused[1])))
 
-    def _accept(self, message: agent_pb.Task, data: exchange_pb2.DataExchange) -> None:
-        mismatch = self._gate.data_refusal(message, data)
+    def _accept(self, message: agent_pb.Task, received: exchange_pb2.DataExchange, client_config: dict, filters: TaskFilters) -> None:
+        mismatch = self._gate.data_refusal(message, received)
         if mismatch is not None:
             self._refuse(message, mismatch)
             return
-        task = Task(self, message, data)
+        try:
+            data = filter_data(filters.data, received)
+        except Exception as error:  # noqa: BLE001 - whatever a filter hits, the site hears of it and the trainer never sees the task
+            self._answer_without_trainer(message, return_code_pb2.RETURN_CODE_TASK_DATA_FILTER_ERROR, f"{self.client_name}: the task data filters failed on task {message.task_name}: {error}")
+            return
+        if filters.data:
+            log.info("task %s: data filters %s applied", message.task_id, [filter_.name for filter_ in filters.data])
+        task = Task(self, message, data, received, client_config, filters)
         with self._lock:
             self._fetching.discard(task.task_id)
             if task.task_id in self._aborted_while_fetching:

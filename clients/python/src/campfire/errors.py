@@ -119,6 +119,22 @@ class ResultNotAccepted(AgentError):
         self.reason = reason
 
 
+class InvalidFilterConfig(InvalidArgument):
+    """A privacy filter configuration breaks a rule: `source` (a file, "privacy", or "client_config"), the
+    `path` of the entry and field at fault (task_result_filters[0].filters[1].args.max_norm) and the `problem`."""
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        where = f"{source}.{path}" if source == "client_config" else f"{source}: {path}"
+        super().__init__(f"{where}: {problem}")
+        self.source = source
+        self.path = path
+        self.problem = problem
+
+
+class FilterFailed(AgentError):
+    """A task filter failed while it ran (a tensor whose bytes do not fit its shape, say); the site was told so."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[CampfireError]] = {
     grpc.StatusCode.UNAVAILABLE: NoConnection,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,

@@ -147,6 +147,22 @@ class JobGate:
             return f"the task does not match the signed job: task {task.task_name!r} is not one the signed workflow {verdict.workflow} sends ({', '.join(names)}); the site altered the job or sent a task of its own"
         return None
 
+    def client_config(self, task: agent_pb.Task) -> tuple[dict, Optional[str]]:
+        """The job's client config for this task (its filters, the trainer's settings), or why the task is refused.
+
+        For a signed job it is the signed manifest's client_config: a task
+        whose Task.client_config says otherwise is refused. Unsigned: the task's
+        own ({} when the site sent none).
+        """
+        sent = json_format.MessageToDict(task.client_config) if task.HasField("client_config") else {}
+        job = self._verdict(task)
+        if not isinstance(job, SignedJob):
+            return sent, None
+        signed = job.client_config or {}
+        if sent != signed:
+            return signed, f"the task does not match the signed job: its client_config is {json.dumps(sent)}, the signed config_fed_client.json of app {job.app} has {json.dumps(signed)}; the site altered the job after it was signed"
+        return signed, None
+
     def data_refusal(self, task: agent_pb.Task, data: exchange_pb2.DataExchange) -> Optional[str]:
         """Why the task's data contradicts its signed job (rounds, client config), or None."""
         job = self._verdict(task)

@@ -1,0 +1,100 @@
+"""The update a filter chain works on, and the DataExchange it is rebuilt into.
+
+For a result of kind WEIGHTS (or UNSPECIFIED, which FedAvg reads as WEIGHTS)
+the update of a FLOAT32 tensor is u = float64(result) - float64(base), the base
+being the task's tensor of the same name and shape as the site sent it; for
+WEIGHT_DIFF, task data, other kinds and tensors without such a base it is the
+tensor itself. Other dtypes are carried along untouched (only exclude_vars and
+include_vars act on them). The float64 values are made on first use, so a chain
+of name filters never converts a tensor. A tensor a value filter changed is
+rebuilt as float32(base + u') computed in float64 (float32(u') without a base);
+every other tensor keeps its exact bytes. /work/coord/FILTERS.md (and
+docs/privacy.md) is the specification both languages follow.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from campfire.common.v1 import exchange_pb2, tensor_pb2
+from campfire.tensors import to_numpy
+
+FLOAT32 = tensor_pb2.D_TYPE_FLOAT32
+_KINDS_WITH_BASE = (exchange_pb2.DATA_KIND_WEIGHTS, exchange_pb2.DATA_KIND_UNSPECIFIED)
+
+
+class UpdateTensor:
+    """One tensor of the update: its wire form, and for FLOAT32 its float64 update values (flat)."""
+
+    def __init__(self, tensor: tensor_pb2.Tensor, base: Optional[tensor_pb2.Tensor]) -> None:
+        self.tensor = tensor
+        self._base = base
+        self._values: Optional[np.ndarray] = None
+        self._base_values: Optional[np.ndarray] = None
+        self.changed = False
+
+    @property
+    def name(self) -> str:
+        return self.tensor.name
+
+    @property
+    def is_float32(self) -> bool:
+        return self.tensor.dtype == FLOAT32
+
+    @property
+    def values(self) -> np.ndarray:
+        """The update u in float64, flat (FLOAT32 tensors only); filters change it in place and set `changed`."""
+        if self._values is None:
+            values = to_numpy(self.tensor).reshape(-1).astype(np.float64)
+            if self._base is not None:
+                self._base_values = to_numpy(self._base).reshape(-1).astype(np.float64)
+                values -= self._base_values
+            self._values = values
+        return self._values
+
+    def rebuilt(self) -> tensor_pb2.Tensor:
+        if not self.changed:
+            return self.tensor
+        values = self.values if self._base_values is None else self._base_values + self.values
+        return tensor_pb2.Tensor(name=self.tensor.name, dtype=FLOAT32, shape=self.tensor.shape, data=values.astype("<f4").tobytes())
+
+
+class Update:
+    """The tensors of a task's data or a trainer's result, as the filters see them, in their order."""
+
+    def __init__(self, source: exchange_pb2.DataExchange, tensors: list[UpdateTensor]) -> None:
+        self.source = source
+        self.tensors = tensors
+
+    @classmethod
+    def of_data(cls, data: exchange_pb2.DataExchange) -> "Update":
+        """Task data: the tensors themselves are the update."""
+        return cls(data, [UpdateTensor(tensor, None) for tensor in data.tensors])
+
+    @classmethod
+    def of_result(cls, result: exchange_pb2.DataExchange, task_data: exchange_pb2.DataExchange) -> "Update":
+        """A result, against the task's data as the site sent it (the base of a WEIGHTS result)."""
+        bases: dict[str, tensor_pb2.Tensor] = {}
+        if result.kind in _KINDS_WITH_BASE:
+            bases = {tensor.name: tensor for tensor in task_data.tensors if tensor.dtype == FLOAT32}
+
+        def base_of(tensor: tensor_pb2.Tensor) -> Optional[tensor_pb2.Tensor]:
+            base = bases.get(tensor.name)
+            return base if base is not None and tensor.dtype == FLOAT32 and list(base.shape) == list(tensor.shape) else None
+
+        return cls(result, [UpdateTensor(tensor, base_of(tensor)) for tensor in result.tensors])
+
+    def float32(self) -> list[UpdateTensor]:
+        return [tensor for tensor in self.tensors if tensor.is_float32]
+
+    def rebuilt(self, filters_applied: list[str]) -> exchange_pb2.DataExchange:
+        """The filtered DataExchange: the source's kind, values and meta, the update's tensors; `filters_applied` recorded in meta."""
+        data = exchange_pb2.DataExchange(kind=self.source.kind, tensors=[tensor.rebuilt() for tensor in self.tensors])
+        for field in ("values", "meta"):
+            if self.source.HasField(field):
+                getattr(data, field).CopyFrom(getattr(self.source, field))
+        if filters_applied:
+            data.meta.update({"filters_applied": filters_applied})
+        return data
