@@ -20,6 +20,8 @@ export interface TaskSpec {
   jobId: string;
   /** The data: a DataExchange (encoded for this task), or a SharedPayload prepared once for many tasks. */
   data: DataExchange | SharedPayload;
+  /** Task.client_config to send instead of the job's (HubOptions.clientConfig): for tasks sent outside a job, as test sites do. */
+  clientConfig?: Record<string, unknown>;
 }
 
 export interface AgentInfo {
@@ -194,7 +196,7 @@ export class AgentHub {
     const shared = spec.data instanceof SharedPayload ? undefined : this.payloads.share(spec.data);
     const payload: Payload = (shared ?? (spec.data as SharedPayload)).payload;
     if (payload.body?.$case === "ref") this.payloads.allow(payload.body.value.payloadId, clientName);
-    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined, jobSignature: this.options.jobSignature?.(spec.jobId), clientConfig: this.options.clientConfig?.(spec.jobId, clientName) };
+    const task: Task = { taskId: randomUUID(), taskName: spec.taskName, jobId: spec.jobId, payload, deadline: deadline === undefined ? undefined : new Date(deadline), resultAck: undefined, jobSignature: this.options.jobSignature?.(spec.jobId), clientConfig: spec.clientConfig ?? this.options.clientConfig?.(spec.jobId, clientName) };
     session.logger.debug({ task: task.taskId, job: task.jobId, taskName: task.taskName }, "task sent");
     const observer = this.options.observer;
     const sentAt = observer ? performance.now() : 0;

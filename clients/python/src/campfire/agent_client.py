@@ -52,7 +52,7 @@ from campfire.errors import (
 )
 from campfire.job_gate import DEFAULT_ROLES, JobGate
 from campfire.outbox import Outbox
-from campfire.privacy import PrivacyConfig, TaskFilters, filter_data, filter_result, names_filters
+from campfire.privacy import FilterConfig, PrivacyConfig, TaskFilters, filter_data, filter_result
 from campfire.tensors import arrays_of, data_exchange
 
 log = logging.getLogger("campfire.agent")
@@ -537,16 +537,18 @@ class Agent:
             self._refuse(message, reason)
             return
         client_config, reason = self._gate.client_config(message)
-        if reason is None and not self.privacy.allow_job_filters and names_filters(client_config):
-            reason = "the job names task filters in its client config, and this client's privacy configuration does not allow job filters (allow_job_filters: false); it applies only its own"
         if reason is not None:
             self._refuse(message, reason)
             return
         try:
-            filters = TaskFilters.for_task(self.privacy, client_config, message.task_name)
+            job_filters = FilterConfig.of_job(client_config)
         except InvalidFilterConfig as error:
             self._answer_without_trainer(message, return_code_pb2.RETURN_CODE_BAD_TASK_DATA, f"{self.client_name} cannot run task {message.task_name}: {error}")
             return
+        if job_filters.names_filters and not self.privacy.allow_job_filters:
+            self._refuse(message, "the job's client_config names filters, and this client applies only its own (allow_job_filters: false in its privacy config)")
+            return
+        filters = TaskFilters.for_task(self.privacy, job_filters, message.task_name)
         body = message.payload.WhichOneof("body")
         if body == "ref":
             with self._lock:

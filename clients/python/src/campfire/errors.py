@@ -124,8 +124,7 @@ class InvalidFilterConfig(InvalidArgument):
     `path` of the entry and field at fault (task_result_filters[0].filters[1].args.max_norm) and the `problem`."""
 
     def __init__(self, source: str, path: str, problem: str) -> None:
-        where = f"{source}.{path}" if source == "client_config" else f"{source}: {path}"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{source}: {path}: {problem}")
         self.source = source
         self.path = path
         self.problem = problem

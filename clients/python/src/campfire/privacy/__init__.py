@@ -8,12 +8,13 @@ percentile_sparsify.
 """
 
 from campfire.privacy.chain import TaskFilters, filter_data, filter_result
-from campfire.privacy.config import FilterConfig, FilterEntry, PrivacyConfig, names_filters
-from campfire.privacy.filters import BUILT_IN, ClipL2, ExcludeVars, Filter, GaussianNoise, IncludeVars, PercentileSparsify, make_filter
+from campfire.privacy.config import FilterConfig, FilterEntry, PrivacyConfig
+from campfire.privacy.filters import BUILT_IN, ChainState, ClipL2, ExcludeVars, Filter, GaussianNoise, IncludeVars, PercentileSparsify, make_filter
 from campfire.privacy.update import Update
 
 __all__ = [
     "BUILT_IN",
+    "ChainState",
     "ClipL2",
     "ExcludeVars",
     "Filter",
@@ -28,5 +29,4 @@ __all__ = [
     "filter_data",
     "filter_result",
     "make_filter",
-    "names_filters",
 ]

@@ -41,6 +41,7 @@ def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
     if not isinstance(value, list):
         raise problem("", f"must be a list of entries {{tasks, filters}}, not {type(value).__name__}")
     entries = []
+    clip_before = False  # noise_multiplier scales a clip_l2's max_norm: one must come before it in this list
     for index, entry in enumerate(value):
         at = f"[{index}]"
         if not isinstance(entry, Mapping):
@@ -55,7 +56,6 @@ def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
         if not isinstance(filters, list):
             raise problem(f"{at}.filters", f"must be a list of filters {{name, args}}, not {filters!r}")
         made: list[Filter] = []
-        clip_before: Optional[ClipL2] = None
         for position, spec in enumerate(filters):
             here = f"{at}.filters[{position}]"
             if not isinstance(spec, Mapping):
@@ -64,8 +64,7 @@ def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
             if unknown:
                 raise problem(f"{here}.{unknown[0]}", "is not a field of a filter (it has name and args)")
             made.append(make_filter(spec.get("name"), spec.get("args"), clip_before, lambda path, what, here=here: problem(f"{here}.{path}", what)))
-            if isinstance(made[-1], ClipL2):
-                clip_before = made[-1]
+            clip_before = clip_before or isinstance(made[-1], ClipL2)
         entries.append(FilterEntry(None if tasks is None or "*" in tasks else frozenset(tasks), tuple(made)))
     return tuple(entries)
 
@@ -83,15 +82,15 @@ class FilterConfig:
     def result_filters(self, task_name: str) -> list[Filter]:
         return [filter_ for entry in self.result if entry.applies_to(task_name) for filter_ in entry.filters]
 
+    @property
+    def names_filters(self) -> bool:
+        """Whether some entry holds a filter (a client with allow_job_filters false refuses a job whose config does)."""
+        return any(entry.filters for entry in (*self.data, *self.result))
+
     @classmethod
     def of_job(cls, client_config: Mapping[str, object]) -> "FilterConfig":
         """The filters a job's client config (Task.client_config) names; raises InvalidFilterConfig (source "client_config")."""
         return cls(_entries(client_config.get("task_data_filters"), "client_config", "task_data_filters"), _entries(client_config.get("task_result_filters"), "client_config", "task_result_filters"))
-
-
-def names_filters(client_config: Mapping[str, object]) -> bool:
-    """Whether a job's client config brings filters of its own (a non-empty list under either key)."""
-    return any(isinstance(client_config.get(key), list) and bool(client_config.get(key)) for key in DIRECTIONS)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The built-in filters, each made from its config's args and applied to an Update in place.
 
-Same semantics in every language (/work/coord/FILTERS.md, docs/privacy.md):
+Same semantics in every language (docs/privacy.md; TypeScript: services/privacy/):
 exclude_vars / include_vars by full-match regular expressions on the names
 (every dtype); clip_l2, gaussian_noise and percentile_sparsify on the FLOAT32
-tensors' float64 update. The norm is summed sequentially (each tensor's squares
-in element order, the tensors' subtotals in tensor order) so that TypeScript,
-which sums in a loop, gets the same bits: np.sum would sum pairwise.
+tensors' float64 update. The norm is one running sum, element after element
+and tensor after tensor, so that TypeScript, which sums in a loop, gets the
+same bits (np.sum would sum pairwise).
 """
 
 from __future__ import annotations
@@ -13,20 +13,32 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Protocol
 
 import numpy as np
 
+from campfire.errors import FilterFailed
 from campfire.privacy.update import Update, UpdateTensor
 
 Problem = Callable[[str, str], Exception]  # (path relative to the filter, what is wrong) -> the error to raise
 
 
-class Filter(Protocol):
-    name: str
+@dataclass
+class ChainState:
+    """What the filters of one chain share while it runs."""
 
-    def apply(self, update: Update) -> None: ...
+    # The max_norm of the last clip_l2 applied: gaussian_noise's noise_multiplier is relative to it.
+    last_clip_norm: Optional[float] = None
+    # Added to the DataExchange's meta (what gaussian_noise applied, for the site's accountant).
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+class Filter(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def apply(self, update: Update, state: ChainState) -> None: ...
 
 
 class Args:
@@ -94,7 +106,7 @@ class ExcludeVars:
     patterns: tuple[re.Pattern[str], ...]
     name: str = "exclude_vars"
 
-    def apply(self, update: Update) -> None:
+    def apply(self, update: Update, state: ChainState) -> None:
         update.tensors = [tensor for tensor in update.tensors if not _matches(self.patterns, tensor.name)]
 
 
@@ -103,16 +115,17 @@ class IncludeVars:
     patterns: tuple[re.Pattern[str], ...]
     name: str = "include_vars"
 
-    def apply(self, update: Update) -> None:
+    def apply(self, update: Update, state: ChainState) -> None:
         update.tensors = [tensor for tensor in update.tensors if _matches(self.patterns, tensor.name)]
 
 
-def _squared_norm(tensor: UpdateTensor) -> float:
-    """The sum of squares of the tensor's update, added in element order (np.add.accumulate is sequential)."""
+def _running_sum_of_squares(tensor: UpdateTensor, start: float) -> float:
+    """start + u_1^2 + u_2^2 + ..., added one element after the other (np.add.accumulate is sequential)."""
     values = tensor.values
     if values.size == 0:
-        return 0.0
+        return start
     squares = values * values
+    squares[0] = start + squares[0]
     return float(np.add.accumulate(squares, out=squares)[-1])
 
 
@@ -131,29 +144,41 @@ class ClipL2:
     per_tensor: bool = False
     name: str = "clip_l2"
 
-    def apply(self, update: Update) -> None:
+    def apply(self, update: Update, state: ChainState) -> None:
+        state.last_clip_norm = self.max_norm
         tensors = update.float32()
         if self.per_tensor:
             for tensor in tensors:
-                _scale([tensor], _squared_norm(tensor), self.max_norm)
+                _scale([tensor], _running_sum_of_squares(tensor, 0.0), self.max_norm)
             return
         total = 0.0
         for tensor in tensors:
-            total += _squared_norm(tensor)
+            total = _running_sum_of_squares(tensor, total)
         _scale(tensors, total, self.max_norm)
 
 
 @dataclass(frozen=True)
 class GaussianNoise:
-    stddev: float
+    """N(0, stddev^2) on every element; stddev given, or noise_multiplier x the max_norm of the last clip_l2 applied."""
+
+    stddev: Optional[float] = None
+    noise_multiplier: Optional[float] = None
     seed: Optional[int] = None
     name: str = "gaussian_noise"
 
-    def apply(self, update: Update) -> None:
+    def apply(self, update: Update, state: ChainState) -> None:
+        stddev = self.stddev
+        if self.noise_multiplier is not None:
+            if state.last_clip_norm is None:
+                raise FilterFailed("gaussian_noise: noise_multiplier needs a clip_l2 applied before it in this task's chain, and none applied to this task")
+            stddev = self.noise_multiplier * state.last_clip_norm
+            state.meta.update({"dp_noise_multiplier": self.noise_multiplier, "dp_clip_norm": state.last_clip_norm})
+        if not stddev:
+            return
         # Without a seed (tests only), from the OS's secure source, fresh for every update.
         generator = np.random.Generator(np.random.PCG64(self.seed if self.seed is not None else secrets.randbits(128)))
         for tensor in update.float32():
-            np.add(tensor.values, generator.normal(0.0, self.stddev, tensor.values.size), out=tensor.values)
+            np.add(tensor.values, generator.normal(0.0, stddev, tensor.values.size), out=tensor.values)
             tensor.changed = True
 
 
@@ -163,26 +188,28 @@ class PercentileSparsify:
     gamma: Optional[float] = None
     name: str = "percentile_sparsify"
 
-    def apply(self, update: Update) -> None:
+    def apply(self, update: Update, state: ChainState) -> None:
         tensors = update.float32()
         count = sum(tensor.values.size for tensor in tensors)
         if count == 0:
             return
-        rank = math.ceil((self.percentile / 100) * count)
         threshold = 0.0
-        if rank > 0:
+        if self.percentile > 0:
+            rank = math.ceil((self.percentile / 100) * count)
             magnitudes = np.abs(np.concatenate([tensor.values for tensor in tensors]))
             threshold = float(np.partition(magnitudes, rank - 1)[rank - 1])
         for tensor in tensors:
             values = tensor.values
-            values[np.abs(values) < threshold] = 0.0
+            dropped = np.abs(values) < threshold
             if self.gamma is not None:
                 np.clip(values, -self.gamma, self.gamma, out=values)
+            # -0.0: base + -0.0 is the base's own bits (a -0.0 base included), as "the element becomes its base value" says.
+            values[dropped] = -0.0
             tensor.changed = True
 
 
-def make_filter(name: object, raw_args: object, clip_before: Optional[ClipL2], problem: Problem) -> Filter:
-    """The filter `name` with its args checked; `clip_before` is the entry's nearest clip_l2 before it (for noise_multiplier)."""
+def make_filter(name: object, raw_args: object, clip_before: bool, problem: Problem) -> Filter:
+    """The filter `name` with its args checked; `clip_before`: a clip_l2 comes before it in its list (noise_multiplier needs one)."""
     if not isinstance(name, str) or name not in BUILT_IN:
         raise problem("name", f"{name!r} is not a filter; the built-in filters are {', '.join(BUILT_IN)}")
     args = Args(raw_args, problem)
@@ -199,16 +226,16 @@ def make_filter(name: object, raw_args: object, clip_before: Optional[ClipL2], p
     return PercentileSparsify(args.number("percentile", 90.0, lambda value: 0 <= value < 100, "a number in [0, 100)"), gamma)
 
 
-def _gaussian_noise(args: Args, clip_before: Optional[ClipL2], problem: Problem) -> GaussianNoise:
+def _gaussian_noise(args: Args, clip_before: bool, problem: Problem) -> GaussianNoise:
     if args.has("stddev") == args.has("noise_multiplier"):
         raise problem("args", "needs exactly one of stddev and noise_multiplier")
     seed = args.integer("seed")
     if args.has("stddev"):
-        return GaussianNoise(args.number("stddev", None, lambda value: value >= 0, "a number >= 0"), seed)
+        return GaussianNoise(stddev=args.number("stddev", None, lambda value: value >= 0, "a number >= 0"), seed=seed)
     multiplier = args.number("noise_multiplier", None, lambda value: value >= 0, "a number >= 0")
-    if clip_before is None:
-        raise problem("args.noise_multiplier", "needs a clip_l2 before this filter in the same entry (its max_norm scales the noise); give stddev instead")
-    return GaussianNoise(multiplier * clip_before.max_norm, seed)
+    if not clip_before:
+        raise problem("args.noise_multiplier", "needs a clip_l2 before it in this list (the noise is noise_multiplier x its max_norm); give stddev instead, or clip first")
+    return GaussianNoise(noise_multiplier=multiplier, seed=seed)
 
 
 # Each built-in filter's name and the args it takes.

@@ -7,14 +7,14 @@ WEIGHT_DIFF, task data, other kinds and tensors without such a base it is the
 tensor itself. Other dtypes are carried along untouched (only exclude_vars and
 include_vars act on them). The float64 values are made on first use, so a chain
 of name filters never converts a tensor. A tensor a value filter changed is
-rebuilt as float32(base + u') computed in float64 (float32(u') without a base);
-every other tensor keeps its exact bytes. /work/coord/FILTERS.md (and
-docs/privacy.md) is the specification both languages follow.
+rebuilt as float32(base + u') computed in float64 (base 0 without one);
+every other tensor keeps its exact bytes. docs/privacy.md is the specification
+both languages follow (the TypeScript agent's is services/privacy/).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class UpdateTensor:
     def rebuilt(self) -> tensor_pb2.Tensor:
         if not self.changed:
             return self.tensor
-        values = self.values if self._base_values is None else self._base_values + self.values
+        values = (self._base_values if self._base_values is not None else 0.0) + self.values
         return tensor_pb2.Tensor(name=self.tensor.name, dtype=FLOAT32, shape=self.tensor.shape, data=values.astype("<f4").tobytes())
 
 
@@ -89,12 +89,11 @@ class Update:
     def float32(self) -> list[UpdateTensor]:
         return [tensor for tensor in self.tensors if tensor.is_float32]
 
-    def rebuilt(self, filters_applied: list[str]) -> exchange_pb2.DataExchange:
-        """The filtered DataExchange: the source's kind, values and meta, the update's tensors; `filters_applied` recorded in meta."""
+    def rebuilt(self, meta: Mapping[str, object]) -> exchange_pb2.DataExchange:
+        """The filtered DataExchange: the source's kind and values, the update's tensors, the source's meta updated with `meta`."""
         data = exchange_pb2.DataExchange(kind=self.source.kind, tensors=[tensor.rebuilt() for tensor in self.tensors])
         for field in ("values", "meta"):
             if self.source.HasField(field):
                 getattr(data, field).CopyFrom(getattr(self.source, field))
-        if filters_applied:
-            data.meta.update({"filters_applied": filters_applied})
+        data.meta.update(dict(meta))
         return data
