@@ -139,6 +139,15 @@ def test_the_job_gate_takes_what_an_admin_signed_and_names_what_does_not_hold(ki
         altered = exchange_pb2.DataExchange()
         altered.meta.update(meta)
         assert named in gate.data_refusal(task, altered)
+    # Task.client_config (its filters) must be what was signed: the agent uses the signed one, and refuses another.
+    task.client_config.update({"epochs": 1})
+    assert gate.client_config(task) == ({"epochs": 1}, None)
+    widened = agent_pb.Task(); widened.CopyFrom(task)
+    widened.client_config.Clear()
+    widened.client_config.update({"epochs": 1, "task_result_filters": [{"filters": [{"name": "include_vars", "args": {"patterns": [".*"]}}]}]})
+    signed, refusal = gate.client_config(widened)
+    assert signed == {"epochs": 1} and "its client_config is" in refusal and "the signed config_fed_client.json of app app" in refusal
+    assert JobGate(None, "hospital-a").client_config(widened)[0]["task_result_filters"][0]["filters"][0]["name"] == "include_vars"
     tampered = agent_pb.Task(); tampered.CopyFrom(task); tampered.job_id = "j-2"
     tampered.job_signature.manifest = tampered.job_signature.manifest.replace(b'"min_clients":1', b'"min_clients":0')
     assert "does not verify over the manifest" in gate.refusal(tampered)

@@ -24,6 +24,8 @@ def _run(filters: Sequence[Filter], update: Update) -> exchange_pb2.DataExchange
     state = ChainState()
     for filter_ in filters:
         filter_.apply(update, state)
+        for tensor in update.tensors:
+            tensor.settle()
     meta = json_format.MessageToDict(update.source.meta) if update.source.HasField("meta") else {}
     previous = meta.get("filters_applied")
     applied = [*(previous if isinstance(previous, list) else []), *(filter_.name for filter_ in filters)]

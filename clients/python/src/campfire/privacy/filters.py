@@ -135,7 +135,7 @@ def _scale(tensors: list[UpdateTensor], squared_norm: float, max_norm: float) ->
         scale = max_norm / norm
         for tensor in tensors:
             np.multiply(tensor.values, scale, out=tensor.values)
-            tensor.changed = True
+            tensor.dirty = True
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class GaussianNoise:
         generator = np.random.Generator(np.random.PCG64(self.seed if self.seed is not None else secrets.randbits(128)))
         for tensor in update.float32():
             np.add(tensor.values, generator.normal(0.0, stddev, tensor.values.size), out=tensor.values)
-            tensor.changed = True
+            tensor.dirty = True
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class PercentileSparsify:
                 np.clip(values, -self.gamma, self.gamma, out=values)
             # -0.0: base + -0.0 is the base's own bits (a -0.0 base included), as "the element becomes its base value" says.
             values[dropped] = -0.0
-            tensor.changed = True
+            tensor.dirty = True
 
 
 def make_filter(name: object, raw_args: object, clip_before: bool, problem: Problem) -> Filter:

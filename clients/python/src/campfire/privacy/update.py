@@ -7,8 +7,8 @@ WEIGHT_DIFF, task data, other kinds and tensors without such a base it is the
 tensor itself. Other dtypes are carried along untouched (only exclude_vars and
 include_vars act on them). The float64 values are made on first use, so a chain
 of name filters never converts a tensor. A tensor a value filter changed is
-rebuilt as float32(base + u') computed in float64 (base 0 without one);
-every other tensor keeps its exact bytes. docs/privacy.md is the specification
+rebuilt after that filter as float32(base + u') computed in float64 (base 0
+without one); every other tensor keeps its exact bytes. docs/privacy.md is the specification
 both languages follow (the TypeScript agent's is services/privacy/).
 """
 
@@ -31,9 +31,9 @@ class UpdateTensor:
     def __init__(self, tensor: tensor_pb2.Tensor, base: Optional[tensor_pb2.Tensor]) -> None:
         self.tensor = tensor
         self._base = base
-        self._values: Optional[np.ndarray] = None
         self._base_values: Optional[np.ndarray] = None
-        self.changed = False
+        self._values: Optional[np.ndarray] = None
+        self.dirty = False  # a filter changed `values`: the tensor is rebuilt before the next filter reads it
 
     @property
     def name(self) -> str:
@@ -45,20 +45,28 @@ class UpdateTensor:
 
     @property
     def values(self) -> np.ndarray:
-        """The update u in float64, flat (FLOAT32 tensors only); filters change it in place and set `changed`."""
+        """The update u in float64, flat (FLOAT32 tensors only); a filter changes it in place and sets `dirty`."""
         if self._values is None:
             values = to_numpy(self.tensor).reshape(-1).astype(np.float64)
             if self._base is not None:
-                self._base_values = to_numpy(self._base).reshape(-1).astype(np.float64)
+                if self._base_values is None:
+                    self._base_values = to_numpy(self._base).reshape(-1).astype(np.float64)
                 values -= self._base_values
             self._values = values
         return self._values
 
-    def rebuilt(self) -> tensor_pb2.Tensor:
-        if not self.changed:
-            return self.tensor
-        values = (self._base_values if self._base_values is not None else 0.0) + self.values
-        return tensor_pb2.Tensor(name=self.tensor.name, dtype=FLOAT32, shape=self.tensor.shape, data=values.astype("<f4").tobytes())
+    def settle(self) -> None:
+        """Rebuilds a changed tensor: float32(base + u) computed in float64, base 0 without one.
+
+        After every filter, not once at the end: the next filter measures its update from the float32
+        tensor, as the TypeScript filters do, so that a chain gives the same bits in both.
+        """
+        if not self.dirty:
+            return
+        rebuilt = ((self._base_values if self._base_values is not None else 0.0) + self.values).astype("<f4")
+        self.tensor = tensor_pb2.Tensor(name=self.tensor.name, dtype=FLOAT32, shape=self.tensor.shape, data=rebuilt.tobytes())
+        self._values = None
+        self.dirty = False
 
 
 class Update:
@@ -91,7 +99,7 @@ class Update:
 
     def rebuilt(self, meta: Mapping[str, object]) -> exchange_pb2.DataExchange:
         """The filtered DataExchange: the source's kind and values, the update's tensors, the source's meta updated with `meta`."""
-        data = exchange_pb2.DataExchange(kind=self.source.kind, tensors=[tensor.rebuilt() for tensor in self.tensors])
+        data = exchange_pb2.DataExchange(kind=self.source.kind, tensors=[tensor.tensor for tensor in self.tensors])
         for field in ("values", "meta"):
             if self.source.HasField(field):
                 getattr(data, field).CopyFrom(getattr(self.source, field))
