@@ -42,6 +42,13 @@ describe.each(LANGUAGES)("conformance %s", (language: Language) => {
         context.skip(`${language} runner: ${runner.skipped}`);
         return;
       }
+      const notApplicable = scenario.notApplicable?.(language);
+      if (notApplicable) {
+        verdicts.set(key, "n/a");
+        console.log(`conformance: ${key} not applicable: ${notApplicable}`);
+        context.skip(notApplicable);
+        return;
+      }
       if ("broken" in runner) {
         verdicts.set(key, "fail");
         expect.fail(`${language} runner could not be prepared: ${runner.broken}`);

@@ -8,6 +8,7 @@ import { createLogger } from "../../services/shared/logger.js";
 import type { Identity } from "../../services/security/identity.js";
 import { nextWakeUp } from "../helpers/wake-up.js";
 import { SiteServer } from "../../services/site/site-server.js";
+import type { Language } from "./runners.js";
 
 /** The site's timings in every scenario (CONFORMANCE.md): slow enough for any language's reconnect. */
 export const CONFORMANCE_TIMINGS = { heartbeatIntervalMs: 1_000, heartbeatTimeoutMs: 10_000, resendIntervalMs: 500 };
@@ -153,6 +154,8 @@ export interface Scenario {
   name: string;
   /** Drives the site side and asserts; throws to fail. Must start the runner (ctx.startRunner). */
   run(ctx: ScenarioContext): Promise<void>;
+  /** Why the scenario does not apply to `language`'s client (its library lacks the capability), or undefined: it applies. */
+  notApplicable?(language: Language): string | undefined;
 }
 
 /** Runs one scenario with one runner (`command` before the scenario name) against a fresh site. Resolves with undefined on pass, else the reason. */

@@ -1,14 +1,17 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { ByeReason } from "../../gen/campfire/agent/v1/agent_service.js";
+import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import { runAgentLoop } from "../../services/cli/agent-loop.js";
 import type { AuditRecord } from "../../services/security/audit.js";
 import { Session } from "../../services/session-client/session.js";
 import type { DataExchange } from "../../services/shared/payload.js";
 import { ReturnCode } from "../../services/shared/return-codes.js";
 import { decodeSafetensors, encodeSafetensors } from "../../services/shared/safetensors.js";
-import { float32Values } from "../../services/shared/tensor.js";
+import { float32Tensor, float32Values } from "../../services/shared/tensor.js";
 import { SiteShuttingDown, TaskAborted } from "../../services/site/errors.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { ADMIN_TOKEN, type RunnerEvent, type RunnerProcess, type Scenario, type ScenarioContext } from "./harness.js";
@@ -77,20 +80,23 @@ async function byeAndExit(ctx: ScenarioContext, runner: RunnerProcess, client: s
 
 /**
  * An agent scenario: the runner joins as `client`; `body` drives the site side.
- * With `throughProxy` the runner reaches the site through a TCP proxy that the body can cut.
+ * With `throughProxy` the runner reaches the site through a TCP proxy that the body can cut;
+ * `env` adds to the runner's environment; `notApplicable` names the languages whose library lacks what it tests.
  */
 function agentScenario(
   name: string,
   body: (ctx: ScenarioContext, runner: RunnerProcess, client: string, proxy: TcpProxy | undefined) => Promise<void>,
-  options: { throughProxy?: boolean } = {},
+  options: { throughProxy?: boolean; env?: (ctx: ScenarioContext) => Promise<Record<string, string>>; notApplicable?: Scenario["notApplicable"] } = {},
 ): Scenario {
   return {
     name,
+    notApplicable: options.notApplicable,
     async run(ctx) {
       const client = `conformance-${name.replace(/\W/g, "-")}`;
       const proxy = options.throughProxy ? await TcpProxy.start(ctx.site.server.port) : undefined;
       if (proxy) ctx.defer(() => proxy.close());
-      const runner = ctx.startRunner({ CAMPFIRE_CLIENT: client, ...(proxy && { CAMPFIRE_SITE: proxy.address }) });
+      const env = options.env ? await options.env(ctx) : {};
+      const runner = ctx.startRunner({ CAMPFIRE_CLIENT: client, ...env, ...(proxy && { CAMPFIRE_SITE: proxy.address }) });
       await clientConnected(ctx, client, runner);
       await body(ctx, runner, client, proxy);
     },
@@ -105,6 +111,31 @@ function expectStatuses(runner: RunnerProcess, expected: Record<string, { code: 
     check(event.code === code, `case "${name}": code ${String(event.code)}, expected ${code} (message: ${String(event.message)})`);
     if (mentions) check(String(event.message).includes(mentions), `case "${name}": the message ${JSON.stringify(event.message)} does not mention ${JSON.stringify(mentions)}`);
   }
+}
+
+/** agent.task-filters: the job's filters (its config_fed_client.json, sent as Task.client_config), and the client's own. */
+const JOB_FILTERS = {
+  epochs: 1,
+  task_data_filters: [{ filters: [{ name: "exclude_vars", args: { patterns: ["secret\\..*"] } }] }],
+  task_result_filters: [{ tasks: ["add_one"], filters: [{ name: "exclude_vars", args: { patterns: ["b"] } }, { name: "clip_l2", args: { max_norm: 1 } }] }],
+};
+const CLIENT_PRIVACY = { task_result_filters: [{ tasks: ["add_one"], filters: [{ name: "clip_l2", args: { max_norm: 0.5 } }] }] };
+const BAD_JOB_FILTERS = { task_result_filters: [{ filters: [{ name: "clip_l2", args: { max_norm: -1 } }] }] };
+
+/** `values` clipped to an update of L2 norm `maxNorm` from `base`, as the filters compute it (float64, summed in order, rounded to float32 once). */
+function clipped(values: readonly number[], base: readonly number[], maxNorm: number): number[] {
+  const update = values.map((value, index) => value - base[index]!);
+  let squared = 0;
+  for (const element of update) squared += element * element;
+  const scale = Math.sqrt(squared) > maxNorm ? maxNorm / Math.sqrt(squared) : 1;
+  return update.map((element, index) => Math.fround(base[index]! + scale * element));
+}
+
+async function privacyFile(ctx: ScenarioContext): Promise<Record<string, string>> {
+  const folder = await mkdtemp(join(tmpdir(), "campfire-conformance-privacy-"));
+  ctx.defer(() => rm(folder, { recursive: true, force: true }));
+  await writeFile(join(folder, "privacy.json"), JSON.stringify(CLIENT_PRIVACY));
+  return { CAMPFIRE_PRIVACY: join(folder, "privacy.json") };
 }
 
 /** A one-round FedAvg job folder for `client`, with an initial model (app/model.safetensors: "w" = 0..5). */
@@ -181,6 +212,46 @@ export const SCENARIOS: readonly Scenario[] = [
     await answeredTask(ctx, runner, client, smallTask());
     await byeAndExit(ctx, runner, client);
   }),
+
+  agentScenario(
+    "agent.task-filters",
+    async (ctx, runner, client) => {
+      const w = [0, 1, 2, 3, 4, 5];
+      const data: DataExchange = {
+        kind: DataKind.DATA_KIND_WEIGHTS,
+        tensors: [float32Tensor("w", [2, 3], Float32Array.from(w)), float32Tensor("b", [2], new Float32Array(2)), float32Tensor("secret.key", [1], Float32Array.of(42))],
+        values: undefined,
+        meta: {},
+      };
+      const outcome = await ctx.site.server.hub.sendTask(client, { taskName: "add_one", jobId: JOB_ID, data, clientConfig: JOB_FILTERS }, { timeoutMs: 20_000 });
+      check(outcome.returnCode === ReturnCode.RETURN_CODE_OK, `the result's return code is ${ReturnCode[outcome.returnCode]}: ${outcome.message ?? ""}`);
+      // The trainer never saw secret.key (a data filter), "b" never left (the job's result filter), and the update of "w" (six ones)
+      // was clipped to norm 1 by the job, then to 0.5 by the client's own filter.
+      const names = outcome.data?.tensors.map((tensor) => tensor.name);
+      check(JSON.stringify(names) === '["w"]', `the site received tensors ${JSON.stringify(names)}, expected only "w"`);
+      const expected = clipped(clipped(w.map((value) => value + 1), w, 1), w, 0.5);
+      const got = [...float32Values(outcome.data!.tensors[0]!)];
+      check(got.join() === expected.join(), `"w" is ${got.join()}, expected ${expected.join()} (clipped to 1, then 0.5)`);
+      const applied = outcome.data?.meta?.filters_applied;
+      check(JSON.stringify(applied) === '["exclude_vars","clip_l2","clip_l2"]', `meta filters_applied is ${JSON.stringify(applied)}, expected the job's exclude_vars and clip_l2, then the client's clip_l2`);
+      expectField(await runner.next("result", (event) => event.task_id === outcome.taskId), "accepted", true);
+      // A job's bad filter config: answered at once, naming the field; the trainer never sees the task.
+      const bad = await ctx.site.server.hub.sendTask(client, { taskName: "add_one", jobId: JOB_ID, data: smallTask(), clientConfig: BAD_JOB_FILTERS }, { timeoutMs: 20_000 });
+      check(bad.returnCode === ReturnCode.RETURN_CODE_BAD_TASK_DATA, `a bad filter config was answered ${ReturnCode[bad.returnCode]}, expected RETURN_CODE_BAD_TASK_DATA`);
+      check((bad.message ?? "").includes("task_result_filters[0].filters[0].args.max_norm"), `the answer ${JSON.stringify(bad.message)} does not name task_result_filters[0].filters[0].args.max_norm`);
+      await byeAndExit(ctx, runner, client);
+      check(runner.all("task").length === 1, `the runner handed ${runner.all("task").length} tasks to its trainer, expected 1 (not the one with the bad filter config)`);
+    },
+    {
+      env: privacyFile,
+      notApplicable: (language) =>
+        language === "go"
+          ? "clients/go has no agent-side task filters (issue 15 puts them in the TypeScript agent and the Python client)"
+          : language === "ts" && !existsSync(fileURLToPath(new URL("../../services/privacy", import.meta.url)))
+            ? "the TypeScript agent's task filters (services/privacy/) are not on this branch"
+            : undefined,
+    },
+  ),
 
   agentScenario("agent.bye", async (ctx, runner, client) => {
     await runner.next("welcome");

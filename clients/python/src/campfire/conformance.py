@@ -98,7 +98,9 @@ def library_agent(client: str) -> Agent:
     def welcomed(welcome: agent_pb.Welcome) -> None:
         emit("welcome", protocol=welcome.protocol_version, agent_id=welcome.agent_id)
 
-    return Agent(env("CAMPFIRE_SITE"), client, agent_id=f"{client}-py-{uuid.uuid4().hex[:6]}", on_welcome=welcomed, **TIMINGS)
+    # CAMPFIRE_PRIVACY (agent.task-filters): the client's own filter config, a JSON file.
+    privacy = os.environ.get("CAMPFIRE_PRIVACY") or None
+    return Agent(env("CAMPFIRE_SITE"), client, agent_id=f"{client}-py-{uuid.uuid4().hex[:6]}", on_welcome=welcomed, privacy=privacy, **TIMINGS)
 
 
 def agent_scenario(agent: Agent) -> None:
@@ -325,6 +327,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "agent.task-result": lambda: agent_scenario(library_agent(env("CAMPFIRE_CLIENT"))),
     "agent.large-result": lambda: agent_scenario(library_agent(env("CAMPFIRE_CLIENT"))),
     "agent.abort": lambda: agent_scenario(library_agent(env("CAMPFIRE_CLIENT"))),
+    "agent.task-filters": lambda: agent_scenario(library_agent(env("CAMPFIRE_CLIENT"))),
     "agent.bye": lambda: agent_scenario(library_agent(env("CAMPFIRE_CLIENT"))),
     "agent.reconnect": lambda: agent_scenario(library_agent(env("CAMPFIRE_CLIENT"))),
     "agent.site-restart": lambda: agent_scenario(library_agent(env("CAMPFIRE_CLIENT"))),
