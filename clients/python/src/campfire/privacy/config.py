@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Callable, Mapping, Optional, Union
 
 from campfire.errors import InvalidFilterConfig
 from campfire.privacy.filters import ClipL2, Filter, make_filter
@@ -32,6 +32,16 @@ class FilterEntry:
         return self.tasks is None or task_name in self.tasks
 
 
+def _object(value: object, fields: tuple[str, ...], what: str, at: str, problem: Callable[[str, str], InvalidFilterConfig]) -> Mapping[str, object]:
+    """`value` as an object holding only `fields` (a typo is an error, not a silently ignored key)."""
+    if not isinstance(value, Mapping):
+        raise problem(at, f"must be an object {{{', '.join(fields)}}}")
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise problem(f"{at}.{unknown[0]}", f"is not a field of {what} (it has {' and '.join(fields)})")
+    return value
+
+
 def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
     def problem(path: str, what: str) -> InvalidFilterConfig:
         return InvalidFilterConfig(source, f"{key}{path}", what)
@@ -44,11 +54,7 @@ def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
     clip_before = False  # noise_multiplier scales a clip_l2's max_norm: one must come before it in this list
     for index, entry in enumerate(value):
         at = f"[{index}]"
-        if not isinstance(entry, Mapping):
-            raise problem(at, "must be an object {tasks, filters}")
-        unknown = sorted(set(entry) - {"tasks", "filters"})
-        if unknown:
-            raise problem(f"{at}.{unknown[0]}", "is not a field of a filter entry (it has tasks and filters)")
+        entry = _object(entry, ("tasks", "filters"), "a filter entry", at, problem)
         tasks = entry.get("tasks")
         if tasks is not None and (not isinstance(tasks, list) or not tasks or not all(isinstance(name, str) for name in tasks)):
             raise problem(f"{at}.tasks", f'must be a non-empty list of task names ("*": every task; omit it for every task), not {tasks!r}')
@@ -58,11 +64,7 @@ def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
         made: list[Filter] = []
         for position, spec in enumerate(filters):
             here = f"{at}.filters[{position}]"
-            if not isinstance(spec, Mapping):
-                raise problem(here, "must be an object {name, args}")
-            unknown = sorted(set(spec) - {"name", "args"})
-            if unknown:
-                raise problem(f"{here}.{unknown[0]}", "is not a field of a filter (it has name and args)")
+            spec = _object(spec, ("name", "args"), "a filter", here, problem)
             made.append(make_filter(spec.get("name"), spec.get("args"), clip_before, lambda path, what, here=here: problem(f"{here}.{path}", what)))
             clip_before = clip_before or isinstance(made[-1], ClipL2)
         entries.append(FilterEntry(None if tasks is None or "*" in tasks else frozenset(tasks), tuple(made)))
