@@ -42,6 +42,11 @@ def _object(value: object, fields: tuple[str, ...], what: str, at: str, problem:
     return value
 
 
+def _within(problem: Callable[[str, str], InvalidFilterConfig], prefix: str) -> Callable[[str, str], InvalidFilterConfig]:
+    """`problem` for paths relative to `prefix` (a filter's own fields)."""
+    return lambda path, what: problem(f"{prefix}.{path}", what)
+
+
 def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
     def problem(path: str, what: str) -> InvalidFilterConfig:
         return InvalidFilterConfig(source, f"{key}{path}", what)
@@ -65,7 +70,7 @@ def _entries(value: object, source: str, key: str) -> tuple[FilterEntry, ...]:
         for position, spec in enumerate(filters):
             here = f"{at}.filters[{position}]"
             spec = _object(spec, ("name", "args"), "a filter", here, problem)
-            made.append(make_filter(spec.get("name"), spec.get("args"), clip_before, lambda path, what, here=here: problem(f"{here}.{path}", what)))
+            made.append(make_filter(spec.get("name"), spec.get("args"), clip_before, _within(problem, here)))
             clip_before = clip_before or isinstance(made[-1], ClipL2)
         entries.append(FilterEntry(None if tasks is None or "*" in tasks else frozenset(tasks), tuple(made)))
     return tuple(entries)

@@ -14,7 +14,7 @@ both languages follow (the TypeScript agent's is services/privacy/).
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class Update:
     def float32(self) -> list[UpdateTensor]:
         return [tensor for tensor in self.tensors if tensor.is_float32]
 
-    def rebuilt(self, meta: Mapping[str, object]) -> exchange_pb2.DataExchange:
+    def rebuilt(self, meta: Mapping[str, Any]) -> exchange_pb2.DataExchange:
         """The filtered DataExchange: the source's kind and values, the update's tensors, the source's meta updated with `meta`."""
         data = exchange_pb2.DataExchange(kind=self.source.kind, tensors=[tensor.tensor for tensor in self.tensors])
         for field in ("values", "meta"):
