@@ -1,9 +1,11 @@
 import { ByeReason, type ConnectResponse, LogLevel, type Payload, type PayloadRef, type ResultAck, ResultDisposition, type Task } from "../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
+import { AgentFilters } from "../privacy/agent-filters.js";
+import { FilterFailed } from "../privacy/filters.js";
 import { type DataExchange, decodeDataExchangeAligned, encodeDataExchange, encodeDataExchangePieces, piecesIfLarge, type StreamedEncoding } from "../shared/payload.js";
 import { readSafetensorsIndex } from "../shared/safetensors.js";
-import { ReturnCode, returnCodeName } from "../shared/return-codes.js";
+import { carriesData, ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { delay } from "../shared/wait.js";
 import { CallState } from "./call-state.js";
 import { SiteConnection } from "./connection.js";
@@ -128,6 +130,12 @@ class ReceivedTask implements AgentTask {
   }
 }
 
+/** A large result's encoding; without ownership the trainer may reuse its buffers at once, so the upload goes from a copy. */
+function encodingOf(data: DataExchange | undefined, takeOwnership: boolean | undefined): StreamedEncoding | undefined {
+  const pieces = data && piecesIfLarge(data);
+  return pieces && !takeOwnership ? { size: pieces.size, pieces: [encodeDataExchange(data!)] } : pieces;
+}
+
 /** How many finished task ids the agent remembers, so that a resent task is acknowledged, not run again. */
 const REMEMBERED_TASKS = 64;
 /** How often drain() looks whether the trainer's task is done. */
@@ -147,8 +155,9 @@ export class Agent {
   private readonly controllers = new Map<string, TaskAbort>();
   private readonly knownTaskIds = new Set<string>();
   /** Refused task id -> the refusal sent for it, to send again when the site resends the task. */
-  private readonly refusals = new Map<string, string>();
+  private readonly refusals = new Map<string, { returnCode: ReturnCode; message: string }>();
   private readonly gate: JobGate;
+  private readonly filters: AgentFilters;
   private readonly waiters = new Set<Waiter>();
   private held: HeldResult | undefined;
   /** The task whose result was sent last. */
@@ -163,6 +172,7 @@ export class Agent {
     this.options = resolveAgentOptions(options);
     this.logger = this.options.logger.child({ client: this.options.clientName, agent: this.options.agentId });
     this.gate = new JobGate(this.options.policy, this.options.tls, this.options.clientName);
+    this.filters = new AgentFilters(this.options.privacy, this.logger);
     this.connection = new SiteConnection({ ...this.options, logger: this.logger }, {
       hello: () => ({
         clientName: this.options.clientName,
@@ -286,10 +296,8 @@ export class Agent {
     if (this.closedWith) throw this.closedWith;
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
-    const pieces = data && piecesIfLarge(data);
-    // Without ownership the trainer may reuse its buffers at once: the upload goes from a copy.
-    const encoded = pieces && !options.takeOwnership ? { size: pieces.size, pieces: [encodeDataExchange(data!)] } : pieces;
-    return this.hold(taskId, returnCode, data, encoded);
+    if (this.filters.filtersResult(taskId) && carriesData(returnCode)) return this.holdFiltered(taskId, returnCode, () => data, options.takeOwnership);
+    return this.hold(taskId, returnCode, data, encodingOf(data, options.takeOwnership));
   }
 
   /**
@@ -306,8 +314,33 @@ export class Agent {
     const { tensors } = await readSafetensorsIndex(path);
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
+    const returnCode = options.returnCode ?? ReturnCode.RETURN_CODE_OK;
+    if (this.filters.filtersResult(taskId) && carriesData(returnCode)) {
+      const fields = { kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, values: options.values, meta: options.meta };
+      return this.holdFiltered(taskId, returnCode, () => this.filters.readResultFile(path, fields), true);
+    }
     const encoded = encodeDataExchangePieces({ kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, tensors, values: options.values, meta: options.meta });
-    return this.hold(taskId, options.returnCode ?? ReturnCode.RETURN_CODE_OK, undefined, encoded);
+    return this.hold(taskId, returnCode, undefined, encoded);
+  }
+
+  /**
+   * Holds a result after the task's result filters ran on it (docs/privacy.md).
+   * A filter that changes a tensor makes a new buffer for it (the cost of
+   * filtering: one model more while it runs; a file result is read whole
+   * first). A filter that cannot run answers the task
+   * TASK_RESULT_FILTER_ERROR: nothing of the result leaves.
+   */
+  private async holdFiltered(taskId: string, returnCode: ReturnCode, read: () => DataExchange | undefined | Promise<DataExchange | undefined>, takeOwnership: boolean | undefined): Promise<boolean> {
+    let filtered: DataExchange | undefined;
+    try {
+      filtered = this.filters.result(taskId, await read());
+    } catch (error) {
+      this.filters.forget(taskId);
+      if (!(error instanceof FilterFailed)) throw error;
+      this.logger.warn({ task: taskId, reason: error.message }, "a result filter failed: the result does not leave");
+      return this.hold(taskId, ReturnCode.RETURN_CODE_TASK_RESULT_FILTER_ERROR, { kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: undefined, meta: { reason: error.message } }, undefined);
+    }
+    return this.hold(taskId, returnCode, filtered, encodingOf(filtered, takeOwnership));
   }
 
   /** Holds a result until the site acknowledges it, sending it (again after each reconnect) meanwhile. */
@@ -409,17 +442,17 @@ export class Agent {
    * Answers a task this client will not run, at once and without the trainer:
    * RETURN_CODE_UNAUTHORIZED with the reason, which the site records in the job.
    */
-  private refuse(task: Task, reason: string): void {
-    const message = `${this.options.clientName} refused the job: ${reason}`;
-    this.logger.warn({ task: task.taskId, job: task.jobId, taskName: task.taskName, reason }, "task refused");
-    this.refusals.set(task.taskId, message);
+  private refuse(task: Task, reason: string, returnCode = ReturnCode.RETURN_CODE_UNAUTHORIZED): void {
+    const refusal = { returnCode, message: `${this.options.clientName} refused the job: ${reason}` };
+    this.logger.warn({ task: task.taskId, job: task.jobId, taskName: task.taskName, rc: returnCodeName(returnCode), reason }, "task refused");
+    this.refusals.set(task.taskId, refusal);
     if (this.refusals.size > REMEMBERED_TASKS) this.refusals.delete(this.refusals.keys().next().value as string);
     this.forgetController(task.taskId);
-    this.sendRefusal(task.taskId, message);
+    this.sendRefusal(task.taskId, refusal);
   }
 
-  private sendRefusal(taskId: string, message: string): void {
-    this.connection.send({ kind: { $case: "result", value: { taskId, returnCode: ReturnCode.RETURN_CODE_UNAUTHORIZED, payload: undefined, message } } });
+  private sendRefusal(taskId: string, { returnCode, message }: { returnCode: ReturnCode; message: string }): void {
+    this.connection.send({ kind: { $case: "result", value: { taskId, returnCode, payload: undefined, message } } });
   }
 
   private async fetchTaskData(task: Task, abort: TaskAbort, ref: PayloadRef, job: SignedJob | undefined): Promise<void> {
@@ -437,6 +470,10 @@ export class Agent {
   private accept(task: Task, abort: TaskAbort, data: DataExchange, job: SignedJob | undefined): void {
     const mismatch = this.gate.checkData(task, job, data);
     if (mismatch) return this.refuse(task, mismatch);
+    // A signed job's filters are the signed ones (the gate refused a task whose client_config differs).
+    const filtered = this.filters.receive(task.taskId, task.taskName, job ? job.clientConfig : task.clientConfig, data);
+    if ("reason" in filtered) return this.refuse(task, filtered.reason, filtered.returnCode);
+    data = filtered.data;
     // Acknowledge at the end of this event-loop turn, unless the result already
     // left by then: a result acknowledges its task, and a fast trainer then
     // costs three messages per task instead of four.
@@ -459,6 +496,7 @@ export class Agent {
     if (this.held?.taskId === taskId) this.settle(this.held, false);
     if (this.callState.abort(taskId, reason)) this.wakeWaiters();
     this.forgetController(taskId);
+    this.filters.forget(taskId);
   }
 
   /**

@@ -142,6 +142,13 @@ export class JobGate {
       return { accepted: false, reason: `task ${JSON.stringify(task.taskName)} is not one this client's policy allows (task_names: ${this.policy.taskNames.join(", ")})` };
     }
     if (job) {
+      const difference = task.clientConfig && firstDifference((job.clientConfig ?? {}) as never, task.clientConfig as never, "client_config");
+      if (difference) {
+        return {
+          accepted: false,
+          reason: `the task does not match the signed job: Task.${difference.path} is ${JSON.stringify(difference.actual ?? null)}, the signed config_fed_client.json of app ${job.app} has ${JSON.stringify(difference.signed ?? null)}; the site altered the job after it was signed`,
+        };
+      }
       const facts = workflowFacts(job.manifest, job.workflow);
       if (facts?.taskNames && !facts.taskNames.includes(task.taskName)) {
         return {

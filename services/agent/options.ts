@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Welcome } from "../../gen/campfire/agent/v1/agent_service.js";
 import type { ClientTransportOptions } from "../security/client-transport.js";
+import type { LocalPrivacy } from "../privacy/config.js";
 import type { JobPolicy } from "./job-policy.js";
 import { type Logger, silentLogger } from "../shared/logger.js";
 import type { WireBytesObserver } from "../shared/wire-bytes.js";
@@ -33,6 +34,12 @@ export interface AgentOptions extends ClientTransportOptions {
    * Tasks it refuses never reach the trainer. Default: DEFAULT_JOB_POLICY.
    */
   policy?: JobPolicy;
+  /**
+   * This client's own filters (services/privacy, `campfire agent --privacy`):
+   * applied to every task whatever the job says, and whether the job's own
+   * filters are allowed. Default: none, job filters allowed.
+   */
+  privacy?: LocalPrivacy;
   /** How often to send a heartbeat when nothing else was sent. Default 5 s (as the reference). */
   heartbeatIntervalMs?: number;
   /** How long without a sign of life before the site counts as gone; 0 never. Default 30 s. */
@@ -59,8 +66,8 @@ export interface AgentOptions extends ClientTransportOptions {
   onWelcome?: (welcome: Welcome) => void;
 }
 
-export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | "policy" | "observer" | keyof ClientTransportOptions>> &
-  ClientTransportOptions & { maxResends: number | undefined; policy: JobPolicy | undefined; observer: AgentObserver | undefined };
+export type ResolvedAgentOptions = Required<Omit<AgentOptions, "maxResends" | "policy" | "privacy" | "observer" | keyof ClientTransportOptions>> &
+  ClientTransportOptions & { maxResends: number | undefined; policy: JobPolicy | undefined; privacy: LocalPrivacy | undefined; observer: AgentObserver | undefined };
 
 export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions {
   return {
@@ -80,6 +87,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     clientName: options.clientName,
     maxResends: options.maxResends,
     policy: options.policy,
+    privacy: options.privacy,
     observer: options.observer,
   };
 }
