@@ -67,6 +67,7 @@ interface AgentCommandOptions {
   resources: Record<string, number>;
   agentId?: string;
   policy?: string;
+  privacy?: string;
   once: boolean;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
@@ -198,6 +199,7 @@ Examples:
     .addOption(env("--resources <list>", "resources offered to jobs, for example gpu=1,memory_gb=16", "CAMPFIRE_RESOURCES").argParser(resources).default({}))
     .addOption(env("--agent-id <id>", "a stable id for this agent (default: client name plus a random suffix)", "CAMPFIRE_AGENT_ID"))
     .addOption(env("--policy <file>", "this client's job policy, YAML or JSON: which organisations, roles, workflows and task names may run here; whether jobs must be signed", "CAMPFIRE_AGENT_POLICY"))
+    .addOption(env("--privacy <file>", "this client's own task filters, YAML or JSON, applied whatever the job says, and whether jobs may add their own (docs/privacy.md)", "CAMPFIRE_AGENT_PRIVACY"))
     .option("--once", "exit when the first job ends, instead of waiting for the next", false)
     .addOption(env("--trainer-api <address>", "serve the trainer API (campfire.trainer.v1, services/trainer-api/README.md) to a trainer in any language: 127.0.0.1:<port> or unix:<path>", "CAMPFIRE_TRAINER_API").conflicts("trainer"))
     .addOption(env("--trainer-shared-dir <dir>", "with --trainer-api: a directory shared with the trainer (a pod volume) for tensors as safetensors files", "CAMPFIRE_TRAINER_SHARED_DIR"))
@@ -236,6 +238,8 @@ Examples:
         const { site } = globals;
         const [{ createLogger }, { echoTrainer, runAgentLoop }] = await Promise.all([import("../shared/logger.js"), import("./agent-loop.js")]);
         const logger = createLogger("agent");
+        const privacy = options.privacy ? await (await import("../privacy/config.js")).loadLocalPrivacy(options.privacy) : undefined;
+        if (privacy) logger.info({ privacy: options.privacy, resultFilters: privacy.taskResultFilters.length, dataFilters: privacy.taskDataFilters.length, allowJobFilters: privacy.allowJobFilters }, "privacy config loaded");
         const trainerApi = options.trainerApi
           ? await (await import("../trainer-api/index.js")).startTrainerApi({
               address: options.trainerApi,
@@ -273,6 +277,7 @@ Examples:
             agentId: options.agentId,
             resources: options.resources,
             policy,
+            privacy,
             heartbeatIntervalMs: options.heartbeatIntervalMs,
             heartbeatTimeoutMs: options.heartbeatTimeoutMs,
             logger,
