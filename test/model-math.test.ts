@@ -57,12 +57,30 @@ describe("weighted average", () => {
       [[tensor("w", [1, Infinity, 1, 1], [2, 2]), tensor("b", [1])], `tensor "w" holds NaN or Infinity`],
       [[tensor("w", [1, 1, 1, 1], [4, 1]), tensor("b", [1])], `tensor "w" has shape [4, 1], expected [2, 2]`],
       [[{ ...tensor("w", [1, 1, 1, 1], [2, 2]), dtype: DType.D_TYPE_INT32 }, tensor("b", [1])], `tensor "w" is D_TYPE_INT32, expected D_TYPE_FLOAT32`],
-      [[tensor("w", [1, 1, 1, 1], [2, 2])], `tensor "b" is missing`],
+      [[], "holds none of the model's tensors"],
       [[tensor("w", [1, 1, 1, 1], [2, 2]), tensor("b", [1]), tensor("x", [1])], `unexpected tensor "x"`],
     ];
     for (const [tensors, reason] of refusals) expect(() => average.add(tensors, 1)).toThrow(new ResultRefused(reason));
     expect(() => average.add([tensor("w", [1, 1, 1, 1], [2, 2]), tensor("b", [1])], 0)).toThrow(ResultRefused);
     average.add([tensor("w", [3, 3, 3, 3], [2, 2]), tensor("b", [3])], 1);
     expect(average.result().map((t) => [...float32Values(t)])).toEqual([[2, 2, 2, 2], [2]]);
+  });
+
+  it("averages each tensor over the results that hold it; one no result holds keeps the global model's value", () => {
+    const average = new WeightedAverage([tensor("w", [0, 0]), tensor("b", [5]), tensor("bn", [7])]);
+    average.add([tensor("w", [2, 2]), tensor("b", [1])], 1);
+    average.add([tensor("w", [4, 4])], 3);
+    expect(average.result().map((t) => [...float32Values(t)])).toEqual([[3.5, 3.5], [1], [7]]);
+  });
+
+  it("clips each result's update to a norm as it folds (central DP)", () => {
+    const global = new Map([["w", Float32Array.of(1, 1)]]);
+    const average = new WeightedAverage([tensor("w", [1, 1])]);
+    // Update (3, 4) has norm 5: scaled to norm 1, it is (0.6, 0.8). Update (0.3, 0.4) is within the clip.
+    expect(average.add([tensor("w", [4, 5])], 1, undefined, { maxNorm: 1, global })).toBe(5);
+    expect(average.add([tensor("w", [1.3, 1.4])], 1, undefined, { maxNorm: 1, global })).toBeCloseTo(0.5, 6);
+    // A WEIGHT_DIFF result's update is its tensors: (0, -2) becomes (0, -1), folded onto the base.
+    average.add([tensor("w", [0, -2])], 2, global, { maxNorm: 1, global });
+    expect([...float32Values(average.result()[0]!)].map((value) => Math.round(value * 1e5) / 1e5)).toEqual([1.225, 0.8]);
   });
 });

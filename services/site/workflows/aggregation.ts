@@ -9,9 +9,33 @@ export class ResultRefused extends Error {}
 type Described = Pick<Tensor, "name" | "dtype" | "shape">;
 
 /**
+ * Central differential privacy's clip of a result (services/privacy): its
+ * update (the result minus `global` for WEIGHTS; the tensors themselves for
+ * WEIGHT_DIFF) is scaled to at most `maxNorm` in L2 norm, over all its tensors
+ * together, as it is folded.
+ */
+export interface ClipToNorm {
+  maxNorm: number;
+  global: ReadonlyMap<string, Float32Array> | undefined;
+}
+
+/** One template tensor's running sum, and the weight of the results that held it. */
+interface Sum {
+  shape: number[];
+  values: Float32Array;
+  weight: number;
+  /** The template's own values (the global model), kept where no result holds the tensor. */
+  fallback: Float32Array | undefined;
+}
+
+/**
  * The FedAvg accumulator: folds each client's FLOAT32 tensors into one running
  * weighted sum as the result arrives, so the site holds one model-sized sum
  * whatever the number of clients, never N client models at once.
+ *
+ * A result may hold only some of the tensors (a client's exclude_vars or
+ * include_vars filter): each tensor's mean is over the results that hold it,
+ * and a tensor no result holds keeps the template's (the global model's) value.
  *
  * Exactly-once: a result reaches the sum whole or not at all. Every check
  * (names, shapes, dtypes, NaN and Infinity) passes before the first element
@@ -24,27 +48,28 @@ type Described = Pick<Tensor, "name" | "dtype" | "shape">;
  * to the workflow.
  */
 export class WeightedAverage {
-  private readonly sums: Map<string, { shape: number[]; values: Float32Array }>;
-  private totalWeight = 0;
+  private readonly sums: Map<string, Sum>;
   private contributions = 0;
   private finished = false;
   /** Set when a fold failed part-way (the disk failed while reading a staged result): the sum is no longer the sum of whole results. */
   private broken: Error | undefined;
 
   /**
-   * `template` fixes the names, shapes and dtype (FLOAT32) every result must
-   * have: the global model. `reuse`: tensors nobody needs any more (the model
+   * `template` fixes the names, shapes and dtype (FLOAT32) results may have:
+   * the global model, whose values (when the template carries them) a tensor
+   * no result holds keeps. `reuse`: tensors nobody needs any more (the model
    * of the round before) whose buffers become the sum where they fit, zeroed,
    * instead of new ones.
    */
-  constructor(template: readonly Described[], reuse: readonly Tensor[] = []) {
+  constructor(template: readonly (Described & Partial<Pick<Tensor, "data">>)[], reuse: readonly Tensor[] = []) {
     const spare = new Map(reuse.filter((tensor) => tensor.dtype === DType.D_TYPE_FLOAT32).map((tensor) => [tensor.name, float32Values(tensor)]));
     this.sums = new Map(
       template.map((tensor) => {
         if (tensor.dtype !== DType.D_TYPE_FLOAT32) throw new TypeError(`tensor ${tensor.name}: only FLOAT32 models are aggregated, got ${DType[tensor.dtype]}`);
         const elements = elementCount(tensor.shape);
         const recycled = spare.get(tensor.name);
-        return [tensor.name, { shape: tensor.shape, values: recycled?.length === elements ? recycled.fill(0) : new Float32Array(elements) }];
+        const fallback = tensor.data?.length ? float32Values(tensor as Tensor) : undefined;
+        return [tensor.name, { shape: tensor.shape, values: recycled?.length === elements ? recycled.fill(0) : new Float32Array(elements), weight: 0, fallback }];
       }),
     );
   }
@@ -56,15 +81,26 @@ export class WeightedAverage {
   /**
    * Adds `weight` x tensors. With `base` (the global model the task carried),
    * the tensors are differences from it (WEIGHT_DIFF) and base + diff is folded.
-   * Throws ResultRefused, leaving the sum untouched, when a tensor is missing,
-   * extra, of another shape or dtype, or holds NaN or Infinity.
+   * With `clip`, the result's update is clipped first (central DP); returns the
+   * update's L2 norm before the clip then. Throws ResultRefused, leaving the
+   * sum untouched, when a tensor is extra, of another shape or dtype, or holds
+   * NaN or Infinity.
    */
-  add(tensors: readonly Tensor[], weight: number, base?: ReadonlyMap<string, Float32Array>): void {
+  add(tensors: readonly Tensor[], weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm): number | undefined {
     const inputs = this.match(tensors, weight).map(({ tensor, sum }) => ({ name: tensor.name, sum, values: float32Values(tensor) }));
     // Check every tensor before folding any: a NaN in the last must not leave the first ones added.
     for (const input of inputs) if (!allFinite(input.values)) throw new ResultRefused(`tensor ${JSON.stringify(input.name)} holds NaN or Infinity`);
-    for (const input of inputs) fold(input.sum, input.values, weight, base?.get(input.name));
-    this.counted(weight);
+    let norm: number | undefined;
+    let scale = 1;
+    if (clip) {
+      let squared = 0;
+      for (const input of inputs) squared = squaredUpdate(input.values, base ? undefined : clip.global?.get(input.name), squared);
+      norm = Math.sqrt(squared);
+      scale = Math.min(1, clip.maxNorm / norm);
+    }
+    for (const input of inputs) foldScaled(input.sum.values, input.values, weight, base?.get(input.name), scale, clip && !base ? clip.global?.get(input.name) : undefined);
+    this.counted(inputs, weight);
+    return norm;
   }
 
   /**
@@ -73,7 +109,7 @@ export class WeightedAverage {
    * a tensor the scan could not check (its dtype came after its data) is read
    * once more to check it before anything is folded.
    */
-  addStaged(staged: StagedResult, weight: number, base?: ReadonlyMap<string, Float32Array>): void {
+  addStaged(staged: StagedResult, weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm): number | undefined {
     const inputs = this.match(staged.tensors, weight);
     for (const { tensor } of inputs) {
       let finite = tensor.finite;
@@ -83,65 +119,99 @@ export class WeightedAverage {
       }
       if (!finite) throw new ResultRefused(`tensor ${JSON.stringify(tensor.name)} holds NaN or Infinity`);
     }
+    // Clipping reads the staged result twice: once for the update's norm, once to fold it scaled.
+    let norm: number | undefined;
+    let scale = 1;
+    if (clip) {
+      let squared = 0;
+      for (const { tensor } of inputs) {
+        const global = base ? undefined : clip.global?.get(tensor.name);
+        staged.readFloat32(tensor, (values, first) => (squared = squaredUpdate(values, global?.subarray(first, first + values.length), squared)));
+      }
+      norm = Math.sqrt(squared);
+      scale = Math.min(1, clip.maxNorm / norm);
+    }
+    const run = <T extends Float32Array | undefined>(array: T, first: number, length: number) => array?.subarray(first, first + length) as T;
     try {
       for (const { tensor, sum } of inputs) {
         const from = base?.get(tensor.name);
-        staged.readFloat32(tensor, (values, first) => fold(sum.subarray(first, first + values.length), values, weight, from?.subarray(first, first + values.length)));
+        const global = clip && !base ? clip.global?.get(tensor.name) : undefined;
+        staged.readFloat32(tensor, (values, first) => foldScaled(run(sum.values, first, values.length), values, weight, run(from, first, values.length), scale, run(global, first, values.length)));
       }
     } catch (error) {
       this.broken = new Error(`the running sum is incomplete: reading a staged result failed part-way: ${(error as Error).message}`, { cause: error });
       throw this.broken;
     }
-    this.counted(weight);
+    this.counted(inputs, weight);
+    return norm;
+  }
+
+  /**
+   * Adds independent N(0, stddev^2) noise to every element of the sum of each
+   * tensor some result held (central DP: the noise of the Gaussian mechanism
+   * on the sum of clipped updates), drawn from `normal`.
+   */
+  addNoise(stddev: number, normal: { sample(): number }): void {
+    if (this.finished) throw new Error("the average was already taken");
+    for (const sum of this.sums.values()) {
+      if (sum.weight === 0) continue;
+      for (let index = 0; index < sum.values.length; index++) sum.values[index]! += stddev * normal.sample();
+    }
   }
 
   /** Pairs each of the template's tensors with the result's of that name, refusing any mismatch before anything is read. */
-  private match<T extends Described>(tensors: readonly T[], weight: number): Array<{ tensor: T; sum: Float32Array }> {
+  private match<T extends Described>(tensors: readonly T[], weight: number): Array<{ tensor: T; sum: Sum }> {
     if (this.broken) throw this.broken;
     if (this.finished) throw new Error("the average was already taken");
     if (!(weight > 0) || !Number.isFinite(weight)) throw new ResultRefused(`aggregation weight ${weight} is not a positive number`);
     const byName = new Map(tensors.map((tensor) => [tensor.name, tensor]));
-    const inputs: Array<{ tensor: T; sum: Float32Array }> = [];
+    const inputs: Array<{ tensor: T; sum: Sum }> = [];
     for (const [name, sum] of this.sums) {
       const tensor = byName.get(name);
-      if (!tensor) throw new ResultRefused(`tensor ${JSON.stringify(name)} is missing`);
+      if (!tensor) continue;
       if (tensor.dtype !== DType.D_TYPE_FLOAT32) throw new ResultRefused(`tensor ${JSON.stringify(name)} is ${DType[tensor.dtype]}, expected D_TYPE_FLOAT32`);
       if (tensor.shape.length !== sum.shape.length || tensor.shape.some((size, axis) => size !== sum.shape[axis])) {
         throw new ResultRefused(`tensor ${JSON.stringify(name)} has shape [${tensor.shape.join(", ")}], expected [${sum.shape.join(", ")}]`);
       }
-      inputs.push({ tensor, sum: sum.values });
+      inputs.push({ tensor, sum });
       byName.delete(name);
     }
     if (byName.size) throw new ResultRefused(`unexpected tensor ${JSON.stringify(byName.keys().next().value)}`);
+    if (inputs.length === 0) throw new ResultRefused("holds none of the model's tensors");
     return inputs;
   }
 
-  private counted(weight: number): void {
-    this.totalWeight += weight;
+  private counted(inputs: ReadonlyArray<{ sum: Sum }>, weight: number): void {
+    for (const { sum } of inputs) sum.weight += weight;
     this.contributions++;
   }
 
   /**
-   * The weighted mean of everything added, as FLOAT32 tensors in the template's
-   * order. Computed in place: the sums become the mean, so no second model-sized
-   * buffer is allocated, and the accumulator takes no more results.
+   * The weighted mean of everything added, per tensor, as FLOAT32 tensors in
+   * the template's order; a tensor no result held is the template's. Computed
+   * in place: the sums become the mean, so no second model-sized buffer is
+   * allocated, and the accumulator takes no more results.
    */
   result(): Tensor[] {
     if (this.broken) throw this.broken;
     if (this.contributions === 0) throw new Error("no result was aggregated");
     if (this.finished) throw new Error("result() was already taken");
     this.finished = true;
-    const scale = 1 / this.totalWeight;
     return [...this.sums].map(([name, sum]) => {
-      for (let index = 0; index < sum.values.length; index++) sum.values[index]! *= scale;
+      if (sum.weight === 0) {
+        if (!sum.fallback) throw new Error(`no result held tensor ${JSON.stringify(name)}, and there is no global model to keep it from`);
+        sum.values.set(sum.fallback);
+      } else {
+        const scale = 1 / sum.weight;
+        for (let index = 0; index < sum.values.length; index++) sum.values[index]! *= scale;
+      }
       return float32Tensor(name, sum.shape, sum.values);
     });
   }
 }
 
 /** Four elements per turn of the loop: fewer loop checks for V8's scalar code; each element's arithmetic is unchanged. */
-function fold(sum: Float32Array, values: Float32Array, weight: number, base: Float32Array | undefined): void {
-  if (base) return foldDifferences(sum, values, weight, base);
+function fold(sum: Float32Array, values: Float32Array, weight: number): void {
   let index = 0;
   for (; index + 3 < sum.length; index += 4) {
     sum[index]! += weight * values[index]!;
@@ -152,7 +222,25 @@ function fold(sum: Float32Array, values: Float32Array, weight: number, base: Flo
   for (; index < sum.length; index++) sum[index]! += weight * values[index]!;
 }
 
-/** WEIGHT_DIFF results are rare enough (and read a third array anyway) to keep the plain loop. */
-function foldDifferences(sum: Float32Array, values: Float32Array, weight: number, base: Float32Array): void {
-  for (let index = 0; index < sum.length; index++) sum[index]! += weight * (base[index]! + values[index]!);
+/**
+ * sum += weight x (from + scale x (values - global)): a WEIGHT_DIFF result
+ * (`from` its base) or a clipped one (`global` the model its update is
+ * measured from). Rare enough (and reading a third array anyway) to keep the
+ * plain loop.
+ */
+function foldScaled(sum: Float32Array, values: Float32Array, weight: number, from: Float32Array | undefined, scale: number, global: Float32Array | undefined): void {
+  if (!from && !global && scale === 1) return fold(sum, values, weight);
+  for (let index = 0; index < sum.length; index++) {
+    const origin = global ? global[index]! : 0;
+    sum[index]! += weight * ((from ? from[index]! : origin) + scale * (values[index]! - origin));
+  }
+}
+
+/** `squared` plus the squared L2 norm of values - global (values alone without a global), summed in float64. */
+function squaredUpdate(values: Float32Array, global: Float32Array | undefined, squared: number): number {
+  for (let index = 0; index < values.length; index++) {
+    const update = values[index]! - (global ? global[index]! : 0);
+    squared += update * update;
+  }
+  return squared;
 }

@@ -158,7 +158,8 @@ async function trainRound(
         if (data.tensors.length === 0) throw new Error("sent no tensors");
         const steps = Number(data.meta?.NUM_STEPS_CURRENT_ROUND ?? 1);
         const weight = (args.aggregation_weights[outcome.clientName] ?? 1) * (Number.isFinite(steps) && steps > 0 ? steps : 1);
-        average ??= new WeightedAverage(data.tensors);
+        // No global model yet: the first result fixes names and shapes (not values: it may still be refused).
+        average ??= new WeightedAverage(data.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })));
         if (staged) average.addStaged(staged, weight, isDiff ? base : undefined);
         else average.add(outcome.data!.tensors, weight, isDiff ? base : undefined);
         recorder.accepted(outcome.clientName);
