@@ -10,6 +10,7 @@ import { carriesData, ReturnCode } from "../shared/return-codes.js";
 import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSIONS, type TrainerLogEvent, type TaskOutcome } from "./agent-session.js";
 import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
 import { PayloadStore, SharedPayload } from "./payload-store.js";
+import type { ResultFilter } from "../privacy/site-filters.js";
 
 /** Every wait has a deadline or an abort signal: the type demands at least one. */
 export type WaitOptions = { signal: AbortSignal; timeoutMs?: number } | { signal?: AbortSignal; timeoutMs: number };
@@ -59,6 +60,8 @@ export interface HubOptions {
   jobSignature?: (jobId: string) => JobSignature | undefined;
   /** The client config of the app a client runs in a job, attached to each of its tasks (Task.client_config); undefined: none. */
   clientConfig?: (jobId: string, clientName: string) => Record<string, unknown> | undefined;
+  /** The site's filter for a result of task `taskName` from `clientName` in a job (its config_fed_server.json's task_result_filters); undefined: none. */
+  resultFilter?: (jobId: string, clientName: string, taskName: string) => ResultFilter | undefined;
   /** Told of tasks and liveness verdicts, for metrics. */
   observer?: HubObserver;
 }
@@ -207,7 +210,8 @@ export class AgentHub {
     try {
       const result = await outcome;
       if (result.returnCode === ReturnCode.RETURN_CODE_UNAUTHORIZED) this.refused(result.jobId, clientName, result.taskName, result.message);
-      return result;
+      const filter = this.options.resultFilter?.(spec.jobId, clientName, spec.taskName);
+      return filter ? filtered(result, filter, spec.data instanceof SharedPayload ? spec.data.data : spec.data) : result;
     } finally {
       clearTimeout(expiry);
       canceller?.dispose();
@@ -396,6 +400,19 @@ function observed(outcome: Promise<TaskOutcome>, observer: HubObserver, jobId: s
       throw error;
     },
   );
+}
+
+/**
+ * The outcome with its data filtered by the site's result filters. An uploaded
+ * result is read from where it is staged into memory first (a filter such as
+ * clip_l2 needs every tensor before it writes one): one model per result in
+ * filtering, instead of folding it from disk.
+ */
+function filtered(outcome: TaskOutcome, filter: ResultFilter, taskData: DataExchange): TaskOutcome {
+  if (!carriesData(outcome.returnCode) || outcome.problem) return outcome;
+  const { taskId, taskName, jobId, clientName, agentId, returnCode, message } = outcome;
+  const data = outcome.data && filter(outcome.data, taskData);
+  return { taskId, taskName, jobId, clientName, agentId, returnCode, message, data };
 }
 
 function expire(session: AgentSession, task: Task): void {

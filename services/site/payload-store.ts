@@ -166,10 +166,10 @@ export class PayloadStore {
    */
   share(data: DataExchange): SharedPayload {
     const encoded = piecesIfLarge(data);
-    if (!encoded) return new SharedPayload({ body: { $case: "inline", value: data } }, () => {});
+    if (!encoded) return new SharedPayload({ body: { $case: "inline", value: data } }, () => {}, data);
     const id = randomUUID();
     this.entries.set(id, { encoded });
-    return new SharedPayload({ body: { $case: "ref", value: { payloadId: id, sizeBytes: encoded.size } } }, () => this.entries.delete(id));
+    return new SharedPayload({ body: { $case: "ref", value: { payloadId: id, sizeBytes: encoded.size } } }, () => this.entries.delete(id), data);
   }
 
   /** Bytes of uploads being received or held: never more than the budget, or one upload larger than it. */
@@ -189,6 +189,8 @@ export class SharedPayload {
   constructor(
     readonly payload: Payload,
     private readonly onRelease: () => void,
+    /** The data as the workflow gave it (the base a site result filter measures a WEIGHTS result's update from). */
+    readonly data: DataExchange,
   ) {}
 
   release(): void {

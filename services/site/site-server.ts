@@ -142,6 +142,7 @@ export class SiteServer {
       maxAgentsPerClient: agentLimits.maxAgentsPerClient,
       jobSignature: (jobId) => jobs?.signatureOf(jobId),
       clientConfig: (jobId, clientName) => jobs?.clientConfigOf(jobId, clientName),
+      resultFilter: (jobId, clientName, taskName) => jobs?.resultFilterOf(jobId, clientName, taskName),
     });
     jobs = await JobManager.open(hub, logger, { observer: metrics, ...options.jobs });
     metrics?.watch(hub, jobs);

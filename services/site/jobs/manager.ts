@@ -22,6 +22,8 @@ import { FileJobStore, type JobStore } from "./store.js";
 import { artifactRefsOf, DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
 import { ArtifactStore, type StoredArtifact } from "../artifacts/store.js";
 import type { AppFile } from "../../../gen/campfire/admin/v1/job.js";
+import type { FilterConfig } from "../../privacy/config.js";
+import { type ResultFilter, siteResultFilter } from "../../privacy/site-filters.js";
 
 export interface JobOptions {
   /**
@@ -101,7 +103,7 @@ export class JobManager {
   private readonly jobEndRejoinMs: number;
   private readonly running = new Map<string, RunningJob>();
   /** What the hub attaches to every task of a running job: its signature (signed jobs only) and each client's config. */
-  private readonly taskContexts = new Map<string, { signature: JobSignature | undefined; clientConfigs: ReadonlyMap<string, Record<string, unknown>> }>();
+  private readonly taskContexts = new Map<string, { signature: JobSignature | undefined; clientConfigs: ReadonlyMap<string, Record<string, unknown>>; serverFilters: FilterConfig }>();
   /** Client -> the job that holds it. */
   private readonly heldBy = new Map<string, string>();
   private readonly stopMetrics: () => void;
@@ -253,6 +255,12 @@ export class JobManager {
   /** The signature of a running job's definition (see HubOptions.jobSignature); undefined when it is unsigned or not running. */
   signatureOf(jobId: string): JobSignature | undefined {
     return this.taskContexts.get(jobId)?.signature;
+  }
+
+  /** The site's filter for a result of `taskName` from `clientName` in a running job (see HubOptions.resultFilter). */
+  resultFilterOf(jobId: string, clientName: string, taskName: string): ResultFilter | undefined {
+    const filters = this.taskContexts.get(jobId)?.serverFilters;
+    return filters && siteResultFilter(filters, taskName, { jobId, clientName, logger: this.logger });
   }
 
   /** The client config (config_fed_client.json) of the app `clientName` runs in a running job (see HubOptions.clientConfig). */
@@ -568,7 +576,7 @@ export class JobManager {
       logger.info({ clients, resumeCount: dispatched.resumeCount || undefined }, resumed ? "job resuming" : "job dispatched");
       const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
       const clientConfigs = new Map(clients.map((client) => [client, validated.clientConfigs.get(appOf(plan, client) ?? "") ?? {}]));
-      this.taskContexts.set(jobId, { signature: validated.definition.signature, clientConfigs });
+      this.taskContexts.set(jobId, { signature: validated.definition.signature, clientConfigs, serverFilters: validated.serverFilters });
       resumable = validated.workflow.resumable === true;
       const appFiles = await this.storedFiles(validated.serverFiles);
       const workspace = this.store.workspace(jobId);

@@ -1,6 +1,8 @@
 import { type App, type AppDeployment, type AppFile, JobDefinition } from "../../../gen/campfire/admin/v1/job.js";
 import { sha256Problem } from "../artifacts/store.js";
 import { nameProblem } from "../../shared/names.js";
+import { FilterConfigError, type FilterConfig } from "../../privacy/config.js";
+import { parseServerFilters } from "../../privacy/site-filters.js";
 import type { WorkflowRegistry } from "../workflows/registry.js";
 import type { Workflow } from "../workflows/workflow.js";
 import { InvalidJobDefinition, JobTooLarge } from "./errors.js";
@@ -19,6 +21,8 @@ export interface ValidatedJob {
   clientConfigs: ReadonlyMap<string, Record<string, unknown>>;
   /** The files of the server's app (inline, or referencing stored artifacts). */
   serverFiles: readonly AppFile[];
+  /** The filters of the server app's config (task_result_filters run on each incoming result). */
+  serverFilters: FilterConfig;
 }
 
 const MAX_NAME_LENGTH = 256;
@@ -45,10 +49,10 @@ export function validateJob(definition: JobDefinition, workflows: WorkflowRegist
   const plan = checkDeployMap(definition, apps);
   checkClients(definition, plan);
   const serverApp = apps.get(plan.serverApp)!;
-  const { workflow, args } = checkServerConfig(serverApp.app, serverApp.index, workflows);
+  const { workflow, args, serverFilters } = checkServerConfig(serverApp.app, serverApp.index, workflows);
   const clientConfigs = new Map([...apps].map(([name, { app }]) => [name, app.clientConfig ?? {}]));
   const serverFiles = serverApp.app.files;
-  return { definition, encoded, plan, workflow, args, clientConfigs, serverFiles };
+  return { definition, encoded, plan, workflow, args, clientConfigs, serverFiles, serverFilters };
 }
 
 /** The deploy plan of a deploy map already validated (for example a stored job's). */
@@ -186,7 +190,7 @@ function checkClients(definition: JobDefinition, plan: DeployPlan): void {
   }
 }
 
-function checkServerConfig(app: App, index: number, workflows: WorkflowRegistry): { workflow: Workflow; args: unknown } {
+function checkServerConfig(app: App, index: number, workflows: WorkflowRegistry): { workflow: Workflow; args: unknown; serverFilters: FilterConfig } {
   const field = `apps[${index}].server_config`;
   const known = `this site knows: ${workflows.names().join(", ")}`;
   const config = app.serverConfig;
@@ -201,10 +205,17 @@ function checkServerConfig(app: App, index: number, workflows: WorkflowRegistry)
   if (!workflow) throw new InvalidJobDefinition(`${field}.workflow: ${q(name)} is not a workflow this site knows (${known})`);
   const raw: unknown = config.args ?? {};
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new InvalidJobDefinition(`${field}.args: ${q(raw)} must be an object`);
+  let args: unknown;
   try {
-    return { workflow, args: workflow.validateArgs(raw as Record<string, unknown>) };
+    args = workflow.validateArgs(raw as Record<string, unknown>);
   } catch (error) {
     throw new InvalidJobDefinition(`${field}.args.${(error as Error).message}`);
+  }
+  try {
+    return { workflow, args, serverFilters: parseServerFilters(config, field) };
+  } catch (error) {
+    if (error instanceof FilterConfigError) throw new InvalidJobDefinition(error.message);
+    throw error;
   }
 }
 

@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
+import { DpArgs, type DpState, RoundDp } from "../../privacy/round-dp.js";
 import { float32Values } from "../../shared/tensor.js";
 import { WeightedAverage } from "./aggregation.js";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
@@ -45,8 +46,16 @@ const FedAvgArgs = z
     patience: z.number().int().min(1, "must be at least 1").default(1),
     /** After the last round, evaluate the final global model and every client's own model at every client (see cross_site_eval). */
     cross_site_eval: z.boolean().default(false),
+    /** Differential privacy, central or local, with its accountant (docs/privacy.md). */
+    dp: DpArgs.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((args, context) => {
+    if (args.dp?.mode !== "central") return;
+    // One client's influence on the round must be one clipped update.
+    if (Object.keys(args.aggregation_weights).length) context.addIssue({ code: "custom", path: ["aggregation_weights"], message: "must be left out under central DP, which weighs every client 1" });
+    if (args.initial_model === undefined) context.addIssue({ code: "custom", path: ["initial_model"], message: "is required under central DP: each client's update is clipped relative to the global model" });
+  });
 
 export type FedAvgArgs = z.infer<typeof FedAvgArgs>;
 
@@ -55,6 +64,7 @@ interface FedAvgState {
   nextRound: number;
   best: { round: number; value: number } | undefined;
   roundsMeetingStopCondition: number;
+  dp?: DpState;
 }
 
 /**
@@ -94,23 +104,32 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
         // The best model is saved after the checkpoint that names it: a stop in between left the one before.
         if (state.best?.round === state.nextRound - 1) await saveBest(state.best);
       }
+      const dp = args.dp && new RoundDp(args.dp, context.clients.length, state.dp, logger);
       const lastRound = args.start_round + args.num_rounds;
       const stopConditionMet = () => args.stop_condition !== undefined && state.roundsMeetingStopCondition >= args.patience;
 
       for (let round = state.nextRound; round < lastRound && !stopConditionMet(); round++) {
         // The site drains: the round before this one is checkpointed, the next start goes on from here.
         context.draining.throwIfAborted();
+        const budgetSpent = dp?.stopBeforeRound();
+        if (budgetSpent) {
+          if (!global) throw new Error(`dp.target_epsilon: not even one round fits: ${budgetSpent}`);
+          logger.info({ job: context.jobId, round, epsilon: dp!.epsilon }, budgetSpent);
+          context.reportProgress({ phase: budgetSpent });
+          break;
+        }
         context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
-        const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder);
+        const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder, dp);
         spare = global;
-        global = next;
-        const metrics = args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {};
+        global = next.model;
+        const metrics = { ...(args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {}), ...next.privacy };
         const keyValue = metrics[args.key_metric];
         const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
         state = {
           nextRound: round + 1,
           best: improved ? { round, value: keyValue } : state.best,
           roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
+          dp: dp?.state,
         };
         await recorder.round(round, metrics, { best: improved });
         await writeCheckpoint(workspace, state.nextRound, state, global);
@@ -137,7 +156,8 @@ async function trainRound(
   totalRounds: number,
   minResults: number,
   recorder: JobRecorder,
-): Promise<Tensor[]> {
+  dp: RoundDp | undefined,
+): Promise<{ model: Tensor[]; privacy: Record<string, number> | undefined }> {
   const { args, hub } = context;
   const payload = hub.payloads.share({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: global ?? [], values: undefined, meta: { current_round: round, total_rounds: totalRounds } });
   const base = global && new Map(global.map((tensor) => [tensor.name, float32Values(tensor)]));
@@ -157,11 +177,13 @@ async function trainRound(
         }
         if (data.tensors.length === 0) throw new Error("sent no tensors");
         const steps = Number(data.meta?.NUM_STEPS_CURRENT_ROUND ?? 1);
-        const weight = (args.aggregation_weights[outcome.clientName] ?? 1) * (Number.isFinite(steps) && steps > 0 ? steps : 1);
+        const clip = dp?.clip === undefined ? undefined : { maxNorm: dp.clip, global: base };
+        const weight = clip ? 1 : (args.aggregation_weights[outcome.clientName] ?? 1) * (Number.isFinite(steps) && steps > 0 ? steps : 1);
+        dp?.check(data.meta);
         // No global model yet: the first result fixes names and shapes (not values: it may still be refused).
         average ??= new WeightedAverage(data.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })));
-        if (staged) average.addStaged(staged, weight, isDiff ? base : undefined);
-        else average.add(outcome.data!.tensors, weight, isDiff ? base : undefined);
+        const norm = staged ? average.addStaged(staged, weight, isDiff ? base : undefined, clip) : average.add(outcome.data!.tensors, weight, isDiff ? base : undefined, clip);
+        dp?.folded(data.meta, norm);
         recorder.accepted(outcome.clientName);
       },
     });
@@ -169,7 +191,8 @@ async function trainRound(
   } finally {
     payload.release();
   }
-  return average!.result();
+  const privacy = dp?.endRound(average!);
+  return { model: average!.result(), privacy };
 }
 
 /** Sends the new global model to the clients' validation task; returns the mean of each metric they report. */
