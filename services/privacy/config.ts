@@ -103,9 +103,9 @@ export class FilterConfigError extends Error {
   override name = "FilterConfigError";
 }
 
-/** The filters a job config (config_fed_client.json or config_fed_server.json) names; throws FilterConfigError naming `source` and the field. */
-export function parseJobFilters(document: unknown, source: string): FilterConfig {
-  const { task_data_filters, task_result_filters } = parseOrThrow(jobConfig, document ?? {}, source);
+/** The filters a job config (config_fed_client.json or config_fed_server.json, at `field` of the job) names; throws FilterConfigError naming the field. */
+export function parseJobFilters(document: unknown, field: string): FilterConfig {
+  const { task_data_filters, task_result_filters } = parseOrThrow(jobConfig, document ?? {}, (path) => (path ? `${field}.${path}` : field));
   return { taskDataFilters: task_data_filters.map(entryOf), taskResultFilters: task_result_filters.map(entryOf) };
 }
 
@@ -116,7 +116,7 @@ export function namesFilters(config: FilterConfig): boolean {
 
 /** An agent's own privacy configuration (the parsed document); throws FilterConfigError naming `source` and the field. */
 export function parseLocalPrivacy(document: unknown, source = "privacy config"): LocalPrivacy {
-  const parsed = parseOrThrow(localConfig, document ?? {}, source);
+  const parsed = parseOrThrow(localConfig, document ?? {}, (path) => `${source}: ${path || "the document"}`);
   return { taskDataFilters: parsed.task_data_filters.map(entryOf), taskResultFilters: parsed.task_result_filters.map(entryOf), allowJobFilters: parsed.allow_job_filters };
 }
 
@@ -135,12 +135,13 @@ function entryOf(entry: { tasks?: string[]; filters: FilterSpec[] }): FilterEntr
   return { tasks: entry.tasks && !entry.tasks.includes("*") ? entry.tasks : undefined, filters: entry.filters };
 }
 
-function parseOrThrow<T>(schema: z.ZodType<T>, document: unknown, source: string): T {
+/** Parses `document`; the error names the first problem's field as `where` puts it (given the path within the document). */
+function parseOrThrow<T>(schema: z.ZodType<T>, document: unknown, where: (path: string) => string): T {
   const parsed = schema.safeParse(document);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
-  const field = issue.path.map(issuePathKey).reduce<string>((path, key) => (typeof key === "number" ? `${path}[${key}]` : path ? `${path}.${key}` : key), "");
-  throw new FilterConfigError(`${source}: ${field || "the document"}: ${issueMessage(issue)}`);
+  const path = issue.path.map(issuePathKey).reduce<string>((path, key) => (typeof key === "number" ? `${path}[${key}]` : path ? `${path}.${key}` : key), "");
+  throw new FilterConfigError(`${where(path)}: ${issueMessage(issue)}`);
 }
 
 function issuePathKey(key: PropertyKey): string | number {

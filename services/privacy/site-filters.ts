@@ -17,7 +17,7 @@ export type ResultFilter = (result: DataExchange, taskData: DataExchange | undef
 export function parseServerFilters(serverConfig: Record<string, unknown>, field: string): FilterConfig {
   const config = parseJobFilters(serverConfig, field);
   if (config.taskDataFilters.length) {
-    throw new FilterConfigError(`${field}.task_data_filters: the site does not filter task data; filter it at the clients (config_fed_client.json's task_data_filters)`);
+    throw new FilterConfigError(`${field}.task_data_filters: the site does not filter task data (yet); filter it at the clients (config_fed_client.json's task_data_filters)`);
   }
   return config;
 }
