@@ -327,6 +327,19 @@ describe("the agent's job gate", () => {
     );
   });
 
+  it("refuses a task whose Task.client_config (the job's filters, which the agent applies) is not the signed one", async () => {
+    const signed = { task_result_filters: [{ filters: [{ name: "clip_l2", args: { max_norm: 1 } }] }] };
+    const definition = jobDefinition({ apps: { app: { server: broadcast({ task_name: "stats" }), client: signed } } });
+    definition.signature = signJobDefinition(definition, certifyKit(await kits.load("admin@a.org")));
+    const gate = new JobGate(undefined, await kits.load("hospital-b"), "hospital-b");
+    expect(gate.check({ ...task(definition, "stats"), clientConfig: signed }).accepted).toBe(true);
+    expect(gate.check({ ...task(definition, "stats"), clientConfig: { task_result_filters: [] } })).toEqual({
+      accepted: false,
+      reason:
+        'the task does not match the signed job: Task.client_config.task_result_filters is [], the signed config_fed_client.json of app app has [{"filters":[{"args":{"max_norm":1},"name":"clip_l2"}]}]; the site altered the job after it was signed',
+    });
+  });
+
   it("takes the empty client config a site sends for an app without config_fed_client.json, and nothing more", async () => {
     const definition = jobDefinition({ apps: { app: { server: broadcast({ task_name: "stats" }) } } });
     definition.signature = signJobDefinition(definition, certifyKit(await kits.load("admin@a.org")));

@@ -1,6 +1,6 @@
 import { execFile, spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -194,6 +194,25 @@ describe.skipIf(missing.length > 0)("the trainer API with a Python trainer, on r
     const embedding = float32Values(decodeSafetensors(await readFile(join(result, "models/final.safetensors"))).tensors.find((tensor) => tensor.name === "embedding")!);
     expect(embedding[0]).toBeCloseTo(2, 5); // (1 + 3) / 2: the restarted trainer's answer counted once
     await until("the sidecar to remove the task's file", async () => (await readdir(join(unixSidecar.sharedDir, "campfire-tasks"))).length === 0);
+  }, 120_000);
+
+  it("applies the sidecar's own filters (--privacy) to the trainer's result before it leaves", async () => {
+    const privacy = join(work, "privacy.json");
+    await writeFile(privacy, JSON.stringify({ task_result_filters: [{ tasks: ["train"], filters: [{ name: "exclude_vars", args: { patterns: ["embed.*"] } }] }] }));
+    const sidecar = startSidecar("py-c", "127.0.0.1:0", ["--privacy", privacy]);
+    try {
+      const trainer = pythonTrainer(await listening(sidecar), "--tasks", "1", "--shift", "1");
+      const session = site.session();
+      const jobId = await session.submitJobDefinition(fedavgJob(["py-c", "ts-1"], 1));
+      expect(await trainer.waitForLine("result", 60_000)).toMatch(/outcome=RESULT_OUTCOME_ACCEPTED$/);
+      expect((await waitForJob(session, jobId, FINISHED, 30_000)).status).toBe(RunStatus.RUN_STATUS_FINISHED_COMPLETED);
+      const model = decodeSafetensors(await readFile(join(await session.downloadJobResult(jobId, await tempDir()), "models/final.safetensors"))).tensors;
+      // Python's embedding (shifted by 1) never left the sidecar: the mean is TypeScript's alone (shifted by 3), not (1 + 3) / 2.
+      expect(float32Values(model.find((tensor) => tensor.name === "embedding")!).every((value) => Math.abs(value - 3) < 1e-6)).toBe(true);
+      expect(await sidecar.waitForLog((record) => record.msg === "result filtered")).toMatchObject({ filters: ["exclude_vars"] });
+    } finally {
+      await sidecar.kill("SIGTERM");
+    }
   }, 120_000);
 
   it.skipIf(!hasJq)("is driven by hand with the grpcurl script", async () => {
