@@ -8,6 +8,10 @@
 //   npm run demo -- --tls        (or DEMO_TLS=1) provisions a throwaway project
 //                                first and runs the same demo over mutual TLS,
 //                                the job signed by the project's admin.
+//   DEMO_DP=1 npm run demo       with differential privacy: central (the site
+//                                clips each update and noises the sum); DEMO_DP=local:
+//                                the trainers clip and noise their own updates.
+//                                Prints epsilon beside accuracy (docs/privacy.md).
 import { type ChildProcess, spawn } from "node:child_process";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -29,6 +33,26 @@ import { RunStatus } from "../gen/campfire/admin/v1/job.js";
 import { SiteServer } from "../services/site/site-server.js";
 
 const CLIENTS = ["hospital-a", "hospital-b", "hospital-c"];
+/**
+ * The demo's DP settings. With three hospitals every round takes all of them
+ * (sampling rate 1), so epsilon protects each hospital's whole shard and is
+ * large for any noise the model tolerates: a demonstration of the mechanics
+ * and the trade-off, not a recommendation (docs/privacy.md). Local DP adds
+ * each hospital's noise separately, so it needs less per hospital, and more
+ * epsilon, for the same accuracy.
+ */
+const DEMO_DP = {
+  central: {
+    description: "central: the site clips each hospital's update to L2 norm 1 and adds Gaussian noise of 0.2 x 1 to their sum",
+    server: { mode: "central", noise_multiplier: 0.2, clipping: { fixed: { max_norm: 1 } }, delta: 1e-5 },
+    client: undefined,
+  },
+  local: {
+    description: "local: each trainer clips its own update to L2 norm 1 and adds Gaussian noise of 0.1 x 1 before it leaves; the site accounts",
+    server: { mode: "local", noise_multiplier: 0.1, delta: 1e-5 },
+    client: { task_result_filters: [{ tasks: ["train"], filters: [{ name: "clip_l2", args: { max_norm: 1 } }, { name: "gaussian_noise", args: { noise_multiplier: 0.1 } }] }] },
+  },
+} as const;
 const SEED = 42;
 const KIND = "softmax";
 const BATCH_SIZE = 32;
@@ -64,7 +88,11 @@ await writeInitialModel(join(jobFolder, "app/model.safetensors"), KIND, SEED);
 const serverConfigPath = join(jobFolder, "app/config/config_fed_server.json");
 const serverConfig = JSON.parse(await readFile(serverConfigPath, "utf8"));
 if (process.env.DEMO_ROUNDS) serverConfig.args.num_rounds = Number(process.env.DEMO_ROUNDS);
+const dpMode = demoDpMode(process.env.DEMO_DP);
+if (dpMode) serverConfig.args.dp = DEMO_DP[dpMode].server;
 await writeFile(serverConfigPath, JSON.stringify(serverConfig, null, 2));
+const privacyFile = join(work, "privacy.json");
+if (dpMode === "local") await writeFile(privacyFile, JSON.stringify(DEMO_DP.local.client));
 const rounds: number = serverConfig.args.num_rounds;
 
 const site = await SiteServer.start({
@@ -93,6 +121,7 @@ const trainers: ChildProcess[] = CLIENTS.map((client, index) =>
       SEED: String(SEED),
       MODEL: KIND,
       CAMPFIRE_TLS_DIR: tls ? join(kits, client) : "",
+      CAMPFIRE_PRIVACY: dpMode === "local" ? privacyFile : "",
     },
   }),
 );
@@ -103,6 +132,7 @@ let exitCode = 0;
 try {
   const jobId = await session.submitJob(jobFolder);
   console.log(`submitted FedAvg job ${jobId}: ${rounds} rounds over ${CLIENTS.join(", ")}`);
+  if (dpMode) console.log(`differential privacy on (${DEMO_DP[dpMode].description})`);
   let lastAccuracy: number | undefined;
   await session.monitorJob(jobId, {
     timeoutMs: 5 * 60_000,
@@ -111,7 +141,9 @@ try {
       const accuracy = meta.progress?.latestMetrics.global_accuracy;
       if (accuracy !== undefined && accuracy !== lastAccuracy) {
         lastAccuracy = accuracy;
-        console.log(`  round ${String((meta.progress?.currentRound ?? 0) + 1).padStart(2)} of ${rounds}: global model accuracy ${(accuracy * 100).toFixed(1)} %`);
+        const epsilon = meta.progress?.latestMetrics.global_dp_epsilon;
+        const privacy = epsilon === undefined ? "" : `, epsilon ${epsilon.toFixed(2)} (delta ${meta.progress?.latestMetrics.global_dp_delta})`;
+        console.log(`  round ${String((meta.progress?.currentRound ?? 0) + 1).padStart(2)} of ${rounds}: global model accuracy ${(accuracy * 100).toFixed(1)} %${privacy}`);
       }
       return true;
     },
@@ -124,6 +156,8 @@ try {
   const central = await trainCentrally({ kind: KIND, numClients: CLIENTS.length, seed: SEED, epochs: rounds, learningRate: DEFAULT_LEARNING_RATE[KIND], batchSize: BATCH_SIZE });
   console.log(`\ntest accuracy, ${loadMnist().test.size} held-out digits:`);
   console.log(`  federated (FedAvg, data never left the trainers): ${(federated.accuracy * 100).toFixed(1)} %`);
+  const epsilon = meta.progress?.latestMetrics.global_dp_epsilon;
+  if (epsilon !== undefined) console.log(`    with ${dpMode} differential privacy: epsilon ${epsilon.toFixed(2)} at delta ${meta.progress?.latestMetrics.global_dp_delta}, for each hospital's whole shard`);
   console.log(`  central (all shards pooled, same epochs):         ${(central.test.accuracy * 100).toFixed(1)} %`);
   console.log(`  gap: ${((central.test.accuracy - federated.accuracy) * 100).toFixed(1)} points; done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   console.log(`result (models, per-round metrics, task summary): ${result}`);
@@ -142,6 +176,16 @@ try {
   if (!process.env.KEEP_DEMO_FILES) await rm(work, { recursive: true, force: true });
 }
 process.exit(exitCode);
+
+/** Which DP the demo runs: DEMO_DP=1 (or "central"), "local", or none. */
+function demoDpMode(value: string | undefined): "central" | "local" | undefined {
+  const text = (value ?? "").trim().toLowerCase();
+  if (["", "0", "false", "no"].includes(text)) return undefined;
+  if (text === "local") return "local";
+  if (["1", "true", "yes", "central"].includes(text)) return "central";
+  console.error(`DEMO_DP=${value}: expected 1 (central), central or local`);
+  process.exit(2);
+}
 
 /** One line on who the site saw, from its audit log: over TLS every identity comes from a certificate. */
 async function auditSummary(path: string): Promise<string> {

@@ -3,15 +3,16 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import { RdpAccountant } from "../services/privacy/rdp.js";
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** Runs `npm run demo` in its quick mode (three rounds, with an accuracy floor) and returns what it printed. */
-async function demo(args: string[] = []): Promise<string> {
+async function demo(args: string[] = [], env: Record<string, string> = {}): Promise<string> {
   const { stdout } = await run("npm", ["run", "demo", "--silent", ...(args.length ? ["--", ...args] : [])], {
     cwd: ROOT,
-    env: { ...process.env, DEMO_ROUNDS: "3", DEMO_MIN_ACCURACY: "0.85", LOG_FORMAT: "json", DEMO_TLS: "", KEEP_DEMO_FILES: "" },
+    env: { ...process.env, DEMO_ROUNDS: "3", DEMO_MIN_ACCURACY: "0.85", LOG_FORMAT: "json", DEMO_TLS: "", DEMO_DP: "", KEEP_DEMO_FILES: "", ...env },
     timeout: 120_000,
   });
   return stdout;
@@ -33,6 +34,22 @@ describe("npm run demo", () => {
     expectCompletedDemo(stdout);
     expect(stdout).not.toContain("TLS on");
     expect(stdout).not.toContain("audit log");
+    expect(stdout).not.toContain("epsilon");
+  }, 150_000);
+
+  it("DEMO_DP=1: central differential privacy, epsilon printed beside accuracy each round and at the end", async () => {
+    const stdout = await demo([], { DEMO_DP: "1", DEMO_MIN_ACCURACY: "0.5" });
+    expect(stdout).toContain("job FINISHED:COMPLETED");
+    expect(stdout).toContain("differential privacy on (central: the site clips each hospital's update");
+    const epsilons = [...stdout.matchAll(/round +\d of 3: global model accuracy [\d.]+ %, epsilon ([\d.]+) \(delta 0.00001\)/g)].map((match) => Number(match[1]));
+    expect(epsilons).toHaveLength(3);
+    // Every round spends more: 3 rounds of noise multiplier 0.2 at sampling rate 1 (all three hospitals each round).
+    const accountant = new RdpAccountant();
+    accountant.compose(1, 0.2, 3);
+    const expected = accountant.epsilon(1e-5).toFixed(2);
+    expect(epsilons[0]).toBeLessThan(epsilons[1]!);
+    expect(epsilons[2]!.toFixed(2)).toBe(expected);
+    expect(stdout).toContain(`with central differential privacy: epsilon ${expected} at delta 0.00001`);
   }, 150_000);
 
   it("-- --tls: provisions a throwaway project and runs the same demo over mutual TLS, every identity from a certificate", async () => {

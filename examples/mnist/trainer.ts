@@ -9,7 +9,7 @@
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { loadKit } from "../../services/security/kit.js";
-import { Agent, AgentClosed, type AgentTask, DataKind, ReturnCode } from "../../services/agent/index.js";
+import { Agent, AgentClosed, type AgentTask, DataKind, loadLocalPrivacy, ReturnCode } from "../../services/agent/index.js";
 import { createLogger, type Logger } from "../../services/shared/logger.js";
 import type { DataExchange } from "../../services/shared/payload.js";
 import { type ClientData, clientData } from "./data.js";
@@ -31,6 +31,8 @@ export interface TrainerConfig {
   batchSize: number;
   /** The client's kit from campfire provision: join over mutual TLS (and take only jobs signed by the project's admins). */
   tlsDir?: string;
+  /** This client's own privacy file (campfire agent --privacy). */
+  privacy?: string;
 }
 
 /** Learning rates that make FedAvg on the default shards land within two points of central training. */
@@ -47,6 +49,7 @@ const TRAINER_SETTINGS = {
   lr: { env: "LR", help: "learning rate (default 0.3 for softmax, 0.1 for mlp)" },
   "batch-size": { env: "BATCH_SIZE", help: "minibatch size (default 32)" },
   "tls-dir": { env: "CAMPFIRE_TLS_DIR", help: "this client's kit from campfire provision: mutual TLS (default: plain text)" },
+  privacy: { env: "CAMPFIRE_PRIVACY", help: "this client's own task filters, YAML or JSON (docs/privacy.md; default none)" },
 } as const;
 
 type SettingName = keyof typeof TRAINER_SETTINGS;
@@ -95,6 +98,7 @@ export function parseTrainerConfig(argv: string[], env: NodeJS.ProcessEnv = proc
     learningRate: number("lr", DEFAULT_LEARNING_RATE[model], (value) => Number.isFinite(value) && value > 0, "a positive number"),
     batchSize: number("batch-size", 32, positiveInteger, "a positive integer"),
     tlsDir: setting("tls-dir"),
+    privacy: setting("privacy"),
   };
 }
 
@@ -221,7 +225,8 @@ export async function runTrainer(config: TrainerConfig, options: { logger?: Logg
   );
   // With a kit the agent presents its certificate and, by default, runs only jobs signed by an admin of its project.
   const tls = config.tlsDir ? await loadKit(config.tlsDir) : undefined;
-  const agent = new Agent({ siteAddress: config.siteAddress, clientName: config.clientName, taskNames: ["train", "validate", "submit_model"], tls, logger });
+  const privacy = config.privacy ? await loadLocalPrivacy(config.privacy) : undefined;
+  const agent = new Agent({ siteAddress: config.siteAddress, clientName: config.clientName, taskNames: ["train", "validate", "submit_model"], tls, privacy, logger });
   const client = new MnistClient(config, data, logger, (record) => agent.log(record));
   const stop = () => void agent.stop();
   options.signal?.addEventListener("abort", stop, { once: true });
