@@ -24,7 +24,10 @@ export interface RoundRecord {
     | undefined;
   /**
    * The workflow's figures for the round by name: the global model's
-   * validation metrics (for example "accuracy"), when the job validates.
+   * validation metrics (for example "accuracy"), when the job validates; with
+   * differential privacy (FedAvg's "dp" argument, docs/privacy.md) also
+   * "dp_epsilon" (spent so far), "dp_delta", "dp_noise_multiplier" and
+   * "dp_clip_norm" (the round's).
    */
   metrics: { [key: string]: number };
   /**

@@ -34,7 +34,10 @@ type RoundRecord struct {
 	// When the round was recorded.
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// The workflow's figures for the round by name: the global model's
-	// validation metrics (for example "accuracy"), when the job validates.
+	// validation metrics (for example "accuracy"), when the job validates; with
+	// differential privacy (FedAvg's "dp" argument, docs/privacy.md) also
+	// "dp_epsilon" (spent so far), "dp_delta", "dp_noise_multiplier" and
+	// "dp_clip_norm" (the round's).
 	Metrics map[string]float64 `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// How long the round took, from sending its first task to recording it.
 	// Unset for rounds recorded before a site restart that did not measure it.
