@@ -1,12 +1,11 @@
 import { X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
-import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import type { Task } from "../../gen/campfire/agent/v1/agent_service.js";
 import { ADMIN_ROLES, describeIdentity, type Identity } from "../security/identity.js";
 import { firstDifference, type JobManifest, JobSignatureProblem, signatureDigest, verifyJobSignature } from "../security/job-signing.js";
 import { certifyKit, type TlsKit } from "../security/kit.js";
 import type { DataExchange } from "../shared/payload.js";
+import { readYamlFile } from "../shared/yaml-file.js";
 
 /**
  * A client's own say over what runs on its data, whatever the site says:
@@ -64,13 +63,7 @@ export function parseJobPolicy(document: unknown, source = "job policy"): JobPol
 
 /** Reads a policy file, YAML or JSON. */
 export async function loadJobPolicy(path: string): Promise<JobPolicy> {
-  let document: unknown;
-  try {
-    document = parseYaml(await readFile(path, "utf8"));
-  } catch (error) {
-    throw new Error(`job policy ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  return parseJobPolicy(document, `job policy ${path}`);
+  return parseJobPolicy(await readYamlFile(path, `job policy ${path}`), `job policy ${path}`);
 }
 
 /** A job whose signature this agent verified: what the trainer may rely on, whatever the site sends. */

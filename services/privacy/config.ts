@@ -1,6 +1,5 @@
-import { readFile } from "node:fs/promises";
-import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { readYamlFile } from "../shared/yaml-file.js";
 
 /**
  * The filter configuration of a job's config_fed_client.json /
@@ -122,13 +121,8 @@ export function parseLocalPrivacy(document: unknown, source = "privacy config"):
 
 /** Reads an agent's privacy file, YAML or JSON (`campfire agent --privacy <file>`). */
 export async function loadLocalPrivacy(path: string): Promise<LocalPrivacy> {
-  let document: unknown;
-  try {
-    document = parseYaml(await readFile(path, "utf8"));
-  } catch (error) {
-    throw new FilterConfigError(`privacy config ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  return parseLocalPrivacy(document, `privacy config ${path}`);
+  const source = `privacy config ${path}`;
+  return parseLocalPrivacy(await readYamlFile(path, source), source);
 }
 
 function entryOf(entry: { tasks?: string[]; filters: FilterSpec[] }): FilterEntry {

@@ -1,7 +1,6 @@
-import { readFile } from "node:fs/promises";
-import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { PermissionDenied } from "./errors.js";
+import { readYamlFile } from "../shared/yaml-file.js";
 import { ADMIN_ROLES, type AdminRole, describeIdentity, type Identity } from "./identity.js";
 
 /**
@@ -161,13 +160,7 @@ function definedOnly(rights: Partial<Record<Right, Scope | undefined>>): Partial
 
 /** Reads a policy file, YAML or JSON (JSON is YAML). */
 export async function loadPolicy(path: string): Promise<Policy> {
-  let document: unknown;
-  try {
-    document = parseYaml(await readFile(path, "utf8"));
-  } catch (error) {
-    throw new Error(`policy file ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  return parsePolicy(document, `policy file ${path}`);
+  return parsePolicy(await readYamlFile(path, `policy file ${path}`), `policy file ${path}`);
 }
 
 /** "lead: view any, submit any, manage own, download own" lines, for logs and `campfire site --help`. */
