@@ -296,7 +296,7 @@ export class Agent {
     if (this.closedWith) throw this.closedWith;
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
-    if (this.filters.filtersResult(taskId) && carriesData(returnCode)) return this.holdFiltered(taskId, returnCode, () => data, options.takeOwnership);
+    if (this.filtersResult(taskId, returnCode)) return this.holdFiltered(taskId, returnCode, () => data, options.takeOwnership);
     return this.hold(taskId, returnCode, data, encodingOf(data, options.takeOwnership));
   }
 
@@ -315,12 +315,20 @@ export class Agent {
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
     const returnCode = options.returnCode ?? ReturnCode.RETURN_CODE_OK;
-    if (this.filters.filtersResult(taskId) && carriesData(returnCode)) {
+    if (this.filtersResult(taskId, returnCode)) {
       const fields = { kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, values: options.values, meta: options.meta };
       return this.holdFiltered(taskId, returnCode, () => this.filters.readResultFile(path, fields), true);
     }
     const encoded = encodeDataExchangePieces({ kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, tensors, values: options.values, meta: options.meta });
     return this.hold(taskId, returnCode, undefined, encoded);
+  }
+
+  /** Whether result filters run on this result; a failure's (no data) are let go. */
+  private filtersResult(taskId: string, returnCode: ReturnCode): boolean {
+    if (!this.filters.filtersResult(taskId)) return false;
+    if (carriesData(returnCode)) return true;
+    this.filters.forget(taskId);
+    return false;
   }
 
   /**
