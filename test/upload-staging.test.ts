@@ -121,6 +121,20 @@ describe("staged uploads: the fold", () => {
     expect(meanOf(staged)).toEqual(meanOf(inMemory));
   });
 
+  it("clips a staged result's update to a norm (central DP) exactly as in memory, across the fold's read runs", async () => {
+    // 1.1 M elements: more than one 4 MiB run of readFloat32, so the global model's runs must line up with the file's.
+    const size = 1_100_000;
+    const global = [float32Tensor("w", [size], filled(size, (index) => index % 3)), float32Tensor("b", [2], filled(2, () => 1))];
+    const result = [float32Tensor("w", [size], filled(size, (index) => (index % 3) + ((index % 7) - 3) / 100)), float32Tensor("b", [2], filled(2, () => 4))];
+    const clip = { maxNorm: 2, global: new Map(global.map((tensor) => [tensor.name, float32Values(tensor)])) };
+    const inMemory = new WeightedAverage(global);
+    const staged = new WeightedAverage(global);
+    const norm = inMemory.add(result, 1, undefined, clip);
+    expect(norm).toBeGreaterThan(2);
+    expect(staged.addStaged(await stage(encodeDataExchange(weights(result)), CHUNK_BYTES), 1, undefined, clip)).toBe(norm);
+    expect(meanOf(staged)).toEqual(meanOf(inMemory));
+  });
+
   it("checks finiteness from the file when the tensor's dtype came after its data (any field order is valid protobuf)", async () => {
     const values = Float32Array.from([1, 2, Number.NaN, 4]);
     // data (field 4) first, then name, dtype and shape.
