@@ -152,11 +152,19 @@ describe("task filters and differential privacy, on real processes", () => {
     expect(filtered.meta.refusals[0]).toMatchObject({ client: "closed", taskName: "train" });
   }, 90_000);
 
-  it("refuses bad filter configs naming the entry and field: at submit (the site's), at the agent (the job's client config), at start (the client's own)", async () => {
+  it("refuses bad filter and DP configs naming the entry and field: at submit (the site's, dp), at the agent (the job's client config), at start (the client's own)", async () => {
     const session = site.session();
     await expect(
       session.submitJobDefinition(job("bad-site", { workflow: "broadcast", args: { task_name: "produce" }, task_result_filters: [{ filters: [{ name: "clip_l2", args: { max_norm: -1 } }] }] }, { "filter-a": {} })),
     ).rejects.toThrow(/apps\[0\]\.server_config\.task_result_filters\[0\]\.filters\[0\]\.args\.max_norm: must be greater than 0/);
+
+    const fedavg = (dp: Record<string, unknown>, files = { "model.safetensors": initialModel() }) => job("bad-dp", { workflow: "fedavg", args: { initial_model: "model.safetensors", dp } }, { "filter-a": {} }, files);
+    await expect(session.submitJobDefinition(fedavg({ noise_multiplier: 1, clipping: { adaptive: { initial_norm: 1, count_noise_multiplier: 0.4 } } }))).rejects.toThrow(
+      /apps\[0\]\.server_config\.args\.dp\.clipping\.adaptive\.count_noise_multiplier: must be more than half of noise_multiplier/,
+    );
+    await expect(session.submitJobDefinition(fedavg({ mode: "local", clipping: { fixed: { max_norm: 1 } } }))).rejects.toThrow(/args\.dp\.clipping: is for central DP only/);
+    const tooTight = await runJob(fedavg({ noise_multiplier: 1, clipping: { fixed: { max_norm: 1 } }, target_epsilon: 0.01 }));
+    expect(tooTight.meta.endReason).toMatch(/^dp\.target_epsilon: not even one round fits: stopped before the next round: it would take epsilon from 0\.000 to /);
 
     const { meta } = await runJob(job("bad-client", { workflow: "broadcast", args: { task_name: "produce" } }, { "filter-a": { task_result_filters: [{ filters: [{ name: "clip", args: {} }] }] } }));
     expect(meta.status).toBe(RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION);

@@ -49,6 +49,10 @@ export const DpArgs = z
     } else if (args.clipping !== undefined) {
       context.addIssue({ code: "custom", path: ["clipping"], message: "is for central DP only: under local DP each client clips with its own clip_l2 filter" });
     }
+    const countStddev = args.clipping?.adaptive?.count_noise_multiplier;
+    if (countStddev !== undefined && args.noise_multiplier !== undefined && 2 * countStddev <= args.noise_multiplier) {
+      context.addIssue({ code: "custom", path: ["clipping", "adaptive", "count_noise_multiplier"], message: `must be more than half of noise_multiplier (${args.noise_multiplier / 2}): the count's noise alone would spend the round's budget` });
+    }
   });
 
 export type DpArgs = z.output<typeof DpArgs>;
@@ -120,6 +124,11 @@ export class RoundDp {
 
   get epsilon(): number {
     return this.accountant.epsilon(this.args.delta);
+  }
+
+  /** The rounds accounted so far (over the job's runs). */
+  get roundsAccounted(): number {
+    return this.accountant.state.steps;
   }
 
   /**

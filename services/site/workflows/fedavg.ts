@@ -113,7 +113,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
         context.draining.throwIfAborted();
         const budgetSpent = dp?.stopBeforeRound();
         if (budgetSpent) {
-          if (!global) throw new Error(`dp.target_epsilon: not even one round fits: ${budgetSpent}`);
+          if (dp!.roundsAccounted === 0) throw new Error(`dp.target_epsilon: not even one round fits: ${budgetSpent}`);
           logger.info({ job: context.jobId, round, epsilon: dp!.epsilon }, budgetSpent);
           context.reportProgress({ phase: budgetSpent });
           break;
