@@ -170,6 +170,14 @@ describe("task filters and differential privacy, on real processes", () => {
     expect(meta.status).toBe(RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION);
     expect(meta.endReason).toContain('filter-a answered TASK_DATA_FILTER_ERROR (filter-a refused the job: the job\'s filters are not valid: client_config.task_result_filters[0].filters[0].name: "clip" is not a filter');
 
+    // Valid as a document (a clip comes first), but for this task no clip applies before the noise: the result does not leave.
+    const unclipped = await runJob(
+      job("unclipped", { workflow: "broadcast", args: { task_name: "produce" } }, {
+        "filter-a": { task_result_filters: [{ tasks: ["train"], filters: [{ name: "clip_l2", args: { max_norm: 1 } }] }, { filters: [{ name: "gaussian_noise", args: { noise_multiplier: 1 } }] }] },
+      }),
+    );
+    expect(unclipped.meta.endReason).toContain("filter-a answered TASK_RESULT_FILTER_ERROR (filter-a's result filters failed: gaussian_noise: noise_multiplier needs a clip_l2 applied before it");
+
     const file = join(work, "bad-privacy.yaml");
     await writeFile(file, "task_result_filters:\n  - filters:\n      - { name: gaussian_noise, args: { noise_multiplier: 1 } }\n");
     const refused = await campfire(["agent", "--site", site.address, "--client", "x", "--privacy", file]);

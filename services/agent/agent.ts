@@ -58,6 +58,8 @@ export interface ResultFileOptions {
 
 interface HeldResult {
   taskId: string;
+  /** Why the task failed, when the agent itself failed it (TaskResult.message); "" otherwise. */
+  message: string;
   returnCode: ReturnCode;
   data: DataExchange | undefined;
   /** The encoded data when too large to send inline (its pieces in memory or in a file); uploaded once per connection. */
@@ -346,16 +348,16 @@ export class Agent {
       this.filters.forget(taskId);
       if (!(error instanceof FilterFailed)) throw error;
       this.logger.warn({ task: taskId, reason: error.message }, "a result filter failed: the result does not leave");
-      return this.hold(taskId, ReturnCode.RETURN_CODE_TASK_RESULT_FILTER_ERROR, { kind: DataKind.DATA_KIND_UNSPECIFIED, tensors: [], values: undefined, meta: { reason: error.message } }, undefined);
+      return this.hold(taskId, ReturnCode.RETURN_CODE_TASK_RESULT_FILTER_ERROR, undefined, undefined, `${this.options.clientName}'s result filters failed: ${error.message}`);
     }
     return this.hold(taskId, returnCode, filtered, encodingOf(filtered, takeOwnership));
   }
 
   /** Holds a result until the site acknowledges it, sending it (again after each reconnect) meanwhile. */
-  private async hold(taskId: string, returnCode: ReturnCode, data: DataExchange | undefined, encoded: StreamedEncoding | undefined): Promise<boolean> {
+  private async hold(taskId: string, returnCode: ReturnCode, data: DataExchange | undefined, encoded: StreamedEncoding | undefined, message = ""): Promise<boolean> {
     try {
       return await new Promise<boolean>((resolve) => {
-        const held: HeldResult = { taskId, returnCode, data, encoded, upload: undefined, sends: 0, lastSentAt: 0, resolve, timeout: undefined, resendTimer: undefined };
+        const held: HeldResult = { taskId, message, returnCode, data, encoded, upload: undefined, sends: 0, lastSentAt: 0, resolve, timeout: undefined, resendTimer: undefined };
         this.held = held;
         this.awaitAcknowledgement(held);
         this.resendHeldResult();
@@ -448,7 +450,8 @@ export class Agent {
 
   /**
    * Answers a task this client will not run, at once and without the trainer:
-   * RETURN_CODE_UNAUTHORIZED with the reason, which the site records in the job.
+   * RETURN_CODE_UNAUTHORIZED (or a filter's code) with the reason, which the
+   * site records in the job.
    */
   private refuse(task: Task, reason: string, returnCode = ReturnCode.RETURN_CODE_UNAUTHORIZED): void {
     const refusal = { returnCode, message: `${this.options.clientName} refused the job: ${reason}` };
@@ -540,7 +543,7 @@ export class Agent {
       if (this.held !== held) return;
       // An upload begun on a stream that has since been replaced may name a payload the site let go: upload again.
       if (held.upload && held.upload.generation !== this.connection.generation) return this.resendHeldResult();
-      if (this.connection.send({ kind: { $case: "result", value: { taskId: held.taskId, returnCode: held.returnCode, payload, message: "" } } })) this.resultSentFor = held.taskId;
+      if (this.connection.send({ kind: { $case: "result", value: { taskId: held.taskId, returnCode: held.returnCode, payload, message: held.message } } })) this.resultSentFor = held.taskId;
       this.logger.debug({ task: held.taskId, rc: returnCodeName(held.returnCode), attempt: held.sends }, "result sent");
       this.scheduleResend(held);
     })();
