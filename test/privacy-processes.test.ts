@@ -168,7 +168,7 @@ describe("task filters and differential privacy, on real processes", () => {
 
     const { meta } = await runJob(job("bad-client", { workflow: "broadcast", args: { task_name: "produce" } }, { "filter-a": { task_result_filters: [{ filters: [{ name: "clip", args: {} }] }] } }));
     expect(meta.status).toBe(RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION);
-    expect(meta.endReason).toContain('filter-a answered TASK_DATA_FILTER_ERROR (filter-a refused the job: the job\'s filters are not valid: client_config.task_result_filters[0].filters[0].name: "clip" is not a filter');
+    expect(meta.endReason).toContain('filter-a answered BAD_TASK_DATA (filter-a refused the job: the job\'s filters are not valid: client_config.task_result_filters[0].filters[0].name: "clip" is not a filter');
 
     // Valid as a document (a clip comes first), but for this task no clip applies before the noise: the result does not leave.
     const unclipped = await runJob(

@@ -106,7 +106,7 @@ export class AgentFilters {
       config = parseJobFilters(clientConfig, "client_config");
     } catch (error) {
       if (!(error instanceof FilterConfigError)) throw error;
-      return { returnCode: ReturnCode.RETURN_CODE_TASK_DATA_FILTER_ERROR, reason: `the job's filters are not valid: ${error.message}` };
+      return { returnCode: ReturnCode.RETURN_CODE_BAD_TASK_DATA, reason: `the job's filters are not valid: ${error.message}` };
     }
     if (this.local && !this.local.allowJobFilters && namesFilters(config)) {
       return {

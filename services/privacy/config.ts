@@ -76,7 +76,15 @@ const filterSpec = z
   });
 
 const entries = z
-  .array(z.object({ tasks: z.array(z.string().min(1, "must not be empty")).optional(), filters: z.array(filterSpec) }).strict())
+  .array(
+    z
+      .object({
+        // An entry for no task is surely a mistake (a mandatory filter that never runs): refused, as "*" says every task.
+        tasks: z.array(z.string().min(1, "must not be empty")).min(1, 'must name at least one task, or "*" for every task').optional(),
+        filters: z.array(filterSpec),
+      })
+      .strict(),
+  )
   .default([])
   .superRefine((list, context) => {
     // gaussian_noise's noise_multiplier is relative to a clip before it: in this document, not in another's.

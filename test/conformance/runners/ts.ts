@@ -4,13 +4,14 @@
  * the library (services/agent, services/session-client) and, where a scenario
  * needs what no library would send, the generated stubs. Prints JSON lines.
  */
+import { readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { ResultDisposition, type TaskResult, type Welcome } from "../../../gen/campfire/agent/v1/agent_service.js";
 import { RunStatus } from "../../../gen/campfire/admin/v1/job.js";
 import { MonitorReturnCode, SessionServiceClient } from "../../../gen/campfire/admin/v1/session_service.js";
-import { Agent, AgentAborted, AgentEnded, AgentPeerGone, type AgentTask, DataKind, ReturnCode } from "../../../services/agent/index.js";
+import { Agent, AgentAborted, AgentEnded, AgentPeerGone, type AgentTask, DataKind, parseLocalPrivacy, ReturnCode } from "../../../services/agent/index.js";
 import { readJobFolder } from "../../../services/session-client/job-folder.js";
 import { Session } from "../../../services/session-client/session.js";
 import type { DataExchange } from "../../../services/shared/payload.js";
@@ -29,9 +30,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A library agent that prints a `welcome` line per welcome. */
 function startAgent(): Agent {
+  const privacyFile = process.env.CAMPFIRE_PRIVACY;
   const agent = new Agent({
     siteAddress: siteAddress(),
     clientName: env("CAMPFIRE_CLIENT"),
+    privacy: privacyFile ? parseLocalPrivacy(JSON.parse(readFileSync(privacyFile, "utf8")), `privacy config ${privacyFile}`) : undefined,
     reconnectBaseDelayMs: 100,
     reconnectMaxDelayMs: 1_000,
     resendIntervalMs: 500,
@@ -108,6 +111,7 @@ const scenarios: Record<string, () => Promise<void>> = {
   "agent.task-result": () => agentScenario(serveUntilBye),
   "agent.large-result": () => agentScenario(serveUntilBye),
   "agent.abort": () => agentScenario(serveUntilBye),
+  "agent.task-filters": () => agentScenario(serveUntilBye),
   "agent.bye": () => agentScenario(serveUntilBye),
   "agent.reconnect": () => agentScenario(serveUntilBye),
   "agent.site-restart": () => agentScenario(serveUntilBye),
