@@ -50,4 +50,13 @@ describe("the built-in filters", () => {
     expect(parseLocalPrivacy({ allow_job_filters: false })).toEqual({ taskDataFilters: [], taskResultFilters: [], allowJobFilters: false });
     expect(() => parseLocalPrivacy({ allow_job_filter: false }, "privacy config p.yaml")).toThrow('privacy config p.yaml: the document: "allow_job_filter" is not a field here');
   });
+
+  it("patterns are RE2: a job's pattern that would backtrack for ever matches in linear time, and Perl-only syntax is refused naming the field", () => {
+    // (a+)+$ on 40 a's and a b takes a backtracking engine about 2^40 steps; RE2 answers at once.
+    const data = weights(tensor(`${"a".repeat(40)}b`, [1]), tensor("fc", [2]));
+    expect(Object.keys(run([{ name: "exclude_vars", args: { patterns: ["(a+)+$"] } }], data).values)).toEqual([`${"a".repeat(40)}b`, "fc"]);
+    expect(() => parseJobFilters({ task_result_filters: [{ filters: [{ name: "include_vars", args: { patterns: ["fc", "(?=x)"] } }] }] }, "client_config")).toThrow(
+      /client_config\.task_result_filters\[0\]\.filters\[0\]\.args\.patterns\[1\]: is not an RE2 regular expression/,
+    );
+  });
 });

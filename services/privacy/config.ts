@@ -1,3 +1,4 @@
+import { RE2JS } from "re2js";
 import { z } from "zod";
 import { readYamlFile } from "../shared/yaml-file.js";
 
@@ -7,15 +8,27 @@ import { readYamlFile } from "../shared/yaml-file.js";
  * this and the Python client implement: docs/privacy.md.
  */
 
-const patterns = z.array(z.string().min(1, "must not be empty")).min(1, "must list at least one pattern").superRefine((list, context) => {
-  for (const [index, pattern] of list.entries()) {
-    try {
-      new RegExp(`^(?:${pattern})$`);
-    } catch (error) {
-      context.addIssue({ code: "custom", path: [index], message: `is not a regular expression: ${(error as Error).message}` });
+const MAX_PATTERN_LENGTH = 1024;
+const MAX_PATTERNS = 256;
+
+/**
+ * Tensor name patterns: RE2 syntax, matched against the whole name in linear
+ * time (re2js here, google-re2 in the Python client), so a job's pattern from
+ * a site the client does not trust cannot stall the agent by backtracking.
+ */
+const patterns = z
+  .array(z.string().min(1, "must not be empty").max(MAX_PATTERN_LENGTH, `must be at most ${MAX_PATTERN_LENGTH} characters`))
+  .min(1, "must list at least one pattern")
+  .max(MAX_PATTERNS, `must list at most ${MAX_PATTERNS} patterns`)
+  .superRefine((list, context) => {
+    for (const [index, pattern] of list.entries()) {
+      try {
+        RE2JS.compile(pattern);
+      } catch (error) {
+        context.addIssue({ code: "custom", path: [index], message: `is not an RE2 regular expression: ${(error as Error).message}` });
+      }
     }
-  }
-});
+  });
 
 const filterArgs = {
   exclude_vars: z.object({ patterns }).strict(),

@@ -1,3 +1,4 @@
+import { RE2JS } from "re2js";
 import { DType, type Tensor } from "../../gen/campfire/common/v1/tensor.js";
 import { float32Tensor, float32Values } from "../shared/tensor.js";
 import type { FilterSpec } from "./config.js";
@@ -59,9 +60,10 @@ export function applyFilter(spec: FilterSpec, tensors: readonly Tensor[], baseOf
   }
 }
 
+/** Whole-name matching in RE2 (linear time; config.ts says why). */
 function fullMatcher(patterns: readonly string[]): (name: string) => boolean {
-  const expressions = patterns.map((pattern) => new RegExp(`^(?:${pattern})$`));
-  return (name) => expressions.some((expression) => expression.test(name));
+  const expressions = patterns.map((pattern) => RE2JS.compile(pattern));
+  return (name) => expressions.some((expression) => expression.matches(name));
 }
 
 const isFloat32 = (tensor: Tensor) => tensor.dtype === DType.D_TYPE_FLOAT32;

@@ -13,6 +13,8 @@ import pytest
 
 import campfire
 from campfire.common.v1 import exchange_pb2, return_code_pb2
+from campfire.privacy import FilterConfig, filter_result
+from campfire.tensors import arrays_of, data_exchange
 from conftest import AdminSite, Driver, array_of, wire_tensor
 from test_agent import FAST, Trainer, eventually, new_client
 from test_session import job_folder
@@ -176,7 +178,8 @@ def test_a_jobs_bad_filter_config_is_answered_bad_task_data_naming_entry_and_fie
         (results(entry("clip_l2", max_nrom=1.0)), "task_result_filters[0].filters[0].args.max_nrom: is not an arg of this filter"),
         ({"task_data_filters": [entry("dropout", rate=0.5)]}, "task_data_filters[0].filters[0].name: 'dropout' is not a filter"),
         (results(entry("gaussian_noise", noise_multiplier=1.0)), "task_result_filters[0].filters[0].args.noise_multiplier: needs a clip_l2 before it"),
-        (results(entry("exclude_vars", patterns=["("])), "task_result_filters[0].filters[0].args.patterns[0]: '(' is not a regular expression"),
+        (results(entry("exclude_vars", patterns=["("])), "task_result_filters[0].filters[0].args.patterns[0]: '(' is not an RE2 regular expression"),
+        (results(entry("include_vars", patterns=["fc", "(?=x)"])), "task_result_filters[0].filters[0].args.patterns[1]: '(?=x)' is not an RE2 regular expression"),
         ({"task_result_filters": [{"task": ["train"], "filters": []}]}, "task_result_filters[0].task: is not a field of a filter entry"),
     ]
     for client_config, named in cases:
@@ -263,3 +266,12 @@ def test_a_jobs_filters_from_config_fed_client_json_reach_the_agent_through_camp
     # The site got fc.weight + 1 clipped to norm 1: the update of six ones has norm sqrt 6.
     np.testing.assert_allclose(model["fc.weight"], initial + 1 / np.sqrt(6), rtol=1e-6)
     np.testing.assert_array_equal(model["fc.bias"], [0.5, -0.5])
+
+
+def test_a_pattern_that_would_backtrack_for_ever_matches_in_linear_time() -> None:
+    # (a+)+$ on 40 a's and a b takes a backtracking engine about 2^40 steps; RE2 answers at once.
+    name = "a" * 40 + "b"
+    job = FilterConfig.of_job({"task_result_filters": [entry("exclude_vars", patterns=["(a+)+$"])]})
+    result = data_exchange({name: np.ones(1, np.float32), "fc": np.ones(1, np.float32)})
+    kept = arrays_of(filter_result(job.result_filters("train"), result, data_exchange({})))
+    assert list(kept) == [name, "fc"]

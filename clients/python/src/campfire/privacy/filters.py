@@ -11,15 +11,25 @@ same bits (np.sum would sum pairwise).
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Protocol
 
 import numpy as np
+import re2  # type: ignore[import-untyped]
 
 from campfire.errors import FilterFailed
 from campfire.privacy.update import Update, UpdateTensor
+
+MAX_PATTERNS = 256
+MAX_PATTERN_LENGTH = 1024
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is reported as InvalidFilterConfig, not also on stderr
+
+
+class _NamePattern(Protocol):
+    def fullmatch(self, text: str) -> object: ...
+
 
 Problem = Callable[[str, str], Exception]  # (path relative to the filter, what is wrong) -> the error to raise
 
@@ -79,16 +89,23 @@ class Args:
             raise self._problem(f"args.{name}", f"must be true or false, not {value!r}")
         return value
 
-    def patterns(self, name: str) -> tuple[re.Pattern[str], ...]:
+    def patterns(self, name: str) -> tuple[_NamePattern, ...]:
+        """Tensor name patterns: RE2 syntax, matched in linear time, so a job's pattern from a site the client
+        does not trust cannot stall the agent by backtracking (the TypeScript agent uses re2js alike)."""
         value = self._args.get(name)
         if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
             raise self._problem(f"args.{name}", f"must be a non-empty list of regular expressions (strings), not {value!r}")
+        if len(value) > MAX_PATTERNS:
+            raise self._problem(f"args.{name}", f"must list at most {MAX_PATTERNS} patterns")
         compiled = []
         for index, pattern in enumerate(value):
+            if len(pattern) > MAX_PATTERN_LENGTH:
+                raise self._problem(f"args.{name}[{index}]", f"must be at most {MAX_PATTERN_LENGTH} characters")
             try:
-                compiled.append(re.compile(pattern))
-            except re.error as error:
-                raise self._problem(f"args.{name}[{index}]", f"{pattern!r} is not a regular expression: {error}") from error
+                compiled.append(re2.compile(pattern, options=_RE2_OPTIONS))
+            except re2.error as error:
+                reason = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else str(error)
+                raise self._problem(f"args.{name}[{index}]", f"{pattern!r} is not an RE2 regular expression: {reason}") from error
         return tuple(compiled)
 
     def done(self, known: tuple[str, ...]) -> None:
@@ -97,13 +114,13 @@ class Args:
             raise self._problem(f"args.{unknown[0]}", f"is not an arg of this filter (it takes {', '.join(known)})")
 
 
-def _matches(patterns: tuple[re.Pattern[str], ...], name: str) -> bool:
+def _matches(patterns: tuple[_NamePattern, ...], name: str) -> bool:
     return any(pattern.fullmatch(name) for pattern in patterns)
 
 
 @dataclass(frozen=True)
 class ExcludeVars:
-    patterns: tuple[re.Pattern[str], ...]
+    patterns: tuple[_NamePattern, ...]
     name: str = "exclude_vars"
 
     def apply(self, update: Update, state: ChainState) -> None:
@@ -112,7 +129,7 @@ class ExcludeVars:
 
 @dataclass(frozen=True)
 class IncludeVars:
-    patterns: tuple[re.Pattern[str], ...]
+    patterns: tuple[_NamePattern, ...]
     name: str = "include_vars"
 
     def apply(self, update: Update, state: ChainState) -> None:
