@@ -19,6 +19,8 @@ export const EXIT = {
   MONITOR_TIMEOUT: 6,
   /** monitor: the job finished, but not FINISHED:COMPLETED. */
   JOB_NOT_COMPLETED: 7,
+  /** campfire site: this replica lost the leader lease and stepped down; restarted, it stands again as a standby. */
+  LEASE_LOST: 8,
   /** Interrupted (Ctrl-C), as shells count 128 + SIGINT; the job itself goes on. */
   INTERRUPTED: 130,
 } as const;
@@ -33,6 +35,7 @@ Exit codes:
   5  cannot reach the site (or it did not answer in time)
   6  monitor: timed out before the job finished
   7  monitor: the job finished, but not FINISHED:COMPLETED
+  8  site: this replica lost the leader lease and stepped down (restart it: it stands again)
   130  interrupted (Ctrl-C); a monitored job goes on running`;
 
 export function exitCodeOf(error: unknown): number {

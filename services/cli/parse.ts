@@ -9,6 +9,15 @@ export function integer(min: number): (value: string) => number {
   };
 }
 
+/** A commander argument parser for numbers (fractions allowed) of at least `min`. */
+export function atLeast(min: number): (value: string) => number {
+  return (value: string) => {
+    const number = Number(value);
+    if (!Number.isFinite(number) || number < min) throw new InvalidArgumentError(`expected a number of at least ${min}, got ${JSON.stringify(value)}`);
+    return number;
+  };
+}
+
 /** Parses "gpu=1,memory_gb=16" into {gpu: 1, memory_gb: 16}. */
 export function resources(value: string): Record<string, number> {
   const result: Record<string, number> = {};

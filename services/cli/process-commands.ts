@@ -4,9 +4,9 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { clientTransport } from "./admin-commands.js";
 import type { Trainer } from "./agent-loop.js";
 import { EXIT, type Runner } from "./exit-codes.js";
-import { integer, resources } from "./parse.js";
+import { atLeast, integer, resources } from "./parse.js";
 import type { Logger } from "../shared/logger.js";
-import type { JobStore } from "../site/jobs/store.js";
+import type { PostgresJobStore } from "../postgres-store/store.js";
 
 /** Where `campfire site` keeps its jobs unless told otherwise (gitignored). */
 export const DEFAULT_DATA_DIR = ".campfire/site";
@@ -58,6 +58,7 @@ interface SiteCommandOptions {
   heartbeatTimeoutMs: number;
   scheduleRejoinMs: number;
   drainSeconds: number;
+  leaseSeconds: number;
   metrics?: string;
 }
 
@@ -80,7 +81,7 @@ interface AgentCommandOptions {
 }
 
 /** The job store a --store URL names (PostgreSQL; workspaces under `dataDir`). */
-async function openStore(url: string, dataDir: string, logger: Logger): Promise<JobStore> {
+async function openStore(url: string, dataDir: string, logger: Logger): Promise<PostgresJobStore> {
   if (!/^postgres(ql)?:\/\//.test(url)) throw new InvalidArgumentError(`--store must be a postgres:// URL, got ${JSON.stringify(url.replace(/:[^:@/]*@/, ":***@"))}`);
   const { PostgresJobStore } = await import("../postgres-store/store.js");
   return PostgresJobStore.open({ url, blobDir: dataDir, logger });
@@ -114,10 +115,23 @@ export function addProcessCommands(program: Command, run: Runner): void {
     .addOption(env("--heartbeat-interval-ms <ms>", "heartbeat period towards agents", "CAMPFIRE_HEARTBEAT_INTERVAL_MS").argParser(integer(1)).default(HEARTBEAT_INTERVAL_MS))
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which an agent is gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
     .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long running jobs may finish their tasks in flight and checkpoint before the site exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
+    .addOption(
+      env("--lease-seconds <s>", "with --store: the leader lease of site replicas sharing the store; renewed every third of it, taken over when it expires", "CAMPFIRE_LEASE_SECONDS")
+        .argParser(atLeast(1))
+        .default(10),
+    )
     .addOption(env("--metrics <host:port>", METRICS_HELP, "CAMPFIRE_METRICS"))
     .addHelpText(
       "after",
       `
+With --store postgres://... several site processes may share the store (and
+one --data-dir on a shared volume): one leader, chosen by a lease in the
+database, runs the jobs; the others are standbys that serve reads and take
+submissions, report the agent service NOT_SERVING on health, and take over
+within about --lease-seconds plus a third of it when the leader dies. A
+leader that loses its lease stops its jobs at once and exits 8, to be
+restarted as a standby (services/site/replicas/README.md).
+
 On SIGTERM (or SIGINT) the site drains: health turns NOT_SERVING, new jobs
 are refused UNAVAILABLE, running jobs finish the tasks in flight and stop at
 their next checkpoint, agents are told to reconnect, and the site exits 0
@@ -152,7 +166,8 @@ Examples:
         const tokens = options.tokens ? parseTokens(options.tokens) : options.tokensFile ? await loadTokens(options.tokensFile) : undefined;
         const policy = options.policy ? await loadPolicy(options.policy) : undefined;
         if (policy) logger.info({ policy: options.policy, rights: describePolicy(policy) }, "authorization policy loaded");
-        const site = await SiteServer.start({
+        const store = options.store ? await openStore(options.store, options.dataDir, logger) : undefined;
+        const site: Awaited<ReturnType<typeof SiteServer.start>> = await SiteServer.start({
           address: options.listen,
           siteName: options.name,
           logger,
@@ -165,7 +180,7 @@ Examples:
           timings: { heartbeatIntervalMs: options.heartbeatIntervalMs, heartbeatTimeoutMs: options.heartbeatTimeoutMs },
           jobs: {
             dataDir: options.dataDir,
-            store: options.store ? await openStore(options.store, options.dataDir, logger) : undefined,
+            store,
             maxConcurrentJobs: options.maxJobs,
             maxJobBytes: options.maxJobMb * 1024 * 1024,
             maxArtifactBytes: options.maxArtifactGb * 1024 ** 3,
@@ -175,6 +190,13 @@ Examples:
             rejoinWindowMs: options.scheduleRejoinMs,
           },
           metrics: options.metrics,
+          replication: store && {
+            store,
+            leaseMs: options.leaseSeconds * 1000,
+            onLeaseLost: () => {
+              void site.stop(500, 1_000).finally(() => process.exit(EXIT.LEASE_LOST));
+            },
+          },
         });
         if (!tokens && !tlsDir) logger.warn('no admin tokens and no TLS configured: every session caller is the user "admin" (set CAMPFIRE_TOKENS, --tokens-file or --tls-dir)');
         const stopReloading = onHangup(() => site.reload(), logger);

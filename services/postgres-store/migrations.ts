@@ -28,6 +28,35 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; description: string; s
       CREATE INDEX campfire_job_transitions_job ON campfire_job_transitions (job_id, id);
     `,
   },
+  {
+    version: 2,
+    description: "the replicas' leader lease with its epoch (the fencing token), every acquisition, checkpoints named under the fence",
+    sql: `
+      CREATE TABLE campfire_lease (
+        name       text PRIMARY KEY,
+        holder     text NOT NULL,
+        epoch      bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+      );
+      CREATE TABLE campfire_lease_history (
+        epoch       bigint PRIMARY KEY,
+        holder      text NOT NULL,
+        acquired_at timestamptz NOT NULL
+      );
+      CREATE TABLE campfire_checkpoints (
+        job_id       text PRIMARY KEY REFERENCES campfire_jobs (job_id) ON DELETE CASCADE,
+        position     integer NOT NULL,
+        state        jsonb NOT NULL,
+        model_file   text,
+        model_sha256 text,
+        epoch        bigint NOT NULL,
+        written_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+      );
+      ALTER TABLE campfire_jobs ADD COLUMN epoch bigint;
+      ALTER TABLE campfire_job_transitions ADD COLUMN epoch bigint;
+      ALTER TABLE campfire_job_transitions ALTER COLUMN at SET DEFAULT clock_timestamp();
+    `,
+  },
 ];
 
 /** An arbitrary but fixed key: the advisory lock that serializes migrations across processes. */

@@ -8,7 +8,7 @@ import { nameProblem } from "../shared/names.js";
 import type { DataExchange } from "../shared/payload.js";
 import { carriesData, ReturnCode } from "../shared/return-codes.js";
 import { AgentSession, type ControlChannel, type ExchangeTimings, type HeartbeatEvent, type MetricEvent, PROTOCOL_VERSIONS, type TrainerLogEvent, type TaskOutcome } from "./agent-session.js";
-import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded } from "./errors.js";
+import { AgentBusy, AgentGone, AgentIdConflict, MalformedMessage, SiteShuttingDown, TaskAborted, TaskDeadlineExceeded, type SiteError } from "./errors.js";
 import { PayloadStore, SharedPayload } from "./payload-store.js";
 import type { ResultFilter } from "../privacy/site-filters.js";
 
@@ -111,6 +111,8 @@ export class AgentHub {
   private readonly sweepMs: number;
   private lastSweepAt = Date.now();
   private closed = false;
+  /** Why hellos are refused now (a standby replica), if they are. */
+  private refusal: SiteError | undefined;
 
   constructor(private readonly options: HubOptions) {
     this.payloads = new PayloadStore(options.uploadBudgetBytes, options.uploadDir);
@@ -127,6 +129,7 @@ export class AgentHub {
    */
   accept(channel: ControlChannel, hello: Hello, trusted?: TrustedAgent): AgentSession {
     if (this.closed) throw new SiteShuttingDown("the site is shutting down");
+    if (this.refusal) throw this.refusal;
     const problem = nameProblem("hello.client_name", hello.clientName) ?? nameProblem("hello.agent_id", hello.agentId);
     if (problem) throw new MalformedMessage(problem);
     if (hello.protocolVersion < PROTOCOL_VERSIONS.oldest) {
@@ -281,6 +284,11 @@ export class AgentHub {
   /** When each client's most recent agent connected. */
   lastConnectTimes(): ReadonlyMap<string, Date> {
     return this.lastConnectByClient;
+  }
+
+  /** Refuses every hello with `refusal` (a standby replica: agents belong with the leader) until called without one. */
+  refuseAgents(refusal: SiteError | undefined): void {
+    this.refusal = refusal;
   }
 
   /** Says bye (site shutting down) to every agent and fails what is in flight. */

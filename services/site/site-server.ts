@@ -23,6 +23,9 @@ import { type AgentLimits, agentServiceHandlers, DEFAULT_AGENT_LIMITS } from "./
 import { withTolerantDecoding } from "./transport/decoding.js";
 import { listenForHealthProbes } from "./transport/health-probes.js";
 import { reflectionServices } from "./transport/reflection.js";
+import { type ElectionTimings, LeaderElection } from "./replicas/election.js";
+import { type LeaseLost, NotLeader } from "./replicas/errors.js";
+import type { ReplicatedStore } from "./replicas/lease.js";
 import { isLoopbackAddress } from "./transport/listen-address.js";
 import { widenReceiveWindows } from "./transport/receive-windows.js";
 
@@ -67,6 +70,20 @@ export interface SiteOptions {
   metrics?: string;
   /** host:port of a plain-text listener serving only grpc.health.v1, for Kubernetes' grpc probes (transport/health-probes.ts). */
   healthAddress?: string;
+  /** This site is one of several replicas sharing `jobs.store` (services/site/replicas/README.md). */
+  replication?: ReplicationOptions;
+}
+
+/** A replica's part in the leader lease. */
+export interface ReplicationOptions extends ElectionTimings {
+  /** The shared store (it must be `jobs.store` too): its lease, and its fence. */
+  store: ReplicatedStore;
+  /**
+   * Called once this replica, having led, lost the lease: its workflows are
+   * already stopped, agents told to reconnect, health NOT_SERVING. Default:
+   * stop the site. (`campfire site` stops and exits, to be restarted as a standby.)
+   */
+  onLeaseLost?(error: LeaseLost): void;
 }
 
 /** The reference's defaults: heartbeats every 5 s, gone after 30 s of silence, resend every 2 s. */
@@ -97,6 +114,14 @@ export class SiteServer {
     private readonly metricsServer: MetricsServer | undefined,
     private readonly healthProbes: { server: Server; port: number } | undefined,
   ) {}
+
+  /** The leader lease, when the site is one of several replicas. */
+  private election: LeaderElection | undefined;
+
+  /** The epoch this replica leads at; undefined for a standby (or a site without replicas). */
+  get leaderEpoch(): number | undefined {
+    return this.election?.leading;
+  }
 
   /** The port /metrics is served on, when the site serves metrics. */
   get metricsPort(): number | undefined {
@@ -144,7 +169,11 @@ export class SiteServer {
       clientConfig: (jobId, clientName) => jobs?.clientConfigOf(jobId, clientName),
       resultFilter: (jobId, clientName, taskName) => jobs?.resultFilterOf(jobId, clientName, taskName),
     });
-    jobs = await JobManager.open(hub, logger, { observer: metrics, ...options.jobs });
+    const replication = options.replication;
+    // A replica starts as a standby: reads served, no job moved on, agents sent on to the leader.
+    replication?.store.fenceWith(undefined);
+    if (replication) hub.refuseAgents(new NotLeader("this site replica is a standby: agents belong with the leader; connect through the site's service address, which routes to it"));
+    jobs = await JobManager.open(hub, logger, { observer: metrics, ...options.jobs, standby: Boolean(replication) });
     metrics?.watch(hub, jobs);
     hub.onRefusal(({ jobId, clientName, taskName, reason }) => jobs.recordRefusal(jobId, { client: clientName, reason, taskName, time: new Date() }));
     // A submitted job arrives in one message: the session service takes up to the job limit (or an artifact chunk) plus framing; the agent service chunks.
@@ -175,7 +204,8 @@ export class SiteServer {
     ];
     for (const [, definition, implementation] of services) server.addService(definition, implementation);
     const healthNames = ["", ...services.map(([name]) => name)];
-    const health = new HealthImplementation(Object.fromEntries(healthNames.map((name) => [name, "SERVING"])));
+    // A standby's agent service is NOT_SERVING: its readiness probe fails, so the Service sends agents to the leader.
+    const health = new HealthImplementation(Object.fromEntries(healthNames.map((name) => [name, replication && name === AGENT_SERVICE_NAME ? "NOT_SERVING" : "SERVING"])));
     health.addToServer(server);
     const listed = [...services.map(([name]) => name), "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"];
     for (const [definition, implementation] of reflectionServices(listed)) server.addService(definition, implementation);
@@ -211,7 +241,36 @@ export class SiteServer {
     if (healthProbes) logger.info({ address: options.healthAddress, port: healthProbes.port }, "health probes listening");
     const site = new SiteServer(hub, jobs, port, startTime, server, health, healthNames, logger, audit, trust, temporaryDir, metricsServer, healthProbes);
     if (options.dashboard) site.dashboard = await Dashboard.start(options.dashboard, { siteName, startTime, hub, jobs, trust }, gate, logger);
+    if (replication) site.standForLeader(replication);
     return site;
+  }
+
+  /** Runs the election: on winning, the jobs are taken over and agents let in; on losing the lease, the site steps down. */
+  private standForLeader(replication: ReplicationOptions): void {
+    const election = new LeaderElection(
+      replication.store.lease,
+      replication,
+      {
+        elected: async (epoch) => {
+          replication.store.fenceWith({ epoch, lost: (error) => election.lost(error as LeaseLost) });
+          await this.jobs.promote();
+          this.hub.refuseAgents(undefined);
+          this.health.setStatus(AGENT_SERVICE_NAME, "SERVING");
+          this.logger.info({ epoch, jobs: this.jobs.runningJobs().length }, "leading: agents admitted, jobs taken over");
+        },
+        lost: (error) => {
+          this.health.setStatus(AGENT_SERVICE_NAME, "NOT_SERVING");
+          this.jobs.stepDown(error);
+          this.hub.close();
+          this.logger.warn({ epoch: error.epoch }, "stepped down: workflows stopped, agents told to reconnect");
+          if (replication.onLeaseLost) replication.onLeaseLost(error);
+          else void this.stop();
+        },
+      },
+      this.logger,
+    );
+    this.election = election;
+    election.start();
   }
 
   private setHealth(status: "SERVING" | "NOT_SERVING"): void {
@@ -260,6 +319,7 @@ export class SiteServer {
     this.setHealth("NOT_SERVING");
     await this.dashboard?.stop();
     await this.jobs.close(jobsGraceMs);
+    this.election?.stop();
     this.hub.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

@@ -1,5 +1,6 @@
 import type { JobDefinition, JobMeta, RunStatus } from "../../gen/campfire/admin/v1/job.js";
 import type { JobStore } from "../../services/site/jobs/store.js";
+import type { CheckpointStore } from "../../services/site/workflows/checkpoint.js";
 
 /**
  * The real store with a gate in front of update(): a test holds the writes
@@ -43,6 +44,9 @@ export class GatedStore implements JobStore {
   }
   workspace(jobId: string): string {
     return this.inner.workspace(jobId);
+  }
+  checkpoints(jobId: string): CheckpointStore {
+    return this.inner.checkpoints(jobId);
   }
   close(): Promise<void> {
     return this.inner.close();

@@ -274,6 +274,6 @@ function ownerKey(owner: string): string {
 }
 
 /** Feeds a file's bytes to `hash` (a resumed upload's digest starts from the bytes already held). */
-async function hashFile(path: string, hash: Hash): Promise<void> {
+export async function hashFile(path: string, hash: Hash): Promise<void> {
   for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
 }

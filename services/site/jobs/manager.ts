@@ -10,6 +10,7 @@ import type { Identity } from "../../security/identity.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AgentHub } from "../agent-hub.js";
 import { SiteShuttingDown } from "../errors.js";
+import { LeaseLost, NotLeader } from "../replicas/errors.js";
 import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.js";
 import type { WorkflowContext } from "../workflows/workflow.js";
 import { InvalidJobDefinition, JobNotFound, JobStillRunning } from "./errors.js";
@@ -61,6 +62,18 @@ export interface JobOptions {
   workflows?: WorkflowRegistry;
   /** Told of store writes, for metrics. */
   observer?: JobObserver;
+  /**
+   * Start as a standby replica (services/site/replicas): jobs are read from
+   * the shared store every `pollStoreMs` and served, none is scheduled, and
+   * only a submission is taken (the leader schedules it) until promote().
+   */
+  standby?: boolean;
+  /**
+   * With a store that other replicas write too: how often the store is read,
+   * by a standby for every job, by the leader for jobs submitted through a
+   * standby. Default 1 s (only used with `standby`).
+   */
+  pollStoreMs?: number;
 }
 
 export interface RunningJobSummary {
@@ -114,9 +127,16 @@ export class JobManager {
   /** No new jobs are taken or started: a graceful stop (drain) or close began. */
   private draining = false;
   private closing = false;
+  /** A standby replica: it serves the jobs as the store has them and moves none on (promote() makes it the leader). */
+  private standby: boolean;
+  /** Reads the shared store again: a standby's whole view, or the leader's look for jobs submitted through a standby. */
+  private pollTimer: NodeJS.Timeout | undefined;
+  private readonly pollStoreMs: number | undefined;
   private temporaryDir: string | undefined;
   readonly workflows: WorkflowRegistry;
-  private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows" | "observer" | "rejoinWindowMs" | "maxArtifactBytes">>;
+  private readonly settings: Required<Omit<JobOptions, "store" | "dataDir" | "workflows" | "observer" | "rejoinWindowMs" | "maxArtifactBytes" | "standby" | "pollStoreMs">>;
+  /** After the site opens (or a standby becomes the leader), failed scheduling attempts do not count for this long. */
+  private readonly rejoinWindowMs: number;
 
   private constructor(
     private readonly store: JobStore,
@@ -127,6 +147,8 @@ export class JobManager {
     options: JobOptions,
   ) {
     this.workflows = options.workflows ?? builtinWorkflows();
+    this.standby = options.standby === true;
+    this.pollStoreMs = this.standby ? (options.pollStoreMs ?? 1_000) : undefined;
     this.settings = {
       maxConcurrentJobs: options.maxConcurrentJobs ?? 4,
       scheduleIntervalMs: options.scheduleIntervalMs ?? 1_000,
@@ -136,12 +158,13 @@ export class JobManager {
       abortGraceMs: options.abortGraceMs ?? 5_000,
     };
     this.records = new JobRecords(store, logger, options.observer ?? {});
-    this.jobEndRejoinMs = Math.min(options.rejoinWindowMs ?? 30_000, JOB_END_REJOIN_MS);
+    this.rejoinWindowMs = options.rejoinWindowMs ?? 30_000;
+    this.jobEndRejoinMs = Math.min(this.rejoinWindowMs, JOB_END_REJOIN_MS);
     this.queue = new ScheduleQueue({
       intervalMs: this.settings.scheduleIntervalMs,
       maxIntervalMs: this.settings.maxScheduleIntervalMs,
       maxAttempts: this.settings.maxScheduleAttempts,
-      countFrom: Date.now() + (options.rejoinWindowMs ?? 30_000),
+      countFrom: Date.now() + this.rejoinWindowMs,
     });
     this.stopWatchingAgents = hub.onAgentConnected(() => {
       if (this.queue.size === 0 || this.agentPass) return;
@@ -171,7 +194,9 @@ export class JobManager {
     const artifacts = await ArtifactStore.open(join(dataDir, "artifacts"), logger, { maxArtifactBytes: options.maxArtifactBytes });
     const manager = new JobManager(store, artifacts, hub, logger, options);
     manager.temporaryDir = temporary;
-    await manager.recover();
+    if (manager.standby) manager.records.refreshed(await store.load());
+    else await manager.recover(await store.load());
+    manager.pollStore();
     return manager;
   }
 
@@ -182,6 +207,40 @@ export class JobManager {
   /** How many jobs the site holds in each status. */
   countByStatus(): Map<RunStatus, number> {
     return this.records.countByStatus();
+  }
+
+  /** Whether this is a standby replica, serving reads until promote(). */
+  get isStandby(): boolean {
+    return this.standby;
+  }
+
+  /**
+   * The standby becomes the leader (it took the lease): it reads the store
+   * afresh and recovers its jobs as a restarted site does: the running ones
+   * resume from their last checkpoint once their clients are back (agents
+   * reconnect to it), queued ones are scheduled.
+   */
+  async promote(): Promise<void> {
+    if (!this.standby || this.stopping) return;
+    clearTimeout(this.pollTimer);
+    const metas = await this.store.load();
+    this.standby = false;
+    this.records.refreshed(metas);
+    this.queue.holdCountingUntil(Date.now() + this.rejoinWindowMs);
+    await this.recover(metas);
+    this.pollStore();
+  }
+
+  /**
+   * The leader lost its lease (LeaseLost): its workflows stop at once, without
+   * another write (the store's fence would refuse it anyway), and nothing more
+   * is scheduled; the new leader resumes the jobs from the checkpoints the
+   * store names. close() follows.
+   */
+  stepDown(error: Error): void {
+    this.draining = true;
+    this.stopScheduling();
+    for (const job of this.running.values()) job.controller.abort(error);
   }
 
   /** True once a graceful stop (drain) or close began: no new jobs are taken. */
@@ -225,8 +284,9 @@ export class JobManager {
       refusals: [],
     };
     await this.records.create(meta, validated.encoded);
-    this.logger.info({ job: jobId, name: meta.name, submitter: submitter.name, workflow: validated.workflow.name, clonedFrom: clonedFrom || undefined }, "job submitted");
-    void this.approve(jobId);
+    this.logger.info({ job: jobId, name: meta.name, submitter: submitter.name, workflow: validated.workflow.name, clonedFrom: clonedFrom || undefined, standby: this.standby || undefined }, "job submitted");
+    // A standby stored it durably; the leader finds it in the store and schedules it.
+    if (!this.standby) void this.approve(jobId);
     return jobId;
   }
 
@@ -299,6 +359,7 @@ export class JobManager {
    */
   async abort(jobId: string, caller: Identity, reason = ""): Promise<RunStatus> {
     const meta = this.records.require(jobId);
+    this.requireLeader("abort");
     if (isFinished(meta.status)) return meta.status;
     const why = `aborted by ${caller.name}${reason ? `: ${reason}` : ""}`;
     const running = this.running.get(jobId);
@@ -324,6 +385,7 @@ export class JobManager {
   /** Deletes a job that is not dispatched or running, with its workspace. */
   async delete(jobId: string, caller: Identity): Promise<void> {
     const meta = this.records.require(jobId);
+    this.requireLeader("delete");
     if (ACTIVE.has(meta.status) || this.running.has(jobId)) {
       throw new JobStillRunning(`job ${jobId} is ${statusName(meta.status)}: abort it first (campfire abort ${jobId}), then delete it`);
     }
@@ -394,12 +456,41 @@ export class JobManager {
   private stopScheduling(): void {
     clearTimeout(this.timer);
     clearTimeout(this.agentPass);
+    clearTimeout(this.pollTimer);
     this.stopWatchingAgents();
   }
 
+  private requireLeader(action: string): void {
+    if (this.standby) throw new NotLeader(`this site replica is a standby and cannot ${action} a job: the leader does; call the site's service address, which routes to the leader`);
+  }
+
+  /**
+   * With a store other replicas write (pollStoreMs): a standby takes in every
+   * job as stored; the leader takes in the jobs submitted through a standby
+   * and approves them. A failed read is logged and tried again.
+   */
+  private pollStore(): void {
+    if (this.pollStoreMs === undefined || this.stopping) return;
+    this.pollTimer = setTimeout(() => {
+      void this.store
+        .load()
+        .then((metas) => {
+          if (this.stopping) return;
+          if (this.standby) return this.records.refreshed(metas);
+          for (const meta of metas) {
+            if (this.records.get(meta.jobId)) continue;
+            this.records.loaded(meta);
+            if (meta.status === RunStatus.RUN_STATUS_SUBMITTED) void this.approve(meta.jobId);
+          }
+        })
+        .catch((error: unknown) => this.logger.warn({ err: error }, "could not read the shared job store; trying again"))
+        .finally(() => this.pollStore());
+    }, this.pollStoreMs).unref();
+  }
+
   /** Queued jobs start with a fresh scheduling window: the attempts of the previous run are not carried over. */
-  private async recover(): Promise<void> {
-    const metas = (await this.store.load()).sort(bySubmitTime);
+  private async recover(stored: JobMeta[]): Promise<void> {
+    const metas = [...stored].sort(bySubmitTime);
     for (const meta of metas) this.records.loaded(meta);
     const restartedAt = new Date();
     const resumed: string[] = [];
@@ -594,6 +685,7 @@ export class JobManager {
         clientConfigs,
         appFiles,
         workspace,
+        checkpoints: this.store.checkpoints(jobId),
         hub: this.hub,
         signal,
         draining,
@@ -603,6 +695,11 @@ export class JobManager {
       await settledOrAborted(validated.workflow.run(context), signal, this.settings.abortGraceMs);
       signal.throwIfAborted();
     } catch (error) {
+      // The lease is lost: the job is the new leader's now, and no write of this replica may land.
+      if (error instanceof LeaseLost || signal.reason instanceof LeaseLost) {
+        logger.warn({ epoch: (signal.reason as LeaseLost | undefined)?.epoch ?? (error as LeaseLost).epoch }, "job stopped: this replica lost the leader lease");
+        return;
+      }
       // A workflow that stopped at a checkpoint because the site drains rejects with the drain's reason.
       const drained = draining.aborted && error === draining.reason;
       if (signal.aborted || drained) {

@@ -56,6 +56,26 @@ export class JobRecords {
     this.jobs.set(meta.jobId, meta);
   }
 
+  /**
+   * Takes in the jobs as the store has them now (a standby replica following
+   * the leader's writes): changed ones are published, vanished ones (deleted)
+   * end their watchers.
+   */
+  refreshed(metas: readonly JobMeta[]): void {
+    const seen = new Set<string>();
+    for (const meta of metas) {
+      seen.add(meta.jobId);
+      const known = this.jobs.get(meta.jobId);
+      this.jobs.set(meta.jobId, meta);
+      if (!known || JSON.stringify(known) !== JSON.stringify(meta)) this.notify(meta.jobId);
+    }
+    for (const jobId of [...this.jobs.keys()]) {
+      if (seen.has(jobId)) continue;
+      this.jobs.delete(jobId);
+      this.endWatchers(jobId, new JobNotFound(`job ${jobId} was deleted`));
+    }
+  }
+
   /** Stores a new job, durably, then publishes it. */
   async create(meta: JobMeta, encodedDefinition: Uint8Array): Promise<void> {
     await this.timed("create", () => this.store.create(meta, encodedDefinition));

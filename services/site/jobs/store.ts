@@ -7,16 +7,16 @@ import { JobDefinition, JobMeta, type RunStatus } from "../../../gen/campfire/ad
 import type { Logger } from "../../shared/logger.js";
 import { JobNotFound, StaleJobUpdate } from "./errors.js";
 import { statusName } from "./model.js";
+import { type CheckpointStore, fileCheckpoints } from "../workflows/checkpoint.js";
 
 /**
  * Where jobs live. The site keeps its state here and rebuilds it from load()
  * after a restart. Every method resolves only once the change is durable.
  *
- * The embedded FileJobStore serves one site process. A shared implementation
- * (for example PostgreSQL, for several site replicas) would keep meta and
- * definition in tables, make update() a compare-and-set on the status
- * (UPDATE ... WHERE job_id = $1 AND status = $2) so that two replicas never both
- * start a job, and keep workspaces on storage all replicas reach.
+ * The embedded FileJobStore serves one site process. The PostgreSQL store
+ * (services/postgres-store) is shared by site replicas: update() is a
+ * compare-and-set on the status, and the leader's writes are fenced on its
+ * lease's epoch; workspaces stay on storage all replicas reach.
  */
 export interface JobStore {
   /** Every stored job's meta, in no particular order. */
@@ -33,6 +33,8 @@ export interface JobStore {
   contentLocation(jobId: string): string;
   /** The job's own workspace folder (its meta's result_location). */
   workspace(jobId: string): string;
+  /** Where the job's workflow keeps its checkpoint. */
+  checkpoints(jobId: string): CheckpointStore;
   /** Releases the store (for example its lock on the data directory). */
   close(): Promise<void>;
 }
@@ -155,6 +157,10 @@ export class FileJobStore implements JobStore {
 
   workspace(jobId: string): string {
     return join(this.jobDir(jobId), WORKSPACE_DIR);
+  }
+
+  checkpoints(jobId: string): CheckpointStore {
+    return fileCheckpoints(this.workspace(jobId));
   }
 
   async close(): Promise<void> {

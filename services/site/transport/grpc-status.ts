@@ -2,6 +2,7 @@ import { type ServiceError, status as Status, Metadata } from "@grpc/grpc-js";
 import * as errors from "../errors.js";
 import * as artifactErrors from "../artifacts/errors.js";
 import * as jobErrors from "../jobs/errors.js";
+import * as replicaErrors from "../replicas/errors.js";
 import * as securityErrors from "../../security/errors.js";
 import * as trainerErrors from "../../trainer-api/errors.js";
 
@@ -23,6 +24,9 @@ const STATUS_BY_ERROR: ReadonlyArray<[new (...args: never[]) => Error, Status]> 
   [jobErrors.JobNotFound, Status.NOT_FOUND],
   [jobErrors.JobNotDone, Status.FAILED_PRECONDITION],
   [jobErrors.JobStillRunning, Status.FAILED_PRECONDITION],
+  // Both say: try again, through the address that routes to the leader.
+  [replicaErrors.NotLeader, Status.UNAVAILABLE],
+  [replicaErrors.LeaseLost, Status.UNAVAILABLE],
   [errors.HelloTimeout, Status.DEADLINE_EXCEEDED],
   [artifactErrors.ArtifactTooLarge, Status.RESOURCE_EXHAUSTED],
   [artifactErrors.TooManyUploads, Status.RESOURCE_EXHAUSTED],

@@ -5,7 +5,6 @@ import { carriesData } from "../../shared/return-codes.js";
 import { failureOf } from "../agent-session.js";
 import { SiteError } from "../errors.js";
 import { WeightedAverage } from "./aggregation.js";
-import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import { loadAppModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
 import { parseArgs } from "./arguments.js";
 import { JobRecorder } from "./recorder.js";
@@ -59,7 +58,7 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
     const { args, workspace, clients, hub } = context;
     const recorder = await JobRecorder.open(context);
     try {
-      const saved = await readCheckpoint<CyclicState>(workspace);
+      const saved = await context.checkpoints.read<CyclicState>();
       const state: CyclicState = saved?.state ?? { seed: args.seed ?? Math.floor(Math.random() * 2 ** 31), nextStep: 0, orders: [] };
       let model: Tensor[] | undefined = saved ? saved.model : args.initial_model ? await loadAppModel(context.appFiles, args.initial_model) : undefined;
       if (saved) {
@@ -96,7 +95,7 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
           context.logger.warn({ job: context.jobId, client, problem }, "client skipped");
         }
         if ((step + 1) % clients.length === 0) await recorder.round(round, {}, { order: state.orders[round] });
-        await writeCheckpoint(workspace, step + 1, { ...state, nextStep: step + 1 }, model);
+        await context.checkpoints.write(step + 1, { ...state, nextStep: step + 1 }, model);
       }
       if (!model) throw new Error("no client returned a model");
       await saveModel(workspace, RESULT_LAYOUT.finalModel, model);

@@ -5,7 +5,6 @@ import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { DpArgs, type DpState, RoundDp } from "../../privacy/round-dp.js";
 import { float32Values } from "../../shared/tensor.js";
 import { WeightedAverage } from "./aggregation.js";
-import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import { crossSiteEvaluate, crossSiteEvalWorkflow } from "./cross-site-eval.js";
 import { type GatherOptions, scatterGather } from "./gather.js";
 import { loadAppModel, loadModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
@@ -86,7 +85,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
     const minResults = Math.min(args.min_clients ?? context.minClients, context.clients.length);
     const recorder = await JobRecorder.open(context);
     try {
-      const saved = await readCheckpoint<FedAvgState>(workspace);
+      const saved = await context.checkpoints.read<FedAvgState>();
       let state: FedAvgState = saved?.state ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
       let global = saved ? saved.model : await initialModel(context);
       /**
@@ -132,7 +131,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
           dp: dp?.state,
         };
         await recorder.round(round, metrics, { best: improved });
-        await writeCheckpoint(workspace, state.nextRound, state, global);
+        await context.checkpoints.write(state.nextRound, state, global);
         if (improved) await saveBest(state.best!);
         context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
         logger.info({ job: context.jobId, round, metrics }, "round complete");

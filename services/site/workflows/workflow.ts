@@ -2,6 +2,7 @@ import type { JobProgress } from "../../../gen/campfire/admin/v1/job.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { StoredArtifact } from "../artifacts/store.js";
+import type { CheckpointStore } from "./checkpoint.js";
 
 /** What a workflow gets to run one job. */
 export interface WorkflowContext<Args> {
@@ -22,6 +23,8 @@ export interface WorkflowContext<Args> {
   appFiles: ReadonlyMap<string, StoredArtifact>;
   /** The job's own workspace folder: write results (models, metrics) under it. */
   workspace: string;
+  /** Where a resumable workflow keeps its checkpoint, and reads it back when it runs again. */
+  checkpoints: CheckpointStore;
   hub: AgentHub;
   /** Fires when the job is aborted; every wait in the workflow must honour it. */
   signal: AbortSignal;
