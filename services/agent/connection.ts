@@ -55,9 +55,11 @@ const PERMANENT_REFUSALS = new Set([
  * detects a silent site; moves large payloads on their own streams.
  */
 export class SiteConnection {
-  private readonly client: AgentServiceClient;
+  private client!: AgentServiceClient;
   /** Payloads travel on a connection of their own, so a heartbeat never queues behind a model's bytes. */
-  private readonly payloadClient: AgentServiceClient;
+  private payloadClient!: AgentServiceClient;
+  /** Makes both clients, on new connections. */
+  private readonly openClients: () => void;
   private readonly stopping = new AbortController();
   private call: ClientDuplexStream<ConnectRequest, ConnectResponse> | undefined;
   private welcomed = false;
@@ -96,13 +98,16 @@ export class SiteConnection {
     const channelCredentials = siteChannelCredentials(options.siteAddress, options);
     const observer = options.observer;
     const Client = observer?.bytesIn && observer.bytesOut ? countingAgentClient({ bytesIn: (service, bytes) => observer.bytesIn?.(service, bytes), bytesOut: (service, bytes) => observer.bytesOut?.(service, bytes) }) : AgentWireClient;
-    this.client = new Client(options.siteAddress, channelCredentials, channelOptions);
-    this.payloadClient = new Client(options.siteAddress, channelCredentials, {
-      ...channelOptions,
-      // HTTP/2's default 64 KiB window stalled a download every 64 KiB until this process's event loop
-      // granted more; 8 chunks' worth keeps a model streaming (model transfer 0.61x -> 0.85x raw grpc-js).
-      "grpc-node.flow_control_window": PAYLOAD_FLOW_CONTROL_WINDOW,
-    });
+    this.openClients = () => {
+      this.client = new Client(options.siteAddress, channelCredentials, channelOptions);
+      this.payloadClient = new Client(options.siteAddress, channelCredentials, {
+        ...channelOptions,
+        // HTTP/2's default 64 KiB window stalled a download every 64 KiB until this process's event loop
+        // granted more; 8 chunks' worth keeps a model streaming (model transfer 0.61x -> 0.85x raw grpc-js).
+        "grpc-node.flow_control_window": PAYLOAD_FLOW_CONTROL_WINDOW,
+      });
+    };
+    this.openClients();
     const tickMs = (this.tickMs = Math.max(10, Math.min(1000, options.heartbeatIntervalMs / 2, options.heartbeatTimeoutMs > 0 ? options.heartbeatTimeoutMs / 4 : Infinity)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.timer.unref();
@@ -302,6 +307,11 @@ export class SiteConnection {
       this.peerGoneReported = true;
       this.logger.warn({ silentMs: now - this.lastSeenAt }, "site is silent past the heartbeat timeout: reconnecting");
       this.call?.cancel();
+      // The connection itself is suspect (a frozen site, or a load balancer holding a route to one open):
+      // the next stream goes on a new connection, which may reach another replica.
+      this.client.close();
+      this.payloadClient.close();
+      this.openClients();
       this.events.peerGone();
     }
   }
