@@ -19,6 +19,8 @@ import { tempDir } from "./helpers/job-site.js";
 const execFileAsync = promisify(execFile);
 const CHECKOUT = fileURLToPath(new URL("..", import.meta.url));
 const MANIFESTS = join(CHECKOUT, "deploy", "kubernetes");
+/** The overlay with two site replicas on PostgreSQL. */
+const REPLICAS = join(MANIFESTS, "replicas");
 const CHART = join(CHECKOUT, "deploy", "helm", "campfire");
 /** The cluster version helm template renders for (a helm built by go install assumes 1.20 otherwise). */
 const KUBE_VERSION = "1.36.3";
@@ -73,6 +75,7 @@ if (!hasKubectl) console.warn("test/deploy-kubernetes.test.ts: skipped, kubectl 
 else if (noApiServer) console.warn(`test/deploy-kubernetes.test.ts: the API server's dry run skipped, ${noApiServer}`);
 
 let manifests: Manifest[] = [];
+let replicated: Manifest[] = [];
 let charted: Manifest[] = [];
 // YAML 1.1, as Kubernetes reads it (0440 is octal there).
 const parseManifests = (text: string) => parseAllDocuments(text, { version: "1.1" }).map((document) => document.toJS() as Manifest).filter(Boolean);
@@ -88,6 +91,7 @@ beforeAll(async () => {
   if (!hasKubectl) return;
   const rendered = await execFileAsync("kubectl", ["kustomize", MANIFESTS], { maxBuffer: 16 * 1024 * 1024 });
   manifests = parseManifests(rendered.stdout);
+  replicated = parseManifests((await execFileAsync("kubectl", ["kustomize", REPLICAS], { maxBuffer: 16 * 1024 * 1024 })).stdout);
   if (helm) charted = parseManifests((await execFileAsync(helm, ["template", "campfire", CHART, "--namespace", "campfire", "--kube-version", KUBE_VERSION], { maxBuffer: 16 * 1024 * 1024 })).stdout);
 });
 
@@ -152,6 +156,36 @@ describe.skipIf(!hasKubectl)("deploy/kubernetes, rendered by kubectl kustomize",
   });
 });
 
+describe.skipIf(!hasKubectl)("deploy/kubernetes/replicas, two site replicas on PostgreSQL", () => {
+  const named = (kind: string, name: string) => replicated.find((manifest) => manifest.kind === kind && manifest.metadata.name === name)!;
+
+  it("runs two site replicas on one shared volume and the store in PostgreSQL, readiness on the agent service's health", () => {
+    const site = named("StatefulSet", "campfire-site");
+    expect(site.spec.replicas).toBe(2);
+    expect(site.spec.volumeClaimTemplates).toEqual([]);
+    const pod = site.spec.template.spec;
+    expect(pod.volumes).toContainEqual({ name: "data", persistentVolumeClaim: { claimName: "campfire-site-shared" } });
+    expect(named("PersistentVolumeClaim", "campfire-site-shared").spec.accessModes).toEqual(["ReadWriteMany"]);
+    const container = pod.containers[0];
+    expect(container.env).toContainEqual({ name: "CAMPFIRE_STORE", valueFrom: { secretKeyRef: { name: "campfire-postgres", key: "url" } } });
+    expect(container.readinessProbe.grpc.service).toBe("campfire.agent.v1.AgentService");
+    const config = replicated.find((manifest) => manifest.kind === "ConfigMap") as unknown as { data: Record<string, string> };
+    expect(Number(config.data.CAMPFIRE_LEASE_SECONDS)).toBeGreaterThan(0);
+    expect(config.data.CAMPFIRE_DATA_DIR).toBe(container.volumeMounts.find((mount: { name: string }) => mount.name === "data").mountPath);
+    // The database: its Service selects its pods only, the site's Service the site's only.
+    const postgres = named("StatefulSet", "campfire-postgres");
+    expect(named("Service", "campfire-postgres").spec.selector).toEqual(postgres.spec.selector.matchLabels);
+    expect(named("Service", "campfire-site").spec.selector).toEqual(site.spec.selector.matchLabels);
+    expect(site.spec.selector.matchLabels).not.toEqual(postgres.spec.selector.matchLabels);
+    for (const workload of [site, postgres]) {
+      for (const each of workload.spec.template.spec.containers) {
+        expect(each.resources.requests.memory, each.name).toBeDefined();
+        expect(each.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } });
+      }
+    }
+  });
+});
+
 describe.skipIf(!hasKubectl || !helm)("deploy/helm/campfire, the same deployment as a Helm chart", () => {
   it("passes helm lint", async () => {
     const { stdout } = await execFileAsync(helm!, ["lint", CHART]);
@@ -208,6 +242,14 @@ describe.skipIf(Boolean(noApiServer))("deploy/kubernetes, validated by a real ku
   it("accepts every object in a server-side dry run with strict field validation, without a Pod Security warning", async () => {
     const { stdout, stderr } = await kubectl("apply", "--kustomize", MANIFESTS, "--dry-run=server", "--validate=strict");
     for (const object of ["statefulset.apps/campfire-site", "deployment.apps/trainer-hospital-a", "poddisruptionbudget.policy/campfire-site", "service/campfire-site"]) {
+      expect(stdout).toMatch(new RegExp(`${object.replace(".", "\\.")} (created|configured|unchanged) \\(server dry run\\)`));
+    }
+    expect(stderr).not.toMatch(/PodSecurity|Warning/);
+  });
+
+  it("accepts the two-replica overlay in the same strict dry run, without a Pod Security warning", async () => {
+    const { stdout, stderr } = await kubectl("apply", "--kustomize", REPLICAS, "--dry-run=server", "--validate=strict");
+    for (const object of ["statefulset.apps/campfire-site", "statefulset.apps/campfire-postgres", "service/campfire-postgres", "persistentvolumeclaim/campfire-site-shared"]) {
       expect(stdout).toMatch(new RegExp(`${object.replace(".", "\\.")} (created|configured|unchanged) \\(server dry run\\)`));
     }
     expect(stderr).not.toMatch(/PodSecurity|Warning/);
