@@ -209,11 +209,6 @@ export class JobManager {
     return this.records.countByStatus();
   }
 
-  /** Whether this is a standby replica, serving reads until promote(). */
-  get isStandby(): boolean {
-    return this.standby;
-  }
-
   /**
    * The standby becomes the leader (it took the lease): it reads the store
    * afresh and recovers its jobs as a restarted site does: the running ones
@@ -222,13 +217,12 @@ export class JobManager {
    */
   async promote(): Promise<void> {
     if (!this.standby || this.stopping) return;
-    clearTimeout(this.pollTimer);
     const metas = await this.store.load();
+    // From now on the store's poll looks only for jobs submitted through a standby.
     this.standby = false;
     this.records.refreshed(metas);
     this.queue.holdCountingUntil(Date.now() + this.rejoinWindowMs);
     await this.recover(metas);
-    this.pollStore();
   }
 
   /**
