@@ -130,7 +130,7 @@ async function query<T extends pg.QueryResultRow>(url: string, sql: string, valu
 }
 
 describe.skipIf(missing)("the lease and the fence (PostgresJobStore, in process)", () => {
-  it("a write fenced on a lost epoch fails with LeaseLost and tells its fence; the newer epoch writes; a checkpoint whose file changed is refused", async () => {
+  it("a write fenced on a lost epoch (job, checkpoint, round) fails with LeaseLost and tells its fence; the newer epoch writes; a checkpoint whose file changed is refused", async () => {
     const url = await postgres!.database(`fence_${++databases}`);
     const blobDir = await tempDir();
     cleanups.push(() => rm(blobDir, { recursive: true, force: true }));
@@ -143,6 +143,7 @@ describe.skipIf(missing)("the lease and the fence (PostgresJobStore, in process)
     old.fenceWith({ epoch, lost: (error) => lost.push(error) });
     next.fenceWith(undefined);
     await old.create(JobMeta.fromPartial({ jobId: "job-1", status: RunStatus.RUN_STATUS_RUNNING, submitTime: new Date() }), new Uint8Array());
+    await old.checkpoints("job-1").rounds!.record(0, { round: 0, metrics: { loss: 1 } });
     await old.checkpoints("job-1").write(1, { nextRound: 1 }, model([1, 2]));
     // A standby moves no job on.
     await expect(next.update(JobMeta.fromPartial({ jobId: "job-1", status: RunStatus.RUN_STATUS_RUNNING }), RunStatus.RUN_STATUS_RUNNING)).rejects.toThrow(NotLeader);
@@ -152,8 +153,11 @@ describe.skipIf(missing)("the lease and the fence (PostgresJobStore, in process)
     expect(newer).toBe(epoch + 1);
     next.fenceWith({ epoch: newer, lost: () => undefined });
     await expect(old.update(JobMeta.fromPartial({ jobId: "job-1", status: RunStatus.RUN_STATUS_FINISHED_ABORTED }), RunStatus.RUN_STATUS_RUNNING)).rejects.toThrow(LeaseLost);
+    await expect(old.checkpoints("job-1").rounds!.record(1, { round: 1, metrics: { loss: 9 } })).rejects.toThrow(LeaseLost);
     await expect(old.checkpoints("job-1").write(2, { nextRound: 2 }, model([9, 9]))).rejects.toThrow(LeaseLost);
-    expect(lost.map((error) => (error as LeaseLost).epoch)).toEqual([epoch, epoch]);
+    expect(lost.map((error) => (error as LeaseLost).epoch)).toEqual([epoch, epoch, epoch]);
+    // The round history the new leader resumes with is the fenced one.
+    expect(await next.checkpoints("job-1").rounds!.keepBefore(1)).toEqual([{ round: 0, metrics: { loss: 1 } }]);
     // The new leader resumes from what the database names (round 1), not from the old leader's later file.
     expect((await next.checkpoints("job-1").read<{ nextRound: number }>())!.state).toEqual({ nextRound: 1 });
     await next.update(JobMeta.fromPartial({ jobId: "job-1", status: RunStatus.RUN_STATUS_FINISHED_COMPLETED }), RunStatus.RUN_STATUS_RUNNING);
@@ -200,6 +204,10 @@ describe.skipIf(missing)("site replicas on PostgreSQL", () => {
     await until("the job submitted through the standby to finish", async () => statusName((await session.getJobMeta(submittedToStandby)).status) === "FINISHED:COMPLETED", 30_000);
     const [checkpoint] = await query<{ epoch: string; position: number }>(replicaSet.url, "SELECT epoch, position FROM campfire_checkpoints WHERE job_id = $1", [jobId]);
     expect([Number(checkpoint!.epoch), checkpoint!.position]).toEqual([2, ROUNDS]);
+    // The round history in the database: each round once, the later ones by the new leader.
+    const rounds = await query<{ round: number; epoch: string }>(replicaSet.url, "SELECT round, epoch FROM campfire_job_rounds WHERE job_id = $1 ORDER BY round", [jobId]);
+    expect(rounds.map((row) => row.round)).toEqual(Array.from({ length: ROUNDS }, (_, round) => round));
+    expect(rounds.map((row) => Number(row.epoch))).toEqual(Array.from({ length: ROUNDS }, (_, round) => (round < Number(resumedFrom.round) ? 1 : 2)));
   }, 90_000);
 
   it("split brain: a leader frozen (SIGSTOP) past its lease and thawed cannot write; it steps down, and no write of its epoch lands after the takeover", async () => {
@@ -229,7 +237,8 @@ describe.skipIf(missing)("site replicas on PostgreSQL", () => {
       replicaSet.url,
       `SELECT 'transition' AS what, t.at FROM campfire_job_transitions t, campfire_lease_history h WHERE h.epoch = 2 AND t.epoch = 1 AND t.at > h.acquired_at
        UNION ALL SELECT 'job', j.updated_at FROM campfire_jobs j, campfire_lease_history h WHERE h.epoch = 2 AND j.epoch = 1 AND j.updated_at > h.acquired_at
-       UNION ALL SELECT 'checkpoint', c.written_at FROM campfire_checkpoints c, campfire_lease_history h WHERE h.epoch = 2 AND c.epoch = 1 AND c.written_at > h.acquired_at`,
+       UNION ALL SELECT 'checkpoint', c.written_at FROM campfire_checkpoints c, campfire_lease_history h WHERE h.epoch = 2 AND c.epoch = 1 AND c.written_at > h.acquired_at
+       UNION ALL SELECT 'round', r.written_at FROM campfire_job_rounds r, campfire_lease_history h WHERE h.epoch = 2 AND r.epoch = 1 AND r.written_at > h.acquired_at`,
     );
     expect(late).toEqual([]);
     const epochs = await query<{ epoch: string }>(replicaSet.url, "SELECT epoch FROM campfire_job_transitions WHERE job_id = $1 ORDER BY id", [jobId]);

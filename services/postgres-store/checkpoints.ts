@@ -5,7 +5,7 @@ import type { Tensor } from "../../gen/campfire/common/v1/tensor.js";
 import { writeFileAtomic } from "../shared/durable-file.js";
 import { readSafetensorsFile, safetensorsPieces } from "../shared/safetensors.js";
 import { hashFile } from "../site/artifacts/store.js";
-import { type Checkpoint, CHECKPOINT_DIR, type CheckpointStore, removeCheckpointModels } from "../site/workflows/checkpoint.js";
+import { type Checkpoint, CHECKPOINT_DIR, type CheckpointStore, removeCheckpointModels, type RoundLog } from "../site/workflows/checkpoint.js";
 
 /** A transaction whose writes carry the leader's epoch (checked first by the fence); resolves with that epoch's work done. */
 export type FencedWrite = (work: (client: pg.PoolClient, epoch: number | undefined) => Promise<void>) => Promise<void>;
@@ -22,6 +22,24 @@ const modelFileName = (position: number, epoch: number | undefined) => `global-$
  * writes after losing the lease is trusted (its row write fails on the fence).
  */
 export class PostgresCheckpoints implements CheckpointStore {
+  readonly rounds: RoundLog = {
+    record: (round, line) =>
+      this.fenced(async (client, epoch) => {
+        await client.query(
+          `INSERT INTO campfire_job_rounds (job_id, round, line, epoch) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (job_id, round) DO UPDATE SET line = $3, epoch = $4, written_at = clock_timestamp()`,
+          [this.jobId, round, JSON.stringify(line), epoch ?? 0],
+        );
+      }),
+    keepBefore: async (nextRound) => {
+      await this.fenced(async (client) => {
+        await client.query("DELETE FROM campfire_job_rounds WHERE job_id = $1 AND round >= $2", [this.jobId, nextRound]);
+      });
+      const { rows } = await this.pool.query<{ line: object }>("SELECT line FROM campfire_job_rounds WHERE job_id = $1 ORDER BY round", [this.jobId]);
+      return rows.map((row) => row.line);
+    },
+  };
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly jobId: string,

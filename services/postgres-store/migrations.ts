@@ -57,6 +57,20 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; description: string; s
       ALTER TABLE campfire_job_transitions ALTER COLUMN at SET DEFAULT clock_timestamp();
     `,
   },
+  {
+    version: 3,
+    description: "the rounds a job recorded (metrics/rounds.jsonl's lines), written under the leader's fence",
+    sql: `
+      CREATE TABLE campfire_job_rounds (
+        job_id     text NOT NULL REFERENCES campfire_jobs (job_id) ON DELETE CASCADE,
+        round      integer NOT NULL,
+        line       json NOT NULL,
+        epoch      bigint NOT NULL,
+        written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (job_id, round)
+      );
+    `,
+  },
 ];
 
 /** An arbitrary but fixed key: the advisory lock that serializes migrations across processes. */

@@ -25,6 +25,21 @@ export interface CheckpointStore {
   read<State>(): Promise<Checkpoint<State> | undefined>;
   /** Saves the state after a completed step (`position`: how far the workflow has come) with the global model. */
   write(position: number, state: object, model: readonly Tensor[] | undefined): Promise<void>;
+  /** The rounds recorded, when the store keeps them beside the checkpoint (PostgreSQL); the workspace's file alone otherwise. */
+  rounds?: RoundLog;
+}
+
+/**
+ * The rounds a job recorded (the lines of metrics/rounds.jsonl), kept by the
+ * store under the leader's fence: a round is recorded here before the file
+ * gets its line, and a resumed job's file is rebuilt from here, so a line a
+ * paused old leader appends late is dropped, and its round refused.
+ */
+export interface RoundLog {
+  /** Records a finished round's line (again, if the round ran again after a resume). */
+  record(round: number, line: object): Promise<void>;
+  /** Forgets the rounds from `nextRound` on (a resume runs them again); resolves with the others, in order. */
+  keepBefore(nextRound: number): Promise<object[]>;
 }
 
 const MODEL_FILE = /^global-\d+(-e\d+)?\.safetensors$/;

@@ -5,6 +5,7 @@ import { historyToCsv } from "../history/csv.js";
 import { readJobHistory } from "../history/job-history.js";
 import { LineAppender } from "../history/line-appender.js";
 import { clientLineOf, logLineOf } from "../history/records.js";
+import type { RoundLog } from "./checkpoint.js";
 import type { WorkflowContext } from "./workflow.js";
 import { RESULT_LAYOUT } from "./model-files.js";
 
@@ -32,12 +33,15 @@ export class JobRecorder {
   /** The clients whose results the round in progress used, and when it began (the previous round's end). */
   private roundClients = new Set<string>();
   private roundStartedAt = Date.now();
+  /** Where the store keeps the rounds too (PostgreSQL), the file's source of truth on a resume. */
+  private readonly roundLog: RoundLog | undefined;
 
   private constructor(
     private readonly workspace: string,
     private readonly summary: Record<string, ClientSummary>,
     context: WorkflowContext<unknown>,
   ) {
+    this.roundLog = context.checkpoints.rounds;
     this.metricLines = new LineAppender(join(workspace, RESULT_LAYOUT.clientMetrics));
     this.logLines = new LineAppender(join(workspace, RESULT_LAYOUT.trainerLog));
     this.unsubscribe = [
@@ -79,6 +83,8 @@ export class JobRecorder {
     const line = { round, time: new Date(now).toISOString(), metrics, durationMs: now - this.roundStartedAt, clients: [...this.roundClients].sort(), ...extra };
     this.roundClients = new Set();
     this.roundStartedAt = now;
+    // First where the leader's fence guards it: a replica that lost its lease is refused here, before the file.
+    await this.roundLog?.record(round, line);
     const file = await open(join(this.workspace, RESULT_LAYOUT.rounds), "a");
     try {
       await file.appendFile(`${JSON.stringify(line)}\n`);
@@ -92,10 +98,15 @@ export class JobRecorder {
   /**
    * Drops the lines of rounds from `nextRound` on: a site that stopped after
    * recording a round but before checkpointing it runs that round again. A
-   * torn line can only be such a round's, so it goes too.
+   * torn line can only be such a round's, so it goes too. With a store that
+   * keeps the rounds (RoundLog), the file is rewritten from the store's.
    */
   async resumeAt(nextRound: number): Promise<void> {
     const path = join(this.workspace, RESULT_LAYOUT.rounds);
+    if (this.roundLog) {
+      const kept = await this.roundLog.keepBefore(nextRound);
+      return writeFileAtomic(path, kept.map((line) => `${JSON.stringify(line)}\n`).join(""));
+    }
     const text = await readFile(path, "utf8").catch(() => "");
     const lines = text.split("\n").filter((line) => line !== "");
     const kept = lines.filter((line) => {
