@@ -163,7 +163,8 @@ export class SiteServer {
       timings,
       logger,
       uploadBudgetBytes: options.uploadBudgetBytes,
-      uploadDir: options.jobs?.dataDir && join(options.jobs.dataDir, "uploads"),
+      // Replicas share the data directory, but staged uploads are one process's: theirs go to a temporary folder of their own.
+      uploadDir: options.replication ? undefined : options.jobs?.dataDir && join(options.jobs.dataDir, "uploads"),
       maxAgentsPerClient: agentLimits.maxAgentsPerClient,
       jobSignature: (jobId) => jobs?.signatureOf(jobId),
       clientConfig: (jobId, clientName) => jobs?.clientConfigOf(jobId, clientName),
