@@ -389,8 +389,10 @@ export class Agent {
   async *tasks(): AsyncGenerator<AgentTask> {
     for (;;) {
       try {
-        const task = await this.getTask();
-        if (task) yield task;
+        // Yielded as it comes, never kept in a variable: a suspended generator keeps the last value of each of its
+        // variables, so a task held in one stayed reachable, its model with it, while the next task downloaded.
+        // Without a timeout getTask() never answers null.
+        yield (await this.getTask())!;
       } catch (error) {
         if (error instanceof AgentClosed) return;
         if (error instanceof AgentAborted || error instanceof AgentPeerGone) continue;
