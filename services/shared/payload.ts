@@ -132,10 +132,12 @@ export async function* encodingChunks({ size, pieces }: StreamedEncoding, chunkB
  * The encoding of a message whose one set field, with the one-byte `tag`, holds
  * `bytes` (a payload chunk): one buffer, one copy, where the generated
  * serializer grows a buffer from 128 bytes by doubling and copies the chunk
- * three times. That made model transfer CPU-bound on encoding.
+ * three times. That made model transfer CPU-bound on encoding. Into `scratch`
+ * (a view of it) when it is large enough.
  */
-export function encodeBytesMessage(tag: number, bytes: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(1 + varintSize(bytes.length) + bytes.length);
+export function encodeBytesMessage(tag: number, bytes: Uint8Array, scratch?: Buffer): Buffer {
+  const size = 1 + varintSize(bytes.length) + bytes.length;
+  const out = scratch && scratch.length >= size ? scratch.subarray(0, size) : Buffer.allocUnsafe(size);
   out[0] = tag;
   out.set(bytes, writeVarint(out, 1, bytes.length));
   return out;
