@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { credentials, Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -7,7 +7,7 @@ import { SessionServiceClient, type UploadArtifactRequest, type UploadArtifactRe
 import { readAudit } from "../services/security/audit.js";
 import { manifestContentOf } from "../services/security/job-signing.js";
 import { AuthorizationError, bytesSource, type DownloadProgress, InvalidJobDefinition, readJobFolder, Session, type UploadProgress } from "../services/session-client/index.js";
-import { campfire } from "./helpers/cli.js";
+import { campfire, CampfireProcess } from "./helpers/cli.js";
 import { encodeSafetensors } from "../services/shared/safetensors.js";
 import { parseTokens } from "../services/site/session/auth.js";
 import { jobDefinition, writeJobFolder } from "./helpers/job-defs.js";
@@ -82,6 +82,47 @@ describe("artifact upload", () => {
     const audit = await readAudit(site.server.audit.path);
     expect(audit.filter((line) => line.action === "UploadArtifact" && line.artifact === sha256(bytes)).map((line) => line.outcome)).toEqual(["failed", "allowed"]);
   }, 60_000);
+
+  it("resumes an upload across a site killed halfway (SIGKILL) and restarted on the same data dir, from the bytes the site kept", async () => {
+    const dataDir = await tempDir();
+    const bytes = randomBytes(48 * 1024 * 1024);
+    const first = await CampfireProcess.site(["--data-dir", dataDir]);
+    const sites = [first.process];
+    const session = new Session({ site: first.address, callTimeoutMs: 10_000 });
+    const events: UploadProgress[] = [];
+    let restart: Promise<void> | undefined;
+    try {
+      const ref = await session.uploadArtifact(bytesSource("app/model.bin", bytes), {
+        // The restart takes seconds (a new process compiles the sources): the client keeps asking meanwhile.
+        maxAttempts: 20,
+        onProgress: (progress) => {
+          events.push(progress);
+          if (restart || progress.attempt !== 1 || progress.sentBytes < bytes.length / 2) return;
+          restart = (async () => {
+            await first.process.kill("SIGKILL");
+            const again = CampfireProcess.start(["site", "--listen", first.address, "--data-dir", dataDir]);
+            sites.push(again);
+            await again.waitForLog((record) => record.msg === "site listening");
+          })();
+        },
+      });
+      await restart;
+      expect(ref).toEqual({ sha256: sha256(bytes), sizeBytes: bytes.length });
+      const resumed = events.filter((event) => event.attempt > 1);
+      expect(resumed.length).toBeGreaterThan(0);
+      // The restarted site offered what the killed one had written to disk: the upload went on from there, not from 0.
+      expect(resumed[0]!.resumedFrom).toBeGreaterThan(0);
+      expect(resumed[0]!.resumedFrom).toBeLessThan(bytes.length);
+      expect(events.at(-1)).toMatchObject({ done: true, sentBytes: bytes.length });
+      expect(sha256(await readFile(join(dataDir, "artifacts", "sha256", sha256(bytes))))).toBe(sha256(bytes));
+      expect(await readdir(join(dataDir, "artifacts", ".partial"))).toEqual([]);
+    } finally {
+      session.close();
+      await restart?.catch(() => undefined);
+      for (const child of sites) await child.kill();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it("refuses bytes that do not hash to the announced digest, and discards them", async () => {
     const bytes = randomBytes(3000);
