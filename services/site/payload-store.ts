@@ -13,10 +13,11 @@ import { UploadSpool } from "./uploads/upload-spool.js";
  * Default budget of uploads in flight or staged. Uploads are staged on disk,
  * not in memory (see uploads/README.md): an upload in flight holds a few
  * chunks of memory whatever its size, so the budget bounds the disk they take
- * and lets a round's uploads run side by side (3 x 256 MiB fit); an upload
+ * and lets a round's uploads run side by side (3 x 1 GiB fit: at 1 GiB, a
+ * budget of 1 GiB made a round's uploads wait for each other); an upload
  * larger than it is admitted alone.
  */
-export const DEFAULT_UPLOAD_BUDGET_BYTES = 1024 * 1024 * 1024;
+export const DEFAULT_UPLOAD_BUDGET_BYTES = 4 * 1024 * 1024 * 1024;
 
 type Entry =
   /** Task data's encoding in pieces that view its tensors (see share()), and the clients a task referencing it was sent to, the only ones who may download it. */

@@ -52,7 +52,7 @@ export interface SiteOptions {
   timings?: Partial<ExchangeTimings>;
   /** The largest payload an agent may upload. Default 4 GiB. */
   maxPayloadBytes?: number;
-  /** How many bytes of uploaded results may be in flight or staged on disk at once (see PayloadStore). Default 1 GiB. */
+  /** How many bytes of uploaded results may be in flight or staged on disk at once (see PayloadStore). Default 4 GiB. */
   uploadBudgetBytes?: number;
   logger?: Logger;
   /** Jobs: data directory, scheduling, limits. */
