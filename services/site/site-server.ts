@@ -166,9 +166,9 @@ export class SiteServer {
       // Replicas share the data directory, but staged uploads are one process's: theirs go to a temporary folder of their own.
       uploadDir: options.replication ? undefined : options.jobs?.dataDir && join(options.jobs.dataDir, "uploads"),
       maxAgentsPerClient: agentLimits.maxAgentsPerClient,
-      jobSignature: (jobId) => jobs?.signatureOf(jobId),
-      clientConfig: (jobId, clientName) => jobs?.clientConfigOf(jobId, clientName),
-      resultFilter: (jobId, clientName, taskName) => jobs?.resultFilterOf(jobId, clientName, taskName),
+      jobSignature: (jobId) => jobs?.taskContexts.signatureOf(jobId),
+      clientConfig: (jobId, clientName) => jobs?.taskContexts.clientConfigOf(jobId, clientName),
+      resultFilter: (jobId, clientName, taskName) => jobs?.taskContexts.resultFilterOf(jobId, clientName, taskName),
     });
     const replication = options.replication;
     // A replica starts as a standby: reads served, no job moved on, agents sent on to the leader.

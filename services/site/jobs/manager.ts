@@ -1,18 +1,15 @@
 import { randomUUID } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ClientRefusal, JobDefinition } from "../../../gen/campfire/admin/v1/job.js";
-import type { JobSignature } from "../../../gen/campfire/common/v1/job_signature.js";
-import { ByeReason } from "../../../gen/campfire/agent/v1/agent_service.js";
 import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Identity } from "../../security/identity.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AgentHub } from "../agent-hub.js";
 import { SiteShuttingDown } from "../errors.js";
-import { LeaseLost, NotLeader } from "../replicas/errors.js";
+import { NotLeader } from "../replicas/errors.js";
 import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.js";
-import type { WorkflowContext } from "../workflows/workflow.js";
 import { InvalidJobDefinition, JobNotFound, JobStillRunning } from "./errors.js";
 import { bySubmitTime, type ListFilter, selectJobs } from "./listing.js";
 import { ACTIVE, appOf, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
@@ -21,10 +18,9 @@ import { ScheduleQueue } from "./schedule-queue.js";
 import { decide, type ScheduleRequest } from "./scheduler.js";
 import { FileJobStore, type JobStore } from "./store.js";
 import { artifactRefsOf, DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
-import { ArtifactStore, type StoredArtifact } from "../artifacts/store.js";
-import type { AppFile } from "../../../gen/campfire/admin/v1/job.js";
-import type { FilterConfig } from "../../privacy/config.js";
-import { type ResultFilter, siteResultFilter } from "../../privacy/site-filters.js";
+import { ArtifactStore } from "../artifacts/store.js";
+import { runJob } from "./job-run.js";
+import { TaskContexts } from "./task-contexts.js";
 
 export interface JobOptions {
   /**
@@ -115,8 +111,8 @@ export class JobManager {
   /** How long after a job ends its agents have to rejoin before failed attempts count again. */
   private readonly jobEndRejoinMs: number;
   private readonly running = new Map<string, RunningJob>();
-  /** What the hub attaches to every task of a running job: its signature (signed jobs only) and each client's config. */
-  private readonly taskContexts = new Map<string, { signature: JobSignature | undefined; clientConfigs: ReadonlyMap<string, Record<string, unknown>>; serverFilters: FilterConfig }>();
+  /** What the hub attaches to the tasks of each running job, and the site filters their results meet. */
+  readonly taskContexts: TaskContexts;
   /** Client -> the job that holds it. */
   private readonly heldBy = new Map<string, string>();
   private readonly stopMetrics: () => void;
@@ -158,6 +154,7 @@ export class JobManager {
       abortGraceMs: options.abortGraceMs ?? 5_000,
     };
     this.records = new JobRecords(store, logger, options.observer ?? {});
+    this.taskContexts = new TaskContexts(logger);
     this.rejoinWindowMs = options.rejoinWindowMs ?? 30_000;
     this.jobEndRejoinMs = Math.min(this.rejoinWindowMs, JOB_END_REJOIN_MS);
     this.queue = new ScheduleQueue({
@@ -293,33 +290,6 @@ export class JobManager {
       }
       if (stored.size !== ref.sizeBytes) throw new InvalidJobDefinition(`${ref.field}.size_bytes: ${ref.sizeBytes}, but the stored artifact ${ref.sha256} has ${stored.size} bytes`);
     }
-  }
-
-  /** The server app's files as stored artifacts (inline ones are stored on first use), by path. */
-  private async storedFiles(files: readonly AppFile[]): Promise<Map<string, StoredArtifact>> {
-    const stored = new Map<string, StoredArtifact>();
-    for (const file of files) {
-      const artifact = file.artifact ? await this.artifacts.stored(file.artifact.sha256) : await this.artifacts.putBytes(file.content);
-      if (!artifact) throw new Error(`app file ${JSON.stringify(file.path)}: its artifact ${file.artifact!.sha256} is no longer stored on this site`);
-      stored.set(file.path, artifact);
-    }
-    return stored;
-  }
-
-  /** The signature of a running job's definition (see HubOptions.jobSignature); undefined when it is unsigned or not running. */
-  signatureOf(jobId: string): JobSignature | undefined {
-    return this.taskContexts.get(jobId)?.signature;
-  }
-
-  /** The site's filter for a result of `taskName` from `clientName` in a running job (see HubOptions.resultFilter). */
-  resultFilterOf(jobId: string, clientName: string, taskName: string): ResultFilter | undefined {
-    const filters = this.taskContexts.get(jobId)?.serverFilters;
-    return filters && siteResultFilter(filters, taskName, { jobId, clientName, logger: this.logger });
-  }
-
-  /** The client config (config_fed_client.json) of the app `clientName` runs in a running job (see HubOptions.clientConfig). */
-  clientConfigOf(jobId: string, clientName: string): Record<string, unknown> | undefined {
-    return this.taskContexts.get(jobId)?.clientConfigs.get(clientName);
   }
 
   /** Records in the job that a client refused it (JobMeta.refusals), once per client and reason. */
@@ -623,7 +593,8 @@ export class JobManager {
     const job: RunningJob = { controller, drain, clients, appName: plan.serverApp, done: Promise.resolve() };
     this.running.set(jobId, job);
     const resumed = this.queue.stopResuming(jobId);
-    job.done = this.run(jobId, plan, clients, { signal: controller.signal, draining: drain.signal }, resumed)
+    const deps = { records: this.records, store: this.store, workflows: this.workflows, artifacts: this.artifacts, hub: this.hub, taskContexts: this.taskContexts, logger: this.logger, abortGraceMs: this.settings.abortGraceMs };
+    job.done = runJob({ jobId, plan, clients, signal: controller.signal, draining: drain.signal, resumed }, deps)
       .catch((error: unknown) => this.logger.error({ err: error, job: jobId }, "the job runner failed"))
       .finally(() => {
         for (const client of clients) if (this.heldBy.get(client) === jobId) this.heldBy.delete(client);
@@ -633,93 +604,6 @@ export class JobManager {
         this.schedule();
       });
   }
-
-  /**
-   * Takes the job through DISPATCHED and RUNNING to its end. A resumed job
-   * (`resumed`: a site restart interrupted it) keeps its status and start time
-   * and counts the resume. A job stopped by the site's shutdown (aborted, or
-   * stopped at a checkpoint while the site drained) does not end when it can
-   * resume: it stays as it is for the next start.
-   */
-  private async run(jobId: string, plan: DeployPlan, clients: string[], { signal, draining }: { signal: AbortSignal; draining: AbortSignal }, resumed: boolean): Promise<void> {
-    const logger = this.logger.child({ job: jobId });
-    let started = false;
-    let resumable = false;
-    let status = RunStatus.RUN_STATUS_FINISHED_COMPLETED;
-    let endReason = "the workflow completed";
-    try {
-      this.records.clearProgress(jobId);
-      const on = `${clients.length} client(s): ${clients.join(", ")}`;
-      const dispatched = resumed
-        ? await this.records.transition(jobId, ACTIVE, (meta) => ({
-            clients,
-            resumeCount: meta.resumeCount + 1,
-            progress: { ...(meta.progress ?? emptyProgress()), phase: `resuming after a site restart on ${on}` },
-          }))
-        : await this.records.transition(jobId, QUEUED, () => ({ status: RunStatus.RUN_STATUS_DISPATCHED, clients, progress: { ...emptyProgress(), phase: `dispatched to ${on}` } }));
-      if (!dispatched) return;
-      logger.info({ clients, resumeCount: dispatched.resumeCount || undefined }, resumed ? "job resuming" : "job dispatched");
-      const validated = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
-      const clientConfigs = new Map(clients.map((client) => [client, validated.clientConfigs.get(appOf(plan, client) ?? "") ?? {}]));
-      this.taskContexts.set(jobId, { signature: validated.definition.signature, clientConfigs, serverFilters: validated.serverFilters });
-      resumable = validated.workflow.resumable === true;
-      const appFiles = await this.storedFiles(validated.serverFiles);
-      const workspace = this.store.workspace(jobId);
-      await mkdir(workspace, { recursive: true });
-      signal.throwIfAborted();
-      await this.records.transition(jobId, ACTIVE, (meta) => ({ status: RunStatus.RUN_STATUS_RUNNING, startTime: meta.startTime ?? new Date() }));
-      started = true;
-      signal.throwIfAborted();
-      logger.info({ workflow: validated.workflow.name }, "job running");
-      const context: WorkflowContext<unknown> = {
-        jobId,
-        args: validated.args,
-        clients,
-        minClients: this.records.get(jobId)!.minClients || clients.length,
-        clientConfigs,
-        appFiles,
-        workspace,
-        checkpoints: this.store.checkpoints(jobId),
-        hub: this.hub,
-        signal,
-        draining,
-        logger,
-        reportProgress: (progress) => this.records.reportProgress(jobId, progress),
-      };
-      await settledOrAborted(validated.workflow.run(context), signal, this.settings.abortGraceMs);
-      signal.throwIfAborted();
-    } catch (error) {
-      // The lease is lost: the job is the new leader's now, and no write of this replica may land.
-      if (error instanceof LeaseLost || signal.reason instanceof LeaseLost) {
-        logger.warn({ epoch: (signal.reason as LeaseLost | undefined)?.epoch ?? (error as LeaseLost).epoch }, "job stopped: this replica lost the leader lease");
-        return;
-      }
-      // A workflow that stopped at a checkpoint because the site drains rejects with the drain's reason.
-      const drained = draining.aborted && error === draining.reason;
-      if (signal.aborted || drained) {
-        const reason = (drained ? error : signal.reason) as unknown;
-        if (reason instanceof SiteShuttingDown && (resumable || !started)) {
-          await this.records.transition(jobId, ACTIVE, () => ({ progress: { ...this.records.liveProgress(jobId), phase: "the site stopped; the job resumes when it starts again" } }));
-          this.records.clearProgress(jobId);
-          logger.info("job left to resume when the site starts again");
-          return;
-        }
-        status = reason instanceof SiteShuttingDown ? RunStatus.RUN_STATUS_FINISHED_ABNORMAL : RunStatus.RUN_STATUS_FINISHED_ABORTED;
-        endReason = reason instanceof Error ? reason.message : String(reason);
-      } else if (!started) {
-        status = RunStatus.RUN_STATUS_FAILED_TO_RUN;
-        endReason = `the job could not be started: ${(error as Error).message}`;
-      } else {
-        status = RunStatus.RUN_STATUS_FINISHED_EXECUTION_EXCEPTION;
-        endReason = (error as Error).message;
-      }
-    }
-    await this.records.transition(jobId, ACTIVE, () => ({ status, endReason, endTime: new Date() }));
-    this.records.clearProgress(jobId);
-    logger.info({ status: statusName(status), reason: endReason }, "job ended");
-    for (const client of clients) this.hub.sayBye(client, ByeReason.BYE_REASON_JOB_ENDED, `job ${jobId} ended: ${statusName(status)}`);
-  }
-
 }
 
 /**
@@ -730,20 +614,6 @@ function resumeRequest(meta: JobMeta): ScheduleRequest {
   const plan = deployPlanOf(meta.deployMap);
   const clientApps = new Map(meta.clients.map((client) => [client, appOf(plan, client) ?? ""]));
   return { plan: { serverApp: plan.serverApp, clientApps, allApp: undefined }, minClients: 0, mandatoryClients: [], resourceSpec: meta.resourceSpec };
-}
-
-/** Resolves or rejects with `work`; once `signal` fires, rejects with its reason at most `graceMs` later. */
-function settledOrAborted(work: Promise<void>, signal: AbortSignal, graceMs: number): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
-    const onAbort = () => (timer = setTimeout(() => reject(signal.reason as Error), graceMs));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-    work.then(resolve, reject).finally(() => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-    });
-  });
 }
 
 /** Waits for `work`, but no longer than `ms`. */
