@@ -7,6 +7,7 @@ import { type DataExchange, decodeDataExchangeAligned, encodeDataExchange, encod
 import { readSafetensorsIndex } from "../shared/safetensors.js";
 import { carriesData, ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { delay } from "../shared/wait.js";
+import { SecureAggregationClient } from "../secure-aggregation/client.js";
 import { CallState } from "./call-state.js";
 import { SiteConnection } from "./connection.js";
 import { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone } from "./errors.js";
@@ -169,12 +170,15 @@ export class Agent {
   private draining = false;
   private metricSequence = 0;
   private readonly logger: Logger;
+  /** Answers secure aggregation's own tasks and masks results before they leave (services/secure-aggregation). */
+  private readonly secureAggregation: SecureAggregationClient;
 
   constructor(options: AgentOptions) {
     this.options = resolveAgentOptions(options);
     this.logger = this.options.logger.child({ client: this.options.clientName, agent: this.options.agentId });
     this.gate = new JobGate(this.options.policy, this.options.tls, this.options.clientName);
     this.filters = new AgentFilters(this.options.privacy, this.logger);
+    this.secureAggregation = new SecureAggregationClient(this.options.clientName, this.logger);
     this.connection = new SiteConnection({ ...this.options, logger: this.logger }, {
       hello: () => ({
         clientName: this.options.clientName,
@@ -299,7 +303,7 @@ export class Agent {
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
     if (this.filtersResult(taskId, returnCode)) return this.holdFiltered(taskId, returnCode, () => data, options.takeOwnership);
-    return this.hold(taskId, returnCode, data, encodingOf(data, options.takeOwnership));
+    return this.holdResult(taskId, returnCode, data, options.takeOwnership);
   }
 
   /**
@@ -317,10 +321,10 @@ export class Agent {
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
     const returnCode = options.returnCode ?? ReturnCode.RETURN_CODE_OK;
-    if (this.filtersResult(taskId, returnCode)) {
-      const fields = { kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, values: options.values, meta: options.meta };
-      return this.holdFiltered(taskId, returnCode, () => this.filters.readResultFile(path, fields), true);
-    }
+    const fields = { kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, values: options.values, meta: options.meta };
+    if (this.filtersResult(taskId, returnCode)) return this.holdFiltered(taskId, returnCode, () => this.filters.readResultFile(path, fields), true);
+    // A masked result is made in memory: the file is read whole, as for result filters.
+    if (this.secureAggregation.masks(taskId)) return this.holdMasked(taskId, returnCode, await this.filters.readResultFile(path, fields));
     const encoded = encodeDataExchangePieces({ kind: options.kind ?? DataKind.DATA_KIND_WEIGHTS, tensors, values: options.values, meta: options.meta });
     return this.hold(taskId, returnCode, undefined, encoded);
   }
@@ -350,21 +354,50 @@ export class Agent {
       this.logger.warn({ task: taskId, reason: error.message }, "a result filter failed: the result does not leave");
       return this.hold(taskId, ReturnCode.RETURN_CODE_TASK_RESULT_FILTER_ERROR, undefined, undefined, `${this.options.clientName}'s result filters failed: ${error.message}`);
     }
-    return this.hold(taskId, returnCode, filtered, encodingOf(filtered, takeOwnership));
+    return this.holdResult(taskId, returnCode, filtered, takeOwnership);
+  }
+
+  /** Holds the trainer's result as it leaves: masked first when it belongs to a secure aggregation round. */
+  private holdResult(taskId: string, returnCode: ReturnCode, data: DataExchange | undefined, takeOwnership: boolean | undefined): Promise<boolean> {
+    if (this.secureAggregation.masks(taskId)) return this.holdMasked(taskId, returnCode, data);
+    return this.hold(taskId, returnCode, data, encodingOf(data, takeOwnership));
   }
 
   /** Holds a result until the site acknowledges it, sending it (again after each reconnect) meanwhile. */
   private async hold(taskId: string, returnCode: ReturnCode, data: DataExchange | undefined, encoded: StreamedEncoding | undefined, message = ""): Promise<boolean> {
     try {
-      return await new Promise<boolean>((resolve) => {
-        const held: HeldResult = { taskId, message, returnCode, data, encoded, upload: undefined, sends: 0, lastSentAt: 0, resolve, timeout: undefined, resendTimer: undefined };
-        this.held = held;
-        this.awaitAcknowledgement(held);
-        this.resendHeldResult();
-      });
+      return await this.deliver(taskId, returnCode, data, encoded, message);
     } finally {
       this.callState.endSubmit();
     }
+  }
+
+  /** A secure aggregation round's result: masked here, so the trainer's own never leaves; the masked tensors are the agent's, sent without a copy. */
+  private async holdMasked(taskId: string, returnCode: ReturnCode, data: DataExchange | undefined): Promise<boolean> {
+    const sealed = await this.secureAggregation.seal(taskId, data, returnCode);
+    return this.hold(taskId, sealed.returnCode, sealed.data, sealed.data && piecesIfLarge(sealed.data));
+  }
+
+  private deliver(taskId: string, returnCode: ReturnCode, data: DataExchange | undefined, encoded: StreamedEncoding | undefined, message = ""): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const held: HeldResult = { taskId, message, returnCode, data, encoded, upload: undefined, sends: 0, lastSentAt: 0, resolve, timeout: undefined, resendTimer: undefined };
+      this.held = held;
+      this.awaitAcknowledgement(held);
+      this.resendHeldResult();
+    });
+  }
+
+  /** Answers a task of the secure aggregation protocol without the trainer (or refuses it, saying why), held and resent as a trainer's result is. */
+  private async answerProtocolTask(task: Task, abort: TaskAbort, answer: Promise<DataExchange>): Promise<void> {
+    this.acknowledgeTask(task.taskId);
+    let data: DataExchange;
+    try {
+      data = await answer;
+    } catch (error) {
+      return this.refuse(task, `secure aggregation: ${(error as Error).message}`);
+    }
+    if (abort.aborted || this.closedWith) return this.forgetController(task.taskId);
+    await this.deliver(task.taskId, ReturnCode.RETURN_CODE_OK, data, piecesIfLarge(data));
   }
 
   /** Sends a metric record (the reference's log()). Returns false when it could not be sent now; it is not queued. */
@@ -483,6 +516,15 @@ export class Agent {
   private accept(task: Task, abort: TaskAbort, data: DataExchange, job: SignedJob | undefined): void {
     const mismatch = this.gate.checkData(task, job, data);
     if (mismatch) return this.refuse(task, mismatch);
+    // Secure aggregation's own tasks are answered here; its training task reaches the filters and the trainer without the protocol's parts.
+    let intercepted;
+    try {
+      intercepted = this.secureAggregation.intercept(task, data);
+    } catch (error) {
+      return this.refuse(task, `secure aggregation: ${(error as Error).message}`);
+    }
+    if (intercepted && "answer" in intercepted) return void this.answerProtocolTask(task, abort, intercepted.answer);
+    if (intercepted) data = intercepted.trainerData;
     // A signed job's filters are the signed ones (the gate refused a task whose client_config differs).
     const filtered = this.filters.receive(task.taskId, task.taskName, job ? job.clientConfig : task.clientConfig, data);
     if ("reason" in filtered) return this.refuse(task, filtered.reason, filtered.returnCode);

@@ -2,6 +2,7 @@ import { broadcastWorkflow } from "./broadcast.js";
 import { crossSiteEvalWorkflow } from "./cross-site-eval.js";
 import { cyclicWorkflow } from "./cyclic.js";
 import { fedAvgWorkflow } from "./fedavg.js";
+import { secureFedAvgWorkflow } from "./secure-fedavg.js";
 import type { Workflow } from "./workflow.js";
 
 /** The workflows a site knows, by the name config_fed_server.json gives ("workflow": "<name>"). */
@@ -27,5 +28,5 @@ export class WorkflowRegistry {
 
 /** The workflows every site has. */
 export function builtinWorkflows(): WorkflowRegistry {
-  return new WorkflowRegistry([broadcastWorkflow, fedAvgWorkflow, cyclicWorkflow, crossSiteEvalWorkflow]);
+  return new WorkflowRegistry([broadcastWorkflow, fedAvgWorkflow, cyclicWorkflow, crossSiteEvalWorkflow, secureFedAvgWorkflow]);
 }
