@@ -155,15 +155,17 @@ export class SecureRound {
   acceptMaskedInput(client: string, result: MaskedResult, template?: readonly Tensor[]): void {
     this.expect("masked_input", client, this.commitments.keys());
     if (this.contributed.has(client)) throw new ProtocolViolation(`a masked result from ${client} was already added`);
-    if (result.kind !== DataKind.DATA_KIND_WEIGHTS && result.kind !== DataKind.DATA_KIND_WEIGHT_DIFF) throw new ProtocolViolation(`sent ${DataKind[result.kind]}, expected WEIGHTS or WEIGHT_DIFF`);
-    if (this.kind !== undefined && result.kind !== this.kind) throw new ProtocolViolation(`sent ${DataKind[result.kind]}, the round's other results are ${DataKind[this.kind]}: a sum cannot mix them`);
+    // As FedAvg: an unspecified kind is taken for WEIGHTS.
+    const kind = result.kind === DataKind.DATA_KIND_UNSPECIFIED ? DataKind.DATA_KIND_WEIGHTS : result.kind;
+    if (kind !== DataKind.DATA_KIND_WEIGHTS && kind !== DataKind.DATA_KIND_WEIGHT_DIFF) throw new ProtocolViolation(`sent ${DataKind[kind]}, expected WEIGHTS or WEIGHT_DIFF`);
+    if (this.kind !== undefined && kind !== this.kind) throw new ProtocolViolation(`sent ${DataKind[kind]}, the round's other results are ${DataKind[this.kind]}: a sum cannot mix them`);
     const tensors = result.staged?.tensors ?? result.tensors ?? [];
     if (tensors.length === 0) throw new ProtocolViolation("sent no tensors");
     const sum = this.sum ?? new ModularSum(template ?? tensors);
     if (result.staged) sum.addStaged(result.staged);
     else sum.add(result.tensors!);
     this.sum = sum;
-    this.kind = result.kind;
+    this.kind = kind;
     this.contributed.add(client);
   }
 
