@@ -61,7 +61,7 @@ describe("SubmitJob refuses a definition that breaks a rule, naming the field an
     ["resources of a client not deployed", { ...serverAndClients(["site-1"]), resourceSpec: { "site-9": { gpu: 1 } } }, /^resource_spec\["site-9"\]: "site-9" is not in deploy_map/],
     ["a negative resource", { ...serverAndClients(["site-1"]), resourceSpec: { "site-1": { gpu: -1 } } }, /^resource_spec\["site-1"\]\.gpu: -1 must be a non-negative number$/],
     ["no server config", { apps: { app: { client: {} } } }, /^apps\[0\]\.server_config: app "app" runs on "server" but has no config\/config_fed_server.json/],
-    ["an unknown workflow", { apps: { app: { server: { workflow: "fedavgx" } } } }, /^apps\[0\]\.server_config\.workflow: "fedavgx" is not a workflow this site knows \(this site knows: broadcast, cross_site_eval, cyclic, fedavg\)$/],
+    ["an unknown workflow", { apps: { app: { server: { workflow: "fedavgx" } } } }, /^apps\[0\]\.server_config\.workflow: "fedavgx" is not a workflow this site knows \(this site knows: broadcast, cross_site_eval, cyclic, fedavg, secure_fedavg\)$/],
     ["a missing workflow argument", { apps: { app: { server: broadcast({}) } } }, /^apps\[0\]\.server_config\.args\.task_name: .*, got nothing$/],
     ["a wrong workflow argument", { apps: { app: { server: broadcast({ task_name: "t", task_timeout_s: -5 }) } } }, /^apps\[0\]\.server_config\.args\.task_timeout_s: must be a positive number of seconds, got -5$/],
     ["an unknown workflow argument", { apps: { app: { server: broadcast({ task_name: "t", rounds: 3 }) } } }, /^apps\[0\]\.server_config\.args\.rounds: is not an argument of this workflow$/],
