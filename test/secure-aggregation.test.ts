@@ -7,7 +7,9 @@ import { readFileSync, watch } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { DataKind, ReturnCode } from "../services/agent/index.js";
 import { Quantization } from "../services/secure-aggregation/quantization.js";
+import { TrainerGateway } from "../services/trainer-api/gateway.js";
 import { decodeDataExchange } from "../services/shared/payload.js";
 import { decodeSafetensors, encodeSafetensors } from "../services/shared/safetensors.js";
 import { DType, float32Tensor, float32Values } from "../services/shared/tensor.js";
@@ -25,16 +27,45 @@ let site: JobSite | undefined;
 const trainers: FixtureProcess[] = [];
 afterEach(async () => {
   await Promise.all(trainers.splice(0).map((trainer) => trainer.kill()));
+  trainerApiTasks.clear();
   await site?.stop();
   site = undefined;
 });
 
-async function federation(clients: string[], env: Record<string, Record<string, string>> = {}) {
+async function federation(clients: string[], env: Record<string, Record<string, string>> = {}, trainerApi: string[] = []) {
   site = await JobSite.start();
-  const byName = new Map(clients.map((client) => [client, spawnFixture("secagg-trainer", { SITE_ADDRESS: site!.address, CLIENT_NAME: client, ELEMENTS: String(ELEMENTS), ...env[client] })]));
+  for (const client of trainerApi) site.serve(client, { trainer: trainerApiClient(client).trainer });
+  const byName = new Map(clients.filter((client) => !trainerApi.includes(client)).map((client) => [client, spawnFixture("secagg-trainer", { SITE_ADDRESS: site!.address, CLIENT_NAME: client, ELEMENTS: String(ELEMENTS), ...env[client] })]));
   trainers.push(...byName.values());
   await site.connected(...clients);
   return byName;
+}
+
+/** Tasks the trainer-API trainers were given, by client. */
+const trainerApiTasks = new Map<string, Array<{ taskName: string; meta: unknown; tensors: string[] }>>();
+
+/**
+ * A client whose trainer uses the sidecar's trainer API (the gateway the
+ * `campfire agent --trainer-api` process serves over gRPC, here called
+ * directly): it attaches, takes tasks and submits its update inline.
+ */
+function trainerApiClient(client: string): TrainerGateway {
+  const gateway = new TrainerGateway({ clientName: client });
+  const tasks: Array<{ taskName: string; meta: unknown; tensors: string[] }> = [];
+  trainerApiTasks.set(client, tasks);
+  const { sessionId } = gateway.attach(`${client}-trainer`, 60_000, "chunks");
+  void (async () => {
+    // Until the test ends (afterEach forgets the client).
+    while (trainerApiTasks.get(client) === tasks) {
+      const task = await gateway.getTask(sessionId, 200).catch(() => undefined);
+      if (task === undefined) return;
+      if (!task) continue;
+      tasks.push({ taskName: task.taskName, meta: task.data.meta, tensors: task.data.tensors.map((tensor) => tensor.name) });
+      const data = { kind: DataKind.DATA_KIND_WEIGHTS, tensors: [float32Tensor("w", [ELEMENTS], updatePattern(client, ELEMENTS))], values: undefined, meta: {} };
+      await gateway.submitResult(sessionId, task.taskId, { returnCode: ReturnCode.RETURN_CODE_OK, message: "", data, staged: false, tensorFile: "" });
+    }
+  })();
+  return gateway;
 }
 
 async function submit(args: Record<string, unknown>) {
@@ -195,9 +226,9 @@ describe("secure_fedavg", () => {
     await assertNoIndividualUpdate(site!.dataDir, clients, 4);
   });
 
-  it("one client SIGKILLed after sharing its keys, before its masked result: the round still yields the survivors' mean", async () => {
+  it("one client SIGKILLed after sharing its keys, before its masked result: the round still yields the survivors' mean (one survivor's trainer on the trainer API)", async () => {
     const clients = ["alpha", "bravo", "charlie", "delta"];
-    const processes = await federation(clients, { charlie: { HOLD_ROUND: "0" } });
+    const processes = await federation(clients, { charlie: { HOLD_ROUND: "0" } }, ["alpha"]);
     const { session, jobId } = await submit({ num_rounds: 1 });
     await processes.get("charlie")!.waitForLine("holding 0", 30_000);
     await processes.get("charlie")!.kill("SIGKILL");
@@ -207,6 +238,8 @@ describe("secure_fedavg", () => {
     expect(maxDifference(await readModel(join(result, "models/final.safetensors")), meanOf(survivors))).toBeLessThanOrEqual(new Quantization(CLIP_RANGE, 4).step / 2 + 1e-6);
     const [round] = await readLines(join(result, "metrics/rounds.jsonl"));
     expect(round.secureAggregation).toMatchObject({ survivors, dropped: ["charlie"], threshold: 3 });
+    // The trainer-API trainer saw only its training task, without the protocol's parts: its agent answered the rest and masked its result.
+    expect(trainerApiTasks.get("alpha")).toEqual([{ taskName: "train", meta: { current_round: 0, total_rounds: 1 }, tensors: [] }]);
     await assertNoIndividualUpdate(site!.dataDir, clients, 4);
   });
 
