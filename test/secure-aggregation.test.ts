@@ -201,9 +201,10 @@ function tensorsIn(file: string, bytes: Buffer) {
 }
 
 describe("secure_fedavg", () => {
-  it("gives the mean of the clients' updates, and the site's stored state never holds an individual update, during the round or after", async () => {
+  it("gives the mean of the clients' updates (WEIGHT_DIFF, applied to the global model), and the site's stored state never holds an individual update, during the round or after", async () => {
     const clients = ["alpha", "bravo", "charlie", "delta"];
-    const processes = await federation(clients, { delta: { HOLD_ROUND: "1" } });
+    const diff = { KIND: "diff" };
+    const processes = await federation(clients, { alpha: diff, bravo: diff, charlie: diff, delta: { ...diff, HOLD_ROUND: "1" } });
     const staging = watchStaging(site!.dataDir, clients, 4);
     const { session, jobId } = await submit({ num_rounds: 2 });
     // Round 1: three masked results are in the sum (and their uploads were staged); delta holds its task.
