@@ -260,11 +260,13 @@ describe("secure_fedavg", () => {
     expect(round.secureAggregation).toMatchObject({ survivors, dropped: ["delta"] });
   });
 
-  it("refuses bad arguments at submit, naming the field and value", async () => {
+  it("refuses bad arguments, and the site's result filters, at submit, naming the field and value", async () => {
     site = await JobSite.start();
     const session = site.session();
     const submitArgs = (args: Record<string, unknown>) => session.submitJobDefinition(jobDefinition({ apps: { app: { server: { workflow: "secure_fedavg", args }, client: {} } } }));
     await expect(submitArgs({ clip_range: 0 })).rejects.toThrow(/clip_range: must be more than 0, got 0/);
     await expect(submitArgs({ threshold: 1 })).rejects.toThrow(/threshold: must be at least 2, got 1/);
+    const withSiteFilters = jobDefinition({ apps: { app: { server: { workflow: "secure_fedavg", args: {}, task_result_filters: [{ filters: [{ name: "clip_l2", args: { max_norm: 1 } }] }] }, client: {} } } });
+    await expect(session.submitJobDefinition(withSiteFilters)).rejects.toThrow(/apps\[0\]\.server_config\.task_result_filters: secure_fedavg takes none: its results are masked/);
   });
 });

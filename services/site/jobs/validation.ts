@@ -212,7 +212,11 @@ function checkServerConfig(app: App, index: number, workflows: WorkflowRegistry)
     throw new InvalidJobDefinition(`${field}.args.${(error as Error).message}`);
   }
   try {
-    return { workflow, args, serverFilters: parseServerFilters(config, field) };
+    const serverFilters = parseServerFilters(config, field);
+    if (serverFilters.taskResultFilters.length && workflow.refusesSiteResultFilters) {
+      throw new InvalidJobDefinition(`${field}.task_result_filters: ${workflow.name} takes none: ${workflow.refusesSiteResultFilters}`);
+    }
+    return { workflow, args, serverFilters };
   } catch (error) {
     if (error instanceof FilterConfigError) throw new InvalidJobDefinition(error.message);
     throw error;

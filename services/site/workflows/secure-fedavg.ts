@@ -67,6 +67,8 @@ export const secureFedAvgWorkflow: Workflow<SecureFedAvgArgs> = {
   // Every round starts with fresh keys: a round a restart cut short is run again from its first phase.
   resumable: true,
 
+  refusesSiteResultFilters: "its results are masked, and a filter would change the masked values so that the sum no longer unmasks; filter at the clients (config_fed_client.json's task_result_filters run before masking)",
+
   async run(context) {
     const { args, workspace, logger } = context;
     const recorder = await JobRecorder.open(context);

@@ -62,6 +62,8 @@ export interface Workflow<Args = unknown> {
    * client may not be harmless; the admin decides whether to clone the job.
    */
   resumable?: boolean;
+  /** Why the site's result filters (config_fed_server.json's task_result_filters) cannot run on this workflow's results, when they cannot: such a job is refused at submit. */
+  refusesSiteResultFilters?: string;
   /** Runs the job to its end. Resolves when it completed; rejects to fail it (the message becomes the job's end_reason). */
   run(context: WorkflowContext<Args>): Promise<void>;
 }
