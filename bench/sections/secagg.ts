@@ -1,4 +1,4 @@
-// 13. Secure aggregation: rounds of secure_fedavg (services/secure-aggregation:
+// 14. Secure aggregation: rounds of secure_fedavg (services/secure-aggregation:
 // keys, sealed shares, masked results, unmasking) against plain fedavg, on the
 // same site and the same 8 agents, with a 16 MiB model, in the same run. Per
 // workflow: the median round time (the rounds after the first, from the job's

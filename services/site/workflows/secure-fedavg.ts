@@ -9,7 +9,6 @@ import { float32Tensor, float32Values } from "../../shared/tensor.js";
 import type { TaskSpec } from "../agent-hub.js";
 import type { TaskOutcome } from "../agent-session.js";
 import { parseArgs } from "./arguments.js";
-import { readCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import { scatterGather } from "./gather.js";
 import { loadAppModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
 import { JobRecorder } from "./recorder.js";
@@ -73,7 +72,7 @@ export const secureFedAvgWorkflow: Workflow<SecureFedAvgArgs> = {
     const { args, workspace, logger } = context;
     const recorder = await JobRecorder.open(context);
     try {
-      const saved = await readCheckpoint<SecureFedAvgState>(workspace);
+      const saved = await context.checkpoints.read<SecureFedAvgState>();
       let global = saved ? saved.model : args.initial_model ? await loadAppModel(context.appFiles, args.initial_model) : undefined;
       if (saved) await recorder.resumeAt(saved.state.nextRound);
       const lastRound = args.start_round + args.num_rounds;
@@ -84,7 +83,7 @@ export const secureFedAvgWorkflow: Workflow<SecureFedAvgArgs> = {
         });
         global = outcome.model;
         await recorder.round(round, {}, { secureAggregation: outcome.report });
-        await writeCheckpoint(workspace, round + 1, { nextRound: round + 1 } satisfies SecureFedAvgState, global);
+        await context.checkpoints.write(round + 1, { nextRound: round + 1 } satisfies SecureFedAvgState, global);
         logger.info({ job: context.jobId, round, ...outcome.report }, "secure round complete");
       }
       if (!global) throw new Error("no round ran, so there is no model");
