@@ -241,6 +241,18 @@ describe("mnist example: trainer", () => {
     expect((await client.handle({ taskName: "submit_model", data: empty, signal: live }))?.data?.tensors).toHaveLength(2);
   });
 
+  it("trains with FedProx's proximal term when the task's meta carries proximal_mu, staying nearer the global model", async () => {
+    const global = modelToTensors(initModel("softmax", 7));
+    const distance = async (meta: Record<string, unknown>) => {
+      const answer = await client.handle({ taskName: "train", data: { kind: DataKind.DATA_KIND_WEIGHTS, tensors: global, values: undefined, meta }, signal: live });
+      return answer!.data!.tensors.reduce((sum, tensor, index) => sum + float32Values(tensor).reduce((total, value, i) => total + (value - float32Values(global[index]!)[i]!) ** 2, 0), 0);
+    };
+    const plain = await distance({ current_round: 1 });
+    const proximal = await distance({ current_round: 1, proximal_mu: 1 });
+    expect(proximal).toBeGreaterThan(0);
+    expect(proximal).toBeLessThan(0.5 * plain);
+  });
+
   it("gives no answer to a task aborted while it trains, and refuses weights of no known model", async () => {
     expect(await client.handle({ taskName: "train", data: empty, signal: aborted })).toBeUndefined();
     const junk = { ...empty, tensors: [{ ...modelToTensors(initModel("softmax", 1))[0]!, name: "conv.weight" }] };

@@ -6,7 +6,7 @@ import { startPeer } from "./peer.js";
 import { ratio } from "./stats.js";
 
 /** The benchmarks, in the order the suite runs them: bench/sections/<name>.ts. */
-export const SECTIONS = ["round-trip", "throughput", "transfer", "aggregation", "scale", "recovery", "drain", "handshake", "dashboard", "python", "large-model", "sidecar", "replicas", "secagg"];
+export const SECTIONS = ["round-trip", "throughput", "transfer", "aggregation", "scale", "recovery", "drain", "handshake", "dashboard", "python", "large-model", "sidecar", "replicas", "secagg", "robust"];
 
 /** A target, as a ratio to the baseline or as an absolute bound on the value. */
 export type Target = { ratioAtMost: number } | { ratioAtLeast: number } | { atMost: number; because: string };

@@ -143,6 +143,11 @@ export interface TrainOptions {
   seed: number;
   /** Training stops between two minibatches once this fires. */
   signal?: AbortSignal;
+  /**
+   * FedProx: adds (mu / 2) |w - anchor|^2 to the loss, pulling the local model
+   * towards `anchor` (the global model the task carried, same parameters as the model).
+   */
+  proximal?: { mu: number; anchor: Model };
   onEpoch?: (epoch: number, metrics: Evaluation) => void;
 }
 
@@ -167,6 +172,7 @@ export interface TrainReport {
  */
 export async function trainLocal(model: Model, data: Dataset, options: TrainOptions): Promise<TrainReport> {
   const { epochs, learningRate, signal } = options;
+  const proximal = options.proximal && options.proximal.mu > 0 ? { rate: learningRate * options.proximal.mu, anchor: options.proximal.anchor.params.map((param) => param.values) } : undefined;
   const batchSize = Math.max(1, Math.floor(options.batchSize));
   const net = new Network(model, true);
   const order = new Int32Array(data.size);
@@ -195,7 +201,7 @@ export async function trainLocal(model: Model, data: Dataset, options: TrainOpti
         if (net.predicted === data.labels[sample]) correct++;
         net.backward(data.labels[sample]!);
       }
-      net.step(learningRate / (end - start));
+      net.step(learningRate / (end - start), proximal);
       seen += end - start;
       report.samples += end - start;
       report.steps++;
@@ -334,11 +340,16 @@ class Network {
     for (const gradient of this.gradients) gradient.fill(0);
   }
 
-  /** w -= rate * g for every parameter. */
-  step(rate: number): void {
+  /** w -= rate * g for every parameter; with `proximal`, also w -= proximal.rate * (w - anchor), the proximal term's gradient step. */
+  step(rate: number, proximal?: { rate: number; anchor: Float32Array[] }): void {
     this.weights.forEach((weights, index) => {
       const gradient = this.gradients[index]!;
-      for (let i = 0; i < weights.length; i++) weights[i]! -= rate * gradient[i]!;
+      const anchor = proximal?.anchor[index];
+      if (!anchor) {
+        for (let i = 0; i < weights.length; i++) weights[i]! -= rate * gradient[i]!;
+        return;
+      }
+      for (let i = 0; i < weights.length; i++) weights[i]! -= rate * gradient[i]! + proximal.rate * (weights[i]! - anchor[i]!);
     });
   }
 

@@ -153,7 +153,10 @@ export class MnistClient {
     // A first round without an initial model: every client seeds alike, so all still start from one point.
     // Weights that arrive decide the model kind; MODEL only picks the kind of fresh ones.
     const model = task.tensors.length ? modelFromTensors(task.tensors) : initModel(config.model, config.seed);
+    // FedProx: the workflow's proximal_mu keeps the local model near the global one it sent.
+    const mu = numberMeta(task, "proximal_mu") ?? 0;
     const report = await trainLocal(model, this.data.train, {
+      proximal: mu > 0 ? { mu, anchor: cloneModel(model) } : undefined,
       epochs: config.epochs,
       learningRate: config.learningRate,
       batchSize: config.batchSize,

@@ -39,11 +39,17 @@ export function useWorkflowRuns() {
     site = undefined;
   });
   return {
+    /** The site of the test's latest run. */
+    get site(): JobSite | undefined {
+      return site;
+    },
     async start(): Promise<JobSite> {
       site = await JobSite.start();
       return site;
     },
     async run(workflow: string, args: Record<string, unknown>, trainers: Record<string, Trainer>, files: Record<string, Buffer> = {}) {
+      // A test may run several jobs, each on a fresh site.
+      await site?.stop();
       site = await JobSite.start();
       for (const [client, trainer] of Object.entries(trainers)) site.serve(client, { trainer });
       await site.connected(...Object.keys(trainers));

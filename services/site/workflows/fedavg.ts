@@ -4,7 +4,8 @@ import { DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { DpArgs, type DpState, RoundDp } from "../../privacy/round-dp.js";
 import { float32Values } from "../../shared/tensor.js";
-import { WeightedAverage } from "./aggregation.js";
+import { AggregatorArgs, createAggregator, type Aggregator } from "../aggregation/aggregator.js";
+import { ServerOptimizer, ServerOptimizerArgs } from "../aggregation/server-optimizer.js";
 import { crossSiteEvaluate, crossSiteEvalWorkflow } from "./cross-site-eval.js";
 import { type GatherOptions, scatterGather } from "./gather.js";
 import { loadAppModel, loadModel, RESULT_LAYOUT, saveModel } from "./model-files.js";
@@ -47,6 +48,12 @@ const FedAvgArgs = z
     cross_site_eval: z.boolean().default(false),
     /** Differential privacy, central or local, with its accountant (docs/privacy.md). */
     dp: DpArgs.optional(),
+    /** How a round's results become one model (see docs/aggregation.md): the weighted mean, or a robust aggregator. */
+    aggregator: AggregatorArgs.default({ name: "weighted_mean" }),
+    /** How the aggregate moves the global model: directly (none), or a server optimizer step (fedavgm, fedadam, fedyogi). */
+    server_optimizer: ServerOptimizerArgs.default({ name: "none" }),
+    /** FedProx: sent to the clients in the train task's meta as "proximal_mu" when more than 0, the weight of their proximal term (mu / 2) |w - global|^2. */
+    proximal_mu: z.number().min(0, "must be 0 or more").default(0),
   })
   .strict()
   .superRefine((args, context) => {
@@ -54,6 +61,7 @@ const FedAvgArgs = z
     // One client's influence on the round must be one clipped update.
     if (Object.keys(args.aggregation_weights).length) context.addIssue({ code: "custom", path: ["aggregation_weights"], message: "must be left out under central DP, which weighs every client 1" });
     if (args.initial_model === undefined) context.addIssue({ code: "custom", path: ["initial_model"], message: "is required under central DP: each client's update is clipped relative to the global model" });
+    if (args.aggregator.name !== "weighted_mean") context.addIssue({ code: "custom", path: ["aggregator", "name"], message: "must be weighted_mean under central DP, whose noise is calibrated to a sum of clipped updates" });
   });
 
 export type FedAvgArgs = z.infer<typeof FedAvgArgs>;
@@ -64,12 +72,16 @@ interface FedAvgState {
   best: { round: number; value: number } | undefined;
   roundsMeetingStopCondition: number;
   dp?: DpState;
+  /** The server optimizer's moments: a file beside the checkpoint's model (ServerOptimizer.checkpoint). */
+  optimizerState?: string;
 }
 
 /**
  * Federated averaging (scatter and gather): each round sends the global model
  * to every client, folds each result into one weighted sum as it arrives, and
- * makes the mean the next global model.
+ * makes the mean the next global model. The `aggregator` argument may swap the
+ * mean for a robust aggregator and `server_optimizer` may turn the step into
+ * an optimizer's (services/site/aggregation/).
  */
 export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
   name: "fedavg",
@@ -88,6 +100,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
       const saved = await context.checkpoints.read<FedAvgState>();
       let state: FedAvgState = saved?.state ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
       let global = saved ? saved.model : await initialModel(context);
+      const optimizer = await ServerOptimizer.restore(args.server_optimizer, workspace, state.optimizerState);
       /**
        * The model before the last round: nothing uses it once that round is
        * over (every model here is read into buffers of the workflow's own, the
@@ -119,8 +132,9 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
         }
         context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
         const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder, dp);
+        const stepped = optimizer.step(global, next.model);
         spare = global;
-        global = next.model;
+        global = stepped;
         const metrics = { ...(args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {}), ...next.privacy };
         const keyValue = metrics[args.key_metric];
         const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
@@ -129,9 +143,11 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
           best: improved ? { round, value: keyValue } : state.best,
           roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
           dp: dp?.state,
+          optimizerState: await optimizer.checkpoint(workspace, round + 1),
         };
         await recorder.round(round, metrics, { best: improved });
         await context.checkpoints.write(state.nextRound, state, global);
+        await ServerOptimizer.prune(workspace, state.optimizerState);
         if (improved) await saveBest(state.best!);
         context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
         logger.info({ job: context.jobId, round, metrics }, "round complete");
@@ -158,9 +174,11 @@ async function trainRound(
   dp: RoundDp | undefined,
 ): Promise<{ model: Tensor[]; privacy: Record<string, number> | undefined }> {
   const { args, hub } = context;
-  const payload = hub.payloads.share({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: global ?? [], values: undefined, meta: { current_round: round, total_rounds: totalRounds } });
+  const meta = { current_round: round, total_rounds: totalRounds, ...(args.proximal_mu > 0 && { proximal_mu: args.proximal_mu }) };
+  const payload = hub.payloads.share({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: global ?? [], values: undefined, meta });
   const base = global && new Map(global.map((tensor) => [tensor.name, float32Values(tensor)]));
-  let average = global && new WeightedAverage(global, spare);
+  const logger = context.logger.child({ job: context.jobId, round });
+  let average: Aggregator | undefined = global && createAggregator(args.aggregator, global, spare, logger);
   try {
     const report = await scatterGather({
       ...roundOptions(context, minResults),
@@ -180,18 +198,20 @@ async function trainRound(
         const weight = clip ? 1 : (args.aggregation_weights[outcome.clientName] ?? 1) * (Number.isFinite(steps) && steps > 0 ? steps : 1);
         dp?.check(data.meta);
         // No global model yet: the first result fixes names and shapes (not values: it may still be refused).
-        average ??= new WeightedAverage(data.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })));
-        const norm = staged ? average.addStaged(staged, weight, isDiff ? base : undefined, clip) : average.add(outcome.data!.tensors, weight, isDiff ? base : undefined, clip);
+        average ??= createAggregator(args.aggregator, data.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })), [], logger);
+        const from = { base: isDiff ? base : undefined, clip, client: outcome.clientName };
+        const norm = staged ? average.addStaged(staged, weight, from) : average.add(outcome.data!.tensors, weight, from);
         dp?.folded(data.meta, norm);
         recorder.accepted(outcome.clientName);
       },
     });
     report.failures.forEach((reason, client) => recorder.failed(client, round, args.train_task_name, reason));
+    const privacy = dp?.endRound(average!);
+    return { model: await average!.result(), privacy };
   } finally {
     payload.release();
+    average?.release();
   }
-  const privacy = dp?.endRound(average!);
-  return { model: average!.result(), privacy };
 }
 
 /** Sends the new global model to the clients' validation task; returns the mean of each metric they report. */
