@@ -1,10 +1,11 @@
 import { readdir, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { z } from "zod";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { readSafetensorsFile } from "../../shared/safetensors.js";
 import { float32Tensor, float32Values } from "../../shared/tensor.js";
-import { RESULT_LAYOUT, saveModel } from "../workflows/model-files.js";
+import { CHECKPOINT_DIR } from "../workflows/checkpoint.js";
+import { saveModel } from "../workflows/model-files.js";
 
 const rate = z.number().gt(0, "must be more than 0");
 const decay = z.number().min(0, "must be 0 or more").lt(1, "must be less than 1");
@@ -34,7 +35,6 @@ export const ServerOptimizerArgs = z.discriminatedUnion("name", [
 
 export type ServerOptimizerArgs = z.infer<typeof ServerOptimizerArgs>;
 
-const CHECKPOINT_DIR = dirname(RESULT_LAYOUT.checkpointState);
 const STATE_FILE = /^optimizer-\d+\.safetensors$/;
 
 /** The optimizer's moments, by model tensor name: m (first) for all, v (second) for the adaptive ones. */
