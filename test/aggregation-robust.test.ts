@@ -242,15 +242,19 @@ describe("server optimizers: the math", () => {
     const workspace = await tempDir();
     const args: ServerOptimizerArgs = { name: "fedadam", lr: 0.1, beta1: 0.9, beta2: 0.99, tau: 0.01 };
     expect(await twoRounds(args, workspace, true)).toEqual(await twoRounds(args, workspace, false));
-    const optimizer = await ServerOptimizer.restore(args, workspace, "optimizer-1.safetensors");
+    // Each file's name is unique (a paused old leader of site replicas cannot overwrite the one the fenced state names).
+    const [first] = await readdir(join(workspace, "checkpoint"));
+    expect(first).toMatch(/^optimizer-1-[0-9a-f]{12}\.safetensors$/);
+    const optimizer = await ServerOptimizer.restore(args, workspace, first);
     optimizer.step([float32Tensor("w", [2], new Float32Array(2))], [float32Tensor("w", [2], new Float32Array(2))]);
-    const file = await optimizer.checkpoint(workspace, 2);
-    expect((await readdir(join(workspace, "checkpoint"))).sort()).toEqual(["optimizer-1.safetensors", "optimizer-2.safetensors"]);
+    const file = (await optimizer.checkpoint(workspace, 2))!;
+    expect(file).toMatch(/^optimizer-2-[0-9a-f]{12}\.safetensors$/);
+    expect((await readdir(join(workspace, "checkpoint"))).sort()).toEqual([first, file]);
     await ServerOptimizer.prune(workspace, file);
-    expect(await readdir(join(workspace, "checkpoint"))).toEqual(["optimizer-2.safetensors"]);
+    expect(await readdir(join(workspace, "checkpoint"))).toEqual([file]);
     // Moments of another model are refused, naming the tensor.
     expect(() => optimizer.step([float32Tensor("v", [2], new Float32Array(2))], [float32Tensor("v", [2], new Float32Array(2))])).toThrow(/server_optimizer fedadam: its state does not fit tensor "v"/);
-    expect(existsSync(join(workspace, "checkpoint", "optimizer-2.safetensors"))).toBe(true);
+    expect(existsSync(join(workspace, "checkpoint", file))).toBe(true);
   });
 });
 

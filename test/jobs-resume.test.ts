@@ -87,12 +87,12 @@ describe("a stopped site resumes its jobs when it starts again", () => {
 
   it("FedAvg's server optimizer goes on with the moments of its last checkpoint", async () => {
     const { dataDir, port, jobId, workspace } = await interruptedJob("fedavg", { num_rounds: 4, server_optimizer: { name: "fedavgm", lr: 1, momentum: 0.5 } }, ["a", "b"]);
-    expect(JSON.parse(await readFile(join(workspace, "checkpoint/state.json"), "utf8"))).toMatchObject({ nextRound: 1, optimizerState: "optimizer-1.safetensors" });
+    expect(JSON.parse(await readFile(join(workspace, "checkpoint/state.json"), "utf8"))).toMatchObject({ nextRound: 1, optimizerState: expect.stringMatching(/^optimizer-1-[0-9a-f]{12}\.safetensors$/) });
     const { session } = await restart(dataDir, port);
     expect(statusName((await waitForJob(session, jobId, FINISHED, 30_000)).status)).toBe("FINISHED:COMPLETED");
     // Every round's aggregate is +1: the momentum is 1, 1.5, 1.75, 1.875 (a lost one would restart at 1: 5.25 in all).
     expect(await readModel(join(workspace, "models/final.safetensors"))).toEqual(INITIAL.map((value) => value + 6.125));
-    expect((await readdir(join(workspace, "checkpoint"))).sort()).toEqual(["global-4.safetensors", "optimizer-4.safetensors", "state.json"]);
+    expect((await readdir(join(workspace, "checkpoint"))).sort()).toEqual(["global-4.safetensors", expect.stringMatching(/^optimizer-4-[0-9a-f]{12}\.safetensors$/), "state.json"]);
   });
 
   it("cyclic goes on from its last hand-over", async () => {

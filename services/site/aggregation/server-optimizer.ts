@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
@@ -35,7 +36,7 @@ export const ServerOptimizerArgs = z.discriminatedUnion("name", [
 
 export type ServerOptimizerArgs = z.infer<typeof ServerOptimizerArgs>;
 
-const STATE_FILE = /^optimizer-\d+\.safetensors$/;
+const STATE_FILE = /^optimizer-\d+(-[0-9a-f]+)?\.safetensors$/;
 
 /** The optimizer's moments, by model tensor name: m (first) for all, v (second) for the adaptive ones. */
 interface Moments {
@@ -108,14 +109,17 @@ export class ServerOptimizer {
   }
 
   /**
-   * Saves the moments as checkpoint/optimizer-<position>.safetensors and
-   * returns that name, for the workflow's checkpoint state to name; call it
-   * before writing that state, and prune() after. Undefined: nothing to save.
+   * Saves the moments as checkpoint/optimizer-<position>-<random>.safetensors
+   * and returns that name, for the workflow's checkpoint state to name; call
+   * it before writing that state, and prune() after. Undefined: nothing to
+   * save. The random part: with site replicas, a paused old leader may still
+   * write its file for the same position after a new leader wrote its own;
+   * under another name it cannot replace the file the fenced state names.
    */
   async checkpoint(workspace: string, position: number): Promise<string | undefined> {
     const { moments } = this;
     if (!moments) return undefined;
-    const file = `optimizer-${position}.safetensors`;
+    const file = `optimizer-${position}-${randomBytes(6).toString("hex")}.safetensors`;
     const tensors = (prefix: string, values: Map<string, Float32Array>) => [...values].map(([name, array]) => float32Tensor(`${prefix}${name}`, [array.length], array));
     await saveModel(workspace, join(CHECKPOINT_DIR, file), [...tensors("m:", moments.m), ...tensors("v:", moments.v ?? new Map())], { optimizer: this.args.name, position: String(position) });
     return file;
