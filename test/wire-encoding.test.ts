@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { DownloadPayloadResponse, UploadPayloadRequest } from "../gen/campfire/agent/v1/agent_service.js";
 import { DataExchange, DataKind } from "../gen/campfire/common/v1/exchange.js";
 import { DType } from "../gen/campfire/common/v1/tensor.js";
-import { agentServiceDefinition } from "../services/shared/agent-wire.js";
+import { agentServiceDefinition, encodedUploadChunk, uploadChunkScratchBytes } from "../services/shared/agent-wire.js";
 import { encodeDataExchange } from "../services/shared/payload.js";
 import { float32Tensor } from "../services/shared/tensor.js";
 
@@ -33,5 +33,22 @@ describe("fast encodings match the generated ones byte for byte", () => {
     expect(agentServiceDefinition.uploadPayload.requestSerialize(upload)).toEqual(generated(UploadPayloadRequest.encode(upload).finish()));
     const download: DownloadPayloadResponse = { chunk };
     expect(agentServiceDefinition.downloadPayload.responseSerialize(download)).toEqual(generated(DownloadPayloadResponse.encode(download).finish()));
+  });
+
+  it("upload chunks encoded ahead into reused buffers", () => {
+    const scratch = Buffer.alloc(uploadChunkScratchBytes(300_000), 0xee);
+    for (const length of [300_000, 100, 0]) {
+      const chunk = Buffer.from(new Uint8Array(length).map((_, i) => (i * 7 + length) % 251));
+      const message = encodedUploadChunk(chunk, scratch);
+      const bytes = agentServiceDefinition.uploadPayload.requestSerialize(message);
+      expect(bytes).toEqual(generated(UploadPayloadRequest.encode({ part: { $case: "chunk", value: chunk } }).finish()));
+      // The encoding lies in the scratch buffer given: no new buffer per chunk.
+      expect(bytes.buffer).toBe(scratch.buffer);
+    }
+    // A chunk larger than the scratch buffer still encodes right, in a buffer of its own.
+    const large = Buffer.alloc(400_000, 3);
+    const bytes = agentServiceDefinition.uploadPayload.requestSerialize(encodedUploadChunk(large, scratch));
+    expect(bytes).toEqual(generated(UploadPayloadRequest.encode({ part: { $case: "chunk", value: large } }).finish()));
+    expect(bytes.buffer).not.toBe(scratch.buffer);
   });
 });

@@ -9,11 +9,11 @@ import {
   type Welcome,
 } from "../../gen/campfire/agent/v1/agent_service.js";
 import { siteChannelCredentials } from "../security/client-transport.js";
-import { AgentWireClient, countingAgentClient } from "../shared/agent-wire.js";
+import { AgentWireClient, countingAgentClient, encodedUploadChunk, uploadChunkScratchBytes } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
 import { CHUNK_BYTES, ChunkAssembler, encodingChunks, MAX_MESSAGE_BYTES, type StreamedEncoding } from "../shared/payload.js";
 import { collectGarbageBefore, countChunkGarbage } from "../shared/memory.js";
-import { map, writeWindowed } from "../shared/stream-writes.js";
+import { CHUNKS_IN_FLIGHT, map, writeWindowed } from "../shared/stream-writes.js";
 import { backoffDelay, delay } from "../shared/wait.js";
 import { AgentClosed } from "./errors.js";
 import type { ResolvedAgentOptions } from "./options.js";
@@ -169,12 +169,19 @@ export class SiteConnection {
       void (async () => {
         try {
           call.write({ part: { $case: "header", value: { agentId: this.options.agentId, sizeBytes: encoding.size } } });
+          // Each chunk is encoded into one of a few buffers used in turn, not a new 1 MiB buffer (garbage
+          // at once, as grpc-js copies it): writeWindowed keeps at most CHUNKS_IN_FLIGHT messages unwritten
+          // and takes the next one from here before waiting, so one buffer more than that is never in use.
+          const scratch = Array.from({ length: Math.min(CHUNKS_IN_FLIGHT + 1, Math.ceil(encoding.size / CHUNK_BYTES)) }, () =>
+            Buffer.allocUnsafe(uploadChunkScratchBytes(Math.min(CHUNK_BYTES, encoding.size))),
+          );
+          let sent = 0;
           const chunks = map(encodingChunks(encoding), (chunk) => {
             progress();
             countChunkGarbage(chunk.length);
-            return { part: { $case: "chunk" as const, value: chunk } };
+            return encodedUploadChunk(chunk, scratch[sent++ % scratch.length]!);
           });
-          await writeWindowed(call, chunks, stalled.signal);
+          await writeWindowed(call, chunks, stalled.signal, CHUNKS_IN_FLIGHT);
           call.end();
         } catch (error) {
           failure ??= error;

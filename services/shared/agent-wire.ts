@@ -46,6 +46,32 @@ function serializeControl<T>(fns: { encode(message: T, writer: BinaryWriter): Bi
 const downloadScratch = Buffer.allocUnsafe(1 + 4 + CHUNK_BYTES);
 
 /**
+ * Upload chunk messages already encoded by encodedUploadChunk(), with their
+ * encodings: the serializer returns those as they are.
+ */
+const encodedUploads = new WeakMap<UploadPayloadRequest, Buffer>();
+
+/**
+ * An UploadPayloadRequest carrying `chunk`, encoded now into `scratch` (at
+ * least 1 + 4 + the chunk's length bytes), which the serializer then returns
+ * without encoding it again. For an uploader that reuses a few buffers in
+ * turn instead of allocating 1 MiB per chunk: the caller must not reuse
+ * `scratch` before this message's write has completed (its write callback),
+ * since grpc-js copies the encoding into a framed buffer of its own only
+ * later, asynchronously, before that callback.
+ */
+export function encodedUploadChunk(chunk: Uint8Array, scratch: Buffer): UploadPayloadRequest {
+  const message: UploadPayloadRequest = { part: { $case: "chunk", value: chunk } };
+  encodedUploads.set(message, encodeBytesMessage(UPLOAD_CHUNK_TAG, chunk, scratch));
+  return message;
+}
+
+/** The room encodedUploadChunk() needs for a chunk of `bytes`: the tag and a length of up to 4 bytes (chunks are at most 2 MiB). */
+export function uploadChunkScratchBytes(bytes: number): number {
+  return 1 + 4 + bytes;
+}
+
+/**
  * campfire.agent.v1.AgentService as both sides serve and call it: the generated
  * definition, with control messages encoded by one reused writer, and payload
  * chunks serialized by encodeBytesMessage (one copy of each 1 MiB chunk instead
@@ -61,7 +87,8 @@ export const agentServiceDefinition: typeof AgentServiceService = {
   uploadPayload: {
     ...AgentServiceService.uploadPayload,
     requestSerialize: (value: UploadPayloadRequest): Buffer =>
-      value.part?.$case === "chunk" ? encodeBytesMessage(UPLOAD_CHUNK_TAG, value.part.value) : Buffer.from(UploadPayloadRequest.encode(value).finish()),
+      encodedUploads.get(value) ??
+      (value.part?.$case === "chunk" ? encodeBytesMessage(UPLOAD_CHUNK_TAG, value.part.value) : Buffer.from(UploadPayloadRequest.encode(value).finish())),
   },
   downloadPayload: {
     ...AgentServiceService.downloadPayload,
