@@ -7,6 +7,7 @@ import type { Task } from "../gen/campfire/agent/v1/agent_service.js";
 import { Agent, type AgentTask, DataKind } from "../services/agent/index.js";
 import { type JobPolicy, JobGate, parseJobPolicy, workflowFacts } from "../services/agent/job-policy.js";
 import { runAgentLoop, type Trainer } from "../services/cli/agent-loop.js";
+import { PROTOCOL_TASKS, SECAGG_META } from "../services/secure-aggregation/protocol.js";
 import { parseManifest, signJobDefinition } from "../services/security/job-signing.js";
 import { certifyKit, type TlsKit } from "../services/security/kit.js";
 import { SiteTrust } from "../services/security/site-trust.js";
@@ -351,6 +352,22 @@ describe("the agent's job gate", () => {
     expect(gate.checkData(task(definition, "stats"), verdict.job, data({ columns: ["diagnosis"] }))).toMatch(/its meta client_config\.columns is \["diagnosis"\]/);
   });
 
+  it("holds a signed secure_fedavg job to secure aggregation: its protocol tasks pass, a training task without a secure aggregation round is refused", async () => {
+    const definition = jobDefinition({ apps: { app: { server: { workflow: "secure_fedavg", args: { num_rounds: 2 } }, client: {} } } });
+    definition.signature = signJobDefinition(definition, certifyKit(await kits.load("admin@a.org")));
+    // A client that insists on secure aggregation: signed jobs only, of that workflow only.
+    const gate = new JobGate(parseJobPolicy({ require_signed_jobs: true, workflows: ["secure_fedavg"] }), await kits.load("hospital-b"), "hospital-b");
+    for (const name of Object.values(PROTOCOL_TASKS)) expect(gate.check(task(definition, name)).accepted).toBe(true);
+    const verdict = gate.check(task(definition, "train"));
+    if (!verdict.accepted) throw new Error(verdict.reason);
+    const data = (meta: Record<string, unknown>) => ({ kind: DataKind.DATA_KIND_WEIGHTS, tensors: [], values: undefined, meta: { current_round: 0, total_rounds: 2, ...meta } });
+    expect(gate.checkData(task(definition, "train"), verdict.job, data({ [SECAGG_META]: { phase: "masked_input", round: 0 } }))).toBeUndefined();
+    expect(gate.checkData(task(definition, "train"), verdict.job, data({}))).toBe(
+      "the task does not match the signed job: the signed workflow secure_fedavg masks every training result, and this train task carries no secure aggregation round: its result would leave unmasked; the site altered the job after it was signed",
+    );
+    expect(gate.check(task(fedAvgJob({ num_rounds: 1 }), "train"))).toMatchObject({ accepted: false, reason: expect.stringContaining("not signed") });
+  });
+
   it("knows the built-in workflows' task names and rounds as the site's workflows default them", async () => {
     const workflows = builtinWorkflows();
     const signer = certifyKit(await kits.load("admin@a.org"));
@@ -364,6 +381,12 @@ describe("the agent's job gate", () => {
     expect(workflowFacts(manifestOf({ workflow: "cyclic", args: {} }), "cyclic")).toEqual({ taskNames: [cyclic.train_task_name], rounds: { first: 0, end: cyclic.num_rounds } });
     const xsite = workflows.get("cross_site_eval")!.validateArgs({}) as Record<string, unknown>;
     expect(workflowFacts(manifestOf({ workflow: "cross_site_eval", args: {} }), "cross_site_eval")).toEqual({ taskNames: [xsite.submit_model_task_name, xsite.validation_task_name] });
+    const secure = workflows.get("secure_fedavg")!.validateArgs({}) as Record<string, unknown>;
+    expect(workflowFacts(manifestOf({ workflow: "secure_fedavg", args: {} }), "secure_fedavg")).toEqual({
+      taskNames: [secure.train_task_name, ...Object.values(PROTOCOL_TASKS)],
+      rounds: { first: secure.start_round, end: (secure.start_round as number) + (secure.num_rounds as number) },
+      maskedTrainTask: secure.train_task_name,
+    });
     expect(workflowFacts(manifestOf({ workflow: "fedavg", args: { cross_site_eval: true } }), "fedavg")?.taskNames).toEqual([fedavg.train_task_name, xsite.submit_model_task_name, xsite.validation_task_name]);
   });
 

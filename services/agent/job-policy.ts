@@ -6,6 +6,7 @@ import { firstDifference, type JobManifest, JobSignatureProblem, signatureDigest
 import { certifyKit, type TlsKit } from "../security/kit.js";
 import type { DataExchange } from "../shared/payload.js";
 import { readYamlFile } from "../shared/yaml-file.js";
+import { PROTOCOL_TASKS, SECAGG_META } from "../secure-aggregation/protocol.js";
 
 /**
  * A client's own say over what runs on its data, whatever the site says:
@@ -165,6 +166,9 @@ export class JobGate {
       const round = meta.current_round;
       if (round !== undefined && (typeof round !== "number" || round < first || round >= end)) return mismatch(`the task is for round ${JSON.stringify(round)}, the signed ${job.workflow} config runs rounds ${first} to ${end - 1}`);
     }
+    if (facts?.maskedTrainTask === task.taskName && meta[SECAGG_META] === undefined) {
+      return mismatch(`the signed workflow ${job.workflow} masks every training result, and this ${task.taskName} task carries no secure aggregation round: its result would leave unmasked`);
+    }
     if (meta.client_config !== undefined) {
       // A job without config_fed_client.json signs null; the site sends such a client {}: nothing either way.
       const difference = firstDifference((job.clientConfig ?? {}) as never, meta.client_config as never, "client_config");
@@ -217,7 +221,10 @@ function appOf(deployMap: Record<string, string[]>, site: string): string | unde
  * them). Undefined for a workflow this agent does not know: only the
  * policy's task_names then apply.
  */
-export function workflowFacts(manifest: JobManifest, workflow: string | undefined): { taskNames?: string[]; rounds?: { first: number; end: number } } | undefined {
+export function workflowFacts(
+  manifest: JobManifest,
+  workflow: string | undefined,
+): { taskNames?: string[]; rounds?: { first: number; end: number }; maskedTrainTask?: string } | undefined {
   const serverApp = appOf(manifest.deploy_map, "server");
   const config = serverApp === undefined ? undefined : manifest.apps[serverApp]?.server_config;
   const args = (config?.args ?? {}) as Record<string, unknown>;
@@ -233,6 +240,12 @@ export function workflowFacts(manifest: JobManifest, workflow: string | undefine
     }
     case "cyclic":
       return { taskNames: [text("train_task_name", "train")], rounds: { first: 0, end: count("num_rounds", 3) } };
+    case "secure_fedavg": {
+      // Its training task must carry a secure aggregation round, so that the agent masks the result (checkData).
+      const train = text("train_task_name", "train");
+      const first = count("start_round", 0);
+      return { taskNames: [train, ...Object.values(PROTOCOL_TASKS)], rounds: { first, end: first + count("num_rounds", 5) }, maskedTrainTask: train };
+    }
     case "cross_site_eval":
       return { taskNames: [...new Set([text("submit_model_task_name", "submit_model"), text("validation_task_name", "validate")])] };
     case "broadcast":
