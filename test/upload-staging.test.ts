@@ -76,6 +76,26 @@ describe("staged uploads: the scan", () => {
     expect(infinite.tensors[0]!.finite).toBe(false);
   });
 
+  it("catches NaN and Infinity in chunks at every byte alignment and split across chunks, and passes huge, subnormal and zero values", async () => {
+    /** Stages `value` as element 300 of a tensor, its encoding placed `shift` bytes into a buffer, so chunks land off alignment. */
+    const finiteAt = async (value: number, shift: number, chunkBytes: number): Promise<boolean | undefined> => {
+      const values = filled(600, (index) => index / 7);
+      values[300] = value;
+      const encoding = encodeDataExchange(weights([float32Tensor("w", [600], values)]));
+      const shifted = new Uint8Array(encoding.length + shift).subarray(shift);
+      shifted.set(encoding);
+      return (await stage(shifted, chunkBytes)).tensors[0]!.finite;
+    };
+    const cases: Array<[shift: number, chunkBytes: number]> = [0, 1, 2, 3].flatMap((shift) => [[shift, 1001], [shift, 7]] as Array<[number, number]>);
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      for (const [shift, chunkBytes] of cases) expect(await finiteAt(bad, shift, chunkBytes), `${bad} shift ${shift} chunks ${chunkBytes}`).toBe(false);
+    }
+    const largestFloat32 = 3.4028234663852886e38;
+    for (const good of [largestFloat32, -largestFloat32, 1e-40, -1.4e-45, 0, -0]) {
+      for (const [shift, chunkBytes] of cases) expect(await finiteAt(good, shift, chunkBytes), `${good} shift ${shift} chunks ${chunkBytes}`).toBe(true);
+    }
+  });
+
   it("refuses what is not a DataExchange, naming the problem", async () => {
     const encoding = encodeDataExchange(weights([float32Tensor("w", [4], filled(4, () => 1))]));
     const problems = async (bytes: Uint8Array) => (await stage(bytes, 3)).problem;
