@@ -45,14 +45,14 @@ interface FilterCase {
 /** What this test needs of services/privacy/: point these two at its exports if they move. */
 interface PrivacyModule {
   parseJobFilters(document: unknown, source: string): { taskDataFilters: Array<{ filters: unknown[] }>; taskResultFilters: Array<{ filters: unknown[] }> };
-  baseCopy(tensors: readonly Tensor[]): unknown;
+  taskBase(tensors: readonly Tensor[]): unknown;
   runFilters(filters: readonly unknown[], data: DataExchange, base: unknown): DataExchange;
 }
 
 async function loadPrivacy(): Promise<PrivacyModule> {
   const config = await import(join(PRIVACY, "config.ts"));
   const chain = await import(join(PRIVACY, "chain.ts"));
-  return { parseJobFilters: config.parseJobFilters, baseCopy: chain.baseCopy, runFilters: chain.runFilters };
+  return { parseJobFilters: config.parseJobFilters, taskBase: chain.taskBase, runFilters: chain.runFilters };
 }
 
 function runCase(privacy: PrivacyModule, test: FilterCase): DataExchange {
@@ -60,7 +60,7 @@ function runCase(privacy: PrivacyModule, test: FilterCase): DataExchange {
   const parsed = privacy.parseJobFilters({ [key]: [{ filters: test.filters }] }, test.name);
   const filters = (test.direction === "data" ? parsed.taskDataFilters : parsed.taskResultFilters)[0]!.filters;
   const data: DataExchange = { kind: test.kind, tensors: test.tensors.map(fromWire), values: undefined, meta: {} };
-  return privacy.runFilters(filters, data, test.direction === "result" ? privacy.baseCopy(test.base.map(fromWire)) : undefined);
+  return privacy.runFilters(filters, data, test.direction === "result" ? privacy.taskBase(test.base.map(fromWire)) : undefined);
 }
 
 const fromWire = (tensor: WireTensor): Tensor => ({ name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, data: new Uint8Array(Buffer.from(tensor.data, "base64")) });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DataKind } from "../gen/campfire/common/v1/exchange.js";
 import { DType, type Tensor } from "../gen/campfire/common/v1/tensor.js";
-import { baseCopy, filtersFor, runFilters } from "../services/privacy/chain.js";
+import { taskBase, filtersFor, runFilters } from "../services/privacy/chain.js";
 import { parseJobFilters, parseLocalPrivacy } from "../services/privacy/config.js";
 import { float32Tensor, float32Values } from "../services/shared/tensor.js";
 
@@ -11,7 +11,7 @@ const tensor = (name: string, values: number[]) => float32Tensor(name, [values.l
 const int32 = (name: string, values: number[]): Tensor => ({ name, dtype: DType.D_TYPE_INT32, shape: [values.length], data: Buffer.from(Int32Array.from(values).buffer) });
 const weights = (...tensors: Tensor[]) => ({ kind: DataKind.DATA_KIND_WEIGHTS, tensors, values: undefined, meta: {} });
 const run = (filters: unknown[], data: ReturnType<typeof weights>, base?: Tensor[]) => {
-  const filtered = runFilters(filtersFor(parseJobFilters({ task_result_filters: [{ filters }] }, "client_config").taskResultFilters, "train"), data, base && baseCopy(base));
+  const filtered = runFilters(filtersFor(parseJobFilters({ task_result_filters: [{ filters }] }, "client_config").taskResultFilters, "train"), data, base && taskBase(base));
   return { meta: filtered.meta, values: Object.fromEntries(filtered.tensors.map((t) => [t.name, t.dtype === DType.D_TYPE_FLOAT32 ? [...float32Values(t)] : [...new Int32Array(new Uint8Array(t.data).buffer)]])) };
 };
 

@@ -2,7 +2,7 @@ import type { DataExchange } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
 import { ReturnCode } from "../shared/return-codes.js";
 import { readSafetensorsFile } from "../shared/safetensors.js";
-import { type Base, baseCopy, filtersFor, needsBase, runFilters } from "./chain.js";
+import { type Base, taskBase, filtersFor, needsBase, runFilters } from "./chain.js";
 import { type FilterConfig, FilterConfigError, type FilterSpec, type LocalPrivacy, namesFilters, parseJobFilters } from "./config.js";
 import { FilterFailed } from "./filters.js";
 
@@ -46,7 +46,7 @@ export class AgentFilters {
     const resultFilters = [...filtersFor(job.taskResultFilters, taskName), ...filtersFor(local.taskResultFilters, taskName)];
     const dataFilters = [...filtersFor(local.taskDataFilters, taskName), ...filtersFor(job.taskDataFilters, taskName)];
     if (resultFilters.length) {
-      this.pending.set(taskId, { filters: resultFilters, base: needsBase(resultFilters) ? baseCopy(data.tensors) : undefined });
+      this.pending.set(taskId, { filters: resultFilters, base: needsBase(resultFilters) ? taskBase(data.tensors) : undefined });
       if (this.pending.size > REMEMBERED_TASKS) this.pending.delete(this.pending.keys().next().value as string);
     }
     try {

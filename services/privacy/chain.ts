@@ -14,12 +14,16 @@ export function needsBase(filters: readonly FilterSpec[]): boolean {
   return filters.some(measuresUpdate);
 }
 
-/** A copy of the task's FLOAT32 tensors, for the base of a result's update: the trainer may change the task's buffers in place. */
-export function baseCopy(tensors: readonly Tensor[]): Map<string, { shape: number[]; values: Float32Array }> {
-  return new Map(tensors.filter((tensor) => tensor.dtype === DType.D_TYPE_FLOAT32).map((tensor) => [tensor.name, { shape: tensor.shape, values: float32Values(tensor).slice() }]));
-}
-
 export type Base = ReadonlyMap<string, { shape: readonly number[]; values: Float32Array }>;
+
+/**
+ * The task's FLOAT32 tensors as the base of a result's update. `copy`: the
+ * agent copies, for its trainer may change the task's buffers in place; the
+ * site reads the shared payload, which nobody changes.
+ */
+export function taskBase(tensors: readonly Tensor[], copy = true): Base {
+  return new Map(tensors.filter((tensor) => tensor.dtype === DType.D_TYPE_FLOAT32).map((tensor) => [tensor.name, { shape: tensor.shape, values: copy ? float32Values(tensor).slice() : float32Values(tensor) }]));
+}
 
 /**
  * Runs `filters` on `data`: on a DATA_KIND_WEIGHTS result the update is

@@ -1,8 +1,6 @@
-import { DType } from "../../gen/campfire/common/v1/tensor.js";
 import type { DataExchange } from "../shared/payload.js";
 import type { Logger } from "../shared/logger.js";
-import { float32Values } from "../shared/tensor.js";
-import { type Base, filtersFor, runFilters } from "./chain.js";
+import { filtersFor, runFilters, taskBase } from "./chain.js";
 import { type FilterConfig, FilterConfigError, parseJobFilters } from "./config.js";
 
 /** Runs on one incoming result: `taskData` is what the task carried (the base of a WEIGHTS result's update). */
@@ -27,14 +25,10 @@ export function siteResultFilter(config: FilterConfig, taskName: string, context
   const filters = filtersFor(config.taskResultFilters, taskName);
   if (filters.length === 0) return undefined;
   return (result, taskData) => {
-    const filtered = runFilters(filters, result, taskData && baseOf(taskData));
+    const filtered = runFilters(filters, result, taskData && taskBase(taskData.tensors, false));
     const { filters_applied: applied, ...meta } = filtered.meta ?? {};
     context.logger.info({ job: context.jobId, client: context.clientName, taskName, filters: applied }, "site filters applied to a result");
     // The site's filters are its own record (this log line), not the client's result.
     return { ...filtered, meta: { ...meta, ...(result.meta?.filters_applied === undefined ? {} : { filters_applied: result.meta.filters_applied }) } };
   };
-}
-
-function baseOf(data: DataExchange): Base {
-  return new Map(data.tensors.filter((tensor) => tensor.dtype === DType.D_TYPE_FLOAT32).map((tensor) => [tensor.name, { shape: tensor.shape, values: float32Values(tensor) }]));
 }
