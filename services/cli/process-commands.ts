@@ -6,7 +6,10 @@ import type { Trainer } from "./agent-loop.js";
 import { EXIT, type Runner } from "./exit-codes.js";
 import { atLeast, integer, resources } from "./parse.js";
 import type { Logger } from "../shared/logger.js";
+import { DEFAULT_HEAP_HEADROOM_MB, tuneHeapGrowth } from "../shared/memory.js";
 import type { PostgresJobStore } from "../postgres-store/store.js";
+
+const MiB = 1024 * 1024;
 
 /** Where `campfire site` keeps its jobs unless told otherwise (gitignored). */
 export const DEFAULT_DATA_DIR = ".campfire/site";
@@ -60,6 +63,7 @@ interface SiteCommandOptions {
   drainSeconds: number;
   leaseSeconds: number;
   metrics?: string;
+  heapHeadroomMb: number;
 }
 
 interface AgentCommandOptions {
@@ -78,6 +82,7 @@ interface AgentCommandOptions {
   trainerSharedDir?: string;
   trainerApiAllowRemote: boolean;
   trainerMaxResultMb: number;
+  heapHeadroomMb: number;
 }
 
 /** The job store a --store URL names (PostgreSQL; workspaces under `dataDir`). */
@@ -86,6 +91,10 @@ async function openStore(url: string, dataDir: string, logger: Logger): Promise<
   const { PostgresJobStore } = await import("../postgres-store/store.js");
   return PostgresJobStore.open({ url, blobDir: dataDir, logger });
 }
+
+/** The --heap-headroom-mb option of site and agent (services/shared/memory.ts tuneHeapGrowth). */
+const HEAP_HEADROOM_HELP =
+  "room V8 leaves after each full garbage collection before the next, for the 1 MiB chunks models move in: more costs memory, less costs CPU (0: V8's own choice, a few MB on a small heap)";
 
 /** The --metrics option of site and agent. */
 const METRICS_HELP =
@@ -121,6 +130,7 @@ export function addProcessCommands(program: Command, run: Runner): void {
         .default(10),
     )
     .addOption(env("--metrics <host:port>", METRICS_HELP, "CAMPFIRE_METRICS"))
+    .addOption(env("--heap-headroom-mb <mb>", HEAP_HEADROOM_HELP, "CAMPFIRE_HEAP_HEADROOM_MB").argParser(integer(0)).default(DEFAULT_HEAP_HEADROOM_MB))
     .addHelpText(
       "after",
       `
@@ -155,6 +165,7 @@ Examples:
     .action(
       run(async (options: SiteCommandOptions, command: Command) => {
         const { tlsDir, insecure } = command.optsWithGlobals<{ tlsDir?: string; insecure: boolean }>();
+        tuneHeapGrowth(options.heapHeadroomMb * MiB);
         // Loaded here, not at the top, so that admin commands start fast.
         const [{ createLogger }, { loadTokens, parseTokens }, { SiteServer }, { describePolicy, loadPolicy }] = await Promise.all([
           import("../shared/logger.js"),
@@ -231,6 +242,7 @@ Examples:
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which the site counts as gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
     .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long the trainer may finish its task before the agent hands it back, says bye and exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
     .addOption(env("--metrics <host:port>", METRICS_HELP, "CAMPFIRE_METRICS"))
+    .addOption(env("--heap-headroom-mb <mb>", HEAP_HEADROOM_HELP, "CAMPFIRE_HEAP_HEADROOM_MB").argParser(integer(0)).default(DEFAULT_HEAP_HEADROOM_MB))
     .addHelpText(
       "after",
       `
@@ -258,6 +270,7 @@ Examples:
       run(async (options: AgentCommandOptions, command: Command) => {
         const globals = command.optsWithGlobals<{ site: string; tlsDir?: string; tlsServerName?: string; insecure: boolean }>();
         const { site } = globals;
+        tuneHeapGrowth(options.heapHeadroomMb * MiB);
         const [{ createLogger }, { echoTrainer, runAgentLoop }] = await Promise.all([import("../shared/logger.js"), import("./agent-loop.js")]);
         const logger = createLogger("agent");
         const privacy = options.privacy ? await (await import("../privacy/config.js")).loadLocalPrivacy(options.privacy) : undefined;

@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type pg from "pg";
 import type { Tensor } from "../../gen/campfire/common/v1/tensor.js";
 import { writeFileAtomic } from "../shared/durable-file.js";
 import { readSafetensorsFile, safetensorsPieces } from "../shared/safetensors.js";
 import { hashFile } from "../site/artifacts/store.js";
-import { type Checkpoint, CHECKPOINT_DIR, type CheckpointStore, removeCheckpointModels, type RoundLog } from "../site/workflows/checkpoint.js";
+import { type Checkpoint, CHECKPOINT_DIR, type CheckpointStore, retireCheckpointModels, type RoundLog, spareModelName } from "../site/workflows/checkpoint.js";
 
 /** A transaction whose writes carry the leader's epoch (checked first by the fence); resolves with that epoch's work done. */
 export type FencedWrite = (work: (client: pg.PoolClient, epoch: number | undefined) => Promise<void>) => Promise<void>;
@@ -76,7 +77,7 @@ export class PostgresCheckpoints implements CheckpointStore {
       const hash = createHash("sha256");
       for (const piece of pieces) hash.update(piece);
       digest = hash.digest("hex");
-      await writeFileAtomic(join(this.workspace, CHECKPOINT_DIR, modelFile), pieces);
+      await writeFileAtomic(join(this.workspace, CHECKPOINT_DIR, modelFile), pieces, { reuse: join(this.workspace, CHECKPOINT_DIR, spareModelName(epoch)) });
     }
     await this.fenced(async (client, fencedEpoch) => {
       await client.query(
@@ -88,7 +89,11 @@ export class PostgresCheckpoints implements CheckpointStore {
     // Only after the database names the new file; a stale writer only ever removes files of its own epoch.
     const ownEpoch = epoch === undefined ? /^global-\d+\.safetensors$/ : new RegExp(`-e${epoch}\\.safetensors$`);
     const isStale = (name: string) => name !== modelFile && (ownEpoch.test(name) || staleEpoch(name, epoch));
-    await removeCheckpointModels(this.workspace, (name) => !isStale(name));
+    await retireCheckpointModels(this.workspace, (name) => !isStale(name), spareModelName(epoch), (name) => ownEpoch.test(name));
+  }
+
+  async release(): Promise<void> {
+    await rm(join(this.workspace, CHECKPOINT_DIR, spareModelName(this.epoch())), { force: true });
   }
 }
 

@@ -1,4 +1,5 @@
-import { setFlagsFromString } from "node:v8";
+import { constants, PerformanceObserver } from "node:perf_hooks";
+import { getHeapStatistics, setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
 /** Before allocating a buffer at least this large, the process collects its garbage (see collectGarbageBefore). */
@@ -50,4 +51,41 @@ export function countChunkGarbage(bytes: number): void {
   if (movedSinceCollection < COLLECT_EVERY_BYTES) return;
   movedSinceCollection = 0;
   collectGarbage("minor");
+}
+
+/** The default of `--heap-headroom-mb` (tuneHeapGrowth): a few dozen chunks of room between full collections. */
+export const DEFAULT_HEAP_HEADROOM_MB = 128;
+/** V8's heap growing percent is kept within these: at 400 the limit is 5 x the live heap, at 50 it is 1.5 x. */
+const MAX_GROWING_PERCENT = 400;
+const MIN_GROWING_PERCENT = 50;
+let heapGrowthTuned = false;
+
+/**
+ * Gives the old generation about `headroomBytes` of room after every full
+ * collection, for processes that move models in 1 MiB chunks (site, agent).
+ * V8 sets the next full collection's limit at the live heap times a growing
+ * factor, and ArrayBuffer memory allocated meanwhile counts against it: on
+ * the site's heap of ~25 MB that left ~10 MB, so every ten chunks gRPC copied
+ * started another full collection, ~250 of them in a 3-round 256 MiB job,
+ * each marking the whole heap on V8's helper threads (a third of the site's
+ * CPU; measured with --trace-incremental-marking, "allocation limit"). The
+ * chunks die young and young-generation collections free them
+ * (countChunkGarbage); full ones need only come when the old generation
+ * grows. V8 reads the growing percent each time it sets the limit, so it is
+ * set again after every full collection, from the live heap: 400 % on a
+ * small heap, less as it grows (a live heap of 500 MB gets 50 %, a limit of
+ * 750 MB, not 2.5 GB). 0 leaves V8's own heuristics.
+ */
+export function tuneHeapGrowth(headroomBytes: number): void {
+  if (heapGrowthTuned || headroomBytes <= 0) return;
+  heapGrowthTuned = true;
+  const adjust = () => {
+    const live = Math.max(getHeapStatistics().used_heap_size, 1);
+    const percent = Math.round(Math.min(MAX_GROWING_PERCENT, Math.max(MIN_GROWING_PERCENT, (100 * headroomBytes) / live)));
+    setFlagsFromString(`--heap-growing-percent=${percent}`);
+  };
+  adjust();
+  new PerformanceObserver((entries) => {
+    if (entries.getEntries().some((entry) => (entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR)) adjust();
+  }).observe({ entryTypes: ["gc"] });
 }

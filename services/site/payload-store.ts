@@ -6,6 +6,7 @@ import type { Payload } from "../../gen/campfire/agent/v1/agent_service.js";
 import { type DataExchange, type EncodedPieces, piecesIfLarge } from "../shared/payload.js";
 import { PermissionDenied } from "../security/errors.js";
 import { PayloadNotFound } from "./errors.js";
+import { SpareFiles } from "./uploads/spare-files.js";
 import type { StagedResult } from "./uploads/staged-result.js";
 import { UploadSpool } from "./uploads/upload-spool.js";
 
@@ -34,6 +35,8 @@ type Entry =
 export class PayloadStore {
   private readonly entries = new Map<string, Entry>();
   private uploadDirectory: string | undefined;
+  /** Staging files kept for the next uploads to overwrite (uploads/spare-files.ts), within what the upload budget leaves. */
+  private spares: SpareFiles | undefined;
   /** Bytes of uploads being received or held until their result is consumed. */
   private uploadBytes = 0;
   private readonly uploadWaiters: Array<{ bytes: number; admit(): void }> = [];
@@ -55,13 +58,16 @@ export class PayloadStore {
       // Files left by a site that stopped without cleaning up are orphans: no result names them any more.
       if (this.uploadDir) rmSync(this.uploadDir, { recursive: true, force: true });
       this.uploadDirectory = this.uploadDir ? (mkdirSync(this.uploadDir, { recursive: true }), this.uploadDir) : mkdtempSync(join(tmpdir(), "campfire-uploads-"));
+      this.spares = new SpareFiles(this.uploadDirectory, () => this.uploadBudgetBytes - this.uploadBytes);
     }
-    return new UploadSpool(this.uploadDirectory, size);
+    return new UploadSpool(this.uploadDirectory, size, this.spares);
   }
 
   /** Drops every staged upload and their folder (the site is stopping). */
   close(): void {
     for (const [id, entry] of this.entries) if (entry.staged) this.removeUpload(id, entry.ownerAgentId);
+    this.spares?.close();
+    this.spares = undefined;
     if (this.uploadDirectory) rmSync(this.uploadDirectory, { recursive: true, force: true });
     this.uploadDirectory = undefined;
   }

@@ -79,6 +79,7 @@ export async function runJob({ jobId, plan, clients, signal, draining, resumed }
     started = true;
     signal.throwIfAborted();
     logger.info({ workflow: validated.workflow.name }, "job running");
+    const checkpoints = store.checkpoints(jobId);
     const context: WorkflowContext<unknown> = {
       jobId,
       args: validated.args,
@@ -87,14 +88,18 @@ export async function runJob({ jobId, plan, clients, signal, draining, resumed }
       clientConfigs,
       appFiles,
       workspace,
-      checkpoints: store.checkpoints(jobId),
+      checkpoints,
       hub: hub,
       signal,
       draining,
       logger,
       reportProgress: (progress) => records.reportProgress(jobId, progress),
     };
-    await settledOrAborted(validated.workflow.run(context), signal, deps.abortGraceMs);
+    try {
+      await settledOrAborted(validated.workflow.run(context), signal, deps.abortGraceMs);
+    } finally {
+      await checkpoints.release().catch((error: unknown) => logger.warn({ err: error }, "could not remove the spare checkpoint file"));
+    }
     signal.throwIfAborted();
   } catch (error) {
     // The lease is lost: the job is the new leader's now, and no write of this replica may land.

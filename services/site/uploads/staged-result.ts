@@ -25,6 +25,8 @@ export class StagedResult {
     /** The index, or undefined with `problem` when the upload is not a well-formed DataExchange. */
     readonly exchange: ScannedExchange | undefined,
     readonly problem: string | undefined,
+    /** What becomes of the file when released: removed, unless the spool that staged it keeps it for a later upload. */
+    private readonly dispose: (path: string) => void = (path) => rmSync(path, { force: true }),
   ) {}
 
   get tensors(): readonly ScannedTensor[] {
@@ -64,10 +66,10 @@ export class StagedResult {
     return this.loaded;
   }
 
-  /** Removes the file; idempotent. */
+  /** Gives up the file (removed, or kept as a spare for a later upload); idempotent. */
   release(): void {
     if (this.released) return;
     this.released = true;
-    rmSync(this.path, { force: true });
+    this.dispose(this.path);
   }
 }

@@ -1,8 +1,9 @@
 import { once } from "node:events";
-import { createWriteStream, rmSync, type WriteStream } from "node:fs";
+import { createWriteStream, rmSync, truncateSync, type WriteStream } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { ExchangeScanner } from "./exchange-scanner.js";
+import type { SpareFiles } from "./spare-files.js";
 import { StagedResult } from "./staged-result.js";
 
 /** Bytes of an upload queued for the disk before the network is read no further. */
@@ -13,7 +14,8 @@ const WRITE_AHEAD_BYTES = 4 * 1024 * 1024;
  * appended to a file of its own as it arrives; finish() gives the staged
  * result. The caller stops reading the network while write() says the disk is
  * behind (the promise it returns), so a slow disk holds the agent back
- * through flow control instead of filling memory.
+ * through flow control instead of filling memory. With `spares`, the file is
+ * a spare one overwritten when there is one, and goes back to them when done.
  */
 export class UploadSpool {
   private readonly scanner: ExchangeScanner;
@@ -21,15 +23,19 @@ export class UploadSpool {
   private received = 0;
   private failed: Error | undefined;
   readonly path: string;
+  private readonly reused: boolean;
 
   constructor(
     directory: string,
     readonly size: number,
+    private readonly spares?: SpareFiles,
   ) {
     this.scanner = new ExchangeScanner(size);
-    this.path = join(directory, `${randomUUID()}.upload`);
+    const spare = spares?.take(size);
+    this.reused = spare !== undefined;
+    this.path = spare ?? join(directory, `${randomUUID()}.upload`);
     // Room for a few chunks before write() asks the caller to wait: at the default 16 KiB every chunk would pause the upload.
-    this.file = createWriteStream(this.path, { flags: "wx", highWaterMark: WRITE_AHEAD_BYTES });
+    this.file = createWriteStream(this.path, { flags: this.reused ? "r+" : "wx", highWaterMark: WRITE_AHEAD_BYTES });
     this.file.on("error", (error) => (this.failed ??= error));
   }
 
@@ -58,20 +64,35 @@ export class UploadSpool {
     }
     this.file.end();
     await once(this.file, "close").catch(() => undefined);
+    if (!this.failed && this.reused) {
+      try {
+        // A spare file longer than this upload keeps its old tail otherwise.
+        truncateSync(this.path, this.size);
+      } catch (error) {
+        this.failed = error as Error;
+      }
+    }
     if (this.failed) {
       this.abandon();
       throw this.failed;
     }
     const scanned = this.scanner.finish();
-    return { staged: "problem" in scanned ? new StagedResult(this.path, this.size, undefined, scanned.problem) : new StagedResult(this.path, this.size, scanned.exchange, undefined) };
+    const dispose = (path: string) => this.dispose(path);
+    return { staged: "problem" in scanned ? new StagedResult(this.path, this.size, undefined, scanned.problem, dispose) : new StagedResult(this.path, this.size, scanned.exchange, undefined, dispose) };
   }
 
   /** Drops the file of an upload that failed or was cut. */
   abandon(): void {
-    const remove = () => rmSync(this.path, { force: true });
+    const remove = () => this.dispose(this.path);
     if (this.file.closed) return remove();
     // Removed once closed: a file still being opened would otherwise appear after the removal.
     this.file.once("close", remove);
     this.file.destroy();
+  }
+
+  /** A staging file no longer needed: back to the spares, or removed. */
+  private dispose(path: string): void {
+    if (this.spares) this.spares.give(path);
+    else rmSync(path, { force: true });
   }
 }

@@ -1,4 +1,4 @@
-import { readdir, readFile, rm } from "node:fs/promises";
+import { readdir, readFile, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { writeFileAtomic } from "../../shared/durable-file.js";
@@ -25,6 +25,8 @@ export interface CheckpointStore {
   read<State>(): Promise<Checkpoint<State> | undefined>;
   /** Saves the state after a completed step (`position`: how far the workflow has come) with the global model. */
   write(position: number, state: object, model: readonly Tensor[] | undefined): Promise<void>;
+  /** The job's run ended, whatever the outcome: drops the retired model file kept for the next checkpoint to write over. */
+  release(): Promise<void>;
   /** The rounds recorded, when the store keeps them beside the checkpoint (PostgreSQL); the workspace's file alone otherwise. */
   rounds?: RoundLog;
 }
@@ -42,12 +44,30 @@ export interface RoundLog {
   keepBefore(nextRound: number): Promise<object[]>;
 }
 
-const MODEL_FILE = /^global-\d+(-e\d+)?\.safetensors$/;
+/** A checkpoint's model file, or the spare one (a retired model kept to be written over: retireCheckpointModels). */
+const CHECKPOINT_FILE = /^(global-\d+|spare)(-e\d+)?\.safetensors$/;
 
-/** Removes the checkpoint models in the workspace that `keep` says are no longer needed. */
-export async function removeCheckpointModels(workspace: string, keep: (name: string) => boolean): Promise<void> {
-  for (const name of await readdir(join(workspace, CHECKPOINT_DIR))) {
-    if (MODEL_FILE.test(name) && !keep(name)) await rm(join(workspace, CHECKPOINT_DIR, name), { force: true });
+/** The name of the retired model file the next checkpoint's model is written over (one per epoch under replicas: each leader writes only its own). */
+export const spareModelName = (epoch?: number) => `spare${epoch === undefined ? "" : `-e${epoch}`}.safetensors`;
+
+/**
+ * Retires the checkpoint models that `keep` says are no longer needed: one
+ * of them becomes the spare file `spare` (when there is none yet), which the
+ * next checkpoint's model is written over (writeFileAtomic's reuse: far less
+ * kernel work than a new file every round); the others are removed.
+ * `mayBecomeSpare` picks the files that may be reused (a replica reuses only
+ * files it wrote itself).
+ */
+export async function retireCheckpointModels(workspace: string, keep: (name: string) => boolean, spare: string, mayBecomeSpare: (name: string) => boolean = () => true): Promise<void> {
+  const folder = join(workspace, CHECKPOINT_DIR);
+  const names = await readdir(folder);
+  let spareKept = names.includes(spare);
+  for (const name of names) {
+    if (name === spare || !CHECKPOINT_FILE.test(name) || keep(name)) continue;
+    if (!spareKept && mayBecomeSpare(name)) {
+      await rename(join(folder, name), join(folder, spare));
+      spareKept = true;
+    } else await rm(join(folder, name), { force: true });
   }
 }
 
@@ -71,9 +91,12 @@ export function fileCheckpoints(workspace: string): CheckpointStore {
     },
     async write(position, state, model) {
       const modelFile = model && `global-${position}.safetensors`;
-      if (modelFile) await saveModel(workspace, join(CHECKPOINT_DIR, modelFile), model, { position: String(position) });
+      if (modelFile) await saveModel(workspace, join(CHECKPOINT_DIR, modelFile), model, { position: String(position) }, join(workspace, CHECKPOINT_DIR, spareModelName()));
       await writeFileAtomic(join(workspace, RESULT_LAYOUT.checkpointState), JSON.stringify({ ...state, model: modelFile }));
-      await removeCheckpointModels(workspace, (name) => name === modelFile);
+      await retireCheckpointModels(workspace, (name) => name === modelFile, spareModelName());
+    },
+    async release() {
+      await rm(join(workspace, CHECKPOINT_DIR, spareModelName()), { force: true });
     },
   };
 }

@@ -30,9 +30,13 @@ export const RESULT_LAYOUT = {
   checkpointState: "checkpoint/state.json",
 } as const;
 
-/** Writes a model as safetensors, its tensors' bytes straight from where they are: no copy of the model is made to write it. */
-export async function saveModel(workspace: string, relativePath: string, tensors: readonly Tensor[], metadata: Record<string, string> = {}): Promise<void> {
-  await writeFileAtomic(join(workspace, relativePath), safetensorsPieces(tensors, metadata));
+/**
+ * Writes a model as safetensors, its tensors' bytes straight from where they
+ * are: no copy of the model is made to write it. `reuse`: a file nobody needs
+ * any more to write it over (see writeFileAtomic).
+ */
+export async function saveModel(workspace: string, relativePath: string, tensors: readonly Tensor[], metadata: Record<string, string> = {}, reuse?: string): Promise<void> {
+  await writeFileAtomic(join(workspace, relativePath), safetensorsPieces(tensors, metadata), { reuse });
 }
 
 /** Loads a safetensors model (of any size); undefined when the file does not exist. */
