@@ -4,9 +4,12 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Trainer } from "../services/cli/agent-loop.js";
 import { encodeSafetensors } from "../services/shared/safetensors.js";
 import type { JobOptions } from "../services/site/jobs/manager.js";
+import { createLogger } from "../services/shared/logger.js";
+import { FileJobStore } from "../services/site/jobs/store.js";
 import { saveModel } from "../services/site/workflows/model-files.js";
+import { GatedStore } from "./helpers/gated-store.js";
 import { jobDefinition } from "./helpers/job-defs.js";
-import { hasStatus, HeldTrainer, JobSite, RunStatus, ServedClient, statusName, tempDir, waitForJob } from "./helpers/job-site.js";
+import { hasStatus, HeldTrainer, JobSite, RunStatus, ServedClient, statusName, tempDir, until, waitForJob } from "./helpers/job-site.js";
 import { FINISHED, model, readLines, readModel, shiftTrainer } from "./helpers/workflow-run.js";
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -149,5 +152,40 @@ describe("a stopped site resumes its jobs when it starts again", () => {
     const aborted = await again.session.getJobMeta(waiting.jobId);
     expect(statusName(aborted.status)).toBe("FINISHED:ABORTED");
     expect(aborted.endReason).toBe("aborted by admin while it waited to resume after a site restart");
+  });
+
+  it("FedAvg sends a round's tasks while the round before is still being checkpointed, waits for that checkpoint before the round's end, and ends only once the last one landed", async () => {
+    const dataDir = await tempDir();
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const store = new GatedStore(await FileJobStore.open(dataDir, createLogger("store", { level: "silent" })));
+    const site = await JobSite.start({ dataDir, jobs: { store } });
+    cleanups.push(() => site.stop());
+    const rounds: number[] = [];
+    const plusOne = shiftTrainer(1);
+    const trainer: Trainer = (task, tools) => {
+      rounds.push(Number(task.data.meta?.current_round));
+      return plusOne(task, tools);
+    };
+    const agents = ["a", "b"].map((client) => new ServedClient(site.address, client, trainer, {}));
+    cleanups.push(() => Promise.all(agents.map((agent) => agent.stop())));
+    const release = store.holdCheckpoints();
+    const files = { "model.safetensors": encodeSafetensors(model(INITIAL)) };
+    const server = { workflow: "fedavg", args: { num_rounds: 3, initial_model: "model.safetensors" } };
+    const session = site.session();
+    const jobId = await session.submitJobDefinition(jobDefinition({ deployMap: { app: ["server", "a", "b"] }, apps: { app: { server, client: {}, files } } }));
+
+    // Round 1 trains while round 0's checkpoint (position 1) waits at the gate.
+    await until("round 1's tasks with round 0's checkpoint held", () => rounds.filter((round) => round === 1).length === 2 && store.heldCheckpoints.includes(1));
+    // Round 1 cannot end before that checkpoint landed: no task of round 2 goes out meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(rounds).not.toContain(2);
+    expect(store.heldCheckpoints).toEqual([1]);
+    release();
+
+    const meta = await waitForJob(session, jobId, FINISHED, 30_000);
+    expect(statusName(meta.status)).toBe("FINISHED:COMPLETED");
+    const workspace = meta.resultLocation;
+    expect(JSON.parse(await readFile(join(workspace, "checkpoint/state.json"), "utf8"))).toMatchObject({ nextRound: 3, model: "global-3.safetensors" });
+    expect(await readModel(join(workspace, "models/final.safetensors"))).toEqual(INITIAL.map((value) => value + 3));
   });
 });

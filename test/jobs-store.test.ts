@@ -109,8 +109,10 @@ describe("the embedded store survives SIGKILL", () => {
     const jobId = await first.session.submitJobDefinition(jobDefinition({ deployMap: { app: ["server", "p", "q"] }, apps: { app: { server: { workflow: "fedavg", args }, client: {}, files } } }));
     await Promise.all(trainers.map((trainer) => trainer.waitForLine("holding 2")));
     const workspace = (await first.session.getJobMeta(jobId)).resultLocation;
-    const checkpoint = JSON.parse(await readFile(join(workspace, "checkpoint/state.json"), "utf8")) as { nextRound: number; model: string };
-    expect(checkpoint).toMatchObject({ nextRound: 2, model: "global-2.safetensors" });
+    // Round 1's checkpoint is written while round 2 runs (FedAvg does not hold the clients back for it).
+    const checkpointed = async () => JSON.parse(await readFile(join(workspace, "checkpoint/state.json"), "utf8")) as { nextRound: number; model: string };
+    await until("round 1's checkpoint", async () => (await checkpointed()).nextRound === 2);
+    expect(await checkpointed()).toMatchObject({ nextRound: 2, model: "global-2.safetensors" });
     await first.process.kill("SIGKILL");
 
     // The same address, so that the agents find it again by themselves.

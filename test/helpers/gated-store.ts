@@ -3,12 +3,16 @@ import type { JobStore } from "../../services/site/jobs/store.js";
 import type { CheckpointStore } from "../../services/site/workflows/checkpoint.js";
 
 /**
- * The real store with a gate in front of update(): a test holds the writes
+ * The real store with gates: in front of update(), a test holds the writes
  * that move a job into a given status, so that the job stays in the status
- * before it (SUBMITTED, DISPATCHED) for as long as the test needs.
+ * before it (SUBMITTED, DISPATCHED) for as long as the test needs; in front
+ * of checkpoint writes, it holds a job's checkpoints (holdCheckpoints()).
  */
 export class GatedStore implements JobStore {
   private readonly gates = new Map<RunStatus, Promise<void>>();
+  private checkpointGate: Promise<void> | undefined;
+  /** Positions of the checkpoint writes waiting at the gate. */
+  readonly heldCheckpoints: number[] = [];
 
   constructor(private readonly inner: JobStore) {}
 
@@ -18,6 +22,16 @@ export class GatedStore implements JobStore {
     this.gates.set(status, new Promise<void>((resolve) => (release = resolve)));
     return () => {
       this.gates.delete(status);
+      release();
+    };
+  }
+
+  /** Holds every checkpoint write until the returned function is called. */
+  holdCheckpoints(): () => void {
+    let release!: () => void;
+    this.checkpointGate = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.checkpointGate = undefined;
       release();
     };
   }
@@ -46,7 +60,21 @@ export class GatedStore implements JobStore {
     return this.inner.workspace(jobId);
   }
   checkpoints(jobId: string): CheckpointStore {
-    return this.inner.checkpoints(jobId);
+    const inner = this.inner.checkpoints(jobId);
+    return {
+      ...inner,
+      read: (...args) => inner.read(...args),
+      release: () => inner.release(),
+      write: async (position, state, model) => {
+        const gate = this.checkpointGate;
+        if (gate) {
+          this.heldCheckpoints.push(position);
+          await gate;
+          this.heldCheckpoints.splice(this.heldCheckpoints.indexOf(position), 1);
+        }
+        await inner.write(position, state, model);
+      },
+    };
   }
   close(): Promise<void> {
     return this.inner.close();

@@ -109,49 +109,74 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
        * round to round, not a third waiting for the garbage collector.
        */
       let spare: Tensor[] | undefined;
-      const saveBest = (best: NonNullable<FedAvgState["best"]>) => saveModel(workspace, RESULT_LAYOUT.bestModel, global!, { round: String(best.round), [args.key_metric]: String(best.value) });
+      const saveBest = (best: NonNullable<FedAvgState["best"]>, model: readonly Tensor[]) => saveModel(workspace, RESULT_LAYOUT.bestModel, model, { round: String(best.round), [args.key_metric]: String(best.value) });
       if (saved) {
         logger.info({ job: context.jobId, round: state.nextRound }, "resuming from checkpoint");
         await recorder.resumeAt(state.nextRound);
         // The best model is saved after the checkpoint that names it: a stop in between left the one before.
-        if (state.best?.round === state.nextRound - 1) await saveBest(state.best);
+        if (state.best?.round === state.nextRound - 1 && global) await saveBest(state.best, global);
       }
       const dp = args.dp && new RoundDp(args.dp, context.clients.length, state.dp, logger);
       const lastRound = args.start_round + args.num_rounds;
       const stopConditionMet = () => args.stop_condition !== undefined && state.roundsMeetingStopCondition >= args.patience;
 
-      for (let round = state.nextRound; round < lastRound && !stopConditionMet(); round++) {
-        // The site drains: the round before this one is checkpointed, the next start goes on from here.
-        context.draining.throwIfAborted();
-        const budgetSpent = dp?.stopBeforeRound();
-        if (budgetSpent) {
-          if (dp!.roundsAccounted === 0) throw new Error(`dp.target_epsilon: not even one round fits: ${budgetSpent}`);
-          logger.info({ job: context.jobId, round, epsilon: dp!.epsilon }, budgetSpent);
-          context.reportProgress({ phase: budgetSpent });
-          break;
+      /**
+       * The last round's checkpoint, written while the next round runs: a
+       * model's write and fsync need not hold the clients back (0.2 s to
+       * seconds a round for a large model, more on network volumes). The
+       * model it writes is the global one, which the next round only reads
+       * (its sum goes to the spare buffers); each round's end waits for it
+       * before touching that model or writing a checkpoint of its own, so
+       * checkpoints land in order. A site stopped meanwhile resumes from the
+       * checkpoint before and runs that round again, as it would have had it
+       * stopped a moment earlier.
+       */
+      let checkpointing: Promise<void> = Promise.resolve();
+      try {
+        for (let round = state.nextRound; round < lastRound && !stopConditionMet(); round++) {
+          // The site drains: the round before this one is checkpointed, the next start goes on from here.
+          if (context.draining.aborted) await checkpointing;
+          context.draining.throwIfAborted();
+          const budgetSpent = dp?.stopBeforeRound();
+          if (budgetSpent) {
+            if (dp!.roundsAccounted === 0) throw new Error(`dp.target_epsilon: not even one round fits: ${budgetSpent}`);
+            logger.info({ job: context.jobId, round, epsilon: dp!.epsilon }, budgetSpent);
+            context.reportProgress({ phase: budgetSpent });
+            break;
+          }
+          context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
+          const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder, dp);
+          await checkpointing;
+          const stepped = optimizer.step(global, next.model);
+          spare = global;
+          global = stepped;
+          const metrics = { ...(args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {}), ...next.privacy };
+          const keyValue = metrics[args.key_metric];
+          const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
+          state = {
+            nextRound: round + 1,
+            best: improved ? { round, value: keyValue } : state.best,
+            roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
+            dp: dp?.state,
+            optimizerState: await optimizer.checkpoint(workspace, round + 1),
+          };
+          await recorder.round(round, metrics, { best: improved });
+          const [checkpointState, checkpointModel] = [state, global];
+          checkpointing = (async () => {
+            await context.checkpoints.write(checkpointState.nextRound, checkpointState, checkpointModel);
+            await ServerOptimizer.prune(workspace, checkpointState.optimizerState);
+            if (improved && checkpointModel) await saveBest(checkpointState.best!, checkpointModel);
+          })();
+          // Awaited at the next round's end, the loop's or the job's; a failure meanwhile is no unhandled rejection.
+          checkpointing.catch(() => undefined);
+          context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
+          logger.info({ job: context.jobId, round, metrics }, "round complete");
+          if (stopConditionMet()) logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
         }
-        context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
-        const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder, dp);
-        const stepped = optimizer.step(global, next.model);
-        spare = global;
-        global = stepped;
-        const metrics = { ...(args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {}), ...next.privacy };
-        const keyValue = metrics[args.key_metric];
-        const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
-        state = {
-          nextRound: round + 1,
-          best: improved ? { round, value: keyValue } : state.best,
-          roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
-          dp: dp?.state,
-          optimizerState: await optimizer.checkpoint(workspace, round + 1),
-        };
-        await recorder.round(round, metrics, { best: improved });
-        await context.checkpoints.write(state.nextRound, state, global);
-        await ServerOptimizer.prune(workspace, state.optimizerState);
-        if (improved) await saveBest(state.best!);
-        context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
-        logger.info({ job: context.jobId, round, metrics }, "round complete");
-        if (stopConditionMet()) logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
+        await checkpointing;
+      } finally {
+        // A round that failed or was aborted leaves the checkpoint before it written, not half way.
+        await checkpointing.catch(() => undefined);
       }
       if (!global) throw new Error("no round ran, so there is no model");
       await saveModel(workspace, RESULT_LAYOUT.finalModel, global);
