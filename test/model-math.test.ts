@@ -73,6 +73,23 @@ describe("weighted average", () => {
     expect(average.result().map((t) => [...float32Values(t)])).toEqual([[3.5, 3.5], [1], [7]]);
   });
 
+  it("folding the last result finishes its tensors' means in the same pass, bit for bit the mean of fold then divide; nothing may follow it", () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 20 - 10;
+    const results = [1.5, 3, 0.25].map((weight) => ({ weight, values: Float32Array.from({ length: 10_007 }, random) }));
+    const twoPasses = new WeightedAverage([tensor("w", new Array(10_007).fill(0)), tensor("b", [9])]);
+    const fused = new WeightedAverage([tensor("w", new Array(10_007).fill(0)), tensor("b", [9])]);
+    results.forEach(({ weight, values }, index) => {
+      twoPasses.add([float32Tensor("w", [values.length], values)], weight);
+      fused.add([float32Tensor("w", [values.length], values)], weight, undefined, undefined, index === results.length - 1);
+    });
+    expect(() => fused.add([float32Tensor("w", [10_007], results[0]!.values)], 1)).toThrow("the average was already taken");
+    const [expected, fusedResult] = [twoPasses.result(), fused.result()];
+    expect(Buffer.compare(fusedResult[0]!.data, expected[0]!.data)).toBe(0);
+    // A tensor the last result did not hold keeps the global model's value.
+    expect([...float32Values(fusedResult[1]!)]).toEqual([9]);
+  });
+
   it("clips each result's update to a norm as it folds (central DP)", () => {
     const global = new Map([["w", Float32Array.of(1, 1)]]);
     const average = new WeightedAverage([tensor("w", [1, 1])]);

@@ -15,6 +15,8 @@ export interface ResultSource {
   clip?: ClipToNorm;
   /** The client that sent it, for the aggregator's log line (which clients Krum left out). */
   client?: string;
+  /** No result of the round comes after this one: the weighted mean finishes its tensors' means as it folds it, a pass over the model saved. */
+  last?: boolean;
 }
 
 /**
@@ -101,11 +103,11 @@ class WeightedMean implements Aggregator {
   }
 
   add(tensors: readonly Tensor[], weight: number, source: ResultSource = {}): number | undefined {
-    return this.average.add(tensors, weight, source.base, source.clip);
+    return this.average.add(tensors, weight, source.base, source.clip, source.last);
   }
 
   addStaged(staged: StagedResult, weight: number, source: ResultSource = {}): number | undefined {
-    return this.average.addStaged(staged, weight, source.base, source.clip);
+    return this.average.addStaged(staged, weight, source.base, source.clip, source.last);
   }
 
   addNoise(stddev: number, normal: { sample(): number }): void {

@@ -26,6 +26,8 @@ interface Sum {
   weight: number;
   /** The template's own values (the global model), kept where no result holds the tensor. */
   fallback: Float32Array | undefined;
+  /** The values are the mean already: the last result's fold divided them by the weight (see `last` in add). */
+  averaged?: boolean;
 }
 
 /**
@@ -51,6 +53,8 @@ export class WeightedAverage {
   private readonly sums: Map<string, Sum>;
   private contributions = 0;
   private finished = false;
+  /** The last result was folded (see `last` in add): its tensors hold their means, and no result may follow. */
+  private averaged = false;
   /** Set when a fold failed part-way (the disk failed while reading a staged result): the sum is no longer the sum of whole results. */
   private broken: Error | undefined;
 
@@ -84,9 +88,13 @@ export class WeightedAverage {
    * With `clip`, the result's update is clipped first (central DP); returns the
    * update's L2 norm before the clip then. Throws ResultRefused, leaving the
    * sum untouched, when a tensor is extra, of another shape or dtype, or holds
-   * NaN or Infinity.
+   * NaN or Infinity. `last`: no result comes after this one, so each tensor it
+   * holds is divided by its total weight in the same pass as the fold (a plain
+   * fold only: not with `base` or `clip`, nor before noise is added), the
+   * very operations result() would do after it; the accumulator then takes
+   * no more results.
    */
-  add(tensors: readonly Tensor[], weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm): number | undefined {
+  add(tensors: readonly Tensor[], weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm, last = false): number | undefined {
     const inputs = this.match(tensors, weight).map(({ tensor, sum }) => ({ name: tensor.name, sum, values: float32Values(tensor) }));
     // Check every tensor before folding any: a NaN in the last must not leave the first ones added.
     for (const input of inputs) if (!allFinite(input.values)) throw new ResultRefused(`tensor ${JSON.stringify(input.name)} holds NaN or Infinity`);
@@ -98,8 +106,12 @@ export class WeightedAverage {
       norm = Math.sqrt(squared);
       scale = Math.min(1, clip.maxNorm / norm);
     }
-    for (const input of inputs) foldScaled(input.sum.values, input.values, weight, base?.get(input.name), scale, clip && !base ? clip.global?.get(input.name) : undefined);
-    this.counted(inputs, weight);
+    const average = last && !base && !clip;
+    for (const input of inputs) {
+      if (average) foldAveraged(input.sum.values, input.values, weight, 1 / (input.sum.weight + weight));
+      else foldScaled(input.sum.values, input.values, weight, base?.get(input.name), scale, clip && !base ? clip.global?.get(input.name) : undefined);
+    }
+    this.counted(inputs, weight, average);
     return norm;
   }
 
@@ -109,7 +121,7 @@ export class WeightedAverage {
    * a tensor the scan could not check (its dtype came after its data) is read
    * once more to check it before anything is folded.
    */
-  addStaged(staged: StagedResult, weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm): number | undefined {
+  addStaged(staged: StagedResult, weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm, last = false): number | undefined {
     const inputs = this.match(staged.tensors, weight);
     for (const { tensor } of inputs) {
       let finite = tensor.finite;
@@ -132,17 +144,23 @@ export class WeightedAverage {
       scale = Math.min(1, clip.maxNorm / norm);
     }
     const run = <T extends Float32Array | undefined>(array: T, first: number, length: number) => array?.subarray(first, first + length) as T;
+    const average = last && !base && !clip;
     try {
       for (const { tensor, sum } of inputs) {
         const from = base?.get(tensor.name);
         const global = clip && !base ? clip.global?.get(tensor.name) : undefined;
-        staged.readFloat32(tensor, (values, first) => foldScaled(run(sum.values, first, values.length), values, weight, run(from, first, values.length), scale, run(global, first, values.length)));
+        const mean = 1 / (sum.weight + weight);
+        staged.readFloat32(tensor, (values, first) =>
+          average
+            ? foldAveraged(run(sum.values, first, values.length), values, weight, mean)
+            : foldScaled(run(sum.values, first, values.length), values, weight, run(from, first, values.length), scale, run(global, first, values.length)),
+        );
       }
     } catch (error) {
       this.broken = new Error(`the running sum is incomplete: reading a staged result failed part-way: ${(error as Error).message}`, { cause: error });
       throw this.broken;
     }
-    this.counted(inputs, weight);
+    this.counted(inputs, weight, average);
     return norm;
   }
 
@@ -152,7 +170,7 @@ export class WeightedAverage {
    * on the sum of clipped updates), drawn from `normal`.
    */
   addNoise(stddev: number, normal: { sample(): number }): void {
-    if (this.finished) throw new Error("the average was already taken");
+    if (this.finished || this.averaged) throw new Error("the average was already taken");
     for (const sum of this.sums.values()) {
       if (sum.weight === 0) continue;
       for (let index = 0; index < sum.values.length; index++) sum.values[index]! += stddev * normal.sample();
@@ -162,7 +180,7 @@ export class WeightedAverage {
   /** Pairs each of the template's tensors with the result's of that name, refusing any mismatch before anything is read. */
   private match<T extends Described>(tensors: readonly T[], weight: number): Array<{ tensor: T; sum: Sum }> {
     if (this.broken) throw this.broken;
-    if (this.finished) throw new Error("the average was already taken");
+    if (this.finished || this.averaged) throw new Error("the average was already taken");
     if (!(weight > 0) || !Number.isFinite(weight)) throw new ResultRefused(`aggregation weight ${weight} is not a positive number`);
     const byName = new Map(tensors.map((tensor) => [tensor.name, tensor]));
     const inputs: Array<{ tensor: T; sum: Sum }> = [];
@@ -181,9 +199,13 @@ export class WeightedAverage {
     return inputs;
   }
 
-  private counted(inputs: ReadonlyArray<{ sum: Sum }>, weight: number): void {
-    for (const { sum } of inputs) sum.weight += weight;
+  private counted(inputs: ReadonlyArray<{ sum: Sum }>, weight: number, averaged: boolean): void {
+    for (const { sum } of inputs) {
+      sum.weight += weight;
+      sum.averaged = averaged;
+    }
     this.contributions++;
+    this.averaged = averaged;
   }
 
   /**
@@ -201,7 +223,7 @@ export class WeightedAverage {
       if (sum.weight === 0) {
         if (!sum.fallback) throw new Error(`no result held tensor ${JSON.stringify(name)}, and there is no global model to keep it from`);
         sum.values.set(sum.fallback);
-      } else {
+      } else if (!sum.averaged) {
         const scale = 1 / sum.weight;
         for (let index = 0; index < sum.values.length; index++) sum.values[index]! *= scale;
       }
@@ -220,6 +242,15 @@ function fold(sum: Float32Array, values: Float32Array, weight: number): void {
     sum[index + 3]! += weight * values[index + 3]!;
   }
   for (; index < sum.length; index++) sum[index]! += weight * values[index]!;
+}
+
+/**
+ * The last fold and the mean in one pass: sum = (sum + weight x values) x
+ * mean, rounded to float32 after the fold as fold() and result() would round
+ * it (Math.fround), so the mean is bit for bit the two passes' mean.
+ */
+function foldAveraged(sum: Float32Array, values: Float32Array, weight: number, mean: number): void {
+  for (let index = 0; index < sum.length; index++) sum[index] = Math.fround(sum[index]! + weight * values[index]!) * mean;
 }
 
 /**

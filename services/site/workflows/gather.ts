@@ -22,9 +22,10 @@ export interface GatherOptions {
   /**
    * Takes an OK result as it arrives (for example folds it into an aggregate);
    * throwing refuses it. An uploaded result's staged file is released when it
-   * returns: read `outcome.data` or `outcome.staged` within it.
+   * returns: read `outcome.data` or `outcome.staged` within it. `last`: every
+   * other client's task has ended, so no result of this round comes after it.
    */
-  accept(outcome: TaskOutcome): void;
+  accept(outcome: TaskOutcome, last: boolean): void;
 }
 
 export interface GatherReport {
@@ -48,6 +49,7 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
   const signal = AbortSignal.any([options.signal, round.signal]);
   const report: GatherReport = { accepted: [], failures: new Map() };
   let stragglerTimer: NodeJS.Timeout | undefined;
+  let outstanding = clients.length;
 
   const fail = (client: string, reason: string) => {
     report.failures.set(client, reason);
@@ -61,10 +63,10 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
   await Promise.all(
     clients.map(async (client) => {
       try {
-        const outcome = await options.hub.sendTask(client, options.task(client), options.taskTimeoutMs === undefined ? { signal } : { signal, timeoutMs: options.taskTimeoutMs });
+        const outcome = await options.hub.sendTask(client, options.task(client), options.taskTimeoutMs === undefined ? { signal } : { signal, timeoutMs: options.taskTimeoutMs }).finally(() => outstanding--);
         if (!carriesData(outcome.returnCode)) return fail(client, failureOf(outcome));
         try {
-          options.accept(outcome);
+          options.accept(outcome, outstanding === 0);
         } catch (error) {
           return fail(client, (error as Error).message);
         } finally {
