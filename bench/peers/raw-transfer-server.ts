@@ -8,7 +8,7 @@ import { startGrpcTransferServer, startTcpTransferServer } from "../lib/raw-tran
 import { DEFAULT_HEAP_HEADROOM_MB, tuneHeapGrowth } from "../../services/shared/memory.js";
 
 // The same V8 tuning as the campfire site process the baseline stands for (services/shared/memory.ts).
-tuneHeapGrowth(DEFAULT_HEAP_HEADROOM_MB.site * 1024 * 1024);
+tuneHeapGrowth(DEFAULT_HEAP_HEADROOM_MB * 1024 * 1024);
 
 const encoded = encodeDataExchange(weights(makeModel(Number(process.env.MODEL_BYTES))));
 const grpc = await startGrpcTransferServer(encoded);

@@ -12,7 +12,7 @@ import { peakRssBytes, resetPeakRss } from "../lib/process-stats.js";
 import { DEFAULT_HEAP_HEADROOM_MB, tuneHeapGrowth } from "../../services/shared/memory.js";
 
 // The same V8 tuning as the campfire agent processes the baseline stands for (services/shared/memory.ts).
-tuneHeapGrowth(DEFAULT_HEAP_HEADROOM_MB.agent * 1024 * 1024);
+tuneHeapGrowth(DEFAULT_HEAP_HEADROOM_MB * 1024 * 1024);
 
 const clients = Number(process.env.CLIENTS ?? 4);
 const identity = (bytes: Buffer) => bytes;

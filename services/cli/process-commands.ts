@@ -130,7 +130,7 @@ export function addProcessCommands(program: Command, run: Runner): void {
         .default(10),
     )
     .addOption(env("--metrics <host:port>", METRICS_HELP, "CAMPFIRE_METRICS"))
-    .addOption(env("--heap-headroom-mb <mb>", HEAP_HEADROOM_HELP, "CAMPFIRE_HEAP_HEADROOM_MB").argParser(integer(0)).default(DEFAULT_HEAP_HEADROOM_MB.site))
+    .addOption(env("--heap-headroom-mb <mb>", HEAP_HEADROOM_HELP, "CAMPFIRE_HEAP_HEADROOM_MB").argParser(integer(0)).default(DEFAULT_HEAP_HEADROOM_MB))
     .addHelpText(
       "after",
       `
@@ -242,7 +242,7 @@ Examples:
     .addOption(env("--heartbeat-timeout-ms <ms>", "silence after which the site counts as gone (0: never)", "CAMPFIRE_HEARTBEAT_TIMEOUT_MS").argParser(integer(0)).default(HEARTBEAT_TIMEOUT_MS))
     .addOption(env("--drain-seconds <s>", "on SIGTERM/SIGINT: how long the trainer may finish its task before the agent hands it back, says bye and exits", "CAMPFIRE_DRAIN_SECONDS").argParser(integer(0)).default(DRAIN_SECONDS))
     .addOption(env("--metrics <host:port>", METRICS_HELP, "CAMPFIRE_METRICS"))
-    .addOption(env("--heap-headroom-mb <mb>", HEAP_HEADROOM_HELP, "CAMPFIRE_HEAP_HEADROOM_MB").argParser(integer(0)).default(DEFAULT_HEAP_HEADROOM_MB.agent))
+    .addOption(env("--heap-headroom-mb <mb>", HEAP_HEADROOM_HELP, "CAMPFIRE_HEAP_HEADROOM_MB").argParser(integer(0)).default(DEFAULT_HEAP_HEADROOM_MB))
     .addHelpText(
       "after",
       `

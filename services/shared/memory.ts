@@ -54,13 +54,13 @@ export function countChunkGarbage(bytes: number): void {
 }
 
 /**
- * The defaults of `--heap-headroom-mb` (tuneHeapGrowth), in MiB: the site's,
- * and the agent's, whose memory bound is tighter next to its model (2 x model
- * + 200 MB) and whose heap is smaller. Each adds up to its headroom of dead
- * chunks to the peak: at 128 an agent moving 64 MiB models peaked at 360 MiB
- * instead of 295; at 32 it stays at 295 and keeps most of the CPU saved.
+ * The default of `--heap-headroom-mb` (tuneHeapGrowth), in MiB. The headroom
+ * adds up to its size of dead chunks to a process's peak: at 128 an agent
+ * moving 64 MiB models peaked at 360 MiB instead of 295 (its bound is 2 x
+ * model + 200 MB) and a site moving 256 MiB ones at up to 791 MiB (bound
+ * 798); at 32 they stay at 295 and 740, and keep most of the CPU saved.
  */
-export const DEFAULT_HEAP_HEADROOM_MB = { site: 64, agent: 32 } as const;
+export const DEFAULT_HEAP_HEADROOM_MB = 32;
 /** V8's heap growing percent is kept within these: at 400 the limit is 5 x the live heap, at 50 it is 1.5 x. */
 const MAX_GROWING_PERCENT = 400;
 const MIN_GROWING_PERCENT = 50;
@@ -78,9 +78,9 @@ let heapGrowthTuned = false;
  * chunks die young and young-generation collections free them
  * (countChunkGarbage); full ones need only come when the old generation
  * grows. V8 reads the growing percent each time it sets the limit, so it is
- * set again after every full collection, from the live heap: 400 % on a
- * small heap, less as it grows (a live heap of 500 MB gets 50 %, a limit of
- * 750 MB, not 2.5 GB). 0 leaves V8's own heuristics.
+ * set again after every full collection, from the live heap, within 50 and
+ * 400 % (a live heap of 500 MB gets 50 %: a limit of 750 MB, never 5 x).
+ * 0 leaves V8's own heuristics.
  */
 export function tuneHeapGrowth(headroomBytes: number): void {
   if (heapGrowthTuned || headroomBytes <= 0) return;
