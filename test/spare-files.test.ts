@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { writeFileAtomic } from "../services/shared/durable-file.js";
 import { float32Tensor, float32Values } from "../services/shared/tensor.js";
 import { CHECKPOINT_DIR, fileCheckpoints, spareModelName } from "../services/site/workflows/checkpoint.js";
+import { PayloadStore } from "../services/site/payload-store.js";
 import { SpareFiles } from "../services/site/uploads/spare-files.js";
 import { UploadSpool } from "../services/site/uploads/upload-spool.js";
 import { eventually } from "./helpers/site.js";
@@ -83,6 +84,21 @@ describe("spare staging files (uploads are written over the files of earlier one
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it("the payload store drops spares as uploads are admitted: spares and uploads together stay within the upload budget", async () => {
+    const dir = await tempDir();
+    const store = new PayloadStore(10_000, join(dir, "uploads"));
+    await store.reserveUpload(6000, new AbortController().signal);
+    const spool = store.spool(6000);
+    await spool.write(Buffer.alloc(6000));
+    const finished = await spool.finish();
+    if ("problem" in finished) throw new Error(finished.problem);
+    store.discard(store.putUpload("agent", finished.staged), "agent");
+    expect(await readdir(join(dir, "uploads"))).toEqual([expect.stringMatching(/^spare-/)]);
+    await store.reserveUpload(6000, new AbortController().signal);
+    expect(await readdir(join(dir, "uploads"))).toEqual([]);
+    store.close();
+  });
+
   it("an abandoned upload's file becomes a spare too", async () => {
     const dir = await tempDir();
     const spares = new SpareFiles(dir, () => 1 << 20);
@@ -128,5 +144,8 @@ describe("checkpoint models (the retired one is the next one's file)", () => {
     expect([...float32Values(read!.model![0]!)].every((value) => value === 3)).toBe(true);
     await checkpoints.release();
     expect((await readdir(join(workspace, CHECKPOINT_DIR))).sort()).toEqual(["global-3.safetensors", "state.json"]);
+    // A workflow still writing after its run ended (an abort's grace ran out) leaves no spare behind.
+    await checkpoints.write(4, { nextRound: 4 }, model(4));
+    expect((await readdir(join(workspace, CHECKPOINT_DIR))).sort()).toEqual(["global-4.safetensors", "state.json"]);
   });
 });

@@ -41,6 +41,11 @@ export class PostgresCheckpoints implements CheckpointStore {
     },
   };
 
+  /** Set by release(): a workflow still writing after its run ended keeps no spare. */
+  private released = false;
+  /** The epochs this store kept a spare model under (the lease may change while a job runs). */
+  private readonly spareEpochs = new Set<number | undefined>();
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly jobId: string,
@@ -77,7 +82,7 @@ export class PostgresCheckpoints implements CheckpointStore {
       const hash = createHash("sha256");
       for (const piece of pieces) hash.update(piece);
       digest = hash.digest("hex");
-      await writeFileAtomic(join(this.workspace, CHECKPOINT_DIR, modelFile), pieces, { reuse: join(this.workspace, CHECKPOINT_DIR, spareModelName(epoch)) });
+      await writeFileAtomic(join(this.workspace, CHECKPOINT_DIR, modelFile), pieces, { reuse: this.released ? undefined : join(this.workspace, CHECKPOINT_DIR, spareModelName(epoch)) });
     }
     await this.fenced(async (client, fencedEpoch) => {
       await client.query(
@@ -89,11 +94,13 @@ export class PostgresCheckpoints implements CheckpointStore {
     // Only after the database names the new file; a stale writer only ever removes files of its own epoch.
     const ownEpoch = epoch === undefined ? /^global-\d+\.safetensors$/ : new RegExp(`-e${epoch}\\.safetensors$`);
     const isStale = (name: string) => name !== modelFile && (ownEpoch.test(name) || staleEpoch(name, epoch));
-    await retireCheckpointModels(this.workspace, (name) => !isStale(name), spareModelName(epoch), (name) => ownEpoch.test(name));
+    await retireCheckpointModels(this.workspace, (name) => !isStale(name), this.released ? undefined : spareModelName(epoch), (name) => ownEpoch.test(name));
+    this.spareEpochs.add(epoch);
   }
 
   async release(): Promise<void> {
-    await rm(join(this.workspace, CHECKPOINT_DIR, spareModelName(this.epoch())), { force: true });
+    this.released = true;
+    for (const epoch of this.spareEpochs) await rm(join(this.workspace, CHECKPOINT_DIR, spareModelName(epoch)), { force: true });
   }
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename } from "node:fs/promises";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 
 /** What a durable file holds: text, bytes, or bytes in pieces written one after another (a model, without joining it first). */
@@ -53,7 +53,12 @@ export async function writeFileAtomic(path: string, data: FileContent, options: 
       throw error;
     },
   ));
-  await writeSynced(temp, data, reused);
+  try {
+    await writeSynced(temp, data, reused);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
   await rename(temp, path);
   await syncDir(folder);
 }

@@ -78,7 +78,7 @@ export class PayloadStore {
    */
   async reserveUpload(bytes: number, signal: AbortSignal): Promise<void> {
     if (this.fits(bytes) && this.uploadWaiters.length === 0) {
-      this.uploadBytes += bytes;
+      this.admit(bytes);
       return;
     }
     await new Promise<void>((resolve, reject) => {
@@ -103,9 +103,15 @@ export class PayloadStore {
     this.uploadBytes -= bytes;
     while (this.uploadWaiters.length && this.fits(this.uploadWaiters[0]!.bytes)) {
       const waiter = this.uploadWaiters.shift()!;
-      this.uploadBytes += waiter.bytes;
+      this.admit(waiter.bytes);
       waiter.admit();
     }
+  }
+
+  /** Counts an admitted upload, and drops spare files past what the budget leaves beside the uploads. */
+  private admit(bytes: number): void {
+    this.uploadBytes += bytes;
+    this.spares?.shrinkTo(Math.max(0, this.uploadBudgetBytes - this.uploadBytes));
   }
 
   private fits(bytes: number): boolean {

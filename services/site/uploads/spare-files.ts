@@ -15,8 +15,9 @@ const SPARE_IDLE_MS = 60_000;
  *
  * A file is kept only while nothing else links it (a robust aggregator
  * hard-links the results it keeps), while the spares fit `room()` bytes (the
- * upload budget left: spares and uploads together stay within it), and for
- * `idleMs` unused.
+ * upload budget left; the payload store shrinks them as uploads are admitted,
+ * so spares and uploads together stay within the budget), and for about
+ * `idleMs` unused (swept every half of it).
  */
 export class SpareFiles {
   private readonly spares: Array<{ path: string; size: number; keptAt: number }> = [];
@@ -43,8 +44,14 @@ export class SpareFiles {
       renameSync(chosen.path, path);
       return path;
     } catch {
+      rmSync(chosen.path, { force: true });
       return undefined;
     }
+  }
+
+  /** Removes spares, oldest first, until they take at most `bytes` (an upload being admitted needs the room). */
+  shrinkTo(bytes: number): void {
+    while (this.spares.length && this.keptBytes > bytes) this.drop(this.spares[0]!);
   }
 
   /** Keeps a staging file that is no longer needed for a later upload, or removes it (linked elsewhere, or no room). */

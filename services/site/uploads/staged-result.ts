@@ -57,7 +57,7 @@ export class StagedResult {
     }
   }
 
-  /** The whole result in memory (decoded from the file, which is then removed). */
+  /** The whole result in memory (decoded from the file, which is then given up: see release()). */
   load(): DataExchange {
     if (this.loaded) return this.loaded;
     if (this.released) throw new Error(`the staged result ${this.path} was released`);

@@ -56,15 +56,15 @@ export const spareModelName = (epoch?: number) => `spare${epoch === undefined ? 
  * next checkpoint's model is written over (writeFileAtomic's reuse: far less
  * kernel work than a new file every round); the others are removed.
  * `mayBecomeSpare` picks the files that may be reused (a replica reuses only
- * files it wrote itself).
+ * files it wrote itself). Without `spare` (the job's run ended), all go.
  */
-export async function retireCheckpointModels(workspace: string, keep: (name: string) => boolean, spare: string, mayBecomeSpare: (name: string) => boolean = () => true): Promise<void> {
+export async function retireCheckpointModels(workspace: string, keep: (name: string) => boolean, spare: string | undefined, mayBecomeSpare: (name: string) => boolean = () => true): Promise<void> {
   const folder = join(workspace, CHECKPOINT_DIR);
   const names = await readdir(folder);
-  let spareKept = names.includes(spare);
+  let spareKept = spare === undefined || names.includes(spare);
   for (const name of names) {
     if (name === spare || !CHECKPOINT_FILE.test(name) || keep(name)) continue;
-    if (!spareKept && mayBecomeSpare(name)) {
+    if (spare !== undefined && !spareKept && mayBecomeSpare(name)) {
       await rename(join(folder, name), join(folder, spare));
       spareKept = true;
     } else await rm(join(folder, name), { force: true });
@@ -79,6 +79,9 @@ export async function retireCheckpointModels(workspace: string, keep: (name: str
  * beside a model one step ahead of it (that step would be applied twice).
  */
 export function fileCheckpoints(workspace: string): CheckpointStore {
+  /** Set by release(): a workflow still writing after its run ended (an abort's grace ran out) keeps no spare. */
+  let released = false;
+  const spare = () => (released ? undefined : spareModelName());
   return {
     async read<State>() {
       const text = await readFile(join(workspace, RESULT_LAYOUT.checkpointState), "utf8").catch((error: NodeJS.ErrnoException) => {
@@ -91,11 +94,13 @@ export function fileCheckpoints(workspace: string): CheckpointStore {
     },
     async write(position, state, model) {
       const modelFile = model && `global-${position}.safetensors`;
-      if (modelFile) await saveModel(workspace, join(CHECKPOINT_DIR, modelFile), model, { position: String(position) }, join(workspace, CHECKPOINT_DIR, spareModelName()));
+      const reuse = spare();
+      if (modelFile) await saveModel(workspace, join(CHECKPOINT_DIR, modelFile), model, { position: String(position) }, reuse && join(workspace, CHECKPOINT_DIR, reuse));
       await writeFileAtomic(join(workspace, RESULT_LAYOUT.checkpointState), JSON.stringify({ ...state, model: modelFile }));
-      await retireCheckpointModels(workspace, (name) => name === modelFile, spareModelName());
+      await retireCheckpointModels(workspace, (name) => name === modelFile, spare());
     },
     async release() {
+      released = true;
       await rm(join(workspace, CHECKPOINT_DIR, spareModelName()), { force: true });
     },
   };

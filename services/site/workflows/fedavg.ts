@@ -129,7 +129,8 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
        * before touching that model or writing a checkpoint of its own, so
        * checkpoints land in order. A site stopped meanwhile resumes from the
        * checkpoint before and runs that round again, as it would have had it
-       * stopped a moment earlier.
+       * stopped a moment earlier. Under DP the checkpoint is waited for at
+       * once (below).
        */
       let checkpointing: Promise<void> = Promise.resolve();
       try {
@@ -169,6 +170,9 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
           })();
           // Awaited at the next round's end, the loop's or the job's; a failure meanwhile is no unhandled rejection.
           checkpointing.catch(() => undefined);
+          // Under DP the next round's tasks release the model this checkpoint accounts for: a crash before it landed
+          // would run the round again and spend its privacy twice while counting it once.
+          if (dp) await checkpointing;
           context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
           logger.info({ job: context.jobId, round, metrics }, "round complete");
           if (stopConditionMet()) logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
@@ -176,7 +180,7 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
         await checkpointing;
       } finally {
         // A round that failed or was aborted leaves the checkpoint before it written, not half way.
-        await checkpointing.catch(() => undefined);
+        await checkpointing.catch((error: unknown) => logger.warn({ job: context.jobId, err: error }, "the last round's checkpoint failed"));
       }
       if (!global) throw new Error("no round ran, so there is no model");
       await saveModel(workspace, RESULT_LAYOUT.finalModel, global);

@@ -63,7 +63,14 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
   await Promise.all(
     clients.map(async (client) => {
       try {
-        const outcome = await options.hub.sendTask(client, options.task(client), options.taskTimeoutMs === undefined ? { signal } : { signal, timeoutMs: options.taskTimeoutMs }).finally(() => outstanding--);
+        let outcome: TaskOutcome;
+        try {
+          outcome = await options.hub.sendTask(client, options.task(client), options.taskTimeoutMs === undefined ? { signal } : { signal, timeoutMs: options.taskTimeoutMs });
+        } finally {
+          // Counted down where this client's code resumes, not where its task settled: two tasks settling in one turn
+          // must not both find the other one done.
+          outstanding--;
+        }
         if (!carriesData(outcome.returnCode)) return fail(client, failureOf(outcome));
         try {
           options.accept(outcome, outstanding === 0);
