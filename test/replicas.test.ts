@@ -188,6 +188,11 @@ describe.skipIf(missing)("site replicas on PostgreSQL", () => {
     const submittedToStandby = await direct.submitJobDefinition(jobDefinition({ name: "via-standby", deployMap: { app: ["server", "a", "b"] } }));
 
     await roundDone(leader.process, jobId, 2);
+    // FedAvg writes a round's checkpoint while the next round trains: the kill comes once round 2's has landed.
+    await until("round 2's checkpoint", async () => {
+      const [row] = await query<{ position: number }>(replicaSet.url, "SELECT position FROM campfire_checkpoints WHERE job_id = $1", [jobId]);
+      return Number(row?.position) >= 3;
+    });
     const killedAt = Date.now();
     await leader.process.kill("SIGKILL");
     const took = await standby.process.waitForLog((record) => record.msg === "leading: agents admitted, jobs taken over", 20_000);
