@@ -58,7 +58,7 @@ export function countChunkGarbage(bytes: number): void {
  * adds up to its size of dead chunks to a process's peak: at 128 an agent
  * moving 64 MiB models peaked at 360 MiB instead of 295 (its bound is 2 x
  * model + 200 MB) and a site moving 256 MiB ones at up to 791 MiB (bound
- * 798); at 32 they stay at 295 and 740, and keep most of the CPU saved.
+ * 798); at 32 they peaked at 295 and 740-771, and keep most of the CPU saved.
  */
 export const DEFAULT_HEAP_HEADROOM_MB = 32;
 /** V8's heap growing percent is kept within these: at 400 the limit is 5 x the live heap, at 50 it is 1.5 x. */
@@ -79,7 +79,9 @@ let heapGrowthTuned = false;
  * (countChunkGarbage); full ones need only come when the old generation
  * grows. V8 reads the growing percent each time it sets the limit, so it is
  * set again after every full collection, from the live heap, within 50 and
- * 400 % (a live heap of 500 MB gets 50 %: a limit of 750 MB, never 5 x).
+ * 400 % (a live heap of 500 MB gets 50 %: a limit of 750 MB, never 5 x); it
+ * takes effect at the next one, so a sudden jump of the live heap gets one
+ * collection's worth of the old percent.
  * 0 leaves V8's own heuristics.
  */
 export function tuneHeapGrowth(headroomBytes: number): void {
