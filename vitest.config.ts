@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     reporters: ["default", "./test/summary-reporter.ts"],
+    globalSetup: ["./test/global-temp.ts"],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: "forks",
