@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -11,6 +11,8 @@ import { join } from "node:path";
  */
 export default function setup(): () => void {
   const root = mkdtempSync(join(tmpdir(), "campfire-tests-"));
+  // As /tmp is: the PostgreSQL tests run initdb as the postgres user inside it.
+  chmodSync(root, 0o1777);
   process.env.TMPDIR = root;
   return () => {
     if (process.env.CAMPFIRE_KEEP_TEST_TMP === "1") return console.log(`kept the tests' temporary folder: ${root}`);
