@@ -1,6 +1,5 @@
 import { linkSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { writeFileAtomic } from "../services/shared/durable-file.js";
@@ -9,14 +8,15 @@ import { CHECKPOINT_DIR, fileCheckpoints, spareModelName } from "../services/sit
 import { PayloadStore } from "../services/site/payload-store.js";
 import { SpareFiles } from "../services/site/uploads/spare-files.js";
 import { UploadSpool } from "../services/site/uploads/upload-spool.js";
+import { tempDir } from "./helpers/job-site.js";
 import { eventually } from "./helpers/site.js";
 
 const dirs: string[] = [];
 afterEach(async () => {
   for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "campfire-spares-"));
+async function folder(): Promise<string> {
+  const dir = await tempDir("campfire-spares-");
   dirs.push(dir);
   return dir;
 }
@@ -32,7 +32,7 @@ async function stage(dir: string, bytes: Uint8Array, spares: SpareFiles) {
 
 describe("spare staging files (uploads are written over the files of earlier ones)", () => {
   it("a released upload's file is the next upload's, written over and cut to the new length", async () => {
-    const dir = await tempDir();
+    const dir = await folder();
     const spares = new SpareFiles(dir, () => 1 << 20);
     const first = await stage(dir, Buffer.alloc(5000, 1), spares);
     const inode = (await stat(first.path)).ino;
@@ -51,7 +51,7 @@ describe("spare staging files (uploads are written over the files of earlier one
   });
 
   it("a file linked elsewhere (a result a robust aggregator keeps) is removed, never written over", async () => {
-    const dir = await tempDir();
+    const dir = await folder();
     const spares = new SpareFiles(dir, () => 1 << 20);
     const staged = await stage(dir, Buffer.alloc(4000, 7), spares);
     linkSync(staged.path, `${staged.path}.kept`);
@@ -63,7 +63,7 @@ describe("spare staging files (uploads are written over the files of earlier one
   });
 
   it("keeps spares within the room the upload budget leaves, and drops the ones left unused", async () => {
-    const dir = await tempDir();
+    const dir = await folder();
     let room = 6000;
     const spares = new SpareFiles(dir, () => room, 100);
     const a = await stage(dir, Buffer.alloc(4000), spares);
@@ -85,7 +85,7 @@ describe("spare staging files (uploads are written over the files of earlier one
   });
 
   it("the payload store drops spares as uploads are admitted: spares and uploads together stay within the upload budget", async () => {
-    const dir = await tempDir();
+    const dir = await folder();
     const store = new PayloadStore(10_000, join(dir, "uploads"));
     await store.reserveUpload(6000, new AbortController().signal);
     const spool = store.spool(6000);
@@ -100,7 +100,7 @@ describe("spare staging files (uploads are written over the files of earlier one
   });
 
   it("an abandoned upload's file becomes a spare too", async () => {
-    const dir = await tempDir();
+    const dir = await folder();
     const spares = new SpareFiles(dir, () => 1 << 20);
     const spool = new UploadSpool(dir, 10_000, spares);
     await spool.write(Buffer.alloc(4000));
@@ -113,7 +113,7 @@ describe("spare staging files (uploads are written over the files of earlier one
 
 describe("writeFileAtomic with a file to reuse", () => {
   it("writes over the spare file (same inode), cut to the new content, and replaces the target atomically", async () => {
-    const dir = await tempDir();
+    const dir = await folder();
     const spare = join(dir, "spare");
     await writeFile(spare, Buffer.alloc(10_000, 3));
     const inode = (await stat(spare)).ino;
@@ -130,7 +130,7 @@ describe("writeFileAtomic with a file to reuse", () => {
 
 describe("checkpoint models (the retired one is the next one's file)", () => {
   it("writes each checkpoint's model over the model two checkpoints back, and drops the spare when the job's run ends", async () => {
-    const workspace = await tempDir();
+    const workspace = await folder();
     const checkpoints = fileCheckpoints(workspace);
     const model = (value: number) => [float32Tensor("w", [1000], new Float32Array(1000).fill(value))];
     await checkpoints.write(1, { nextRound: 1 }, model(1));

@@ -16,11 +16,16 @@ export async function writeSynced(path: string, data: FileContent, overwrite = f
     if (typeof data === "string" || data instanceof Uint8Array) await handle.writeFile(data);
     // writeFile() from a handle appends at its position and loops until every byte is written (a single write() may write fewer).
     else for (const piece of data) await handle.writeFile(piece);
-    if (overwrite) await handle.truncate(typeof data === "string" ? Buffer.byteLength(data) : data instanceof Uint8Array ? data.length : data.reduce((sum, piece) => sum + piece.length, 0));
+    if (overwrite) await handle.truncate(byteLength(data));
     await handle.sync();
   } finally {
     await handle.close();
   }
+}
+
+function byteLength(data: FileContent): number {
+  if (typeof data === "string") return Buffer.byteLength(data);
+  return data instanceof Uint8Array ? data.length : data.reduce((sum, piece) => sum + piece.length, 0);
 }
 
 /** fsyncs a folder, so that renames and creations in it survive a crash or power cut. */

@@ -19,9 +19,14 @@ const SPARE_IDLE_MS = 60_000;
  * so spares and uploads together stay within the budget), and for about
  * `idleMs` unused (swept every half of it).
  */
+interface Spare {
+  path: string;
+  size: number;
+  keptAt: number;
+}
+
 export class SpareFiles {
-  private readonly spares: Array<{ path: string; size: number; keptAt: number }> = [];
-  private keptBytes = 0;
+  private readonly spares: Spare[] = [];
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -51,7 +56,7 @@ export class SpareFiles {
 
   /** Removes spares, oldest first, until they take at most `bytes` (an upload being admitted needs the room). */
   shrinkTo(bytes: number): void {
-    while (this.spares.length && this.keptBytes > bytes) this.drop(this.spares[0]!);
+    while (this.spares.length && this.bytes > bytes) this.drop(this.spares[0]!);
   }
 
   /** Keeps a staging file that is no longer needed for a later upload, or removes it (linked elsewhere, or no room). */
@@ -64,7 +69,7 @@ export class SpareFiles {
     } catch {
       return rmSync(path, { force: true });
     }
-    while (this.spares.length && this.keptBytes + size > this.room()) this.drop(this.spares[0]!);
+    this.shrinkTo(this.room() - size);
     const spare = { path: join(this.directory, `spare-${randomUUID()}`), size, keptAt: Date.now() };
     try {
       renameSync(path, spare.path);
@@ -72,17 +77,17 @@ export class SpareFiles {
       return rmSync(path, { force: true });
     }
     this.spares.push(spare);
-    this.keptBytes += size;
     this.sweeper ??= setInterval(() => this.sweep(), this.idleMs / 2).unref();
   }
 
   /** Removes every spare file (the site is stopping). */
   close(): void {
-    while (this.spares.length) this.drop(this.spares[0]!);
+    this.shrinkTo(0);
   }
 
+  /** Bytes the spare files take. */
   get bytes(): number {
-    return this.keptBytes;
+    return this.spares.reduce((sum, spare) => sum + spare.size, 0);
   }
 
   private sweep(): void {
@@ -90,14 +95,13 @@ export class SpareFiles {
     for (const spare of [...this.spares]) if (now - spare.keptAt >= this.idleMs) this.drop(spare);
   }
 
-  private drop(spare: { path: string; size: number }): void {
+  private drop(spare: Spare): void {
     this.forget(spare);
     rmSync(spare.path, { force: true });
   }
 
-  private forget(spare: { path: string; size: number }): void {
-    this.spares.splice(this.spares.indexOf(spare as (typeof this.spares)[number]), 1);
-    this.keptBytes -= spare.size;
+  private forget(spare: Spare): void {
+    this.spares.splice(this.spares.indexOf(spare), 1);
     if (this.spares.length === 0 && this.sweeper) {
       clearInterval(this.sweeper);
       this.sweeper = undefined;

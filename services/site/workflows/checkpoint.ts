@@ -81,7 +81,6 @@ export async function retireCheckpointModels(workspace: string, keep: (name: str
 export function fileCheckpoints(workspace: string): CheckpointStore {
   /** Set by release(): a workflow still writing after its run ended (an abort's grace ran out) keeps no spare. */
   let released = false;
-  const spare = () => (released ? undefined : spareModelName());
   return {
     async read<State>() {
       const text = await readFile(join(workspace, RESULT_LAYOUT.checkpointState), "utf8").catch((error: NodeJS.ErrnoException) => {
@@ -94,10 +93,10 @@ export function fileCheckpoints(workspace: string): CheckpointStore {
     },
     async write(position, state, model) {
       const modelFile = model && `global-${position}.safetensors`;
-      const reuse = spare();
-      if (modelFile) await saveModel(workspace, join(CHECKPOINT_DIR, modelFile), model, { position: String(position) }, reuse && join(workspace, CHECKPOINT_DIR, reuse));
+      const spare = released ? undefined : spareModelName();
+      if (modelFile) await saveModel(workspace, join(CHECKPOINT_DIR, modelFile), model, { position: String(position) }, spare && join(workspace, CHECKPOINT_DIR, spare));
       await writeFileAtomic(join(workspace, RESULT_LAYOUT.checkpointState), JSON.stringify({ ...state, model: modelFile }));
-      await retireCheckpointModels(workspace, (name) => name === modelFile, spare());
+      await retireCheckpointModels(workspace, (name) => name === modelFile, spare);
     },
     async release() {
       released = true;

@@ -96,6 +96,19 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
     const { args, workspace, logger } = context;
     const minResults = Math.min(args.min_clients ?? context.minClients, context.clients.length);
     const recorder = await JobRecorder.open(context);
+    /**
+     * The last round's checkpoint, written while the next round runs: a
+     * model's write and fsync need not hold the clients back (0.2 s to
+     * seconds a round for a large model, more on network volumes). The
+     * model it writes is the global one, which the next round only reads
+     * (its sum goes to the spare buffers); each round's end waits for it
+     * before touching that model or writing a checkpoint of its own, so
+     * checkpoints land in order. A site stopped meanwhile resumes from the
+     * checkpoint before and runs that round again, as it would have had it
+     * stopped a moment earlier. Under DP the checkpoint is waited for at
+     * once (below).
+     */
+    let checkpointing: Promise<void> = Promise.resolve();
     try {
       const saved = await context.checkpoints.read<FedAvgState>();
       let state: FedAvgState = saved?.state ?? { nextRound: args.start_round, best: undefined, roundsMeetingStopCondition: 0 };
@@ -120,72 +133,56 @@ export const fedAvgWorkflow: Workflow<FedAvgArgs> = {
       const lastRound = args.start_round + args.num_rounds;
       const stopConditionMet = () => args.stop_condition !== undefined && state.roundsMeetingStopCondition >= args.patience;
 
-      /**
-       * The last round's checkpoint, written while the next round runs: a
-       * model's write and fsync need not hold the clients back (0.2 s to
-       * seconds a round for a large model, more on network volumes). The
-       * model it writes is the global one, which the next round only reads
-       * (its sum goes to the spare buffers); each round's end waits for it
-       * before touching that model or writing a checkpoint of its own, so
-       * checkpoints land in order. A site stopped meanwhile resumes from the
-       * checkpoint before and runs that round again, as it would have had it
-       * stopped a moment earlier. Under DP the checkpoint is waited for at
-       * once (below).
-       */
-      let checkpointing: Promise<void> = Promise.resolve();
-      try {
-        for (let round = state.nextRound; round < lastRound && !stopConditionMet(); round++) {
-          // The site drains: the round before this one is checkpointed, the next start goes on from here.
-          if (context.draining.aborted) await checkpointing;
-          context.draining.throwIfAborted();
-          const budgetSpent = dp?.stopBeforeRound();
-          if (budgetSpent) {
-            if (dp!.roundsAccounted === 0) throw new Error(`dp.target_epsilon: not even one round fits: ${budgetSpent}`);
-            logger.info({ job: context.jobId, round, epsilon: dp!.epsilon }, budgetSpent);
-            context.reportProgress({ phase: budgetSpent });
-            break;
-          }
-          context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
-          const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder, dp);
-          await checkpointing;
-          const stepped = optimizer.step(global, next.model);
-          spare = global;
-          global = stepped;
-          const metrics = { ...(args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {}), ...next.privacy };
-          const keyValue = metrics[args.key_metric];
-          const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
-          state = {
-            nextRound: round + 1,
-            best: improved ? { round, value: keyValue } : state.best,
-            roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
-            dp: dp?.state,
-            optimizerState: await optimizer.checkpoint(workspace, round + 1),
-          };
-          await recorder.round(round, metrics, { best: improved });
-          const [checkpointState, checkpointModel] = [state, global];
-          checkpointing = (async () => {
-            await context.checkpoints.write(checkpointState.nextRound, checkpointState, checkpointModel);
-            await ServerOptimizer.prune(workspace, checkpointState.optimizerState);
-            if (improved && checkpointModel) await saveBest(checkpointState.best!, checkpointModel);
-          })();
-          // Awaited at the next round's end, the loop's or the job's; a failure meanwhile is no unhandled rejection.
-          checkpointing.catch(() => undefined);
-          // Under DP the next round's tasks release the model this checkpoint accounts for: a crash before it landed
-          // would run the round again and spend its privacy twice while counting it once.
-          if (dp) await checkpointing;
-          context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
-          logger.info({ job: context.jobId, round, metrics }, "round complete");
-          if (stopConditionMet()) logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
+      for (let round = state.nextRound; round < lastRound && !stopConditionMet(); round++) {
+        // The site drains: the round before this one is checkpointed, the next start goes on from here.
+        if (context.draining.aborted) await checkpointing;
+        context.draining.throwIfAborted();
+        const budgetSpent = dp?.stopBeforeRound();
+        if (budgetSpent) {
+          if (dp!.roundsAccounted === 0) throw new Error(`dp.target_epsilon: not even one round fits: ${budgetSpent}`);
+          logger.info({ job: context.jobId, round, epsilon: dp!.epsilon }, budgetSpent);
+          context.reportProgress({ phase: budgetSpent });
+          break;
         }
+        context.reportProgress({ currentRound: round, totalRounds: lastRound, phase: `round ${round + 1} of ${lastRound}: training` });
+        const next = await trainRound(context, global, spare, round, lastRound, minResults, recorder, dp);
         await checkpointing;
-      } finally {
-        // A round that failed or was aborted leaves the checkpoint before it written, not half way.
-        await checkpointing.catch((error: unknown) => logger.warn({ job: context.jobId, err: error }, "the last round's checkpoint failed"));
+        const stepped = optimizer.step(global, next.model);
+        spare = global;
+        global = stepped;
+        const metrics = { ...(args.validation_task_name ? await validate(context, global, round, minResults, recorder) : {}), ...next.privacy };
+        const keyValue = metrics[args.key_metric];
+        const improved = keyValue !== undefined && (!state.best || (args.higher_is_better ? keyValue > state.best.value : keyValue < state.best.value));
+        state = {
+          nextRound: round + 1,
+          best: improved ? { round, value: keyValue } : state.best,
+          roundsMeetingStopCondition: stopConditionHolds(args.stop_condition, metrics) ? state.roundsMeetingStopCondition + 1 : 0,
+          dp: dp?.state,
+          optimizerState: await optimizer.checkpoint(workspace, round + 1),
+        };
+        await recorder.round(round, metrics, { best: improved });
+        const [checkpointState, checkpointModel] = [state, global];
+        checkpointing = (async () => {
+          await context.checkpoints.write(checkpointState.nextRound, checkpointState, checkpointModel);
+          await ServerOptimizer.prune(workspace, checkpointState.optimizerState);
+          if (improved && checkpointModel) await saveBest(checkpointState.best!, checkpointModel);
+        })();
+        // Awaited at the next round's end, the loop's or the job's; a failure meanwhile is no unhandled rejection.
+        checkpointing.catch(() => undefined);
+        // Under DP the next round's tasks release the model this checkpoint accounts for: a crash before it landed
+        // would run the round again and spend its privacy twice while counting it once.
+        if (dp) await checkpointing;
+        context.reportProgress({ latestMetrics: Object.fromEntries(Object.entries(metrics).map(([name, value]) => [`global_${name}`, value])) });
+        logger.info({ job: context.jobId, round, metrics }, "round complete");
+        if (stopConditionMet()) logger.info({ job: context.jobId, round, condition: args.stop_condition }, "stop condition met");
       }
+      await checkpointing;
       if (!global) throw new Error("no round ran, so there is no model");
       await saveModel(workspace, RESULT_LAYOUT.finalModel, global);
       if (!state.best) await saveModel(workspace, RESULT_LAYOUT.bestModel, global);
     } finally {
+      // A round that failed or was aborted leaves the checkpoint before it written, not half way.
+      await checkpointing.catch((error: unknown) => logger.warn({ job: context.jobId, err: error }, "the last round's checkpoint failed"));
       await recorder.close();
     }
     if (args.cross_site_eval) await crossSiteEvaluate(context, crossSiteEvalWorkflow.validateArgs({}), await loadModel(join(workspace, RESULT_LAYOUT.finalModel)));
