@@ -63,11 +63,11 @@ function trimmedMeanReference(rows: number[][], trim: number): number[] {
 /** Adds `rows` to `aggregator` as clients c0, c1, ..., alternating inline and staged results. */
 async function feed(aggregator: Aggregator, rows: number[][], dir: string): Promise<void> {
   for (const [index, row] of rows.entries()) {
-    if (index % 2 === 0) aggregator.add(modelOf(row), 1, { client: `c${index}` });
+    if (index % 2 === 0) await aggregator.add(modelOf(row), 1, { client: `c${index}` });
     else {
       const staged = await stage(modelOf(row), dir);
-      aggregator.addStaged(staged, 1, { client: `c${index}` });
-      // The workflow releases the upload as soon as add returns: the aggregator must have kept its own.
+      await aggregator.addStaged(staged, 1, { client: `c${index}` });
+      // The workflow releases the upload as soon as add settles: the aggregator must have kept its own.
       staged.release();
     }
   }

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { credentials } from "@grpc/grpc-js";
@@ -10,6 +10,7 @@ import { type Agent } from "../services/agent/index.js";
 import { CHUNK_BYTES, decodeDataExchangeAligned, encodeDataExchange } from "../services/shared/payload.js";
 import { encodeSafetensors } from "../services/shared/safetensors.js";
 import { float32Tensor, float32Values } from "../services/shared/tensor.js";
+import { FOLD_THREAD_MIN_BYTES } from "../services/site/aggregation/fold-threads.js";
 import { ResultRefused, WeightedAverage } from "../services/site/workflows/aggregation.js";
 import { scatterGather } from "../services/site/workflows/gather.js";
 import type { StagedResult } from "../services/site/uploads/staged-result.js";
@@ -40,7 +41,7 @@ async function stage(bytes: Uint8Array, chunkBytes: number): Promise<StagedResul
 const weights = (tensors: Tensor[], meta: Record<string, unknown> = {}): DataExchange => ({ kind: DataKind.DATA_KIND_WEIGHTS, tensors, values: { loss: 0.5 }, meta });
 const filled = (length: number, value: (index: number) => number) => Float32Array.from({ length }, (_, index) => value(index));
 /** The sum's values as they stand, read through a result of weight 0+ that adds nothing: the test looks at the mean of what was added. */
-const meanOf = (average: WeightedAverage) => average.result().map((tensor) => [...float32Values(tensor)]);
+const meanOf = async (average: WeightedAverage) => (await average.result()).map((tensor) => [...float32Values(tensor)]);
 
 describe("staged uploads: the scan", () => {
   it("indexes every tensor where its bytes lie, whatever the chunk boundaries, and keeps kind, values and meta", async () => {
@@ -128,9 +129,9 @@ describe("staged uploads: the fold", () => {
     const template = [float32Tensor("w", [3000], filled(3000, () => 0))];
     const one = filled(3000, (index) => index % 5);
     const inMemory = new WeightedAverage(template);
-    inMemory.add([float32Tensor("w", [3000], one)], 2);
+    await inMemory.add([float32Tensor("w", [3000], one)], 2);
     const staged = new WeightedAverage(template);
-    staged.addStaged(await stage(encodeDataExchange(weights([float32Tensor("w", [3000], one)])), 1000), 2);
+    await staged.addStaged(await stage(encodeDataExchange(weights([float32Tensor("w", [3000], one)])), 1000), 2);
 
     const poisoned = Float32Array.from(one);
     poisoned[2999] = Number.NaN;
@@ -138,7 +139,7 @@ describe("staged uploads: the fold", () => {
     expect(() => staged.addStaged(refused, 5)).toThrow(ResultRefused);
     expect(() => staged.addStaged(refused, 5)).toThrow(/"w" holds NaN or Infinity/);
     expect(staged.count).toBe(1);
-    expect(meanOf(staged)).toEqual(meanOf(inMemory));
+    expect(await meanOf(staged)).toEqual(await meanOf(inMemory));
   });
 
   it("clips a staged result's update to a norm (central DP) exactly as in memory, across the fold's read runs", async () => {
@@ -149,10 +150,10 @@ describe("staged uploads: the fold", () => {
     const clip = { maxNorm: 2, global: new Map(global.map((tensor) => [tensor.name, float32Values(tensor)])) };
     const inMemory = new WeightedAverage(global);
     const staged = new WeightedAverage(global);
-    const norm = inMemory.add(result, 1, undefined, clip);
+    const norm = await inMemory.add(result, 1, undefined, clip);
     expect(norm).toBeGreaterThan(2);
-    expect(staged.addStaged(await stage(encodeDataExchange(weights(result)), CHUNK_BYTES), 1, undefined, clip)).toBe(norm);
-    expect(meanOf(staged)).toEqual(meanOf(inMemory));
+    expect(await staged.addStaged(await stage(encodeDataExchange(weights(result)), CHUNK_BYTES), 1, undefined, clip)).toBe(norm);
+    expect(await meanOf(staged)).toEqual(await meanOf(inMemory));
   });
 
   it("checks finiteness from the file when the tensor's dtype came after its data (any field order is valid protobuf)", async () => {
@@ -165,6 +166,62 @@ describe("staged uploads: the fold", () => {
     const average = new WeightedAverage([float32Tensor("w", [4], filled(4, () => 0))]);
     expect(() => average.addStaged(staged, 1)).toThrow(/holds NaN or Infinity/);
     expect(average.count).toBe(0);
+  });
+});
+
+describe("staged uploads: the fold threads (results of FOLD_THREAD_MIN_BYTES or more)", () => {
+  // Three tensors, 12 MiB in all, one of them odd-sized; results hold them in another order than the template.
+  const shapes: Array<[string, number]> = [
+    ["big", 2 * 1024 * 1024],
+    ["mid", 1024 * 1024 + 3],
+    ["small", 5],
+  ];
+  const template = () => shapes.map(([name, length]) => float32Tensor(name, [length], filled(length, (index) => (index % 11) / 4)));
+  const result = (seed: number, only?: string[]) =>
+    shapes
+      .filter(([name]) => !only || only.includes(name))
+      .reverse()
+      .map(([name, length]) => float32Tensor(name, [length], filled(length, (index) => (((index * seed) % 97) - 48) / 16)));
+
+  it("folds results, the last one averaged, bit for bit as the event loop's thread folds them in memory, while the event loop runs", async () => {
+    expect(shapes.reduce((bytes, [, length]) => bytes + 4 * length, 0)).toBeGreaterThanOrEqual(FOLD_THREAD_MIN_BYTES);
+    const results: Array<[Tensor[], number]> = [
+      [result(3), 2],
+      [result(5, ["big", "small"]), 0.5],
+      [result(7), 1.25],
+    ];
+    const inMemory = new WeightedAverage(template());
+    for (const [index, [tensors, weight]] of results.entries()) await inMemory.add(tensors, weight, undefined, undefined, index === results.length - 1);
+
+    // The sums reuse a spare model's buffers, as a round reuses the model of the round before.
+    const spare = template();
+    const staged = new WeightedAverage(template(), spare);
+    const files = await Promise.all(results.map(([tensors]) => stage(encodeDataExchange(weights(tensors)), CHUNK_BYTES)));
+    let timerTurns = 0;
+    const timer = setInterval(() => timerTurns++, 1);
+    try {
+      // Taken one after the other without waiting, as a round's results arrive: they fold in that order.
+      await Promise.all(files.map((file, index) => staged.addStaged(file, results[index]![1], undefined, undefined, index === results.length - 1)));
+    } finally {
+      clearInterval(timer);
+    }
+    // The event loop turned while 12 MiB results were folded three times: they were folded elsewhere.
+    expect(timerTurns).toBeGreaterThanOrEqual(2);
+    expect(staged.count).toBe(3);
+    const [expected, folded] = [await inMemory.result(), await staged.result()];
+    expected.forEach((tensor, index) => expect(Buffer.compare(folded[index]!.data, tensor.data), tensor.name).toBe(0));
+    // The spare's buffers became the sum's (handed to the fold threads and back): none was allocated anew.
+    expect(spare.map((tensor) => tensor.data.byteLength)).toEqual([0, 0, 0]);
+  });
+
+  it("a staged file that fails the fold part-way leaves the sum broken: the round's aggregate is refused, not wrong", async () => {
+    const average = new WeightedAverage(template());
+    const file = await stage(encodeDataExchange(weights(result(3))), CHUNK_BYTES);
+    await truncate(file.path, file.size - 1024 * 1024);
+    await expect(average.addStaged(file, 1)).rejects.toThrow(/the running sum is incomplete: .* is shorter than its index says/);
+    const next = await stage(encodeDataExchange(weights(result(5))), CHUNK_BYTES);
+    expect(() => average.addStaged(next, 1)).toThrow(/the running sum is incomplete/);
+    await expect(average.result()).rejects.toThrow(/the running sum is incomplete/);
   });
 });
 
@@ -204,8 +261,8 @@ describe("staged uploads over the wire (a real site, real agents)", () => {
       strict: true,
       signal: new AbortController().signal,
       logger: createLogger("test", { level: "silent" }),
-      accept(outcome) {
-        average.addStaged(outcome.staged!, 1);
+      async accept(outcome) {
+        await average.addStaged(outcome.staged!, 1);
         counts.push(average.count);
       },
     });
@@ -222,7 +279,7 @@ describe("staged uploads over the wire (a real site, real agents)", () => {
     expect(await submitted).toBe(true);
     await round;
     expect(counts).toEqual([1, 2]);
-    const [mean] = meanOf(average);
+    const [mean] = await meanOf(average);
     // (1 + 3) / 2 everywhere: a partial fold of the cut upload, or a second count of the resent one, would show.
     expect(mean!.every((value) => value === 2)).toBe(true);
     payload.release();

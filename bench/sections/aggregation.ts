@@ -16,7 +16,7 @@ const CLIENTS = 8;
 await runSection("Aggregation (FedAvg)", async ({ quick }) => {
   // The round first, while this process has touched nothing else: its peak RSS is the round's.
   const round = await siteRound(quick ? 8 * MiB : 64 * MiB);
-  const speed = accumulation(quick ? 8 * MiB : 64 * MiB, quick ? 3 : 10, quick ? 1 : 3);
+  const speed = await accumulation(quick ? 8 * MiB : 64 * MiB, quick ? 3 : 10, quick ? 1 : 3);
   const modelMB = round.modelBytes / 1e6;
   return {
     figures: [
@@ -45,11 +45,11 @@ async function siteRound(size: number) {
   await Promise.all(
     Array.from({ length: CLIENTS }, async (_, index) => {
       const outcome = await campfire.task(`bench-${index}`, payload);
-      average.add(outcome.data!.tensors, 1);
+      await average.add(outcome.data!.tensors, 1);
     }),
   );
   payload.release();
-  const mean = average.result();
+  const mean = await average.result();
   const ms = performance.now() - started;
   const peakRss = peakRssBytes();
   const { atPeakRss, peakArrayBuffers } = sampler.stop();
@@ -67,24 +67,24 @@ async function siteRound(size: number) {
 }
 
 /** GB/s of updates folded by WeightedAverage.add and by the plain loop, `repeats` times each, alternating. */
-function accumulation(size: number, updates: number, repeats: number) {
+async function accumulation(size: number, updates: number, repeats: number) {
   const template = makeModel(size, 4);
   const update = makeModel(size, 4);
   const bytes = modelBytes(update) * updates;
   const runs: Array<{ weightedAverage: number; plainLoop: number }> = [];
-  const gigabytesPerSecond = (body: () => void) => {
+  const gigabytesPerSecond = async (body: () => unknown) => {
     const started = performance.now();
-    body();
+    await body();
     return bytes / 1e9 / ((performance.now() - started) / 1000);
   };
   const sums = template.map((tensor) => new Float32Array(float32Values(tensor).length));
   const values = update.map((tensor) => float32Values(tensor));
   for (let repeat = 0; repeat <= repeats; repeat++) {
     const average = new WeightedAverage(template);
-    const weightedAverage = gigabytesPerSecond(() => {
-      for (let count = 0; count < updates; count++) average.add(update, 0.5 + count);
+    const weightedAverage = await gigabytesPerSecond(async () => {
+      for (let count = 0; count < updates; count++) await average.add(update, 0.5 + count);
     });
-    const plainLoop = gigabytesPerSecond(() => {
+    const plainLoop = await gigabytesPerSecond(() => {
       for (let count = 0; count < updates; count++) {
         const weight = 0.5 + count;
         values.forEach((x, layer) => plainFold(sums[layer]!, x, weight));

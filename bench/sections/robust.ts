@@ -68,8 +68,7 @@ async function round(campfire: EchoSite, models: Tensor[][], args: AggregatorArg
       models.map(async (_, client) => {
         const outcome = await campfire.task(`bench-${client}`, payloads[client]);
         const taken = performance.now();
-        if (outcome.staged) aggregator.addStaged(outcome.staged, 1);
-        else aggregator.add(outcome.data!.tensors, 1);
+        await (outcome.staged ? aggregator.addStaged(outcome.staged, 1) : aggregator.add(outcome.data!.tensors, 1));
         outcome.staged?.release();
         aggregateMs += performance.now() - taken;
       }),

@@ -23,15 +23,16 @@ export interface ResultSource {
  * Turns a round's results into one model. Results come one at a time, as the
  * round gathers them: in memory (add) or staged on disk by an upload
  * (addStaged), each with its aggregation weight and source. add and addStaged
- * throw ResultRefused, leaving the aggregate as it was, when a result does
- * not fit the model (names, shapes, dtype, NaN or Infinity); with a clip they
- * return the update's L2 norm before it.
+ * throw ResultRefused at once, leaving the aggregate as it was, when a result
+ * does not fit the model (names, shapes, dtype, NaN or Infinity); otherwise
+ * they resolve, with a clip to the update's L2 norm before it, once the
+ * result is taken: the caller keeps its tensors or staged file until then.
  */
 export interface Aggregator {
   /** Results taken so far. */
   readonly count: number;
-  add(tensors: readonly Tensor[], weight: number, source?: ResultSource): number | undefined;
-  addStaged(staged: StagedResult, weight: number, source?: ResultSource): number | undefined;
+  add(tensors: readonly Tensor[], weight: number, source?: ResultSource): Promise<number | undefined>;
+  addStaged(staged: StagedResult, weight: number, source?: ResultSource): Promise<number | undefined>;
   /** Central DP's Gaussian noise on the sum of clipped updates (services/privacy); only the weighted mean has such a sum. */
   addNoise(stddev: number, normal: { sample(): number }): void;
   /** The round's aggregate, in the model's tensor order; taken once. */
@@ -102,11 +103,11 @@ class WeightedMean implements Aggregator {
     return this.average.count;
   }
 
-  add(tensors: readonly Tensor[], weight: number, source: ResultSource = {}): number | undefined {
+  add(tensors: readonly Tensor[], weight: number, source: ResultSource = {}): Promise<number | undefined> {
     return this.average.add(tensors, weight, source.base, source.clip, source.last);
   }
 
-  addStaged(staged: StagedResult, weight: number, source: ResultSource = {}): number | undefined {
+  addStaged(staged: StagedResult, weight: number, source: ResultSource = {}): Promise<number | undefined> {
     return this.average.addStaged(staged, weight, source.base, source.clip, source.last);
   }
 

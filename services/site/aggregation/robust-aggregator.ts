@@ -43,16 +43,19 @@ export abstract class RobustAggregator implements Aggregator {
     return this.results.count;
   }
 
-  add(tensors: readonly Tensor[], _weight: number, source: ResultSource = {}): undefined {
+  /** Keeps the result (checked, copied or hard-linked) before returning: a refusal throws at once. */
+  add(tensors: readonly Tensor[], _weight: number, source: ResultSource = {}): Promise<undefined> {
     this.refuseClip(source);
     this.results.add(tensors, source.base);
     this.clients.push(source.client ?? `result ${this.clients.length + 1}`);
+    return Promise.resolve(undefined);
   }
 
-  addStaged(staged: StagedResult, _weight: number, source: ResultSource = {}): undefined {
+  addStaged(staged: StagedResult, _weight: number, source: ResultSource = {}): Promise<undefined> {
     this.refuseClip(source);
     this.results.addStaged(staged, source.base);
     this.clients.push(source.client ?? `result ${this.clients.length + 1}`);
+    return Promise.resolve(undefined);
   }
 
   /** FedAvg refuses central DP with a robust aggregator at submit; this keeps a caller that did not from a DP guarantee that does not hold. */

@@ -1,5 +1,7 @@
 import { DType, type Tensor } from "../../../gen/campfire/common/v1/tensor.js";
 import { allFinite, elementCount, float32Tensor, float32Values } from "../../shared/tensor.js";
+import { fold, foldAveraged } from "../aggregation/fold-kernels.mjs";
+import { FOLD_THREAD_MIN_BYTES, foldThreads, ownsBuffer } from "../aggregation/fold-threads.js";
 import type { StagedResult } from "../uploads/staged-result.js";
 
 /** A result refused by the aggregator, with a reason naming the tensor. Nothing of it reached the sum. */
@@ -41,22 +43,28 @@ interface Sum {
  *
  * Exactly-once: a result reaches the sum whole or not at all. Every check
  * (names, shapes, dtypes, NaN and Infinity) passes before the first element
- * is added, and the fold runs within one turn of the event loop. An uploaded
- * result is folded from where it was staged (addStaged): the upload streamed
- * to a file of its own as its chunks arrived, scanned for NaN on the way, so
- * the site holds the global model and this sum, not a third model-sized
- * buffer per result: a cut upload never touches the sum, and the re-sent one
- * is counted once, when the session hands the complete, acknowledged result
- * to the workflow.
+ * is added, and folds run one after the other, each whole, in the order
+ * their results were added. An uploaded result is folded from where it was
+ * staged (addStaged): the upload streamed to a file of its own as its chunks
+ * arrived, scanned for NaN on the way, so the site holds the global model
+ * and this sum, not a third model-sized buffer per result: a cut upload
+ * never touches the sum, and the re-sent one is counted once, when the
+ * session hands the complete, acknowledged result to the workflow. A large
+ * staged result is folded on the fold threads (aggregation/fold-threads.ts),
+ * its tensors' sums handed over for the fold, so the event loop goes on
+ * receiving the round's other uploads meanwhile and every core adds.
  */
 export class WeightedAverage {
   private readonly sums: Map<string, Sum>;
   private contributions = 0;
   private finished = false;
-  /** The last result was folded (see `last` in add): its tensors hold their means, and no result may follow. */
-  private averaged = false;
+  /** The last result was taken (its fold may not have run yet): no result may follow. */
+  private closing = false;
   /** Set when a fold failed part-way (the disk failed while reading a staged result): the sum is no longer the sum of whole results. */
   private broken: Error | undefined;
+  /** The folds taken and not yet done, run one after the other (see serially). */
+  private folds: Promise<unknown> = Promise.resolve();
+  private foldsRunning = 0;
 
   /**
    * `template` fixes the names, shapes and dtype (FLOAT32) results may have:
@@ -73,7 +81,9 @@ export class WeightedAverage {
         const elements = elementCount(tensor.shape);
         const recycled = spare.get(tensor.name);
         const fallback = tensor.data?.length ? float32Values(tensor as Tensor) : undefined;
-        return [tensor.name, { shape: tensor.shape, values: recycled?.length === elements ? recycled.fill(0) : new Float32Array(elements), weight: 0, fallback }];
+        // Each sum owns its buffer, so that a fold thread can take it without anything else (fold-threads.ts).
+        const values = recycled?.length === elements && ownsBuffer(recycled) ? recycled.fill(0) : new Float32Array(elements);
+        return [tensor.name, { shape: tensor.shape, values, weight: 0, fallback }];
       }),
     );
   }
@@ -93,8 +103,12 @@ export class WeightedAverage {
    * fold only: not with `base` or `clip`, nor before noise is added), the
    * very operations result() would do after it; the accumulator then takes
    * no more results.
+   *
+   * Checks run at once (a refusal throws here); the fold is queued behind
+   * those taken before, and the returned promise settles when it is done.
+   * The caller keeps the tensors as they are until then.
    */
-  add(tensors: readonly Tensor[], weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm, last = false): number | undefined {
+  add(tensors: readonly Tensor[], weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm, last = false): Promise<number | undefined> {
     const inputs = this.match(tensors, weight).map(({ tensor, sum }) => ({ name: tensor.name, sum, values: float32Values(tensor) }));
     // Check every tensor before folding any: a NaN in the last must not leave the first ones added.
     for (const input of inputs) if (!allFinite(input.values)) throw new ResultRefused(`tensor ${JSON.stringify(input.name)} holds NaN or Infinity`);
@@ -106,22 +120,24 @@ export class WeightedAverage {
       norm = Math.sqrt(squared);
       scale = Math.min(1, clip.maxNorm / norm);
     }
-    const average = last && !base && !clip;
-    for (const input of inputs) {
-      if (average) foldAveraged(input.sum.values, input.values, weight, 1 / (input.sum.weight + weight));
-      else foldScaled(input.sum.values, input.values, weight, base?.get(input.name), scale, clip && !base ? clip.global?.get(input.name) : undefined);
-    }
-    this.counted(inputs, weight, average);
-    return norm;
+    const average = this.lastOne(last && !base && !clip);
+    return this.serially(inputs, weight, average, () => {
+      for (const input of inputs) {
+        if (average) foldAveraged(input.sum.values, input.values, weight, 1 / (input.sum.weight + weight));
+        else foldScaled(input.sum.values, input.values, weight, base?.get(input.name), scale, clip && !base ? clip.global?.get(input.name) : undefined);
+      }
+    }).then(() => norm);
   }
 
   /**
    * As add(), for a result staged on disk: its tensors are read a few MiB at a
-   * time and folded run by run. Finiteness was checked as the upload streamed;
-   * a tensor the scan could not check (its dtype came after its data) is read
-   * once more to check it before anything is folded.
+   * time and folded run by run, on the fold threads when the result is large
+   * and folded plainly (no `base`, no `clip`). Finiteness was checked as the
+   * upload streamed; a tensor the scan could not check (its dtype came after
+   * its data) is read once more to check it before anything is folded. The
+   * staged file must stay until the returned promise settles.
    */
-  addStaged(staged: StagedResult, weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm, last = false): number | undefined {
+  addStaged(staged: StagedResult, weight: number, base?: ReadonlyMap<string, Float32Array>, clip?: ClipToNorm, last = false): Promise<number | undefined> {
     const inputs = this.match(staged.tensors, weight);
     for (const { tensor } of inputs) {
       let finite = tensor.finite;
@@ -144,24 +160,54 @@ export class WeightedAverage {
       scale = Math.min(1, clip.maxNorm / norm);
     }
     const run = <T extends Float32Array | undefined>(array: T, first: number, length: number) => array?.subarray(first, first + length) as T;
-    const average = last && !base && !clip;
-    try {
-      for (const { tensor, sum } of inputs) {
-        const from = base?.get(tensor.name);
-        const global = clip && !base ? clip.global?.get(tensor.name) : undefined;
-        const mean = 1 / (sum.weight + weight);
-        staged.readFloat32(tensor, (values, first) =>
-          average
-            ? foldAveraged(run(sum.values, first, values.length), values, weight, mean)
-            : foldScaled(run(sum.values, first, values.length), values, weight, run(from, first, values.length), scale, run(global, first, values.length)),
-        );
+    const average = this.lastOne(last && !base && !clip);
+    const onThreads = !base && !clip && staged.size >= FOLD_THREAD_MIN_BYTES && inputs.every(({ sum }) => ownsBuffer(sum.values));
+    return this.serially(inputs, weight, average, async () => {
+      try {
+        if (onThreads) return await this.foldOnThreads(staged, inputs, weight, average);
+        for (const { tensor, sum } of inputs) {
+          const from = base?.get(tensor.name);
+          const global = clip && !base ? clip.global?.get(tensor.name) : undefined;
+          const mean = 1 / (sum.weight + weight);
+          staged.readFloat32(tensor, (values, first) =>
+            average
+              ? foldAveraged(run(sum.values, first, values.length), values, weight, mean)
+              : foldScaled(run(sum.values, first, values.length), values, weight, run(from, first, values.length), scale, run(global, first, values.length)),
+          );
+        }
+      } catch (error) {
+        this.broken = new Error(`the running sum is incomplete: reading a staged result failed part-way: ${(error as Error).message}`, { cause: error });
+        throw this.broken;
       }
-    } catch (error) {
-      this.broken = new Error(`the running sum is incomplete: reading a staged result failed part-way: ${(error as Error).message}`, { cause: error });
-      throw this.broken;
-    }
-    this.counted(inputs, weight, average);
-    return norm;
+    }).then(() => norm);
+  }
+
+  /** Folds a staged result on the fold threads; the sums' buffers go there for the fold and come back. */
+  private async foldOnThreads(staged: StagedResult, inputs: ReadonlyArray<{ tensor: StagedResult["tensors"][number]; sum: Sum }>, weight: number, average: boolean): Promise<void> {
+    const folded = await foldThreads.fold({
+      path: staged.path,
+      weight,
+      runs: inputs.map(({ tensor, sum }) => ({ sum: sum.values, fileOffset: tensor.offset, mean: average ? 1 / (sum.weight + weight) : undefined })),
+    });
+    inputs.forEach(({ sum }, index) => (sum.values = folded[index]!));
+  }
+
+  /** Whether this result is the round's last to be folded and averaged (see `last` in add); none may follow it, even before its fold ran. */
+  private lastOne(average: boolean): boolean {
+    if (average) this.closing = true;
+    return average;
+  }
+
+  /** Runs `foldResult` once every fold taken before it is done, unless one of them broke the sum; counts the result when it is done. */
+  private serially(inputs: ReadonlyArray<{ sum: Sum }>, weight: number, average: boolean, foldResult: () => void | Promise<void>): Promise<void> {
+    this.foldsRunning++;
+    const done = this.folds.then(async () => {
+      if (this.broken) throw this.broken;
+      await foldResult();
+      this.counted(inputs, weight, average);
+    });
+    this.folds = done.catch(() => undefined).finally(() => this.foldsRunning--);
+    return done;
   }
 
   /**
@@ -170,7 +216,8 @@ export class WeightedAverage {
    * on the sum of clipped updates), drawn from `normal`.
    */
   addNoise(stddev: number, normal: { sample(): number }): void {
-    if (this.finished || this.averaged) throw new Error("the average was already taken");
+    if (this.finished || this.closing) throw new Error("the average was already taken");
+    if (this.foldsRunning > 0) throw new Error("noise goes on the sum of every result: wait for their folds first");
     for (const sum of this.sums.values()) {
       if (sum.weight === 0) continue;
       for (let index = 0; index < sum.values.length; index++) sum.values[index]! += stddev * normal.sample();
@@ -180,7 +227,7 @@ export class WeightedAverage {
   /** Pairs each of the template's tensors with the result's of that name, refusing any mismatch before anything is read. */
   private match<T extends Described>(tensors: readonly T[], weight: number): Array<{ tensor: T; sum: Sum }> {
     if (this.broken) throw this.broken;
-    if (this.finished || this.averaged) throw new Error("the average was already taken");
+    if (this.finished || this.closing) throw new Error("the average was already taken");
     if (!(weight > 0) || !Number.isFinite(weight)) throw new ResultRefused(`aggregation weight ${weight} is not a positive number`);
     const byName = new Map(tensors.map((tensor) => [tensor.name, tensor]));
     const inputs: Array<{ tensor: T; sum: Sum }> = [];
@@ -205,7 +252,6 @@ export class WeightedAverage {
       sum.averaged = averaged;
     }
     this.contributions++;
-    this.averaged = averaged;
   }
 
   /**
@@ -214,7 +260,8 @@ export class WeightedAverage {
    * in place: the sums become the mean, so no second model-sized buffer is
    * allocated, and the accumulator takes no more results.
    */
-  result(): Tensor[] {
+  async result(): Promise<Tensor[]> {
+    await this.folds;
     if (this.broken) throw this.broken;
     if (this.contributions === 0) throw new Error("no result was aggregated");
     if (this.finished) throw new Error("result() was already taken");
@@ -230,27 +277,6 @@ export class WeightedAverage {
       return float32Tensor(name, sum.shape, sum.values);
     });
   }
-}
-
-/** Four elements per turn of the loop: fewer loop checks for V8's scalar code; each element's arithmetic is unchanged. */
-function fold(sum: Float32Array, values: Float32Array, weight: number): void {
-  let index = 0;
-  for (; index + 3 < sum.length; index += 4) {
-    sum[index]! += weight * values[index]!;
-    sum[index + 1]! += weight * values[index + 1]!;
-    sum[index + 2]! += weight * values[index + 2]!;
-    sum[index + 3]! += weight * values[index + 3]!;
-  }
-  for (; index < sum.length; index++) sum[index]! += weight * values[index]!;
-}
-
-/**
- * The last fold and the mean in one pass: sum = (sum + weight x values) x
- * mean, rounded to float32 after the fold as fold() and result() would round
- * it (Math.fround), so the mean is bit for bit the two passes' mean.
- */
-function foldAveraged(sum: Float32Array, values: Float32Array, weight: number, mean: number): void {
-  for (let index = 0; index < sum.length; index++) sum[index] = Math.fround(sum[index]! + weight * values[index]!) * mean;
 }
 
 /**

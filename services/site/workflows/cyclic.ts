@@ -81,7 +81,7 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
             { taskName: args.train_task_name, jobId: context.jobId, data: { kind: DataKind.DATA_KIND_WEIGHTS, tensors: model ?? [], values: undefined, meta: { current_round: round, total_rounds: args.num_rounds } } },
             args.task_assignment_timeout > 0 ? { signal: context.signal, timeoutMs: args.task_assignment_timeout * 1000 } : { signal: context.signal },
           );
-          if (carriesData(result.returnCode)) model = checked(model, result.data?.tensors ?? []);
+          if (carriesData(result.returnCode)) model = await checked(model, result.data?.tensors ?? []);
           else problem = failureOf(result);
         } catch (error) {
           if (context.signal.aborted) throw error;
@@ -106,10 +106,10 @@ export const cyclicWorkflow: Workflow<CyclicArgs> = {
 };
 
 /** The client's model, after the same checks as an aggregated result (names, shapes, dtypes, no NaN or Infinity). */
-function checked(previous: Tensor[] | undefined, tensors: Tensor[]): Tensor[] {
+async function checked(previous: Tensor[] | undefined, tensors: Tensor[]): Promise<Tensor[]> {
   if (tensors.length === 0) throw new Error("sent no tensors");
   const check = new WeightedAverage(previous ?? tensors);
-  check.add(tensors, 1);
+  await check.add(tensors, 1);
   return check.result();
 }
 

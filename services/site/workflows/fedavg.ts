@@ -209,7 +209,7 @@ async function trainRound(
     const report = await scatterGather({
       ...roundOptions(context, minResults),
       task: () => ({ taskName: args.train_task_name, jobId: context.jobId, data: payload }),
-      accept(outcome, last) {
+      async accept(outcome, last) {
         // An uploaded result stays on disk: its index tells kind, meta and tensors, and the fold reads its values from there.
         const staged = outcome.staged;
         const data = staged?.exchange ?? outcome.data!;
@@ -227,7 +227,7 @@ async function trainRound(
         average ??= createAggregator(args.aggregator, data.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })), [], logger);
         // The last result's fold may finish the mean too, unless central DP still adds its noise to the sum.
         const from = { base: isDiff ? base : undefined, clip, client: outcome.clientName, last: last && dp?.args.mode !== "central" };
-        const norm = staged ? average.addStaged(staged, weight, from) : average.add(outcome.data!.tensors, weight, from);
+        const norm = await (staged ? average.addStaged(staged, weight, from) : average.add(outcome.data!.tensors, weight, from));
         dp?.folded(data.meta, norm);
         recorder.accepted(outcome.clientName);
       },

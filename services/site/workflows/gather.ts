@@ -21,11 +21,13 @@ export interface GatherOptions {
   logger: Logger;
   /**
    * Takes an OK result as it arrives (for example folds it into an aggregate);
-   * throwing refuses it. An uploaded result's staged file is released when it
-   * returns: read `outcome.data` or `outcome.staged` within it. `last`: every
-   * other client's task has ended, so no result of this round comes after it.
+   * throwing, or rejecting, refuses it. An uploaded result's staged file is
+   * released when it returns or its promise settles: read `outcome.data` or
+   * `outcome.staged` until then. `last`: every other client's task has ended,
+   * so no result of this round comes after it. The round ends only once every
+   * accept() has settled.
    */
-  accept(outcome: TaskOutcome, last: boolean): void;
+  accept(outcome: TaskOutcome, last: boolean): void | Promise<void>;
 }
 
 export interface GatherReport {
@@ -73,7 +75,7 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
         }
         if (!carriesData(outcome.returnCode)) return fail(client, failureOf(outcome));
         try {
-          options.accept(outcome, outstanding === 0);
+          await options.accept(outcome, outstanding === 0);
         } catch (error) {
           return fail(client, (error as Error).message);
         } finally {

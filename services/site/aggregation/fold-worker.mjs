@@ -1,0 +1,30 @@
+// A fold thread (fold-threads.ts): folds some of a staged result's tensors into their running sums, whose buffers the
+// event loop's thread hands over (transferred, not copied) for the fold and takes back with the reply.
+import { closeSync, openSync } from "node:fs";
+import { parentPort } from "node:worker_threads";
+import { READ_BYTES, fold, foldAveraged, readFloat32Runs } from "./fold-kernels.mjs";
+
+const buffer = new Float32Array(READ_BYTES / 4);
+
+/** runs[i] folds into the whole of buffers[i], from the file's bytes at runs[i].fileOffset. */
+parentPort.on("message", ({ id, path, weight, buffers, runs }) => {
+  let error;
+  try {
+    const fd = openSync(path, "r");
+    try {
+      runs.forEach(({ fileOffset, mean }, index) => {
+        const sum = new Float32Array(buffers[index]);
+        readFloat32Runs(fd, fileOffset, sum.byteLength, buffer, (values, first) => {
+          const target = sum.subarray(first, first + values.length);
+          if (mean === undefined) fold(target, values, weight);
+          else foldAveraged(target, values, weight, mean);
+        }, path);
+      });
+    } finally {
+      closeSync(fd);
+    }
+  } catch (caught) {
+    error = caught instanceof Error ? caught.message : String(caught);
+  }
+  parentPort.postMessage({ id, buffers, error }, buffers);
+});
