@@ -120,7 +120,7 @@ export class WeightedAverage {
       norm = Math.sqrt(squared);
       scale = Math.min(1, clip.maxNorm / norm);
     }
-    const average = this.lastOne(last && !base && !clip);
+    const average = this.closeIfLast(last && !base && !clip);
     return this.serially(inputs, weight, average, () => {
       for (const input of inputs) {
         if (average) foldAveraged(input.sum.values, input.values, weight, 1 / (input.sum.weight + weight));
@@ -160,8 +160,9 @@ export class WeightedAverage {
       scale = Math.min(1, clip.maxNorm / norm);
     }
     const run = <T extends Float32Array | undefined>(array: T, first: number, length: number) => array?.subarray(first, first + length) as T;
-    const average = this.lastOne(last && !base && !clip);
-    const onThreads = !base && !clip && staged.size >= FOLD_THREAD_MIN_BYTES && inputs.every(({ sum }) => ownsBuffer(sum.values));
+    const average = this.closeIfLast(last && !base && !clip);
+    // Every sum owns its buffer (see the constructor), so any of them may go to a fold thread.
+    const onThreads = !base && !clip && staged.size >= FOLD_THREAD_MIN_BYTES;
     return this.serially(inputs, weight, average, async () => {
       try {
         if (onThreads) return await this.foldOnThreads(staged, inputs, weight, average);
@@ -192,8 +193,8 @@ export class WeightedAverage {
     inputs.forEach(({ sum }, index) => (sum.values = folded[index]!));
   }
 
-  /** Whether this result is the round's last to be folded and averaged (see `last` in add); none may follow it, even before its fold ran. */
-  private lastOne(average: boolean): boolean {
+  /** Passes `average` through; when set, this result is the round's last (see `last` in add) and none may follow it, even before its fold ran. */
+  private closeIfLast(average: boolean): boolean {
     if (average) this.closing = true;
     return average;
   }
