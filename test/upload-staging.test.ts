@@ -332,8 +332,11 @@ describe("staged uploads over the wire (a real site, real agents)", () => {
 
     const owned = server.hub.sendTask("c1", { taskName: "train", jobId: "j", data: weights([]) }, { timeoutMs: 30_000 });
     await agent.getTask(20_000);
+    const expected = values.slice();
     expect(await agent.submitResult(weights([float32Tensor("w", [values.length], values)]), undefined, { takeOwnership: true })).toBe(true);
-    expect(float32Values((await owned).data!.tensors[0]!)).toEqual(values);
+    expect(float32Values((await owned).data!.tensors[0]!)).toEqual(expected);
+    // Handed over for good: the memory moved to the agent, and the trainer's array is empty.
+    expect(values.length).toBe(0);
 
     // A file that is not safetensors is refused before anything is submitted: the trainer can still answer.
     const broken = join(await tempDir(), "broken.safetensors");

@@ -3,7 +3,7 @@ import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { Logger } from "../shared/logger.js";
 import { AgentFilters } from "../privacy/agent-filters.js";
 import { FilterFailed } from "../privacy/filters.js";
-import { type DataExchange, decodeDataExchangeAligned, encodeDataExchange, encodeDataExchangePieces, piecesIfLarge, type StreamedEncoding } from "../shared/payload.js";
+import { type DataExchange, decodeDataExchangeAligned, encodeDataExchangePieces, joinPieces, piecesIfLarge, type StreamedEncoding } from "../shared/payload.js";
 import { readSafetensorsIndex } from "../shared/safetensors.js";
 import { carriesData, ReturnCode, returnCodeName } from "../shared/return-codes.js";
 import { delay } from "../shared/wait.js";
@@ -12,6 +12,7 @@ import { CallState } from "./call-state.js";
 import { SiteConnection } from "./connection.js";
 import { AgentAborted, AgentClosed, AgentEnded, AgentError, AgentPeerGone } from "./errors.js";
 import { JobGate, type SignedJob } from "./job-policy.js";
+import { allocateModelBuffer, SpareBuffer, transferTensors } from "./model-buffers.js";
 import { type AgentOptions, type ResolvedAgentOptions, resolveAgentOptions } from "./options.js";
 
 /** The newest protocol this agent speaks; it handles every older one's messages too. */
@@ -38,11 +39,13 @@ export interface AgentTask {
 /** How submitResult() may treat the result's data. */
 export interface SubmitOptions {
   /**
-   * The caller will not change the result's tensor buffers until
-   * submitResult() settles: the agent uploads them where they are, without
-   * copying the encoding (for a trainer that made new weights and is done
-   * with them). Default false: the agent copies, and the caller may reuse its
-   * buffers at once.
+   * The caller hands the result's memory over for good: the ArrayBuffers
+   * under its tensors move to the agent (as postMessage's transfer list moves
+   * them; the caller's arrays on them are left empty, shared memory is
+   * copied). The agent uploads them without copying the encoding, then reuses
+   * the memory for the next task's data. For a trainer that is done with its
+   * weights, such as one that updated the task's own arrays in place. Default
+   * false: the agent copies, and the caller may reuse its buffers at once.
    */
   takeOwnership?: boolean;
 }
@@ -133,10 +136,10 @@ class ReceivedTask implements AgentTask {
   }
 }
 
-/** A large result's encoding; without ownership the trainer may reuse its buffers at once, so the upload goes from a copy. */
+/** A large result's encoding; without ownership the trainer may reuse its buffers at once, so the upload goes from a copy (the agent's own, reused for the next download). */
 function encodingOf(data: DataExchange | undefined, takeOwnership: boolean | undefined): StreamedEncoding | undefined {
   const pieces = data && piecesIfLarge(data);
-  return pieces && !takeOwnership ? { size: pieces.size, pieces: [encodeDataExchange(data!)] } : pieces;
+  return pieces && !takeOwnership ? { size: pieces.size, pieces: [joinPieces(pieces, allocateModelBuffer(pieces.size))] } : pieces;
 }
 
 /** How many finished task ids the agent remembers, so that a resent task is acknowledged, not run again. */
@@ -172,6 +175,8 @@ export class Agent {
   private readonly logger: Logger;
   /** Answers secure aggregation's own tasks and masks results before they leave (services/secure-aggregation). */
   private readonly secureAggregation: SecureAggregationClient;
+  /** The memory of the last acknowledged result, for the next download (model-buffers.ts). */
+  private readonly spareBuffer = new SpareBuffer();
 
   constructor(options: AgentOptions) {
     this.options = resolveAgentOptions(options);
@@ -294,14 +299,15 @@ export class Agent {
    *
    * A large result is uploaded from a copy of its encoding, made here, so the
    * caller may change its tensors' buffers as soon as this is called. With
-   * `takeOwnership` the caller hands the buffers over instead: no copy is made
-   * (the agent holds no second model while it uploads), and the caller must
-   * leave them unchanged until the returned promise settles.
+   * `takeOwnership` the caller hands the buffers over instead (they move to
+   * the agent, see SubmitOptions): no copy is made, so the agent holds no
+   * second model while it uploads.
    */
   async submitResult(data: DataExchange | undefined, returnCode: ReturnCode = ReturnCode.RETURN_CODE_OK, options: SubmitOptions = {}): Promise<boolean> {
     if (this.closedWith) throw this.closedWith;
     const { taskId, aborted } = this.callState.beginSubmit();
     if (aborted) return false;
+    if (options.takeOwnership && data) data = transferTensors(data);
     if (this.filtersResult(taskId, returnCode)) return this.holdFiltered(taskId, returnCode, () => data, options.takeOwnership);
     return this.holdResult(taskId, returnCode, data, options.takeOwnership);
   }
@@ -503,7 +509,7 @@ export class Agent {
 
   private async fetchTaskData(task: Task, abort: TaskAbort, ref: PayloadRef, job: SignedJob | undefined): Promise<void> {
     try {
-      const data = decodeDataExchangeAligned(await this.connection.download(ref, abort.signal));
+      const data = decodeDataExchangeAligned(await this.connection.download(ref, abort.signal, this.spareBuffer.take(ref.sizeBytes)));
       if (!abort.aborted) this.accept(task, abort, data, job);
     } catch (error) {
       // Forget the task so that the site's resend gets another try.
@@ -634,6 +640,7 @@ export class Agent {
     clearTimeout(held.timeout);
     clearTimeout(held.resendTimer);
     if (this.held === held) this.held = undefined;
+    if (accepted && held.encoded) this.spareBuffer.keep(held.encoded);
     this.forgetController(held.taskId);
     this.options.observer?.resultSettled?.(accepted);
     held.resolve(accepted);

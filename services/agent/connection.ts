@@ -11,6 +11,7 @@ import {
 import { siteChannelCredentials } from "../security/client-transport.js";
 import { AgentWireClient, countingAgentClient, encodedUploadChunk, uploadChunkScratchBytes } from "../shared/agent-wire.js";
 import type { Logger } from "../shared/logger.js";
+import { allocateModelBuffer } from "./model-buffers.js";
 import { CHUNK_BYTES, ChunkAssembler, encodingChunks, MAX_MESSAGE_BYTES, type StreamedEncoding } from "../shared/payload.js";
 import { collectGarbageBefore, countChunkGarbage } from "../shared/memory.js";
 import { CHUNKS_IN_FLIGHT, map, writeWindowed } from "../shared/stream-writes.js";
@@ -198,10 +199,10 @@ export class SiteConnection {
     }
   }
 
-  /** Downloads a payload that a task references. */
-  async download(ref: PayloadRef, signal: AbortSignal): Promise<Buffer> {
+  /** Downloads a payload that a task references, into `into` (a buffer of exactly its size) when given. */
+  async download(ref: PayloadRef, signal: AbortSignal, into?: Buffer): Promise<Buffer> {
     collectGarbageBefore(ref.sizeBytes);
-    const assembler = new ChunkAssembler(ref.sizeBytes);
+    const assembler = new ChunkAssembler(ref.sizeBytes, into ?? allocateModelBuffer(ref.sizeBytes));
     const call = this.payloadClient.downloadPayload({ payloadId: ref.payloadId }, waitForReady());
     const cancel = () => call.cancel();
     signal.addEventListener("abort", cancel, { once: true });

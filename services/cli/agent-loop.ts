@@ -7,7 +7,7 @@ export interface TrainerResult {
   data?: DataExchange;
   /** Default OK. */
   returnCode?: ReturnCode;
-  /** The trainer is done with data's tensor buffers: the agent uploads them without a copy (Agent.submitResult's takeOwnership). */
+  /** The trainer hands data's tensor buffers over for good: they move to the agent, which uploads them without a copy and reuses their memory (Agent.submitResult's takeOwnership). */
   takeOwnership?: boolean;
   /** A safetensors file holding the result's tensors, streamed to the site without being read whole (Agent.submitResultFile); data then gives only kind, meta and values. */
   file?: string;

@@ -23,8 +23,8 @@ export function encodeDataExchange(data: DataExchange): Buffer {
   return joinPieces(encodeDataExchangePieces(data));
 }
 
-function joinPieces({ size, pieces }: EncodedPieces): Buffer {
-  const out = Buffer.allocUnsafe(size);
+/** The pieces copied one after the other into `out` (by default a new buffer of their size). */
+export function joinPieces({ size, pieces }: EncodedPieces, out: Buffer = Buffer.allocUnsafe(size)): Buffer {
   let at = 0;
   for (const piece of pieces) {
     out.set(piece, at);
@@ -236,12 +236,13 @@ export function* chunksOf(bytes: Buffer, chunkBytes = CHUNK_BYTES): Generator<Bu
 
 /** Collects chunks into one buffer of the announced size; refuses overflow and short input. */
 export class ChunkAssembler {
-  private readonly buffer: Buffer;
   private received = 0;
 
-  constructor(readonly expectedBytes: number) {
-    this.buffer = Buffer.allocUnsafe(expectedBytes);
-  }
+  /** Assembles into `buffer` (a view of exactly `expectedBytes`) when given. */
+  constructor(
+    readonly expectedBytes: number,
+    private readonly buffer: Buffer = Buffer.allocUnsafe(expectedBytes),
+  ) {}
 
   /** Returns a problem description when the chunk overflows the announced size. */
   add(chunk: Uint8Array): string | undefined {

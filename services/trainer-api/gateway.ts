@@ -242,6 +242,8 @@ export class TrainerGateway {
         held.settle = resolve;
         held.finish({
           data,
+          // The bytes came over the wire or from the trainer's file: nothing here touches them again, so the agent uploads them without a copy.
+          takeOwnership: true,
           returnCode: result.returnCode || ReturnCode.RETURN_CODE_OK,
           delivered: (accepted) =>
             resolve(
