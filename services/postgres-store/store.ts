@@ -25,6 +25,16 @@ export interface PostgresStoreOptions {
 }
 
 /**
+ * How long PostgreSQL lets a session sit idle inside a transaction before it
+ * ends the session. The store's transactions run their queries back to back,
+ * with no file I/O between them, so a session idle inside one for seconds
+ * belongs to a process that stopped (SIGSTOP, a paused VM or container). Its
+ * fenced write holds the lease row FOR SHARE (lease.ts), which would otherwise
+ * keep every standby from taking the lease over for as long as it stays frozen.
+ */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 5_000;
+
+/**
  * Jobs in PostgreSQL: meta (JSON) and definition (protobuf bytes) in
  * campfire_jobs, every status change in campfire_job_transitions, written in
  * one transaction; update() is a compare-and-set on the stored status, so two
@@ -59,7 +69,13 @@ export class PostgresJobStore implements JobStore, ReplicatedStore {
   static async open(options: PostgresStoreOptions): Promise<PostgresJobStore> {
     const url = new URL(options.url);
     const where = `postgres://${url.host}${url.pathname}`;
-    const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, connectionTimeoutMillis: 10_000, query_timeout: 30_000 });
+    const pool = new pg.Pool({
+      connectionString: options.url,
+      max: options.poolSize ?? 10,
+      connectionTimeoutMillis: 10_000,
+      query_timeout: 30_000,
+      idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    });
     // An idle connection that breaks (the server restarted) must not crash the site; the next query reconnects.
     pool.on("error", (error) => options.logger.warn({ err: error, store: where }, "a PostgreSQL connection failed"));
     try {
