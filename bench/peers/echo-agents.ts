@@ -41,7 +41,8 @@ function startAgent(index: number): void {
   void (async () => {
     for await (const task of agent.tasks()) {
       if (taskDelayMs) await new Promise((resolve) => setTimeout(resolve, taskDelayMs));
-      await agent.submitResult(task.data);
+      // The task's data goes back as it came and is never touched again: handed over, uploaded without a copy (as the raw clients upload what they downloaded).
+      await agent.submitResult(task.data, undefined, { takeOwnership: true });
     }
   })();
 }

@@ -5,6 +5,7 @@
 // clients; and the same round over mutual TLS, against itself in plain text.
 // Also the peak RSS of the site (this process) and of the agents' process
 // during a round.
+import type { TaskOutcome } from "../../services/site/agent-session.js";
 import { type EchoSite, startEchoSite } from "../lib/campfire.js";
 import { provisionBenchKits } from "../lib/kits.js";
 import { makeModel, modelBytes, weights } from "../lib/model.js";
@@ -34,7 +35,7 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
     await Promise.all(
       Array.from({ length: AGENTS }, async (_, index) => {
         const outcome = await site.task(`bench-${index}`, payload);
-        if (modelBytes(outcome.data?.tensors ?? []) !== bytes) throw new Error("a result came back short");
+        if (receivedBytes(outcome) !== bytes) throw new Error("a result came back short");
       }),
     );
     payload.release();
@@ -108,3 +109,20 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
     details: { modelMiB: bytes / MiB, agents: AGENTS, bytesMovedPerRound: moved, runs },
   };
 });
+
+/**
+ * The bytes of a result's tensors, read as a workflow reads them: an uploaded
+ * result from where it is staged, a few MiB at a time (as FedAvg folds it),
+ * rather than loaded whole into memory, which no aggregating workflow does.
+ */
+function receivedBytes(outcome: TaskOutcome): number {
+  const staged = outcome.staged;
+  if (!staged) return modelBytes(outcome.data?.tensors ?? []);
+  let elements = 0;
+  try {
+    for (const tensor of staged.tensors) staged.readFloat32(tensor, (values) => (elements += values.length));
+  } finally {
+    staged.release();
+  }
+  return elements * Float32Array.BYTES_PER_ELEMENT;
+}
