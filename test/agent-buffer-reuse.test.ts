@@ -62,13 +62,19 @@ describe("the agent reuses a result's memory for the next download", () => {
     const values = float32Values(task!.data.tensors[0]!);
     values.fill(3);
     const bias = Float32Array.from([1, 2, 3]);
-    const tensors = [float32Tensor("w", [ELEMENTS], values), float32Tensor("b", [3], bias)];
+    // A small Buffer lies in Node's shared pool, which cannot move: it is copied, and nothing else in the pool is touched.
+    const small = Buffer.allocUnsafe(8).fill(0);
+    const scale = new Float32Array(small.buffer, small.byteOffset, 2);
+    scale.set([7, 8]);
+    const tensors = [float32Tensor("w", [ELEMENTS], values), float32Tensor("b", [3], bias), float32Tensor("s", [2], scale)];
     const handedOver = agent.submitResult({ kind: DataKind.DATA_KIND_WEIGHTS, tensors, values: undefined, meta: {} }, undefined, { takeOwnership: true });
     // At once, before the upload: nothing the trainer still holds can change what leaves.
     expect([values.length, bias.length]).toEqual([0, 0]);
+    expect(Array.from(scale)).toEqual([7, 8]);
     expect(await handedOver).toBe(true);
     const received = (await outcome).data!;
     expect(float32Values(received.tensors[0]!)[ELEMENTS - 1]).toBe(3);
     expect(Array.from(float32Values(received.tensors[1]!))).toEqual([1, 2, 3]);
+    expect(Array.from(float32Values(received.tensors[2]!))).toEqual([7, 8]);
   }, 60_000);
 });

@@ -44,12 +44,21 @@ export function transferTensors(data: DataExchange): DataExchange {
     if (!home) {
       // Shared memory cannot change hands, and an empty buffer holds nothing to move: the view's bytes are copied.
       if (!(buffer instanceof ArrayBuffer) || buffer.byteLength === 0) return { ...tensor, data: Buffer.from(view) };
-      home = structuredClone(buffer, { transfer: [buffer] });
+      home = movedOrCopied(buffer);
       moved.set(buffer, home);
     }
     return { ...tensor, data: Buffer.from(home, byteOffset, byteLength) };
   });
   return { ...data, tensors };
+}
+
+/** The buffer moved to a new home; or copied, where the runtime will not move it (Node marks its pool of small Buffers untransferable: Node 20 copies it, later versions may refuse). */
+function movedOrCopied(buffer: ArrayBuffer): ArrayBuffer {
+  try {
+    return structuredClone(buffer, { transfer: [buffer] });
+  } catch {
+    return buffer.slice(0);
+  }
 }
 
 /**
