@@ -5,10 +5,10 @@ import type { DataExchange, StreamedEncoding } from "../shared/payload.js";
  * Model-sized buffers of an agent: who owns them, and their reuse.
  *
  * A fresh buffer costs more than the bytes copied into it: the kernel maps
- * and zeroes each of its pages on first touch. Measured in the large-model
- * bench, a 1 GiB download into a fresh buffer took an agent 1.25 s of CPU,
- * most of it page faults, against a few hundred ms into memory it had used
- * before; with three agents on two cores that was a second of every round.
+ * and zeroes each of its pages on first touch. Assembling a 1 GiB download
+ * into a fresh buffer took an agent 1.25 s of CPU (--cpu-prof, large-model
+ * bench), most of it page faults; downloading into reused memory took the
+ * three agents' download phase from 3.7-4.1 s to 3.0-3.3 s on two cores.
  * So the memory of a result the site took becomes the next download's
  * (SpareBuffer), when it is the agent's to reuse: its own copy of the
  * encoding, or buffers the trainer handed over (transferTensors).
@@ -63,8 +63,9 @@ function movedOrCopied(buffer: ArrayBuffer): ArrayBuffer {
 
 /**
  * One buffer kept for the next download: the largest in memory under a
- * result the site acknowledged. Keeping it costs no peak memory: until the
- * next download's collection it would be resident as garbage anyway.
+ * result the site acknowledged. It adds nothing to the agent's peak (the
+ * result held that memory during the round), but an idle agent holds it,
+ * about one model, until its next download or until the agent is dropped.
  */
 export class SpareBuffer {
   private spare: ArrayBuffer | undefined;
