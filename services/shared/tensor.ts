@@ -52,31 +52,3 @@ export function float32Values(tensor: Tensor): Float32Array {
   if (byteOffset % Float32Array.BYTES_PER_ELEMENT === 0) return new Float32Array(buffer, byteOffset, byteLength / 4);
   return new Float32Array(new Uint8Array(tensor.data).buffer);
 }
-
-/** The finiteness check looks at this many elements between early exits. */
-const BLOCK = 16 * 1024;
-
-/**
- * True when every element is finite: x - x is 0 for finite x and NaN otherwise,
- * so sums tell. Four independent sums, so that no add waits on the one before
- * (a single running sum made the check slower than the fold itself).
- */
-export function allFinite(values: Float32Array): boolean {
-  for (let start = 0; start < values.length; start += BLOCK) {
-    const end = Math.min(values.length, start + BLOCK);
-    let a = 0;
-    let b = 0;
-    let c = 0;
-    let d = 0;
-    let index = start;
-    for (; index + 3 < end; index += 4) {
-      a += values[index]! - values[index]!;
-      b += values[index + 1]! - values[index + 1]!;
-      c += values[index + 2]! - values[index + 2]!;
-      d += values[index + 3]! - values[index + 3]!;
-    }
-    for (; index < end; index++) a += values[index]! - values[index]!;
-    if (a + b + c + d !== 0) return false;
-  }
-  return true;
-}

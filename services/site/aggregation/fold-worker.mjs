@@ -2,7 +2,8 @@
 // event loop's thread hands over (transferred, not copied) for the fold and takes back with the reply.
 import { closeSync, openSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
-import { READ_BYTES, fold, foldAveraged, readFloat32Runs } from "./fold-kernels.mjs";
+import { fold, foldAveraged } from "../../shared/float32-kernels/index.mjs";
+import { READ_BYTES, readFloat32Runs } from "../uploads/staged-reads.mjs";
 
 const buffer = new Float32Array(READ_BYTES / 4);
 

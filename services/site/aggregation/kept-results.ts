@@ -1,7 +1,8 @@
 import { copyFileSync, linkSync, rmSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import { DType, type Tensor } from "../../../gen/campfire/common/v1/tensor.js";
-import { allFinite, elementCount, float32Values } from "../../shared/tensor.js";
+import { allFinite } from "../../shared/float32-kernels/index.mjs";
+import { elementCount, float32Values } from "../../shared/tensor.js";
 import type { ScannedTensor } from "../uploads/exchange-scanner.js";
 import type { StagedResult } from "../uploads/staged-result.js";
 import { ResultRefused } from "../workflows/aggregation.js";

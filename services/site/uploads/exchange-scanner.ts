@@ -1,7 +1,7 @@
 import { DataExchange, DataKind } from "../../../gen/campfire/common/v1/exchange.js";
 import { DType } from "../../../gen/campfire/common/v1/tensor.js";
 import { encodeBytesMessage } from "../../shared/payload.js";
-import { allFinite } from "../../shared/tensor.js";
+import { allFiniteFloat32Bytes } from "../../shared/float32-kernels/index.mjs";
 
 /** A tensor of an upload, located in it: its bytes are `length` bytes at `offset` of the upload. */
 export interface ScannedTensor {
@@ -26,8 +26,6 @@ export interface ScannedExchange {
 const MAX_FIELD_BYTES = 16 * 1024 * 1024;
 /** More tensors than this in one result are refused: each costs an index entry while the upload streams. */
 export const MAX_TENSORS = 100_000;
-/** FLOAT32 elements are checked in runs of this many bytes, copied when a run is not 4-byte aligned. */
-const SCRATCH_BYTES = 1024 * 1024;
 
 type State = "tag" | "varint" | "length" | "collect" | "data" | "skip";
 
@@ -60,8 +58,6 @@ export class ExchangeScanner {
   private checking = false;
   private readonly carry = new Uint8Array(4);
   private carryLength = 0;
-  private readonly scratch = new Float32Array(SCRATCH_BYTES / 4);
-  private readonly scratchBytes = new Uint8Array(this.scratch.buffer);
 
   /** `size`: the announced length of the whole encoding. */
   constructor(private readonly size: number) {}
@@ -204,19 +200,10 @@ export class ExchangeScanner {
       this.carryLength += from;
       if (this.carryLength < 4) return;
       this.carryLength = 0;
-      if (!Number.isFinite(new DataView(this.carry.buffer).getFloat32(0, true))) return void (entry.finite = false);
+      if (!allFiniteFloat32Bytes(this.carry)) return void (entry.finite = false);
     }
     const whole = from + ((bytes.length - from) & ~3);
-    for (let start = from; start < whole; start += SCRATCH_BYTES) {
-      const end = Math.min(whole, start + SCRATCH_BYTES);
-      let values: Float32Array;
-      if ((bytes.byteOffset + start) % 4 === 0) values = new Float32Array(bytes.buffer, bytes.byteOffset + start, (end - start) / 4);
-      else {
-        this.scratchBytes.set(bytes.subarray(start, end));
-        values = this.scratch.subarray(0, (end - start) / 4);
-      }
-      if (!allFinite(values)) return void (entry.finite = false);
-    }
+    if (!allFiniteFloat32Bytes(bytes.subarray(from, whole))) return void (entry.finite = false);
     this.carry.set(bytes.subarray(whole));
     this.carryLength = bytes.length - whole;
   }

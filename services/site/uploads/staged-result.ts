@@ -1,7 +1,7 @@
 import { closeSync, openSync, readFileSync, rmSync } from "node:fs";
 import type { DataExchange } from "../../../gen/campfire/common/v1/exchange.js";
 import { decodeDataExchangeAligned } from "../../shared/payload.js";
-import { READ_BYTES, readFloat32Runs } from "../aggregation/fold-kernels.mjs";
+import { READ_BYTES, readFloat32Runs } from "./staged-reads.mjs";
 import type { ScannedExchange, ScannedTensor } from "./exchange-scanner.js";
 
 /** The one buffer folds read into (readFloat32 runs synchronously, so never twice at once). */

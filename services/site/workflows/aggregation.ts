@@ -1,6 +1,6 @@
 import { DType, type Tensor } from "../../../gen/campfire/common/v1/tensor.js";
-import { allFinite, elementCount, float32Tensor, float32Values } from "../../shared/tensor.js";
-import { fold, foldAveraged } from "../aggregation/fold-kernels.mjs";
+import { elementCount, float32Tensor, float32Values } from "../../shared/tensor.js";
+import { allFinite, fold, foldAveraged } from "../../shared/float32-kernels/index.mjs";
 import { FOLD_THREAD_MIN_BYTES, foldThreads, ownsBuffer } from "../aggregation/fold-threads.js";
 import type { StagedResult } from "../uploads/staged-result.js";
 

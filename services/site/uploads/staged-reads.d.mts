@@ -1,8 +1,4 @@
 /** Bytes read from a staged file at a time when folding it. */
 export declare const READ_BYTES: number;
-/** sum += weight x values, element by element, rounded to float32 as each is stored. */
-export declare function fold(sum: Float32Array, values: Float32Array, weight: number): void;
-/** The last fold and the mean in one pass: sum = fround(sum + weight x values) x mean. */
-export declare function foldAveraged(sum: Float32Array, values: Float32Array, weight: number, mean: number): void;
 /** Reads `length` bytes of FLOAT32 elements at `offset` of the open file `fd` into `buffer`, a run at a time, and visits each run with its first element's index. */
 export declare function readFloat32Runs(fd: number, offset: number, length: number, buffer: Float32Array, visit: (values: Float32Array, firstElement: number) => void, path: string): void;
