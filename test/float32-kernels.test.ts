@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { allFinite, allFiniteFloat32Bytes, fold, foldAveraged } from "../services/shared/float32-kernels/index.mjs";
+import { allFinite, allFiniteFloat32Bytes, fold, foldAveraged, valuesBlock } from "../services/shared/float32-kernels/index.mjs";
 
 // The kernels promise JavaScript's arithmetic, bit for bit: these plain loops are its definition.
 function plainFold(sum: Float32Array, values: Float32Array, weight: number): void {
@@ -62,6 +62,29 @@ describe("the float32 kernels", () => {
     expect(whole[1_001]).toBe(6);
     expect(whole[68_001]).toBe(6);
     expect(whole[68_002]).toBe(5);
+  });
+
+  it("folds and checks values read straight into its own block, as it does any others", () => {
+    const values = awkwardValues(valuesBlock.length, 13);
+    const start = awkwardValues(valuesBlock.length, 17);
+    const expected = start.slice();
+    plainFold(expected, values, 0.7);
+    valuesBlock.set(values);
+    const actual = start.slice();
+    fold(actual, valuesBlock, 0.7);
+    expect(firstDifference(actual, expected)).toBe(-1);
+    // A shorter run at the block's start, as the last read of a tensor leaves it.
+    valuesBlock.set(values);
+    const part = start.slice(0, 1_001);
+    const partExpected = start.slice(0, 1_001);
+    plainFoldAveraged(partExpected, values, 0.7, 0.25);
+    foldAveraged(part, valuesBlock.subarray(0, 1_001), 0.7, 0.25);
+    expect(firstDifference(part, partExpected)).toBe(-1);
+    valuesBlock.set(values);
+    expect(allFinite(valuesBlock.subarray(0, 1_001))).toBe(true);
+    valuesBlock[1_000] = Number.NaN;
+    expect(allFinite(valuesBlock.subarray(0, 1_001))).toBe(false);
+    expect(allFinite(valuesBlock.subarray(0, 1_000))).toBe(true);
   });
 
   it("refuses fewer values than the sum has elements", () => {

@@ -6,3 +6,8 @@ export declare function foldAveraged(sum: Float32Array, values: Float32Array, we
 export declare function allFinite(values: Float32Array): boolean;
 /** allFinite() of the little-endian float32 elements stored in `bytes`, at any alignment; throws a RangeError unless bytes.length is a multiple of 4. */
 export declare function allFiniteFloat32Bytes(bytes: Uint8Array): boolean;
+/**
+ * The module's own block for a result's values (256 KiB): elements read straight into it (readSync) are folded or
+ * checked without being copied in first. Any kernel call on other values may overwrite it.
+ */
+export declare const valuesBlock: Float32Array;

@@ -24,12 +24,21 @@ export function foldAveraged(sum, values, weight, mean) {
   foldBlocks(sum, values, (count) => kernels.foldAveraged(SUM_AT, VALUES_AT, count, weight, mean));
 }
 
+/**
+ * The module's own block for a result's values: elements read straight into it (a staged file's, with readSync) are
+ * folded or checked without being copied in first. Any kernel call may overwrite it with other values.
+ */
+export const valuesBlock = memoryFloats.subarray(VALUES_AT / 4, VALUES_AT / 4 + BLOCK_ELEMENTS);
+
+const inValuesBlock = (values) => values.buffer === valuesBlock.buffer && values.byteOffset === valuesBlock.byteOffset;
+
 function foldBlocks(sum, values, foldBlock) {
   if (values.length < sum.length) throw new RangeError(`${values.length} values for a sum of ${sum.length} elements`);
+  const copyValues = !inValuesBlock(values);
   for (let first = 0; first < sum.length; first += BLOCK_ELEMENTS) {
     const count = Math.min(BLOCK_ELEMENTS, sum.length - first);
     memoryFloats.set(sum.subarray(first, first + count), SUM_AT / 4);
-    memoryFloats.set(values.subarray(first, first + count), VALUES_AT / 4);
+    if (copyValues) memoryFloats.set(values.subarray(first, first + count), VALUES_AT / 4);
     foldBlock(count);
     sum.set(memoryFloats.subarray(SUM_AT / 4, SUM_AT / 4 + count), first);
   }
@@ -37,6 +46,7 @@ function foldBlocks(sum, values, foldBlock) {
 
 /** True when no element is NaN or an infinity. */
 export function allFinite(values) {
+  if (inValuesBlock(values)) return kernels.allFinite(VALUES_AT, values.length) === 1;
   return allFiniteFloat32Bytes(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
 }
 
