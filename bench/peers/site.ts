@@ -3,6 +3,9 @@
 // an empty task to every one of AGENTS agents (clients bench-0 ..) at once,
 // round after round, from the moment it starts. Prints "connected" once every
 // agent is, "task" when the first task completes, "round" after each round.
+// A task handed back by an agent that stops (the section stops the agents
+// before the site) is sent again once its client is back.
+import { AgentGone } from "../../services/site/errors.js";
 import { SiteServer } from "../../services/site/site-server.js";
 import { EMPTY_TASK_DATA } from "../lib/campfire.js";
 
@@ -15,7 +18,14 @@ let firstTask = true;
 for (;;) {
   await Promise.all(
     clients.map(async (client) => {
-      await site.hub.sendTask(client, { taskName: "train", jobId: "bench", data: EMPTY_TASK_DATA }, { timeoutMs: 120_000 });
+      for (;;) {
+        try {
+          await site.hub.sendTask(client, { taskName: "train", jobId: "bench", data: EMPTY_TASK_DATA }, { timeoutMs: 120_000 });
+          break;
+        } catch (error) {
+          if (!(error instanceof AgentGone)) throw error;
+        }
+      }
       if (firstTask) console.log("task");
       firstTask = false;
     }),
