@@ -34,6 +34,22 @@ describe("fedavg", () => {
     expect(jobMeta).toMatchObject({ job_id: meta.jobId, status: "FINISHED:COMPLETED" });
   });
 
+  it("runs a round of 12 clients without Node's listener-leak warning (each task listens on the round's signal)", async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on("warning", onWarning);
+    try {
+      const trainers = Object.fromEntries(Array.from({ length: 12 }, (_, index) => [`client-${index}`, shiftTrainer(1)]));
+      const { meta } = await runFedAvg({ num_rounds: 2 }, trainers);
+      expect(meta.status).toBe(RunStatus.RUN_STATUS_FINISHED_COMPLETED);
+      // Warnings are emitted on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.filter((warning) => warning.startsWith("MaxListenersExceededWarning"))).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   it("starts from the job's initial model and applies WEIGHT_DIFF results to it", async () => {
     const diff = (delta: number): Trainer => (task) => ({
       data: { kind: DataKind.DATA_KIND_WEIGHT_DIFF, tensors: model(valuesOf(task).map(() => delta)), values: undefined, meta: {} },

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { Logger } from "../../shared/logger.js";
 import { carriesData } from "../../shared/return-codes.js";
 import type { AgentHub, TaskSpec } from "../agent-hub.js";
@@ -49,6 +50,9 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
   const { clients, minResults, strict, logger } = options;
   const round = new AbortController();
   const signal = AbortSignal.any([options.signal, round.signal]);
+  // Each client's task listens on it until it ends: past Node's default of 10, a round with more clients printed a
+  // "possible memory leak" warning.
+  setMaxListeners(clients.length + 1, signal);
   const report: GatherReport = { accepted: [], failures: new Map() };
   let stragglerTimer: NodeJS.Timeout | undefined;
   let outstanding = clients.length;
