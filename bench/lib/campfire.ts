@@ -1,6 +1,7 @@
 import { DataKind } from "../../gen/campfire/common/v1/exchange.js";
 import type { TaskSpec } from "../../services/site/agent-hub.js";
 import type { TaskOutcome } from "../../services/site/agent-session.js";
+import { DEFAULT_HEAP_HEADROOM_MB, tuneHeapGrowth } from "../../services/shared/memory.js";
 import { SiteServer, type SiteOptions } from "../../services/site/site-server.js";
 import type { BenchKits } from "./kits.js";
 import { type Peer, type PeerOptions, startPeer } from "./peer.js";
@@ -25,6 +26,8 @@ export async function startEchoSite(
   options: { site?: SiteOptions; agentEnv?: Record<string, string>; tls?: BenchKits; agents?: PeerOptions } = {},
 ): Promise<EchoSite> {
   const { tls } = options;
+  // The site runs as `campfire site` runs it: with the CLI's default heap headroom (docs/deploy.md).
+  tuneHeapGrowth(DEFAULT_HEAP_HEADROOM_MB * 1024 * 1024);
   if (tls && tls.clients < count) throw new Error(`the bench kits have ${tls.clients} clients, ${count} agents need one each`);
   const site = await SiteServer.start({ address: "127.0.0.1:0", jobs: undefined, tls: tls?.site, ...options.site });
   const agents = await startPeer("echo-agents", { SITE_ADDRESS: `127.0.0.1:${site.port}`, AGENTS: String(count), ...(tls ? { TLS_KITS: tls.dir } : {}), ...options.agentEnv }, options.agents);

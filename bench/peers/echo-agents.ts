@@ -15,12 +15,14 @@
 // "connect <milliseconds as JSON>".
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { Agent } from "../../services/agent/index.js";
+import { Agent, DEFAULT_HEAP_HEADROOM_MB, tuneHeapGrowth } from "../../services/agent/index.js";
 import { parseJobPolicy } from "../../services/agent/job-policy.js";
 import { loadKit, type TlsKit } from "../../services/security/kit.js";
 import { peakRssBytes, resetPeakRss } from "../lib/process-stats.js";
 import { spreadAddress } from "../lib/raw-heartbeats.js";
 
+// As `campfire agent` runs, and as the README asks of a process that embeds agents: with the CLI's default heap headroom.
+tuneHeapGrowth(DEFAULT_HEAP_HEADROOM_MB * 1024 * 1024);
 const count = Number(process.env.AGENTS ?? 1);
 const siteAddress = process.env.SITE_ADDRESS!;
 const addressOf = (index: number) => (process.env.SPREAD_ADDRESSES ? spreadAddress(index, Number(siteAddress.split(":")[1])) : siteAddress);
