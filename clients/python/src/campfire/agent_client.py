@@ -205,7 +205,7 @@ class Agent:
         # Payloads on a connection of their own: a model's bytes never hold up a heartbeat.
         self._payload_channel = open_channel(site, kit, server_name, insecure, [*base, ("grpc.use_local_subchannel_pool", 1)])
         self._stub = agent_grpc.AgentServiceStub(self._channel)
-        self._payload_stub = agent_grpc.AgentServiceStub(self._payload_channel)
+        self._payload_calls = payloads.PayloadCalls(self._payload_channel)
 
         self._lock = threading.Condition()
         self._inbox: collections.deque[Task] = collections.deque()
@@ -420,7 +420,7 @@ class Agent:
             if held.encoded is not None and uploaded[0] != generation:
                 # What a replaced stream uploaded may be gone (a restarted site): upload on this one.
                 try:
-                    ref = payloads.upload(self._payload_stub, self.agent_id, held.encoded, max(1.0, deadline - time.monotonic()))
+                    ref = payloads.upload(self._payload_calls, self.agent_id, held.encoded, max(1.0, deadline - time.monotonic()))
                 except CampfireError as error:
                     log.warning("result upload for task %s failed, will retry: %s", held.task_id, error)
                     self._closing.wait(min(self.resend_interval, max(0.0, deadline - time.monotonic())))
@@ -562,7 +562,7 @@ class Agent:
             self._last_heard = time.monotonic()
 
         try:
-            encoded = payloads.download(self._payload_stub, message.payload.ref, self.submit_timeout, heard)
+            encoded = payloads.download(self._payload_calls, message.payload.ref, self.submit_timeout, heard)
             data = exchange_pb2.DataExchange.FromString(encoded)
         except Exception as error:  # noqa: BLE001 - any failure: let the site's resend try again
             log.warning("could not fetch the data of task %s, waiting for the site to resend it: %s", message.task_id, error)
