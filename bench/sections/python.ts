@@ -14,6 +14,8 @@ import { ratio, throughput } from "../lib/stats.js";
 const AGENTS = 4;
 const PYTHON = fileURLToPath(new URL("../../.cache/python/bin/python", import.meta.url));
 const PEER = fileURLToPath(new URL("../peers/python-echo-agents.py", import.meta.url));
+/** glibc keeps large freed buffers for the next round instead of unmapping them (clients/python/README.md, "Large models"). */
+const PYTHON_LARGE_MODEL_ENV = { MALLOC_ARENA_MAX: "1", MALLOC_MMAP_THRESHOLD_: "4294967295", MALLOC_TRIM_THRESHOLD_: "4294967295" };
 
 await runSection("Python agent against the TypeScript agent", async ({ quick }) => {
   if (!existsSync(PYTHON)) throw new Error(`${PYTHON} is missing: run scripts/ensure-tools.sh`);
@@ -21,7 +23,8 @@ await runSection("Python agent against the TypeScript agent", async ({ quick }) 
   const repeats = quick ? 1 : 3;
   const size = quick ? 8 * MiB : 256 * MiB;
   const typescript = await startEchoSite(AGENTS);
-  const python = await startEchoSite(AGENTS, { agents: { command: [PYTHON, PEER] } });
+  // The Python agents run as clients/python/README.md asks for large models (as the TypeScript ones get the CLI's heap headroom).
+  const python = await startEchoSite(AGENTS, { agents: { command: [PYTHON, PEER] }, agentEnv: PYTHON_LARGE_MODEL_ENV });
   const tasksPerSecond = (site: EchoSite, ms = durationMs) => throughput(AGENTS, ms, (worker) => site.task(`bench-${worker}`));
 
   const model = makeModel(size);
