@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { allFinite, allFiniteFloat32Bytes, fold, foldAveraged, valuesBlock } from "../services/shared/float32-kernels/index.mjs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { allFinite, allFiniteFloat32Bytes, fold, foldAveraged, foldFromFile } from "../services/shared/float32-kernels/index.mjs";
 
 // The kernels promise JavaScript's arithmetic, bit for bit: these plain loops are its definition.
 function plainFold(sum: Float32Array, values: Float32Array, weight: number): void {
@@ -64,27 +67,31 @@ describe("the float32 kernels", () => {
     expect(whole[68_002]).toBe(5);
   });
 
-  it("folds and checks values read straight into its own block, as it does any others", () => {
-    const values = awkwardValues(valuesBlock.length, 13);
-    const start = awkwardValues(valuesBlock.length, 17);
-    const expected = start.slice();
-    plainFold(expected, values, 0.7);
-    valuesBlock.set(values);
-    const actual = start.slice();
-    fold(actual, valuesBlock, 0.7);
-    expect(firstDifference(actual, expected)).toBe(-1);
-    // A shorter run at the block's start, as the last read of a tensor leaves it.
-    valuesBlock.set(values);
-    const part = start.slice(0, 1_001);
-    const partExpected = start.slice(0, 1_001);
-    plainFoldAveraged(partExpected, values, 0.7, 0.25);
-    foldAveraged(part, valuesBlock.subarray(0, 1_001), 0.7, 0.25);
-    expect(firstDifference(part, partExpected)).toBe(-1);
-    valuesBlock.set(values);
-    expect(allFinite(valuesBlock.subarray(0, 1_001))).toBe(true);
-    valuesBlock[1_000] = Number.NaN;
-    expect(allFinite(valuesBlock.subarray(0, 1_001))).toBe(false);
-    expect(allFinite(valuesBlock.subarray(0, 1_000))).toBe(true);
+  it("folds values read from a file, and refuses a file that ends first", () => {
+    const dir = mkdtempSync(join(tmpdir(), "campfire-kernels-"));
+    const path = join(dir, "staged");
+    try {
+      // Past one block, at an offset that is not a multiple of 4, as a tensor lies in a staged upload.
+      const values = awkwardValues(64 * 1024 + 9, 13);
+      writeFileSync(path, Buffer.concat([Buffer.from([1, 2, 3]), Buffer.from(bytesOf(values))]));
+      const start = awkwardValues(values.length, 17);
+      const fd = openSync(path, "r");
+      try {
+        const [expected, actual] = [start.slice(), start.slice()];
+        plainFold(expected, values, 0.7);
+        foldFromFile(fd, 3, actual, 0.7);
+        expect(firstDifference(actual, expected)).toBe(-1);
+        plainFoldAveraged(expected, values, 0.7, 0.25);
+        foldFromFile(fd, 3, actual, 0.7, 0.25);
+        expect(firstDifference(actual, expected)).toBe(-1);
+        // One element more than the file holds.
+        expect(() => foldFromFile(fd, 3, new Float32Array(values.length + 1), 1)).toThrow(RangeError);
+      } finally {
+        closeSync(fd);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses fewer values than the sum has elements", () => {

@@ -34,14 +34,15 @@ describe("fedavg", () => {
     expect(jobMeta).toMatchObject({ job_id: meta.jobId, status: "FINISHED:COMPLETED" });
   });
 
-  it("runs a round of 12 clients without Node's listener-leak warning (each task listens on the round's signal)", async () => {
+  it("sends tasks to 12 clients at once (a FedAvg round, a broadcast) without Node's listener-leak warning", async () => {
     const warnings: string[] = [];
     const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
     process.on("warning", onWarning);
     try {
       const trainers = Object.fromEntries(Array.from({ length: 12 }, (_, index) => [`client-${index}`, shiftTrainer(1)]));
-      const { meta } = await runFedAvg({ num_rounds: 2 }, trainers);
-      expect(meta.status).toBe(RunStatus.RUN_STATUS_FINISHED_COMPLETED);
+      // Each task listens on the round's signal (FedAvg) or on the job's own (broadcast) until it ends.
+      expect((await runFedAvg({ num_rounds: 2 }, trainers)).meta.status).toBe(RunStatus.RUN_STATUS_FINISHED_COMPLETED);
+      expect((await runs.run("broadcast", { task_name: "train" }, trainers)).meta.status).toBe(RunStatus.RUN_STATUS_FINISHED_COMPLETED);
       // Warnings are emitted on the next tick.
       await new Promise((resolve) => setImmediate(resolve));
       expect(warnings.filter((warning) => warning.startsWith("MaxListenersExceededWarning"))).toEqual([]);

@@ -7,7 +7,8 @@ export declare function allFinite(values: Float32Array): boolean;
 /** allFinite() of the little-endian float32 elements stored in `bytes`, at any alignment; throws a RangeError unless bytes.length is a multiple of 4. */
 export declare function allFiniteFloat32Bytes(bytes: Uint8Array): boolean;
 /**
- * The module's own block for a result's values (256 KiB): elements read straight into it (readSync) are folded or
- * checked without being copied in first. Any kernel call on other values may overwrite it.
+ * fold(), or foldAveraged() with `mean`, of the sum.length float32 elements stored at byte `position` of the open
+ * file `fd`, read straight into the module's memory (the read is their one copy). Throws a RangeError when the file
+ * ends first, with the blocks before it folded.
  */
-export declare const valuesBlock: Float32Array;
+export declare function foldFromFile(fd: number, position: number, sum: Float32Array, weight: number, mean?: number): void;

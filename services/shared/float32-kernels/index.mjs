@@ -1,7 +1,7 @@
 // The float32 loops of the site's hot paths (folding results into a sum, checking them for NaN and Infinity), run in
 // WebAssembly SIMD (kernels.wat, assembled into kernels.wasm by scripts/build-wasm.mjs). Plain JavaScript, so that the
 // fold threads (a worker's own module graph) load the very same code however the site was started. Types: index.d.mts.
-import { readFileSync } from "node:fs";
+import { readFileSync, readSync } from "node:fs";
 
 /** Elements copied into the module's memory at a time: a sum's block and a result's block fit in a core's L2 cache together. */
 const BLOCK_ELEMENTS = 64 * 1024;
@@ -16,29 +16,40 @@ const memoryFloats = new Float32Array(kernels.memory.buffer);
 
 /** sum[i] = float32(sum[i] + weight x values[i]), as the plain JavaScript loop computes it (sum.length elements). */
 export function fold(sum, values, weight) {
-  foldBlocks(sum, values, (count) => kernels.fold(SUM_AT, VALUES_AT, count, weight));
+  foldBlocks(sum, copiedFrom(sum, values), (count) => kernels.fold(SUM_AT, VALUES_AT, count, weight));
 }
 
 /** The last fold and the mean in one pass: sum[i] = float32(float32(sum[i] + weight x values[i]) x mean). */
 export function foldAveraged(sum, values, weight, mean) {
-  foldBlocks(sum, values, (count) => kernels.foldAveraged(SUM_AT, VALUES_AT, count, weight, mean));
+  foldBlocks(sum, copiedFrom(sum, values), (count) => kernels.foldAveraged(SUM_AT, VALUES_AT, count, weight, mean));
 }
 
 /**
- * The module's own block for a result's values: elements read straight into it (a staged file's, with readSync) are
- * folded or checked without being copied in first. Any kernel call may overwrite it with other values.
+ * fold(), or foldAveraged() with `mean`, of the sum.length float32 elements
+ * stored at byte `position` of the open file `fd`. They are read straight
+ * into the module's memory, so the read is their one copy. Throws a
+ * RangeError when the file ends first, with the blocks before it folded.
  */
-export const valuesBlock = memoryFloats.subarray(VALUES_AT / 4, VALUES_AT / 4 + BLOCK_ELEMENTS);
+export function foldFromFile(fd, position, sum, weight, mean) {
+  const readValues = (first, count) => {
+    const read = readSync(fd, memoryBytes, VALUES_AT, count * 4, position + first * 4);
+    if (read !== count * 4) throw new RangeError(`the file ends before the ${sum.length} float32 elements at byte ${position} do`);
+  };
+  foldBlocks(sum, readValues, mean === undefined ? (count) => kernels.fold(SUM_AT, VALUES_AT, count, weight) : (count) => kernels.foldAveraged(SUM_AT, VALUES_AT, count, weight, mean));
+}
 
-const inValuesBlock = (values) => values.buffer === valuesBlock.buffer && values.byteOffset === valuesBlock.byteOffset;
-
-function foldBlocks(sum, values, foldBlock) {
+/** Puts the values of elements [first, first + count) in the module's values block, copied from `values`. */
+function copiedFrom(sum, values) {
   if (values.length < sum.length) throw new RangeError(`${values.length} values for a sum of ${sum.length} elements`);
-  const copyValues = !inValuesBlock(values);
+  return (first, count) => memoryFloats.set(values.subarray(first, first + count), VALUES_AT / 4);
+}
+
+/** Folds the sum a block at a time: its values put in place by `putValues`, the sum's block copied in and back out around `foldBlock`. */
+function foldBlocks(sum, putValues, foldBlock) {
   for (let first = 0; first < sum.length; first += BLOCK_ELEMENTS) {
     const count = Math.min(BLOCK_ELEMENTS, sum.length - first);
+    putValues(first, count);
     memoryFloats.set(sum.subarray(first, first + count), SUM_AT / 4);
-    if (copyValues) memoryFloats.set(values.subarray(first, first + count), VALUES_AT / 4);
     foldBlock(count);
     sum.set(memoryFloats.subarray(SUM_AT / 4, SUM_AT / 4 + count), first);
   }
@@ -46,7 +57,6 @@ function foldBlocks(sum, values, foldBlock) {
 
 /** True when no element is NaN or an infinity. */
 export function allFinite(values) {
-  if (inValuesBlock(values)) return kernels.allFinite(VALUES_AT, values.length) === 1;
   return allFiniteFloat32Bytes(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
 }
 

@@ -1,10 +1,12 @@
-import { closeSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, rmSync } from "node:fs";
 import type { DataExchange } from "../../../gen/campfire/common/v1/exchange.js";
 import { decodeDataExchangeAligned } from "../../shared/payload.js";
-import { READ_BYTES, readFloat32Runs } from "./staged-reads.mjs";
 import type { ScannedExchange, ScannedTensor } from "./exchange-scanner.js";
 
-/** The one buffer folds read into (readFloat32 runs synchronously, so never twice at once). */
+/** Bytes read from a staged file at a time by readFloat32: a few chunks, whatever the model's size. */
+const READ_BYTES = 4 * 1024 * 1024;
+
+/** The one buffer readFloat32 reads into (it runs synchronously, so never twice at once). */
 let readBuffer: Float32Array | undefined;
 
 /**
@@ -41,9 +43,15 @@ export class StagedResult {
   readFloat32(tensor: ScannedTensor, visit: (values: Float32Array, firstElement: number) => void): void {
     if (this.released) throw new Error(`the staged result ${this.path} was released`);
     const buffer = (readBuffer ??= new Float32Array(READ_BYTES / 4));
+    const bytes = new Uint8Array(buffer.buffer);
     const file = openSync(this.path, "r");
     try {
-      readFloat32Runs(file, tensor.offset, tensor.length, buffer, visit, this.path);
+      for (let done = 0; done < tensor.length; ) {
+        const want = Math.min(bytes.byteLength, tensor.length - done);
+        if (readSync(file, bytes, 0, want, tensor.offset + done) !== want) throw new Error(`the staged result ${this.path} is shorter than its index says`);
+        visit(buffer.subarray(0, want / 4), done / 4);
+        done += want;
+      }
     } finally {
       closeSync(file);
     }

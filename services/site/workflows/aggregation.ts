@@ -130,9 +130,9 @@ export class WeightedAverage {
   }
 
   /**
-   * As add(), for a result staged on disk: its tensors are read a few MiB at a
-   * time and folded run by run, on the fold threads when the result is large
-   * and folded plainly (no `base`, no `clip`). Finiteness was checked as the
+   * As add(), for a result staged on disk: its tensors are read a block at a
+   * time and folded block by block, on the fold threads when the result is
+   * large and folded plainly (no `base`, no `clip`). Finiteness was checked as the
    * upload streamed; a tensor the scan could not check (its dtype came after
    * its data) is read once more to check it before anything is folded. The
    * staged file must stay until the returned promise settles.

@@ -1,6 +1,6 @@
-import { setMaxListeners } from "node:events";
 import type { Logger } from "../../shared/logger.js";
 import { carriesData } from "../../shared/return-codes.js";
+import { allowFanOut } from "../../shared/wait.js";
 import type { AgentHub, TaskSpec } from "../agent-hub.js";
 import { failureOf, type TaskOutcome } from "../agent-session.js";
 import { SiteError } from "../errors.js";
@@ -50,9 +50,7 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
   const { clients, minResults, strict, logger } = options;
   const round = new AbortController();
   const signal = AbortSignal.any([options.signal, round.signal]);
-  // Each client's task listens on it until it ends: past Node's default of 10, a round with more clients printed a
-  // "possible memory leak" warning.
-  setMaxListeners(clients.length + 1, signal);
+  allowFanOut(signal, clients.length);
   const report: GatherReport = { accepted: [], failures: new Map() };
   let stragglerTimer: NodeJS.Timeout | undefined;
   let outstanding = clients.length;

@@ -65,7 +65,8 @@ def _download_chunk(encoded: bytes) -> Union[memoryview, bytes]:
     if len(encoded) >= 2 and encoded[0] == _DOWNLOAD_CHUNK_TAG:
         length = 0
         shift = 0
-        for at in range(1, min(len(encoded), 11)):
+        # A chunk's length takes at most 3 varint bytes; past 5, the generated parser decides (and refuses an over-long one).
+        for at in range(1, min(len(encoded), 6)):
             byte = encoded[at]
             length |= (byte & 0x7F) << shift
             shift += 7
