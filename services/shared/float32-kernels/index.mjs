@@ -10,7 +10,16 @@ const SUM_AT = 0;
 const VALUES_AT = BLOCK_BYTES;
 
 // Synchronous: a module of a few hundred bytes compiles in well under a millisecond, and every thread loads its own.
-const kernels = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(new URL("./kernels.wasm", import.meta.url)))).exports;
+const kernels = instantiate(readFileSync(new URL("./kernels.wasm", import.meta.url))).exports;
+
+function instantiate(bytes) {
+  try {
+    return new WebAssembly.Instance(new WebAssembly.Module(bytes));
+  } catch (error) {
+    // V8 offers WebAssembly SIMD on x86-64 with SSE4.1 and on ARM64: a CPU older than that cannot run the site.
+    throw new Error(`the float32 kernels need WebAssembly SIMD, which this CPU or runtime does not offer: ${error.message}`, { cause: error });
+  }
+}
 const memoryBytes = new Uint8Array(kernels.memory.buffer);
 const memoryFloats = new Float32Array(kernels.memory.buffer);
 
