@@ -11,7 +11,7 @@ import { SiteShuttingDown } from "../errors.js";
 import { NotLeader } from "../replicas/errors.js";
 import { builtinWorkflows, type WorkflowRegistry } from "../workflows/registry.js";
 import { InvalidJobDefinition, JobNotFound, JobStillRunning } from "./errors.js";
-import { bySubmitTime, type ListFilter, selectJobs } from "./listing.js";
+import { type ListFilter, selectJobs } from "./listing.js";
 import { ACTIVE, appOf, type DeployPlan, emptyProgress, isFinished, type JobMeta, QUEUED, RunStatus, statusName } from "./model.js";
 import { type JobObserver, JobRecords, type JobWatcher } from "./records.js";
 import { ScheduleQueue } from "./schedule-queue.js";
@@ -20,6 +20,7 @@ import { FileJobStore, type JobStore } from "./store.js";
 import { artifactRefsOf, DEFAULT_MAX_JOB_BYTES, deployPlanOf, validateJob } from "./validation.js";
 import { ArtifactStore } from "../artifacts/store.js";
 import { runJob } from "./job-run.js";
+import { recoverJobs } from "./recovery.js";
 import { TaskContexts } from "./task-contexts.js";
 
 export interface JobOptions {
@@ -452,58 +453,15 @@ export class JobManager {
     }, this.pollStoreMs).unref();
   }
 
-  /** Queued jobs start with a fresh scheduling window: the attempts of the previous run are not carried over. */
+  /** Goes on with the jobs of the store after a restart or a takeover (recovery.ts), then schedules. */
   private async recover(stored: JobMeta[]): Promise<void> {
-    const metas = [...stored].sort(bySubmitTime);
-    for (const meta of metas) this.records.loaded(meta);
-    const restartedAt = new Date();
-    const resumed: string[] = [];
-    for (const meta of metas) {
-      if (ACTIVE.has(meta.status)) {
-        if (await this.interrupted(meta, restartedAt)) resumed.push(meta.jobId);
-      } else if (meta.status === RunStatus.RUN_STATUS_SUBMITTED) {
-        void this.approve(meta.jobId);
-      } else if (meta.status === RunStatus.RUN_STATUS_APPROVED) {
-        this.queue.push(meta.jobId);
-        if (meta.scheduleAttempts > 0) void this.records.persistQuietly(meta.jobId, QUEUED, () => ({ scheduleAttempts: 0 }));
-      }
-    }
+    const { resuming, queued, submitted } = await recoverJobs(stored, { records: this.records, store: this.store, workflows: this.workflows, logger: this.logger });
+    for (const jobId of submitted) void this.approve(jobId);
+    for (const jobId of queued) this.queue.push(jobId);
     // They ran before the site stopped: their clients go back to them before a queued job can take them.
-    this.queue.pushResuming(resumed);
-    this.logger.info({ jobs: metas.length, queued: this.queue.size, resuming: resumed.length }, "jobs recovered from the store");
+    this.queue.pushResuming(resuming);
+    this.logger.info({ jobs: stored.length, queued: this.queue.size, resuming: resuming.length }, "jobs recovered from the store");
     this.schedule();
-  }
-
-  /**
-   * A job the site stopped under. It waits to run again on its clients when
-   * its workflow is resumable, or never started (it was only DISPATCHED), with
-   * its scheduling attempts counted afresh; otherwise it ends FINISHED:ABNORMAL.
-   * Returns whether it waits.
-   */
-  private async interrupted(meta: JobMeta, restartedAt: Date): Promise<boolean> {
-    const jobId = meta.jobId;
-    const was = statusName(meta.status);
-    const obstacle = meta.status === RunStatus.RUN_STATUS_RUNNING ? await this.resumeObstacle(jobId) : undefined;
-    if (obstacle === undefined) {
-      const phase = `resuming after a site restart: waiting for its clients ${meta.clients.join(", ")}`;
-      await this.records.transition(jobId, ACTIVE, () => ({ scheduleAttempts: 0, progress: { ...(meta.progress ?? emptyProgress()), phase } }));
-      this.logger.info({ job: jobId, was, clients: meta.clients }, "job will resume once its clients are back");
-      return true;
-    }
-    const reason = `the site stopped while the job was ${was} and ${obstacle}; it did not finish (site restarted at ${restartedAt.toISOString()})`;
-    await this.records.transition(jobId, ACTIVE, () => ({ status: RunStatus.RUN_STATUS_FINISHED_ABNORMAL, endReason: reason, endTime: restartedAt }));
-    this.logger.warn({ job: jobId, was, reason }, "job ended abnormally: the site restarted under it");
-    return false;
-  }
-
-  /** Why the job's workflow cannot run again after an interruption; undefined when it can. */
-  private async resumeObstacle(jobId: string): Promise<string | undefined> {
-    try {
-      const { workflow } = validateJob(await this.store.definition(jobId), this.workflows, Infinity);
-      return workflow.resumable ? undefined : `its workflow ${workflow.name} cannot resume`;
-    } catch (error) {
-      return `it cannot resume: ${(error as Error).message}`;
-    }
   }
 
   /** There is no approval process: the site approves every valid job at once. */
