@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
 import { type Agent, AgentAborted, AgentClosed, AgentEnded, CallStateError, DataKind, ReturnCode } from "../services/agent/index.js";
 import { ByeReason } from "../gen/campfire/agent/v1/agent_service.js";
@@ -208,6 +209,25 @@ describe("the trainer's call contract", () => {
     await expect(next).rejects.toBeInstanceOf(AgentAborted);
     await expect(next).rejects.toMatchObject({ taskId: task.taskId });
     expect(await agent.getTask(10)).toBeNull();
+  });
+
+  it("one signal over many tasks: a single abort listener, gone once they end, and its abort cancels every task", async () => {
+    const server = await site();
+    const clients = ["c1", "c2", "c3"];
+    const agents = clients.map((client) => agentFor(server, client));
+    const finished = new AbortController();
+    const answered = clients.map((client) => server.hub.sendTask(client, { taskName: "train", jobId: "j", data: metaOnly({}) }, { signal: finished.signal }));
+    const tasks = await Promise.all(agents.map(async (agent) => (await agent.getTask(5_000))!));
+    expect(getEventListeners(finished.signal, "abort")).toHaveLength(1);
+    await Promise.all(agents.map((agent, index) => agent.submitResult(tasks[index]!.data)));
+    await Promise.all(answered);
+    expect(getEventListeners(finished.signal, "abort")).toHaveLength(0);
+
+    const aborted = new AbortController();
+    const outcomes = clients.map((client) => server.hub.sendTask(client, { taskName: "train", jobId: "j", data: metaOnly({}) }, { signal: aborted.signal }));
+    await Promise.all(agents.map((agent) => agent.getTask(5_000)));
+    aborted.abort(new Error("admin aborted the job"));
+    for (const outcome of outcomes) await expect(outcome).rejects.toBeInstanceOf(TaskAborted);
   });
 
   it("tells the agent to abort when the task's deadline passes", async () => {

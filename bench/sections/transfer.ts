@@ -111,8 +111,8 @@ await runSection(`Model transfer, ${AGENTS} agents`, async ({ quick }) => {
 });
 
 /**
- * The bytes of a result's tensors, read as a workflow reads them: an uploaded
- * result from where it is staged, a few MiB at a time (as FedAvg folds it),
+ * The bytes of a result's tensors, read as an aggregating workflow reads
+ * them: an uploaded result from where it is staged, a few MiB at a time,
  * rather than loaded whole into memory, which no aggregating workflow does.
  */
 function receivedBytes(outcome: TaskOutcome): number {

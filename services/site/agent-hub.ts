@@ -427,23 +427,59 @@ function expire(session: AgentSession, task: Task): void {
   session.cancel(task.taskId, new TaskDeadlineExceeded(`task ${task.taskId} (${task.taskName}): deadline exceeded`));
 }
 
-/** Cancels a task when the caller's signal fires (an object, not a closure: see Canceller.handleEvent). */
+/**
+ * The tasks waiting on one caller's signal. The signal gets one abort listener
+ * however many tasks wait on it: a round or a broadcast sends a task to every
+ * client with the same signal, and one listener per task put more than Node's
+ * 10 on it, which Node reports as a possible memory leak.
+ */
+class SignalWaiters {
+  readonly cancellers = new Set<Canceller>();
+
+  constructor(readonly signal: AbortSignal) {
+    signal.addEventListener("abort", this, { once: true });
+  }
+
+  /** The signal fired: every task waiting on it is cancelled (an object, not a closure, so that a waiting task costs no closure). */
+  handleEvent(): void {
+    waitersBySignal.delete(this.signal);
+    for (const canceller of this.cancellers) canceller.cancel();
+  }
+
+  remove(canceller: Canceller): void {
+    this.cancellers.delete(canceller);
+    if (this.cancellers.size > 0) return;
+    this.signal.removeEventListener("abort", this);
+    waitersBySignal.delete(this.signal);
+  }
+}
+
+const waitersBySignal = new WeakMap<AbortSignal, SignalWaiters>();
+
+/** Cancels a task when the caller's signal fires. */
 class Canceller {
+  private readonly waiters: SignalWaiters | undefined;
+
   constructor(
     private readonly session: AgentSession,
     private readonly task: Task,
     private readonly signal: AbortSignal,
   ) {
-    if (signal.aborted) this.handleEvent();
-    else signal.addEventListener("abort", this, { once: true });
+    if (signal.aborted) {
+      this.cancel();
+      return;
+    }
+    this.waiters = waitersBySignal.get(signal) ?? new SignalWaiters(signal);
+    waitersBySignal.set(signal, this.waiters);
+    this.waiters.cancellers.add(this);
   }
 
-  handleEvent(): void {
+  cancel(): void {
     this.session.cancel(this.task.taskId, abortError(this.signal, `task ${this.task.taskId} (${this.task.taskName})`));
   }
 
   dispose(): void {
-    this.signal.removeEventListener("abort", this);
+    this.waiters?.remove(this);
   }
 }
 

@@ -2,7 +2,6 @@ import { mkdir } from "node:fs/promises";
 import type { AppFile } from "../../../gen/campfire/admin/v1/job.js";
 import { ByeReason } from "../../../gen/campfire/agent/v1/agent_service.js";
 import type { Logger } from "../../shared/logger.js";
-import { allowFanOut } from "../../shared/wait.js";
 import type { AgentHub } from "../agent-hub.js";
 import type { ArtifactStore, StoredArtifact } from "../artifacts/store.js";
 import { SiteShuttingDown } from "../errors.js";
@@ -81,8 +80,6 @@ export async function runJob({ jobId, plan, clients, signal, draining, resumed }
     signal.throwIfAborted();
     logger.info({ workflow: validated.workflow.name }, "job running");
     const checkpoints = store.checkpoints(jobId);
-    // A workflow may send a task to every client at once with the job's own signal (broadcast does).
-    allowFanOut(signal, clients.length);
     const context: WorkflowContext<unknown> = {
       jobId,
       args: validated.args,

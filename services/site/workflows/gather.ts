@@ -1,6 +1,5 @@
 import type { Logger } from "../../shared/logger.js";
 import { carriesData } from "../../shared/return-codes.js";
-import { allowFanOut } from "../../shared/wait.js";
 import type { AgentHub, TaskSpec } from "../agent-hub.js";
 import { failureOf, type TaskOutcome } from "../agent-session.js";
 import { SiteError } from "../errors.js";
@@ -50,7 +49,6 @@ export async function scatterGather(options: GatherOptions): Promise<GatherRepor
   const { clients, minResults, strict, logger } = options;
   const round = new AbortController();
   const signal = AbortSignal.any([options.signal, round.signal]);
-  allowFanOut(signal, clients.length);
   const report: GatherReport = { accepted: [], failures: new Map() };
   let stragglerTimer: NodeJS.Timeout | undefined;
   let outstanding = clients.length;
